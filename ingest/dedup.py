@@ -1,0 +1,48 @@
+"""Drop the second copy of an entry that two audit devices both wrote.
+
+Each device writes every entry; the copies share ``(request.id, type)`` but carry different
+HMACs (each device has its own salt). The window is bounded by count, so memory is fixed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from .event import AuditEvent
+
+__all__ = ["Deduplicator"]
+
+
+class Deduplicator:
+    """Remembers the last ``window`` ``(request.id, type)`` keys.
+
+    >>> d = Deduplicator(window=2)
+    >>> d.seen(("a", "request")), d.seen(("a", "request")), d.seen(("b", "request"))
+    (False, True, False)
+    """
+
+    def __init__(self, window: int = 65_536) -> None:
+        if window <= 0:
+            raise ValueError("window must be positive")
+        self.window = window
+        self._keys: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.duplicates = 0
+
+    def seen(self, key: tuple[str, str] | None) -> bool:
+        """Record ``key``; True when it was already in the window (a duplicate)."""
+        if key is None:
+            return False
+        keys = self._keys
+        if key in keys:
+            self.duplicates += 1
+            return True
+        keys[key] = None
+        if len(keys) > self.window:
+            keys.popitem(last=False)
+        return False
+
+    def is_duplicate(self, event: AuditEvent) -> bool:
+        return self.seen(event.dedup_key)
+
+    def __len__(self) -> int:
+        return len(self._keys)

@@ -1,0 +1,164 @@
+"""Identity resolution and outcome classification, done once per entry.
+
+The priority order follows what audit entries can prove (see the format reference, section 4):
+``entity_id`` is stable across logins and token rotation; a token without an entity is known by
+its display name (which embeds the auth mount); an unauthenticated login is attributed to its
+target (``auth/userpass/login/alice`` gives ``login:userpass:alice``), so that brute force
+against one account groups together whatever address it comes from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+from .event import Auth, Identity, Request, Response
+
+__all__ = ["resolve_identity", "classify_outcome", "split_address", "login_target", "LOGIN_FAILURE_ERRORS"]
+
+#: Error substrings that mean a login was refused (``sdk/logical/error.go`` and auth plugins).
+LOGIN_FAILURE_ERRORS: Final = (
+    "invalid credentials",
+    "invalid username or password",
+    "invalid role or secret id",
+    "invalid role_id",
+    "invalid secret id",
+    "failed to validate credentials",
+    "permission denied",
+)
+_WRAPPING_POLICY: Final = "response-wrapping"
+# Login endpoints whose last path segment names the account.
+_NAMED_LOGIN_MOUNT_TYPES: Final = frozenset({"userpass", "ldap", "okta", "radius"})
+
+
+def split_address(addr: str | None) -> tuple[str | None, int | None]:
+    """Split ``ip``, ``ip:port`` or ``[v6]:port`` into (ip, port). Bare IPv6 stays whole."""
+    if not addr:
+        return None, None
+    if addr.startswith("["):
+        end = addr.find("]")
+        if end < 0:
+            return addr, None
+        host, rest = addr[1:end], addr[end + 1 :]
+        if rest.startswith(":") and rest[1:].isdigit():
+            return host, int(rest[1:])
+        return host, None
+    if addr.count(":") == 1:
+        host, _, port = addr.partition(":")
+        return host, int(port) if port.isdigit() else None
+    return addr, None
+
+
+def login_target(path: str, req: Request) -> tuple[str, str] | None:
+    """``(mount, name)`` for a login request path, or None when the path is not a login.
+
+    ``auth/<mount>/login/<name>`` names the account in the URL (userpass, ldap, okta, radius).
+    ``auth/<mount>/login`` (AppRole, JWT, Kubernetes, cert) names it in the body; the body is
+    HMAC'd, which is still a stable per-device value, so it is used as the name.
+    """
+    if not path.startswith("auth/"):
+        return None
+    rest = path[5:]
+    idx = rest.find("/login")
+    if idx <= 0:
+        return None
+    mount = rest[:idx]
+    tail = rest[idx + 6 :]
+    if tail.startswith("/") and len(tail) > 1:
+        return mount, tail[1:]
+    if tail:
+        return None
+    data = req.data or {}
+    for field in ("role_id", "role", "username", "name"):
+        value = data.get(field)
+        if isinstance(value, str) and value:
+            if value.startswith("hmac-sha256:"):
+                short = value[12:28]
+            else:  # log_raw: never keep the plaintext, only a short digest of it
+                short = "sha256-" + hashlib.sha256(value.encode()).hexdigest()[:16]
+            return mount, f"{field}={short}"
+    return mount, "?"
+
+
+def _is_authenticated(auth: Auth) -> bool:
+    return bool(auth.client_token or auth.display_name or auth.entity_id or auth.accessor)
+
+
+def resolve_identity(auth: Auth, req: Request, path: str, remote_ip: str | None) -> Identity:
+    """Resolve the identity key of an entry; see :class:`~ingest.event.Identity`."""
+    policies = auth.policies or ()
+    common = {
+        "policies": policies,
+        "token_type": auth.token_type,
+        "accessor": auth.accessor,
+        "client_id": req.client_id,
+        "metadata": auth.metadata,
+        "is_root": "root" in policies,
+        "is_wrapping": policies == (_WRAPPING_POLICY,),
+        "is_batch": auth.token_type == "batch",
+    }
+    if auth.entity_id:
+        mount = req.mount_point if _login_mount(path) else None
+        return Identity(
+            key=f"entity:{auth.entity_id}",
+            kind="entity",
+            entity_id=auth.entity_id,
+            display_name=auth.display_name,
+            auth_mount=mount,
+            **common,  # type: ignore[arg-type]
+        )
+    if _is_authenticated(auth):
+        dn = auth.display_name
+        mount = "auth/token/" if dn and (dn == "token" or dn.startswith("token-")) else None
+        if common["is_root"]:
+            return Identity(
+                key=f"root:{dn or auth.accessor or '?'}",
+                kind="root",
+                display_name=dn,
+                auth_mount=mount,
+                **common,  # type: ignore[arg-type]
+            )
+        if dn:
+            return Identity(key=f"token:{dn}", kind="token", display_name=dn, auth_mount=mount, **common)  # type: ignore[arg-type]
+        return Identity(key=f"accessor:{auth.accessor}", kind="accessor", **common)  # type: ignore[arg-type]
+    target = login_target(path, req)
+    if target is not None:
+        mount, name = target
+        return Identity(
+            key=f"login:{mount}:{name}",
+            kind="login",
+            display_name=name,
+            auth_mount=f"auth/{mount}/",
+            client_id=req.client_id,
+        )
+    return Identity(key=f"anon:{remote_ip or '?'}", kind="anonymous", client_id=req.client_id)
+
+
+def _login_mount(path: str) -> bool:
+    return path.startswith("auth/") and "/login" in path
+
+
+def classify_outcome(kind: str, error: str | None, auth: Auth, resp: Response | None, path: str) -> str:
+    """``ok``, ``denied``, ``login_failed``, ``error`` or ``pending``.
+
+    No HTTP status is logged, so the outcome is worked out from the top-level ``error``, the ACL
+    result, and the *presence* of ``response.data.error`` (its value is HMAC'd).
+    """
+    pr = auth.policy_results
+    is_login = _login_mount(path)
+    if error:
+        low = error.lower()
+        if is_login and any(s in low for s in LOGIN_FAILURE_ERRORS):
+            return "login_failed"
+        if "permission denied" in low:
+            return "denied"
+        return "error"
+    if pr is not None and pr.allowed is False:
+        return "denied"
+    if resp is None:
+        return "pending" if kind.endswith("request") else "ok"
+    if resp.data is not None and "error" in resp.data:
+        if is_login and resp.auth is None:
+            return "login_failed"
+        return "error"
+    return "ok"

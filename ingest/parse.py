@@ -1,0 +1,270 @@
+"""Parse one raw audit line into an :class:`~ingest.event.AuditEvent`, once, at the edge.
+
+The fast path is a single msgspec decode into strict structs. Only an entry with fields this
+version does not know takes the slow path (a generic decode, unknown fields split off, redacted,
+and kept in ``extra``). Every failure is a :class:`~ingest.errors.ParseError` with a reason code;
+nothing else escapes :meth:`Parser.parse`.
+
+>>> p = Parser()
+>>> line = (b'{"time":"2026-01-01T00:00:00Z","type":"request","auth":{"token_type":"default"},'
+...         b'"request":{"id":"r1","operation":"update","path":"auth/userpass/login/alice",'
+...         b'"namespace":{"id":"root"},"remote_address":"10.0.0.5:51000"}}')
+>>> ev = p.parse(line)
+>>> ev.identity.key, ev.remote_ip, ev.remote_port, ev.outcome
+('login:userpass:alice', '10.0.0.5', 51000, 'pending')
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from .errors import ParseError
+from .event import (
+    AuditEvent,
+    Auth,
+    Entry,
+    GrantingPolicy,
+    Namespace,
+    PolicyResults,
+    Request,
+    Response,
+    Secret,
+    WrapInfo,
+)
+from .identity import classify_outcome, resolve_identity, split_address
+from .redact import REDACTED, SAFE_HEADERS, is_protected, redact_path, redact_tree
+
+__all__ = ["Parser", "DEFAULT_MAX_LINE_BYTES", "DEFAULT_MAX_DEPTH"]
+
+DEFAULT_MAX_LINE_BYTES: Final = 2 * 1024 * 1024
+DEFAULT_MAX_DEPTH: Final = 32
+_EMPTY_AUTH: Final = Auth()
+_EMPTY_REQUEST: Final = Request()
+
+# For the slow path: which nested objects are typed, so unknown keys can be split off.
+_CHILDREN: Final[dict[type[msgspec.Struct], dict[str, type[msgspec.Struct]]]] = {
+    Entry: {"auth": Auth, "request": Request, "response": Response},
+    Auth: {"policy_results": PolicyResults},
+    PolicyResults: {"granting_policies": GrantingPolicy},
+    Request: {"namespace": Namespace},
+    Response: {"auth": Auth, "secret": Secret, "wrap_info": WrapInfo},
+}
+_TOKEN_FIELDS: Final = ("client_token",)
+
+
+class Parser:
+    """Turns raw audit lines into events. Thread-compatible; holds no per-line state.
+
+    ``prefix`` is the audit device's ``prefix`` option; lines may also carry any other text
+    before the JSON object (a syslog header, say), which is skipped up to the first ``{``.
+    """
+
+    def __init__(
+        self,
+        *,
+        prefix: str | None = None,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+    ) -> None:
+        self.prefix = prefix.encode() if prefix else None
+        self.max_line_bytes = max_line_bytes
+        self.max_depth = max_depth
+        self._decoder = msgspec.json.Decoder(Entry)
+
+    # -- public -------------------------------------------------------------------------------
+    def parse(self, line: bytes | str, *, source: str | None = None) -> AuditEvent:
+        """Parse one line; raise :class:`ParseError` with a reason code on any failure."""
+        if isinstance(line, str):
+            line = line.encode("utf-8", "surrogatepass")
+        if len(line) > self.max_line_bytes:
+            raise ParseError("too_large", f"{len(line)} bytes > limit {self.max_line_bytes}")
+        body = self._strip(line)
+        extra: dict[str, Any] | None = None
+        try:
+            entry = self._decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            msg = str(exc)
+            if "unknown field" not in msg:
+                raise ParseError("wrong_type", msg) from None
+            entry, extra = self._decode_lenient(body)
+        except msgspec.DecodeError as exc:
+            raise ParseError(_decode_reason(str(exc)), str(exc)) from None
+        except UnicodeDecodeError:
+            raise ParseError("not_utf8", "invalid UTF-8 in a JSON string") from None
+        except RecursionError:
+            raise ParseError("too_deep", "nesting too deep to decode") from None
+        return self._build(entry, extra, source)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _strip(self, line: bytes) -> bytes:
+        if self.prefix is not None and line.startswith(self.prefix):
+            line = line[len(self.prefix) :]
+        if line[:1] == b"{":
+            return line
+        start = line.find(b"{")
+        if start < 0:
+            head = line.lstrip()[:1]
+            if head == b"<":
+                raise ParseError("not_audit", "XML (jsonx) or markup, not a JSON audit entry")
+            raise ParseError("no_json", "no JSON object on the line")
+        if line[:start].lstrip().startswith(b"<json:"):
+            raise ParseError("not_audit", "jsonx format is not supported; use format=json")
+        return line[start:]
+
+    def _decode_lenient(self, body: bytes) -> tuple[Entry, dict[str, Any]]:
+        try:
+            raw = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ParseError(_decode_reason(str(exc)), str(exc)) from None
+        except UnicodeDecodeError:
+            raise ParseError("not_utf8", "invalid UTF-8 in a JSON string") from None
+        except RecursionError:
+            raise ParseError("too_deep", "nesting too deep to decode") from None
+        if not isinstance(raw, dict):
+            raise ParseError("not_audit", "top level is not a JSON object")
+        extra: dict[str, Any] = {}
+        known = _split_known(raw, Entry, "", extra)
+        try:
+            entry = msgspec.convert(known, Entry)
+        except msgspec.ValidationError as exc:
+            raise ParseError("wrong_type", str(exc)) from None
+        found: list[str] = []
+        return entry, redact_tree(extra, "extra", found, self.max_depth)
+
+    def _build(self, entry: Entry, extra: dict[str, Any] | None, source: str | None) -> AuditEvent:
+        if not entry.type:
+            raise ParseError("not_audit", "empty entry type")
+        auth = entry.auth or _EMPTY_AUTH
+        req = orig_req = entry.request or _EMPTY_REQUEST
+        resp = entry.response
+        found: list[str] = []
+        md = self.max_depth
+
+        # Redact plaintext values where Vault would have written HMACs.
+        new_req: dict[str, Any] = {}
+        if req.data is not None:
+            d = redact_tree(req.data, "request.data", found, md)
+            if d is not req.data:
+                new_req["data"] = d
+        if req.client_token and not is_protected(req.client_token):
+            found.append("request.client_token")
+            new_req["client_token"] = REDACTED
+        if req.headers:
+            h = _redact_headers(req.headers, found)
+            if h is not req.headers:
+                new_req["headers"] = h
+        raw_path = req.path or ""
+        red = redact_path(raw_path) if raw_path.startswith("auth/token/") else None
+        if red is not None:
+            found.append("request.path")
+            new_req["path"] = red
+            raw_path = red
+        if new_req:
+            req = msgspec.structs.replace(req, **new_req)
+        auth = _redact_auth(auth, "auth", found)
+        if resp is not None:
+            new_resp: dict[str, Any] = {}
+            if resp.data is not None:
+                d = redact_tree(resp.data, "response.data", found, md)
+                if d is not resp.data:
+                    new_resp["data"] = d
+            if resp.auth is not None:
+                ra = _redact_auth(resp.auth, "response.auth", found)
+                if ra is not resp.auth:
+                    new_resp["auth"] = ra
+            wi = resp.wrap_info
+            if wi is not None and wi.token and not is_protected(wi.token):
+                found.append("response.wrap_info.token")
+                new_resp["wrap_info"] = msgspec.structs.replace(wi, token=REDACTED)
+            if new_resp:
+                resp = msgspec.structs.replace(resp, **new_resp)
+
+        ns = req.namespace
+        ns_path = ns.path if ns is not None and ns.path else None
+        path = f"{ns_path}{raw_path}" if ns_path else raw_path
+        ip, port = split_address(req.remote_address)
+        if port is None:
+            port = req.remote_port
+        error = entry.error or None
+        identity = resolve_identity(auth, orig_req, raw_path, ip)
+        outcome = classify_outcome(entry.type, error, auth, resp, raw_path)
+        mount_point = (resp.mount_point if resp is not None else None) or req.mount_point
+        mount_type = (resp.mount_type if resp is not None else None) or req.mount_type
+        mount_accessor = (resp.mount_accessor if resp is not None else None) or req.mount_accessor
+        return AuditEvent(
+            time=entry.time,
+            ts=entry.time.timestamp(),
+            type=entry.type,
+            identity=identity,
+            outcome=outcome,
+            auth=auth,
+            request=req,
+            response=resp,
+            error=error,
+            forwarded_from=entry.forwarded_from,
+            forwarded=entry.forwarded,
+            request_id=req.id,
+            operation=req.operation,
+            path=path,
+            namespace=ns_path,
+            mount_point=mount_point,
+            mount_type=mount_type,
+            mount_accessor=mount_accessor,
+            remote_ip=ip,
+            remote_port=port,
+            plaintext_fields=tuple(found),
+            extra=extra or None,
+            source=source,
+        )
+
+
+def _redact_auth(auth: Auth, where: str, found: list[str]) -> Auth:
+    if auth.client_token and not is_protected(auth.client_token):
+        found.append(f"{where}.client_token")
+        return msgspec.structs.replace(auth, client_token=REDACTED)
+    return auth
+
+
+def _redact_headers(headers: dict[str, Any], found: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] | None = None
+    for name, value in headers.items():
+        if name.lower() in SAFE_HEADERS:
+            continue
+        values = value if isinstance(value, list) else [value]
+        if all(isinstance(v, str) and is_protected(v) for v in values):
+            continue
+        if out is None:
+            out = dict(headers)
+        found.append(f"request.headers.{name}")
+        out[name] = [REDACTED]
+    return headers if out is None else out
+
+
+def _split_known(
+    raw: dict[str, Any], cls: type[msgspec.Struct], where: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    fields = cls.__struct_fields__
+    children = _CHILDREN.get(cls, {})
+    known: dict[str, Any] = {}
+    for k, v in raw.items():
+        if k not in fields:
+            extra[f"{where}{k}"] = v
+            continue
+        child = children.get(k)
+        if child is not None and isinstance(v, dict):
+            v = _split_known(v, child, f"{where}{k}.", extra)
+        elif child is not None and isinstance(v, list):
+            v = [_split_known(i, child, f"{where}{k}[].", extra) if isinstance(i, dict) else i for i in v]
+        known[k] = v
+    return known
+
+
+def _decode_reason(msg: str) -> str:
+    low = msg.lower()
+    if "nested" in low or "recursion" in low or "depth" in low:
+        return "too_deep"
+    if "utf-8" in low:
+        return "not_utf8"
+    return "invalid_json"
