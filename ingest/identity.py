@@ -9,7 +9,6 @@ against one account groups together whatever address it comes from.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Final
 
 from .event import Auth, Identity, Request, Response
@@ -72,10 +71,8 @@ def login_target(path: str, req: Request) -> tuple[str, str] | None:
     for field in ("role_id", "role", "username", "name"):
         value = data.get(field)
         if isinstance(value, str) and value:
-            if value.startswith("hmac-sha256:"):
-                short = value[12:28]
-            else:  # log_raw: never keep the plaintext, only a short digest of it
-                short = "sha256-" + hashlib.sha256(value.encode()).hexdigest()[:16]
+            # HMAC'd: a stable per-device value. Plaintext (log_raw) was redacted before this.
+            short = value[12:28] if value.startswith("hmac-sha256:") else "redacted"
             return mount, f"{field}={short}"
     return mount, "?"
 

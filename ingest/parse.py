@@ -137,7 +137,7 @@ class Parser:
         if not entry.type:
             raise ParseError("not_audit", "empty entry type")
         auth = entry.auth or _EMPTY_AUTH
-        req = orig_req = entry.request or _EMPTY_REQUEST
+        req = entry.request or _EMPTY_REQUEST
         resp = entry.response
         found: list[str] = []
         md = self.max_depth
@@ -188,7 +188,7 @@ class Parser:
         if port is None:
             port = req.remote_port
         error = entry.error or None
-        identity = resolve_identity(auth, orig_req, raw_path, ip)
+        identity = resolve_identity(auth, req, raw_path, ip)
         outcome = classify_outcome(entry.type, error, auth, resp, raw_path)
         mount_point = (resp.mount_point if resp is not None else None) or req.mount_point
         mount_type = (resp.mount_type if resp is not None else None) or req.mount_type
