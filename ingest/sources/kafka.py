@@ -1,0 +1,387 @@
+"""Kafka as a source (the detector's input) and as a dead-letter queue for refused records.
+
+:class:`KafkaSource` consumes a topic as part of a consumer group (or from explicit partitions),
+yields batches of :class:`~ingest.sources.base.RawRecord` whose ``position`` is a
+:class:`KafkaPosition`, and commits only when told: ``commit(record)`` stores ``offset + 1`` for
+that record's partition and for every partition of the records before it in the same batch. A
+crash between poll and commit re-delivers the batch (at-least-once), never skips it.
+
+:class:`DeadLetterQueue` implements the :class:`~ingest.quarantine.Quarantine` protocol by
+producing a refused record, byte for byte, to ``<topic>.dlq`` with headers saying why and where
+it came from. The DLQ topic may hold plaintext secrets, as the audit topic may: give it the same
+access controls.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from ..errors import ParseError, ShipError, SourceError
+from ..kafka_config import (
+    ConsumerSettings,
+    KafkaSettings,
+    ProducerSettings,
+    consumer_config,
+    producer_config,
+)
+from .base import RawRecord
+
+__all__ = [
+    "DeadLetterQueue",
+    "KafkaPosition",
+    "KafkaSource",
+    "PartitionHook",
+    "dlq_topic",
+]
+
+log = logging.getLogger(__name__)
+
+#: A rebalance hook: receives the ``(topic, partition)`` pairs concerned, sorted.
+PartitionHook = Callable[[list[tuple[str, int]]], None]
+
+
+class KafkaPosition(NamedTuple):
+    """Where a Kafka record sits. ``str()`` gives ``topic:partition:offset`` (topic names
+    cannot contain ``:``), the form the quarantine and the DLQ headers use."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    @classmethod
+    def parse(cls, text: str) -> KafkaPosition | None:
+        """The position written by ``str()``, or None when ``text`` is not one."""
+        parts = text.rsplit(":", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            return None
+        return cls(parts[0], int(parts[1]), int(parts[2]))
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic that goes with ``topic``."""
+    return f"{topic}.dlq"
+
+
+def _kafka() -> Any:
+    # Imported lazily so that `ingest` imports without the Kafka client's start-up cost.
+    import kafka
+
+    return kafka
+
+
+class KafkaSource:
+    """A consumer-group (or explicitly assigned) Kafka source with manual commits.
+
+    ``partitions`` switches from group subscription to explicit assignment (``(topic, partition)``
+    pairs; the group id, if any, is then used for commits only). ``start_offsets`` maps
+    ``(topic, partition)`` to the next offset to read; it overrides the group's committed offset,
+    for callers that keep offsets in their own database next to their state.
+
+    ``on_assigned``/``on_revoked``/``on_lost`` are called on the consumer's I/O thread during a
+    rebalance: they must return promptly and must not call :meth:`commit` (that blocks on the
+    same thread). Calling :meth:`seek` from ``on_assigned`` is the supported way to start newly
+    assigned partitions at offsets loaded from elsewhere. ``on_lost`` means the group evicted this
+    member (a missed session): in-flight work for those partitions will be redone by their new
+    owner, so discard it; its default is ``on_revoked``.
+    """
+
+    def __init__(
+        self,
+        topics: str | Sequence[str],
+        *,
+        kafka: KafkaSettings,
+        consumer: ConsumerSettings | None = None,
+        partitions: Iterable[tuple[str, int]] | None = None,
+        start_offsets: Mapping[tuple[str, int], int] | None = None,
+        on_assigned: PartitionHook | None = None,
+        on_revoked: PartitionHook | None = None,
+        on_lost: PartitionHook | None = None,
+    ) -> None:
+        self.topics = [topics] if isinstance(topics, str) else list(topics)
+        if not self.topics:
+            raise ValueError("at least one topic is required")
+        self.name = "kafka:" + ",".join(self.topics)
+        self.settings = consumer or ConsumerSettings()
+        self._start_offsets = dict(start_offsets or {})
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+        self._on_lost = on_lost
+        self._stop = threading.Event()
+        self._batch: list[RawRecord] = []
+        self._index: dict[KafkaPosition, int] | None = None
+        self._committed: dict[tuple[str, int], int] = {}
+        self._closed = False
+        k = _kafka()
+        try:
+            self._consumer = k.KafkaConsumer(**consumer_config(kafka, self.settings))
+        except k.errors.KafkaError as exc:
+            raise SourceError(f"cannot connect to Kafka at {kafka.bootstrap!r}: {exc}") from exc
+        self._tp = k.TopicPartition
+        self._oam = k.OffsetAndMetadata
+        if partitions is not None:
+            tps = [self._tp(t, int(p)) for t, p in partitions]
+            self._consumer.assign(tps)
+            for tp in tps:
+                if (tp.topic, tp.partition) in self._start_offsets:
+                    self._consumer.seek(tp, self._start_offsets[(tp.topic, tp.partition)])
+            log.info("assigned %d partition(s) of %s", len(tps), ",".join(self.topics))
+        else:
+            if self.settings.group_id is None:
+                self._consumer.close(autocommit=False)
+                raise ValueError("a consumer group id is required unless partitions are given")
+            self._consumer.subscribe(self.topics, listener=self._listener(k))
+            log.info("subscribed to %s as group %r", ",".join(self.topics), self.settings.group_id)
+
+    def __repr__(self) -> str:
+        return f"KafkaSource(topics={self.topics!r}, group_id={self.settings.group_id!r})"
+
+    # -- rebalance ------------------------------------------------------------------------------
+    def _listener(self, k: Any) -> Any:
+        source = self
+
+        class _Listener(k.ConsumerRebalanceListener):  # type: ignore[misc]
+            def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+                source._assigned(_pairs(assigned))
+
+            def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
+                source._revoked(_pairs(revoked), lost=False)
+
+            def on_partitions_lost(self, lost: Iterable[Any]) -> None:
+                source._revoked(_pairs(lost), lost=True)
+
+        return _Listener()
+
+    def _assigned(self, pairs: list[tuple[str, int]]) -> None:
+        log.info("partitions assigned: %s", pairs)
+        for pair in pairs:
+            if pair in self._start_offsets:
+                self.seek(pair[0], pair[1], self._start_offsets[pair])
+        if self._on_assigned is not None:
+            self._on_assigned(pairs)
+
+    def _revoked(self, pairs: list[tuple[str, int]], *, lost: bool) -> None:
+        log.info("partitions %s: %s", "lost" if lost else "revoked", pairs)
+        gone = set(pairs)
+        # Whatever of the current batch is not committed yet will be re-delivered to the new
+        # owner; it can no longer be committed from here.
+        self._batch = [r for r in self._batch if (r.position.topic, r.position.partition) not in gone]
+        self._index = None
+        for pair in pairs:
+            self._committed.pop(pair, None)
+        hook = self._on_lost if lost and self._on_lost is not None else self._on_revoked
+        if hook is not None:
+            hook(pairs)
+
+    # -- Source ---------------------------------------------------------------------------------
+    def batches(self, max_records: int = 1000, timeout: float = 1.0) -> Iterator[list[RawRecord]]:
+        """Poll until :meth:`stop` or :meth:`close`; an idle poll yields ``[]`` after ``timeout``."""
+        k = _kafka()
+        while not self._stop.is_set() and not self._closed:
+            try:
+                polled = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+            except k.errors.KafkaError as exc:
+                raise SourceError(f"polling {self.name} failed: {exc}") from exc
+            batch = [
+                RawRecord(
+                    data=rec.value if rec.value is not None else b"",
+                    position=KafkaPosition(rec.topic, rec.partition, rec.offset),
+                    source=self.name,
+                    key=rec.key,
+                )
+                for records in polled.values()
+                for rec in records
+            ]
+            self._batch = batch
+            self._index = None
+            yield batch
+
+    def commit(self, record: RawRecord) -> None:
+        """Commit ``record`` and the records before it in its batch (``offset + 1`` each).
+
+        Partitions this consumer no longer owns (a rebalance happened) are skipped: their new
+        owner re-reads from the last commit. Raises :class:`SourceError` if the broker refuses.
+        """
+        pos = record.position
+        if not isinstance(pos, KafkaPosition):
+            raise TypeError(f"not a Kafka record position: {pos!r}")
+        upto: dict[tuple[str, int], int] = {}
+        idx = self._find(pos)
+        for r in self._batch[: idx + 1] if idx is not None else [record]:
+            p = r.position
+            key = (p.topic, p.partition)
+            upto[key] = max(upto.get(key, -1), p.offset + 1)
+        todo = {k: v for k, v in upto.items() if v > self._committed.get(k, -1)}
+        if not todo:
+            return
+        if self.settings.group_id is not None:
+            owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+            skipped = [k for k in todo if k not in owned]
+            if skipped:
+                log.info("not committing partitions no longer assigned: %s", sorted(skipped))
+            offsets = {
+                self._tp(t, p): self._oam(off, "", -1) for (t, p), off in todo.items() if (t, p) in owned
+            }
+            if offsets:
+                try:
+                    self._consumer.commit(offsets)
+                except _kafka().errors.KafkaError as exc:
+                    raise SourceError(f"committing offsets of {self.name} failed: {exc}") from exc
+            todo = {k: v for k, v in todo.items() if k in owned}
+        self._committed.update(todo)
+
+    def _find(self, pos: KafkaPosition) -> int | None:
+        if self._batch and self._batch[-1].position == pos:
+            return len(self._batch) - 1
+        if self._index is None:
+            self._index = {r.position: i for i, r in enumerate(self._batch)}
+        return self._index.get(pos)
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Read ``(topic, partition)`` from ``offset`` next. The partition must be assigned
+        (call it from ``on_assigned`` in group mode)."""
+        self._consumer.seek(self._tp(topic, partition), offset)
+        log.info("seeking %s:%d to offset %d", topic, partition, offset)
+
+    def committed_offsets(self) -> dict[tuple[str, int], int]:
+        """The next offset to read per partition, as committed through this source."""
+        return dict(self._committed)
+
+    def assignment(self) -> list[tuple[str, int]]:
+        """The partitions this consumer currently owns."""
+        return _pairs(self._consumer.assignment())
+
+    def stop(self) -> None:
+        """Make :meth:`batches` end after the current poll (safe from a signal handler)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Leave the group without committing anything more."""
+        if not self._closed:
+            self._closed = True
+            self._stop.set()
+            self._consumer.close(autocommit=False)
+
+
+def _pairs(tps: Iterable[Any]) -> list[tuple[str, int]]:
+    return sorted((tp.topic, tp.partition) for tp in tps)
+
+
+class DeadLetterQueue:
+    """A :class:`~ingest.quarantine.Quarantine` that produces refused records to a Kafka topic.
+
+    The value is the original bytes; headers (UTF-8) carry ``vaultwatch.reason`` (a
+    :data:`~ingest.errors.REASONS` code), ``vaultwatch.detail``, ``vaultwatch.source``,
+    ``vaultwatch.position``, ``vaultwatch.quarantined_at`` and, for a record that came from Kafka,
+    ``vaultwatch.source_topic``/``source_partition``/``source_offset``. :meth:`put` is
+    asynchronous; :meth:`flush` waits for the broker and raises :class:`ShipError` on failure,
+    so a caller flushes before committing its source.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        kafka: KafkaSettings | None = None,
+        producer: Any = None,
+        settings: ProducerSettings | None = None,
+        flush_timeout: float = 30.0,
+    ) -> None:
+        if (kafka is None) == (producer is None):
+            raise ValueError("pass either kafka settings or a producer")
+        self.topic = topic
+        self.counts: Counter[str] = Counter()
+        self.flush_timeout = flush_timeout
+        self._owned = producer is None
+        if producer is None:
+            assert kafka is not None
+            k = _kafka()
+            try:
+                producer = k.KafkaProducer(**producer_config(kafka, settings or ProducerSettings()))
+            except k.errors.KafkaError as exc:
+                raise ShipError(f"cannot connect to Kafka at {kafka.bootstrap!r}: {exc}") from exc
+        self._producer = producer
+        self._pending: list[tuple[Any, bytes, list[tuple[str, bytes]]]] = []
+
+    def __repr__(self) -> str:
+        return f"DeadLetterQueue(topic={self.topic!r})"
+
+    def put(self, line: bytes, error: ParseError, *, source: str, position: str) -> None:
+        """Send ``line`` to the DLQ topic with the reason in its headers."""
+        headers = [
+            ("vaultwatch.reason", error.reason),
+            ("vaultwatch.detail", error.detail),
+            ("vaultwatch.source", source),
+            ("vaultwatch.position", position),
+            ("vaultwatch.quarantined_at", datetime.now(UTC).isoformat()),
+        ]
+        kpos = KafkaPosition.parse(position)
+        if kpos is not None:
+            headers += [
+                ("vaultwatch.source_topic", kpos.topic),
+                ("vaultwatch.source_partition", str(kpos.partition)),
+                ("vaultwatch.source_offset", str(kpos.offset)),
+            ]
+        encoded = [(k, v.encode("utf-8", "replace")) for k, v in headers]
+        self._pending.append((self._send(line, encoded), line, encoded))
+        self.counts[error.reason] += 1
+
+    def _send(self, line: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        try:
+            return self._producer.send(self.topic, value=line, headers=headers)
+        except _kafka().errors.KafkaError as exc:
+            # Not queued (no metadata within max_block_ms, say): flush() reports and re-sends it.
+            return _NotSent(exc)
+
+    def flush(self) -> None:
+        """Wait until every record put so far is acknowledged.
+
+        Raises :class:`ShipError` if some were not; those are sent again, so calling ``flush``
+        again (after a pause) retries them. Nothing put is dropped.
+        """
+        if not self._pending:
+            return
+        k = _kafka()
+        try:
+            self._producer.flush(timeout=self.flush_timeout)
+        except k.errors.KafkaError as exc:
+            raise ShipError(f"DLQ {self.topic} did not acknowledge in time: {exc}") from exc
+        failed = [(f, line, h) for f, line, h in self._pending if not f.succeeded()]
+        if not failed:
+            self._pending = []
+            return
+        first = failed[0][0].exception
+        self._pending = [(self._send(line, h), line, h) for _, line, h in failed]
+        raise ShipError(f"DLQ {self.topic} refused {len(failed)} record(s): {first}")
+
+    def close(self) -> None:
+        """Flush what is pending (best effort) and close the producer if this queue made it."""
+        try:
+            self.flush()
+        except ShipError as exc:
+            log.error("closing the DLQ with unacknowledged records: %s", exc)
+        finally:
+            if self._owned:
+                self._producer.close()
+
+
+class _NotSent:
+    """Stands in for the future of a record the producer refused to queue."""
+
+    is_done = True
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exception = exc
+
+    def succeeded(self) -> bool:
+        return False
+
+    def failed(self) -> bool:
+        return True
