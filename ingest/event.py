@@ -197,18 +197,37 @@ class AuditEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     error: str | None = None
     forwarded_from: str | None = None
     forwarded: bool | None = None
-    request_id: str | None = None
-    operation: str | None = None
     path: str = ""
     namespace: str | None = None
-    mount_point: str | None = None
-    mount_type: str | None = None
-    mount_accessor: str | None = None
     remote_ip: str | None = None
     remote_port: int | None = None
     plaintext_fields: tuple[str, ...] = ()
     extra: dict[str, Any] | None = None
     source: str | None = None
+
+    @property
+    def request_id(self) -> str | None:
+        return self.request.id
+
+    @property
+    def operation(self) -> str | None:
+        return self.request.operation
+
+    @property
+    def mount_point(self) -> str | None:
+        """The mount, from the response entry when present (it is reliable there)."""
+        r = self.response
+        return (r.mount_point if r is not None else None) or self.request.mount_point
+
+    @property
+    def mount_type(self) -> str | None:
+        r = self.response
+        return (r.mount_type if r is not None else None) or self.request.mount_type
+
+    @property
+    def mount_accessor(self) -> str | None:
+        r = self.response
+        return (r.mount_accessor if r is not None else None) or self.request.mount_accessor
 
     @property
     def is_request(self) -> bool:
@@ -225,4 +244,5 @@ class AuditEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     @property
     def dedup_key(self) -> tuple[str, str] | None:
         """``(request.id, type)``, or None when the entry has no request id."""
-        return (self.request_id, self.type) if self.request_id else None
+        rid = self.request.id
+        return (rid, self.type) if rid else None

@@ -26,6 +26,7 @@ from .event import (
     Auth,
     Entry,
     GrantingPolicy,
+    Identity,
     Namespace,
     PolicyResults,
     Request,
@@ -34,7 +35,7 @@ from .event import (
     WrapInfo,
 )
 from .identity import classify_outcome, resolve_identity, split_address
-from .redact import REDACTED, SAFE_HEADERS, is_protected, redact_path, redact_tree
+from .redact import REDACTED, SAFE_HEADERS, has_plaintext, is_protected, redact_path, redact_tree
 
 __all__ = ["Parser", "DEFAULT_MAX_LINE_BYTES", "DEFAULT_MAX_DEPTH"]
 
@@ -51,7 +52,7 @@ _CHILDREN: Final[dict[type[msgspec.Struct], dict[str, type[msgspec.Struct]]]] = 
     Request: {"namespace": Namespace},
     Response: {"auth": Auth, "secret": Secret, "wrap_info": WrapInfo},
 }
-_TOKEN_FIELDS: Final = ("client_token",)
+_IDENTITY_CACHE: Final = 50_000
 
 
 class Parser:
@@ -72,6 +73,9 @@ class Parser:
         self.max_line_bytes = max_line_bytes
         self.max_depth = max_depth
         self._decoder = msgspec.json.Decoder(Entry)
+        # A token's identity does not change during its life: cache it by token HMAC, accessor,
+        # client id and whether the entry is a login (a login's response describes the new token).
+        self._identities: dict[tuple[str, str | None, str | None, bool], Identity] = {}
 
     # -- public -------------------------------------------------------------------------------
     def parse(self, line: bytes | str, *, source: str | None = None) -> AuditEvent:
@@ -144,10 +148,8 @@ class Parser:
 
         # Redact plaintext values where Vault would have written HMACs.
         new_req: dict[str, Any] = {}
-        if req.data is not None:
-            d = redact_tree(req.data, "request.data", found, md)
-            if d is not req.data:
-                new_req["data"] = d
+        if req.data is not None and has_plaintext(req.data, md):
+            new_req["data"] = redact_tree(req.data, "request.data", found, md)
         if req.client_token and not is_protected(req.client_token):
             found.append("request.client_token")
             new_req["client_token"] = REDACTED
@@ -166,10 +168,8 @@ class Parser:
         auth = _redact_auth(auth, "auth", found)
         if resp is not None:
             new_resp: dict[str, Any] = {}
-            if resp.data is not None:
-                d = redact_tree(resp.data, "response.data", found, md)
-                if d is not resp.data:
-                    new_resp["data"] = d
+            if resp.data is not None and has_plaintext(resp.data, md):
+                new_resp["data"] = redact_tree(resp.data, "response.data", found, md)
             if resp.auth is not None:
                 ra = _redact_auth(resp.auth, "response.auth", found)
                 if ra is not resp.auth:
@@ -188,11 +188,18 @@ class Parser:
         if port is None:
             port = req.remote_port
         error = entry.error or None
-        identity = resolve_identity(auth, req, raw_path, ip)
+        token = auth.client_token
+        if token:
+            ck = (token, auth.accessor, req.client_id, raw_path.startswith("auth/") and "/login" in raw_path)
+            identity = self._identities.get(ck)  # type: ignore[assignment]
+            if identity is None:
+                identity = resolve_identity(auth, req, raw_path, ip)
+                if len(self._identities) >= _IDENTITY_CACHE:
+                    self._identities.clear()
+                self._identities[ck] = identity
+        else:
+            identity = resolve_identity(auth, req, raw_path, ip)
         outcome = classify_outcome(entry.type, error, auth, resp, raw_path)
-        mount_point = (resp.mount_point if resp is not None else None) or req.mount_point
-        mount_type = (resp.mount_type if resp is not None else None) or req.mount_type
-        mount_accessor = (resp.mount_accessor if resp is not None else None) or req.mount_accessor
         return AuditEvent(
             time=entry.time,
             ts=entry.time.timestamp(),
@@ -205,13 +212,8 @@ class Parser:
             error=error,
             forwarded_from=entry.forwarded_from,
             forwarded=entry.forwarded,
-            request_id=req.id,
-            operation=req.operation,
             path=path,
             namespace=ns_path,
-            mount_point=mount_point,
-            mount_type=mount_type,
-            mount_accessor=mount_accessor,
             remote_ip=ip,
             remote_port=port,
             plaintext_fields=tuple(found),

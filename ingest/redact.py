@@ -15,7 +15,15 @@ from typing import Any, Final
 
 from .errors import ParseError
 
-__all__ = ["REDACTED", "HMAC_PREFIX", "is_protected", "redact_tree", "redact_path", "SAFE_HEADERS"]
+__all__ = [
+    "REDACTED",
+    "HMAC_PREFIX",
+    "is_protected",
+    "has_plaintext",
+    "redact_tree",
+    "redact_path",
+    "SAFE_HEADERS",
+]
 
 REDACTED: Final = "[REDACTED]"
 HMAC_PREFIX: Final = "hmac-sha256:"
@@ -31,6 +39,26 @@ _TOKEN_IN_PATH = re.compile(r"^(auth/token/(?:lookup|revoke|revoke-orphan|renew)
 def is_protected(value: str) -> bool:
     """True when a string is safe to keep: an HMAC, an empty string, or a timestamp."""
     return not value or value.startswith(HMAC_PREFIX) or _RFC3339.match(value) is not None
+
+
+def has_plaintext(node: Any, max_depth: int, depth: int = 0) -> bool:
+    """Fast check: does a decoded ``data`` tree hold any unprotected string? (No allocation.)
+
+    Nearly every entry is fully HMAC'd, so this check runs on every entry and the slower
+    :func:`redact_tree`, which builds the field paths, only on the few that need it.
+    """
+    if depth > max_depth:
+        raise ParseError("too_deep", f"nesting deeper than {max_depth}")
+    values = node.values() if type(node) is dict else node
+    for v in values:
+        t = type(v)
+        if t is str:
+            if v and not v.startswith(HMAC_PREFIX) and (v[4:5] != "-" or _RFC3339.match(v) is None):
+                return True
+        elif t is dict or t is list:
+            if has_plaintext(v, max_depth, depth + 1):
+                return True
+    return False
 
 
 def redact_tree(node: Any, path: str, found: list[str], max_depth: int, depth: int = 0) -> Any:

@@ -84,7 +84,9 @@ class Summary:
         t = Table(title=title, show_header=False, title_justify="left")
         t.add_row("lines read", str(self.lines))
         t.add_row("events", str(self.events))
-        t.add_row("  request / response", f"{self.by_type.get('request', 0)} / {self.by_type.get('response', 0)}")
+        t.add_row(
+            "  request / response", f"{self.by_type.get('request', 0)} / {self.by_type.get('response', 0)}"
+        )
         t.add_row("duplicates dropped", str(self.duplicates))
         t.add_row("parse failures (quarantined)", str(sum(self.failures.values())))
         for reason, n in sorted(self.failures.items()):

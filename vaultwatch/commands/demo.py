@@ -34,11 +34,13 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", metavar="DIR", help="write the server files and audit log to DIR and keep them")
-    p.add_argument("--rounds", type=int, default=20, help="rounds of benign traffic before the attacks (default 20)")
+    p.add_argument(
+        "--rounds", type=int, default=20, help="rounds of benign traffic before the attacks (default 20)"
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of tables")
 
 
-def _setup(client: Any) -> dict[str, Any]:
+def setup_org(client: Any) -> dict[str, Any]:
     """An org shaped like the seed's LOGOS PXL Core: KV secrets, policies, and identities."""
     client.sys.enable_secrets_engine("kv", path="logos", options={"version": "2"})
     for name in ("jwt-key", "api-keys", "tls", "db"):
@@ -57,21 +59,23 @@ def _setup(client: Any) -> dict[str, Any]:
     )
     # Over-broad on purpose: Vault allows developers to read runtime secrets, the seed forbids it.
     client.sys.create_or_update_acl_policy(
-        "developer", 'path "logos/data/*" { capabilities = ["read", "list"] }\n'
-        'path "logos/metadata/*" { capabilities = ["list"] }'
+        "developer",
+        'path "logos/data/*" { capabilities = ["read", "list"] }\n'
+        'path "logos/metadata/*" { capabilities = ["list"] }',
     )
     client.sys.enable_auth_method("userpass")
     client.sys.enable_auth_method("approle")
     users = {"alice": "developer", "bob": "developer"}
     for user, policy in users.items():
         client.auth.userpass.create_or_update_user(user, password=f"{user}-demo-pw", policies=[policy])
-    client.auth.approle.create_or_update_approle("pxl-core-runtime", token_policies=["pxl-core-runtime"],
-                                                 token_ttl="1h")
+    client.auth.approle.create_or_update_approle(
+        "pxl-core-runtime", token_policies=["pxl-core-runtime"], token_ttl="1h"
+    )
     role_id = client.auth.approle.read_role_id("pxl-core-runtime")["data"]["role_id"]
     return {"role_id": role_id, "users": users}
 
 
-def _traffic(srv: Any, org: dict[str, Any], rounds: int) -> None:
+def drive_traffic(srv: Any, org: dict[str, Any], rounds: int) -> None:
     import hvac
     import hvac.exceptions
 
@@ -91,13 +95,17 @@ def _traffic(srv: Any, org: dict[str, Any], rounds: int) -> None:
     for i in range(rounds):
         for c in runtime_tokens:
             for name in ("jwt-key", "api-keys", "db"):
-                c.secrets.kv.v2.read_secret_version(f"pxl-core/runtime/{name}", mount_point="logos",
-                                                    raise_on_deleted_version=False)
+                c.secrets.kv.v2.read_secret_version(
+                    f"pxl-core/runtime/{name}", mount_point="logos", raise_on_deleted_version=False
+                )
         if i % 5 == 0:
-            ci.secrets.kv.v2.read_secret_version("pxl-core/build/registry-token", mount_point="logos",
-                                                 raise_on_deleted_version=False)
+            ci.secrets.kv.v2.read_secret_version(
+                "pxl-core/build/registry-token", mount_point="logos", raise_on_deleted_version=False
+            )
             root.secrets.kv.v2.create_or_update_secret(
-                path="pxl-core/runtime/jwt-key", secret={"value": f"demo-jwt-key-v{i + 2}"}, mount_point="logos"
+                path="pxl-core/runtime/jwt-key",
+                secret={"value": f"demo-jwt-key-v{i + 2}"},
+                mount_point="logos",
             )
         alice.secrets.kv.v2.list_secrets("pxl-core/", mount_point="logos")
     # Attacks: a brute force on bob, a developer reading runtime secrets, root token use.
@@ -106,11 +114,13 @@ def _traffic(srv: Any, org: dict[str, Any], rounds: int) -> None:
             srv.client(token="").auth.userpass.login("bob", f"guess-{attempt}")
         except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden):
             pass  # refused, as it should be
-    alice.secrets.kv.v2.read_secret_version("pxl-core/runtime/jwt-key", mount_point="logos",
-                                            raise_on_deleted_version=False)
+    alice.secrets.kv.v2.read_secret_version(
+        "pxl-core/runtime/jwt-key", mount_point="logos", raise_on_deleted_version=False
+    )
     try:
-        ci.secrets.kv.v2.read_secret_version("pxl-core/runtime/db", mount_point="logos",
-                                             raise_on_deleted_version=False)
+        ci.secrets.kv.v2.read_secret_version(
+            "pxl-core/runtime/db", mount_point="logos", raise_on_deleted_version=False
+        )
     except hvac.exceptions.Forbidden:
         pass
     root.sys.list_enabled_audit_devices()
@@ -123,7 +133,7 @@ def _detect(audit_log: Path) -> list[Any] | None:
     except ImportError:
         return None
     from ingest.dedup import Deduplicator
-    from ingest.parse import Parser, ParseError
+    from ingest.parse import ParseError, Parser
 
     engine = Engine()
     parser, dedup = Parser(), Deduplicator()
@@ -178,8 +188,8 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"OpenBao {srv.addr} is writing its audit log to {srv.audit_log}")
             with console.status("driving traffic: runtime services, CI, developers, then attacks..."):
                 try:
-                    org = _setup(srv.client())
-                    _traffic(srv, org, args.rounds)
+                    org = setup_org(srv.client())
+                    drive_traffic(srv, org, args.rounds)
                 except Exception as exc:  # noqa: BLE001 - report, then still show what was logged
                     console.print(f"[red]traffic stopped early:[/red] {type(exc).__name__}: {exc}")
         finally:
@@ -202,7 +212,9 @@ def run(args: argparse.Namespace) -> int:
             for a in alerts:
                 t.add_row(a.severity, a.detector, a.identity.key, a.title)
             console.print(t)
-        console.print(f"done in {time.monotonic() - t0:.1f}s" + (f"; files kept in {workdir}" if args.keep else ""))
+        console.print(
+            f"done in {time.monotonic() - t0:.1f}s" + (f"; files kept in {workdir}" if args.keep else "")
+        )
         return 0
     finally:
         if tmp is not None:

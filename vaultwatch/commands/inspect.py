@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from ingest.dedup import Deduplicator
-from ingest.parse import DEFAULT_MAX_LINE_BYTES, Parser, ParseError
+from ingest.parse import DEFAULT_MAX_LINE_BYTES, ParseError, Parser
 from ingest.quarantine import FileQuarantine, MemoryQuarantine, Quarantine
 
 from ..summary import Summary
@@ -35,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quarantine", metavar="FILE", help="write unparseable lines to FILE (JSON lines)")
     p.add_argument("--prefix", help="the audit device's `prefix` option, if one is set")
     p.add_argument(
-        "--max-line-bytes", type=int, default=DEFAULT_MAX_LINE_BYTES,
+        "--max-line-bytes",
+        type=int,
+        default=DEFAULT_MAX_LINE_BYTES,
         help=f"longer lines are quarantined as too_large (default {DEFAULT_MAX_LINE_BYTES})",
     )
     p.add_argument("--top", type=int, default=15, help="how many identities to list (default 15)")
