@@ -44,6 +44,8 @@ class KafkaSettings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     request_timeout_ms: int = 30_000
+    #: How long a client's constructor waits for a first broker before raising.
+    bootstrap_timeout_ms: int = 10_000
     retry_backoff_ms: int = 100
     reconnect_backoff_max_ms: int = 5_000
 
@@ -55,6 +57,7 @@ class KafkaSettings:
             "client_id": self.client_id,
             "security_protocol": self.security_protocol,
             "request_timeout_ms": self.request_timeout_ms,
+            "bootstrap_timeout_ms": self.bootstrap_timeout_ms,
             "retry_backoff_ms": self.retry_backoff_ms,
             "reconnect_backoff_max_ms": self.reconnect_backoff_max_ms,
         }

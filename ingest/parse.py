@@ -191,7 +191,7 @@ class Parser:
         token = auth.client_token
         if token:
             ck = (token, auth.accessor, req.client_id, raw_path.startswith("auth/") and "/login" in raw_path)
-            identity = self._identities.get(ck)  # type: ignore[assignment]
+            identity = self._identities.get(ck)
             if identity is None:
                 identity = resolve_identity(auth, req, raw_path, ip)
                 if len(self._identities) >= _IDENTITY_CACHE:

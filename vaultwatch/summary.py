@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingest.errors import ParseError
 from ingest.event import AuditEvent
-from ingest.parse import ParseError
 
 __all__ = ["Summary"]
 

@@ -129,11 +129,12 @@ def drive_traffic(srv: Any, org: dict[str, Any], rounds: int) -> None:
 def _detect(audit_log: Path) -> list[Any] | None:
     """Replay the audit log through the detection engine, when it is installed."""
     try:
-        from detect.engine import Engine
+        from detect.engine import Engine  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return None
     from ingest.dedup import Deduplicator
-    from ingest.parse import ParseError, Parser
+    from ingest.errors import ParseError
+    from ingest.parse import Parser
 
     engine = Engine()
     parser, dedup = Parser(), Deduplicator()

@@ -8,10 +8,11 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from ingest.dedup import Deduplicator
-from ingest.parse import DEFAULT_MAX_LINE_BYTES, ParseError, Parser
+from ingest.errors import ParseError
+from ingest.parse import DEFAULT_MAX_LINE_BYTES, Parser
 from ingest.quarantine import FileQuarantine, MemoryQuarantine, Quarantine
 
 from ..summary import Summary
@@ -61,7 +62,7 @@ def _open(p: Path | None) -> IO[bytes]:
     if p is None:
         return sys.stdin.buffer
     if p.suffix == ".gz":
-        return gzip.open(p, "rb")
+        return cast(IO[bytes], gzip.open(p, "rb"))
     return open(p, "rb")  # noqa: SIM115 - closed by the caller
 
 
