@@ -22,6 +22,7 @@ __all__ = ["main", "VERBS"]
 VERBS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "the embedded default: real OpenBao + traffic, show what vaultwatch sees"),
     "inspect": ("inspect", "parse audit logs and summarise events, identities and parse failures"),
+    "replay": ("replay", "process recorded audit logs in event-time order; write every alert as JSON lines"),
     "ship": ("ship", "tail an audit file or listen as a socket audit device; produce to Kafka"),
 }
 

@@ -1,0 +1,251 @@
+"""Per-identity behavioural baselines: compact, exponentially decayed, bounded in memory.
+
+Every identity keeps, per feature (path template, directory, operation+template, mount, address,
+subnet), a top-K *space-saving* counter whose counts decay with two horizons at once: a short one
+(about 10 days, "uncommon for this identity") and a long one (about 180 days, "first time for
+this identity"). Decay uses *forward decay* (Cormode et al.): an event at time ``t`` adds
+``exp((t - t0) / tau)`` for a fixed landmark ``t0``, so an update is one addition and every count
+stays comparable with every other; the true decayed count at ``now`` is the stored value times
+``exp(-(now - t0) / tau)``. Each counter also tracks how often a value was *new*, which gives a
+calibrated per-identity novelty rate (a CI bot that touches new paths all day is not surprised by
+another one; a service that reads the same three secrets is).
+
+Peer groups (identities sharing a sorted policy set, or an auth role when they have no policies)
+and the whole organisation keep the same counters with a larger K.
+
+State is plain data (:mod:`msgspec` structs) and serialises to msgpack.
+
+>>> clock = Clock(t0=0.0, tau_short=10 * 86400, tau_long=180 * 86400)
+>>> c = TopK(k=2)
+>>> c.observe("a", 1.0, 1.0), c.observe("a", 1.0, 1.0), c.observe("b", 1.0, 1.0)
+(True, False, True)
+>>> c.observe("c", 1.0, 1.0)  # evicts the smallest ("b") and inherits its count as error
+True
+>>> sorted(c.items), c.lower("c")
+(['a', 'c'], 1.0)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "Clock",
+    "TopK",
+    "HourStats",
+    "Window",
+    "Baseline",
+    "GroupBaseline",
+    "FEATURES",
+    "METRICS",
+    "hour_of_week",
+]
+
+#: Feature names counted per identity (also the ``feature`` argument of ``BaselineView.count``).
+FEATURES = ("template", "dir", "op_template", "mount", "address", "subnet")
+#: Per-hour metrics whose distribution each identity keeps.
+METRICS = ("events", "distinct", "lists", "errors")
+_MAX_EXP = 600.0
+
+
+def hour_of_week(ts: float) -> int:
+    """0..167, Monday 00:00 UTC = 0 (1970-01-01 was a Thursday)."""
+    return (int(ts // 3600) + 72) % 168
+
+
+class Clock(msgspec.Struct, kw_only=True):
+    """The forward-decay landmark and time constants shared by all counters of an engine."""
+
+    t0: float
+    tau_short: float
+    tau_long: float
+
+    def weights(self, ts: float) -> tuple[float, float]:
+        """``(long, short)`` forward-decay weights of one event at ``ts``."""
+        d = ts - self.t0
+        return math.exp(d / self.tau_long), math.exp(d / self.tau_short)
+
+    def scale(self, now: float) -> tuple[float, float]:
+        """Multipliers that turn stored ``(long, short)`` values into decayed counts at ``now``."""
+        d = now - self.t0
+        return math.exp(-d / self.tau_long), math.exp(-d / self.tau_short)
+
+    def needs_rebase(self, ts: float) -> bool:
+        return (ts - self.t0) / self.tau_short > _MAX_EXP
+
+
+class TopK(msgspec.Struct, kw_only=True):
+    """Space-saving counter with two decayed counts per value and novelty tracking.
+
+    ``items[value] = [long, short, error]`` where ``error`` is the count inherited on eviction
+    (so ``long - error`` is a lower bound of the true long count). ``new_*`` sum the weight of
+    observations whose value was not present; ``tot_*`` sum all observations.
+    """
+
+    k: int
+    items: dict[str, list[float]] = msgspec.field(default_factory=dict)
+    new_l: float = 0.0
+    new_s: float = 0.0
+    tot_l: float = 0.0
+    tot_s: float = 0.0
+
+    def observe(self, value: str, wl: float, ws: float) -> bool:
+        """Count one observation; True when ``value`` was not in the counter (first seen)."""
+        self.tot_l += wl
+        self.tot_s += ws
+        items = self.items
+        it = items.get(value)
+        if it is not None:
+            it[0] += wl
+            it[1] += ws
+            return False
+        self.new_l += wl
+        self.new_s += ws
+        if len(items) >= self.k:
+            victim = min(items, key=lambda v: items[v][0])
+            floor = items.pop(victim)
+            items[value] = [floor[0] + wl, floor[1] + ws, floor[0]]
+        else:
+            items[value] = [wl, ws, 0.0]
+        return True
+
+    def lower(self, value: str) -> float:
+        """Stored (undecayed) lower bound of the long count of ``value``; 0 when absent."""
+        it = self.items.get(value)
+        return 0.0 if it is None else it[0] - it[2]
+
+    def short(self, value: str) -> float:
+        it = self.items.get(value)
+        return 0.0 if it is None else it[1]
+
+    def novelty_rate(self, unit: float) -> float:
+        """Smoothed share of recent observations that were first-seen values (short horizon).
+
+        ``unit`` is the stored weight of one observation now, so the smoothing is half an event.
+        """
+        return (self.new_s + 0.5 * unit) / (self.tot_s + unit)
+
+    def rescale(self, fl: float, fs: float) -> None:
+        for it in self.items.values():
+            it[0] *= fl
+            it[1] *= fs
+            it[2] *= fl
+        self.new_l *= fl
+        self.tot_l *= fl
+        self.new_s *= fs
+        self.tot_s *= fs
+
+    def top(self, n: int, scale_long: float) -> list[tuple[str, float]]:
+        """The ``n`` largest values with their decayed long counts."""
+        best = sorted(self.items.items(), key=lambda kv: (-kv[1][0], kv[0]))[:n]
+        return [(v, round(c[0] * scale_long, 3)) for v, c in best]
+
+
+class HourStats(msgspec.Struct, kw_only=True):
+    """Decayed moments of ``log1p(metric)`` over the identity's active hours."""
+
+    s0: float = 0.0
+    s1: list[float] = msgspec.field(default_factory=lambda: [0.0] * len(METRICS))
+    s2: list[float] = msgspec.field(default_factory=lambda: [0.0] * len(METRICS))
+    hours: int = 0
+
+    def add(self, values: tuple[int, ...], w: float) -> None:
+        self.s0 += w
+        self.hours += 1
+        for i, v in enumerate(values):
+            x = math.log1p(v)
+            self.s1[i] += w * x
+            self.s2[i] += w * x * x
+
+    def moments(self, i: int) -> tuple[float, float]:
+        if self.s0 <= 0:
+            return 0.0, 0.0
+        mean = self.s1[i] / self.s0
+        var = max(self.s2[i] / self.s0 - mean * mean, 0.0)
+        return mean, math.sqrt(var)
+
+    def rescale(self, fs: float) -> None:
+        self.s0 *= fs
+        self.s1 = [x * fs for x in self.s1]
+        self.s2 = [x * fs for x in self.s2]
+
+
+class Window(msgspec.Struct, kw_only=True):
+    """The identity's current event-time hour: what volume and the model look at."""
+
+    hour: int = -1
+    events: int = 0
+    lists: int = 0
+    errors: int = 0
+    new_values: int = 0
+    reads: list[str] = msgspec.field(default_factory=list)
+    addresses: list[str] = msgspec.field(default_factory=list)
+    event_ids: list[str] = msgspec.field(default_factory=list)
+    fired: dict[str, int] = msgspec.field(default_factory=dict)
+    first_ts: float = 0.0
+    last_ts: float = 0.0
+
+    def vector(self) -> tuple[int, ...]:
+        """The per-hour metrics in :data:`METRICS` order."""
+        return (self.events, len(self.reads), self.lists, self.errors)
+
+
+class Baseline(msgspec.Struct, kw_only=True):
+    """One identity's behavioural state."""
+
+    key: str
+    group: str = ""
+    names: tuple[str, ...] = ()
+    first_ts: float = 0.0
+    last_ts: float = 0.0
+    learn_start: float = 0.0
+    learn_n: int = 0
+    n: int = 0
+    feats: dict[str, TopK] = msgspec.field(default_factory=dict)
+    how: list[float] = msgspec.field(default_factory=lambda: [0.0] * 168)
+    how_total: float = 0.0
+    hstats: HourStats = msgspec.field(default_factory=HourStats)
+    window: Window = msgspec.field(default_factory=Window)
+    taint_until: float = 0.0
+    day: int = -1
+    day_new: int = 0
+    day_s0: float = 0.0
+    day_s1: float = 0.0
+    day_s2: float = 0.0
+
+    def rescale(self, fl: float, fs: float) -> None:
+        for c in self.feats.values():
+            c.rescale(fl, fs)
+        self.how = [x * fl for x in self.how]
+        self.how_total *= fl
+        self.hstats.rescale(fs)
+
+    def learning(
+        self, now: float, learning_days: float, min_events: int, events: int, min_days: float
+    ) -> bool:
+        """True while the identity is new or back from dormancy."""
+        age = (now - self.learn_start) / 86400.0
+        if age >= learning_days and self.learn_n >= min_events:
+            return False
+        return not (self.learn_n >= events and age >= min_days)
+
+
+class GroupBaseline(msgspec.Struct, kw_only=True):
+    """A peer group's (or the organisation's) counters and its members."""
+
+    key: str
+    feats: dict[str, TopK] = msgspec.field(default_factory=dict)
+    members: list[str] = msgspec.field(default_factory=list)
+    n: int = 0
+
+    def rescale(self, fl: float, fs: float) -> None:
+        for c in self.feats.values():
+            c.rescale(fl, fs)
+
+
+def encoded_size(obj: Any) -> int:
+    """Bytes of ``obj`` as msgpack (the measure of per-identity state size)."""
+    return len(msgspec.msgpack.encode(obj))

@@ -1,0 +1,606 @@
+"""Behavioural signals: what an identity does against its own, its peers' and the org's habits.
+
+:class:`Behaviour` owns every baseline (identities, peer groups, organisation) and turns each
+behaviour event (a response entry, or a request entry that never got one) into signals. Each
+signal is a calibrated tail probability ``p`` reported as *surprise* ``-log10(p)``, so "observed
+vs typical" is part of every signal. Signals are :class:`~detect.types.Finding` objects with
+``alerting=False``; the engine accumulates them into per-identity risk.
+
+Signals (family → what it catches, fields read):
+
+* ``novelty`` — first-seen mount, directory, operation on a path template, subnet or address for
+  the identity, weighed by how often this identity (and its peer group, and the org) sees new
+  values; catches stolen credentials used from elsewhere, a developer reading runtime secrets,
+  slow harvesting. Reads ``path``, ``operation``, ``mount_point``, ``remote_ip``.
+* ``rarity`` — a directory or subnet known long-term but unused for weeks.
+* ``time`` — an active hour whose hour-of-week this identity is rarely active in (tail
+  probability over its hour-of-week histogram); catches off-hours use of stolen credentials.
+* ``volume`` — events, distinct secrets read and LIST calls per hour, and first-seen templates
+  per day, against the identity's own distribution (log-normal tail); catches mass reads,
+  enumeration and slow-and-low harvesting. Reads ``operation``, ``path``.
+* ``error`` — errors and denials per hour against the identity's own rate; catches probing.
+  Reads ``outcome``.
+
+While an identity is learning (new, or back from dormancy), only signals that are new for its
+peer group count; they never alert on their own (the engine enforces that).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import msgspec
+
+from ingest.event import AuditEvent, Identity
+
+from .baseline import (
+    FEATURES,
+    METRICS,
+    Baseline,
+    Clock,
+    GroupBaseline,
+    TopK,
+    Window,
+    hour_of_week,
+)
+from .config import DetectConfig
+from .explain import fmt_count
+from .templates import directory_of, own_names, subnet_of, template_path
+
+__all__ = ["Behaviour", "BehaviourState", "Signal", "WindowRow", "group_key", "extract"]
+
+_MAX_READS = 2048
+_MAX_IDS = 20
+_MAX_MEMBERS = 200
+_PEER_SCAN = 50
+_ERRORS = frozenset({"denied", "error", "login_failed"})
+#: Prior for per-hour metrics of an identity with little history: log1p means and spreads.
+_PRIOR_MEAN = (math.log1p(10), math.log1p(3), math.log1p(1), math.log1p(0.5))
+_PRIOR_SD = (1.2, 1.0, 1.0, 1.0)
+_PRIOR_HOURS = 4.0
+_MIN_SD = 0.35
+_DAY_PRIOR_MEAN = math.log1p(3)
+
+
+class Signal(NamedTuple):
+    family: str
+    signal: str
+    feature: str
+    value: str
+    surprise: float
+    observed: str
+    baseline: str
+
+
+class WindowRow(NamedTuple):
+    """One closed identity-hour for the model: features and the events behind them."""
+
+    identity: Identity
+    hour: int
+    features: tuple[float, ...]
+    event_ids: tuple[str, ...]
+    first_ts: float
+    last_ts: float
+
+
+class BehaviourState(msgspec.Struct, kw_only=True):
+    """All baselines, as plain data."""
+
+    clock: Clock
+    identities: dict[str, Baseline] = msgspec.field(default_factory=dict)
+    groups: dict[str, GroupBaseline] = msgspec.field(default_factory=dict)
+    org: GroupBaseline = msgspec.field(default_factory=lambda: GroupBaseline(key="org"))
+    last_identity: dict[str, Identity] = msgspec.field(default_factory=dict)
+
+
+def group_key(identity: Identity) -> str:
+    """Peer group: the sorted policy set without ``default``, else the auth role or kind."""
+    pol = sorted(p for p in identity.policies if p != "default")
+    if pol:
+        return "policies:" + ",".join(pol)
+    dn = identity.display_name or ""
+    if identity.kind in ("token", "entity") and "-" in dn:
+        return "role:" + dn.split("-", 1)[0]
+    return "kind:" + identity.kind
+
+
+def extract(ev: AuditEvent, names: tuple[str, ...]) -> dict[str, str]:
+    """Feature values of one event (see :data:`~detect.baseline.FEATURES`)."""
+    path = ev.path
+    tpl = template_path(path, names)
+    op = ev.operation or "?"
+    mount = ev.mount_point or (path.split("/", 1)[0] + "/")
+    out = {"template": tpl, "dir": directory_of(tpl), "op_template": f"{op} {tpl}", "mount": mount}
+    ip = ev.remote_ip
+    if ip:
+        out["address"] = ip
+        out["subnet"] = subnet_of(ip)
+    return out
+
+
+def _tail_normal(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+class Behaviour:
+    """Baselines plus behavioural signals. ``observe`` scores an event, then learns from it."""
+
+    name = "behaviour"
+
+    def __init__(self, cfg: DetectConfig, state: BehaviourState | None = None) -> None:
+        self.cfg = cfg
+        self.state = state or BehaviourState(
+            clock=Clock(
+                t0=0.0, tau_short=cfg.short_horizon_days * 86400, tau_long=cfg.long_horizon_days * 86400
+            )
+        )
+        self._k = {
+            "template": cfg.k_template,
+            "dir": cfg.k_dir,
+            "op_template": cfg.k_op,
+            "mount": cfg.k_mount,
+            "address": cfg.k_address,
+            "subnet": cfg.k_subnet,
+        }
+        self._started = bool(self.state.identities)
+
+    # -- BaselineView ---------------------------------------------------------------------------
+    def in_learning(self, identity_key: str, now: float) -> bool:
+        """True while the identity is new or back from dormancy."""
+        b = self.state.identities.get(identity_key)
+        if b is None:
+            return True
+        if now - b.last_ts > self.cfg.dormant_days * 86400:
+            return True
+        return self._learning(b, now)
+
+    def count(self, identity_key: str, feature: str, value: str, horizon: str = "long") -> float:
+        """Decayed count of ``value`` for ``feature`` (``op_template`` values are ``"op tpl"``)."""
+        b = self.state.identities.get(identity_key)
+        if b is None or feature not in b.feats:
+            return 0.0
+        c = b.feats[feature]
+        sl, ss = self.state.clock.scale(b.last_ts)
+        return c.lower(value) * sl if horizon == "long" else c.short(value) * ss
+
+    def total(self, identity_key: str, horizon: str = "long") -> float:
+        """Decayed number of events seen for the identity."""
+        b = self.state.identities.get(identity_key)
+        if b is None or "mount" not in b.feats:
+            return 0.0
+        c = b.feats["mount"]
+        sl, ss = self.state.clock.scale(b.last_ts)
+        return c.tot_l * sl if horizon == "long" else c.tot_s * ss
+
+    # -- internals ------------------------------------------------------------------------------
+    def _learning(self, b: Baseline, now: float) -> bool:
+        c = self.cfg
+        return b.learning(now, c.learning_days, c.learning_min_events, c.learning_events, c.learning_min_days)
+
+    def _counter(self, feats: dict[str, TopK], feature: str, k: int) -> TopK:
+        c = feats.get(feature)
+        if c is None:
+            c = feats[feature] = TopK(k=k)
+        return c
+
+    def _identity(self, ev: AuditEvent) -> Baseline:
+        st = self.state
+        ident = ev.identity
+        key = ident.key
+        b = st.identities.get(key)
+        ts = ev.ts
+        if not self._started:
+            # The forward-decay landmark: the first event seen.
+            st.clock.t0 = ts
+            self._started = True
+        if b is None:
+            b = st.identities[key] = Baseline(key=key, first_ts=ts, last_ts=ts, learn_start=ts)
+        elif ts - b.last_ts > self.cfg.dormant_days * 86400:
+            b.learn_start = ts
+            b.learn_n = 0
+        prev = st.last_identity.get(key)
+        if prev is None or prev.display_name != ident.display_name or prev.policies != ident.policies:
+            st.last_identity[key] = msgspec.structs.replace(ident, metadata=None)
+            b.names = own_names(ident.display_name)
+            g = group_key(ident)
+            if g != b.group:
+                if b.group and b.group in st.groups and key in st.groups[b.group].members:
+                    st.groups[b.group].members.remove(key)
+                b.group = g
+                grp = st.groups.get(g)
+                if grp is None:
+                    grp = st.groups[g] = GroupBaseline(key=g)
+                if len(grp.members) < _MAX_MEMBERS:
+                    grp.members.append(key)
+        return b
+
+    def peers_with(self, b: Baseline, feature: str, value: str) -> tuple[int, int]:
+        """How many of the identity's peers (other group members) have seen ``value``."""
+        grp = self.state.groups.get(b.group)
+        if grp is None:
+            return 0, 0
+        k = n = 0
+        for m in grp.members[:_PEER_SCAN]:
+            if m == b.key:
+                continue
+            pb = self.state.identities.get(m)
+            if pb is None or pb.n < self.cfg.learning_min_events:
+                continue
+            n += 1
+            c = pb.feats.get(feature)
+            if c is not None and value in c.items:
+                k += 1
+        return k, n
+
+    def rebase_if_needed(self, ts: float) -> None:
+        """Move the forward-decay landmark before stored weights could overflow."""
+        clock = self.state.clock
+        if not clock.needs_rebase(ts):
+            return
+        fl, fs = clock.scale(ts)
+        clock.t0 = ts
+        for b in self.state.identities.values():
+            b.rescale(fl, fs)
+            b.day_s0 *= fs
+            b.day_s1 *= fs
+            b.day_s2 *= fs
+        for g in self.state.groups.values():
+            g.rescale(fl, fs)
+        self.state.org.rescale(fl, fs)
+
+    # -- the per-event work ---------------------------------------------------------------------
+    def observe(self, ev: AuditEvent) -> tuple[list[Signal], Baseline, list[WindowRow]]:
+        """Score ``ev`` against the baselines, then learn it. Returns signals and closed windows."""
+        self.rebase_if_needed(ev.ts)
+        b = self._identity(ev)
+        st = self.state
+        cfg = self.cfg
+        ts = ev.ts
+        wl, ws = st.clock.weights(ts)
+        learning = self._learning(b, ts)
+        signals: list[Signal] = []
+        rows: list[WindowRow] = []
+        hour = int(ts // 3600)
+        win = b.window
+        if hour != win.hour:
+            if win.hour >= 0 and win.events:
+                rows.append(self._close_window(b, ws))
+            win = b.window = Window(hour=hour, first_ts=ts)
+            if not learning:
+                self._time_signal(b, ts, signals)
+            b.how[hour_of_week(ts)] += wl
+            b.how_total += wl
+        day = int(ts // 86400)
+        if day != b.day:
+            if b.day >= 0:
+                x = math.log1p(b.day_new)
+                b.day_s0 += ws
+                b.day_s1 += ws * x
+                b.day_s2 += ws * x * x
+            b.day = day
+            b.day_new = 0
+
+        values = extract(ev, b.names)
+        feats = b.feats
+        grp = st.groups[b.group]
+        org = st.org
+        new = {f: (f not in feats or v not in feats[f].items) for f, v in values.items()}
+        if any(new.values()):
+            self._novelty(b, grp, values, new, learning, ws, signals)
+        elif not learning and b.taint_until <= ts:
+            self._rarity(b, values, ws, ts, signals)
+
+        # The hourly window (volume, errors, the model's features).
+        win.events += 1
+        win.last_ts = ts
+        op = ev.operation
+        if op == "list":
+            win.lists += 1
+        elif op == "read" and ev.outcome == "ok" and len(win.reads) < _MAX_READS and ev.path not in win.reads:
+            win.reads.append(ev.path)
+        if ev.outcome in _ERRORS:
+            win.errors += 1
+        if new.get("template"):
+            win.new_values += 1
+            b.day_new += 1
+        ip = ev.remote_ip
+        if ip and ip not in win.addresses and len(win.addresses) < 32:
+            win.addresses.append(ip)
+        if ev.request_id and len(win.event_ids) < _MAX_IDS:
+            win.event_ids.append(ev.request_id)
+        self._volume(b, ws, learning, signals)
+
+        # Learn (an identity confirmed compromised stays out of its own baseline).
+        b.last_ts = max(b.last_ts, ts)
+        b.n += 1
+        b.learn_n += 1
+        if b.taint_until <= ts:
+            k = self._k
+            for f, v in values.items():
+                self._counter(feats, f, k[f]).observe(v, wl, ws)
+                self._counter(grp.feats, f, cfg.k_group).observe(v, wl, ws)
+                self._counter(org.feats, f, cfg.k_org).observe(v, wl, ws)
+            grp.n += 1
+            org.n += 1
+        return signals, b, rows
+
+    def fold(self, key: str, feature: str, value: str, ts: float) -> None:
+        """Count ``value`` as normal for the identity (analyst said: false positive)."""
+        b = self.state.identities.get(key)
+        if b is None or feature not in self._k:
+            return
+        wl, ws = self.state.clock.weights(ts)
+        c = self._counter(b.feats, feature, self._k[feature])
+        for _ in range(3):
+            c.observe(value, wl, ws)
+
+    # -- signals --------------------------------------------------------------------------------
+    def _novelty(
+        self,
+        b: Baseline,
+        grp: GroupBaseline,
+        values: dict[str, str],
+        new: dict[str, bool],
+        learning: bool,
+        ws: float,
+        out: list[Signal],
+    ) -> None:
+        org = self.state.org
+        # Only the broadest new thing is reported: a new mount implies a new directory.
+        for chain in (("mount", "dir", "op_template"), ("subnet", "address")):
+            for f in chain:
+                if f not in values or not new[f]:
+                    continue
+                v = values[f]
+                mine = b.feats.get(f)
+                gc = grp.feats.get(f)
+                oc = org.feats.get(f)
+                group_new = gc is None or v not in gc.items
+                org_new = oc is None or v not in oc.items
+                if learning and not group_new:
+                    break
+                p_id = mine.novelty_rate(ws) if mine is not None else 1.0
+                damp = 1.0
+                if f in ("address", "op_template"):
+                    damp = 0.5  # addresses churn within a subnet; a new op on a known area is mild
+                if not group_new and len(grp.members) > 1:
+                    damp *= 0.5  # peers do this already
+                if not org_new and f in ("subnet", "address"):
+                    damp *= 0.6  # a known office / VPN range
+                s = -math.log10(max(p_id, 1e-12)) * damp
+                if group_new and len(grp.members) > 2 and gc is not None:
+                    s = max(s, -math.log10(max(gc.novelty_rate(ws), 1e-12)))
+                if org_new and oc is not None:
+                    s = max(s, -math.log10(max(oc.novelty_rate(ws), 1e-12)) * 0.8)
+                if learning:
+                    s *= 0.5
+                if s < self.cfg.min_surprise:
+                    break
+                seen = b.n
+                baseline = f"never in {self.cfg.long_horizon_days:.0f} d ({seen} events)"
+                if f in ("dir", "mount", "op_template"):
+                    k, n = self.peers_with(b, f, v)
+                    if n:
+                        baseline += f"; peers: {k} of {n}"
+                if org_new:
+                    baseline += "; first in the organisation"
+                what = {
+                    "dir": "access under",
+                    "mount": "use of mount",
+                    "op_template": "request",
+                    "subnet": "request from network",
+                    "address": "request from address",
+                }[f]
+                out.append(
+                    Signal("novelty", f"novelty.{f}", f, v, s, f"first {what} {v} by this identity", baseline)
+                )
+                break
+
+    def _rarity(self, b: Baseline, values: dict[str, str], ws: float, ts: float, out: list[Signal]) -> None:
+        win = b.window
+        for f in ("dir", "subnet"):
+            v = values.get(f)
+            c = b.feats.get(f)
+            if v is None or c is None or c.tot_s <= 0:
+                continue
+            p = (c.short(v) + 0.01 * ws) / (c.tot_s + ws)
+            if p >= 1e-3:
+                continue
+            tag = f"rarity.{f}:{v}"
+            if tag in win.fired:
+                continue
+            win.fired[tag] = 1
+            s = -math.log10(p) * 0.6
+            if s < self.cfg.min_surprise:
+                continue
+            sl, ss = self.state.clock.scale(ts)
+            out.append(
+                Signal(
+                    "rarity",
+                    f"rarity.{f}",
+                    f,
+                    v,
+                    s,
+                    f"{v} used again after weeks",
+                    f"{fmt_count(c.short(v) * ss)} of {fmt_count(c.tot_s * ss)} "
+                    f"events in {self.cfg.short_horizon_days:.0f} d",
+                )
+            )
+
+    def _time_signal(self, b: Baseline, ts: float, out: list[Signal]) -> None:
+        sl, _ = self.state.clock.scale(ts)
+        hours = b.how_total * sl
+        if hours < self.cfg.time_min_hours:
+            return
+        how = hour_of_week(ts)
+        h = b.how
+
+        # Smooth with the neighbouring hours: 09:59 and 10:00 are the same habit.
+        def sm(i: int) -> float:
+            return h[i] + 0.5 * (h[(i - 1) % 168] + h[(i + 1) % 168])
+
+        mine = sm(how)
+        allv = [sm(i) for i in range(168)]
+        total = sum(allv)
+        tail = sum(x for x in allv if x <= mine)
+        p = (tail * sl + 0.5) / (total * sl + 1.0)
+        s = -math.log10(p)
+        if s < self.cfg.min_surprise:
+            return
+        day = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[how // 24]
+        label = f"{day} {how % 24:02d}:00 UTC"
+        out.append(
+            Signal(
+                "time",
+                "time.hour_of_week",
+                "hour_of_week",
+                label,
+                s,
+                f"active {label}",
+                f"{fmt_count(h[how] * sl)} of {fmt_count(hours)} active hours in this hour-of-week "
+                f"({self.cfg.long_horizon_days:.0f} d)",
+            )
+        )
+
+    def _volume(self, b: Baseline, ws: float, learning: bool, out: list[Signal]) -> None:
+        cfg = self.cfg
+        win = b.window
+        vec = win.vector()
+        mins = (cfg.volume_min_events, cfg.volume_min_distinct, cfg.volume_min_lists, cfg.error_min_errors)
+        hs = b.hstats
+        _, ss = self.state.clock.scale(win.last_ts)
+        n_eff = hs.s0 * ss
+        for i, name in enumerate(METRICS):
+            x = vec[i]
+            if x < mins[i]:
+                continue
+            last = win.fired.get(name, 0)
+            if last and x < 2 * last:
+                continue
+            mean, sd = hs.moments(i)
+            w = n_eff / (n_eff + _PRIOR_HOURS)
+            mu = w * mean + (1 - w) * _PRIOR_MEAN[i]
+            sig = max(w * sd + (1 - w) * _PRIOR_SD[i], _MIN_SD)
+            z = (math.log1p(x) - mu) / sig
+            p = _tail_normal(z)
+            s = -math.log10(max(p, 1e-300))
+            if learning:
+                s *= 0.7
+            if s < 3.0:
+                continue
+            win.fired[name] = x
+            typical = math.expm1(mu)
+            family = "error" if name == "errors" else "volume"
+            label = {
+                "events": "requests",
+                "distinct": "distinct secrets read",
+                "lists": "LIST requests",
+                "errors": "errors and denials",
+            }[name]
+            out.append(
+                Signal(
+                    family,
+                    f"{family}.{name}",
+                    name,
+                    str(x),
+                    min(s, 12.0),
+                    f"{x} {label} in one hour",
+                    f"typically {typical:.1f} per active hour ({hs.hours} hours)",
+                )
+            )
+        # Slow harvesting: many first-seen templates within one day.
+        dn = b.day_new
+        if dn >= cfg.volume_min_distinct and not learning:
+            last = win.fired.get("day_new", 0)
+            if not last or dn >= 2 * last:
+                n_days = b.day_s0 * ss
+                w = n_days / (n_days + 3.0)
+                mean = b.day_s1 / b.day_s0 if b.day_s0 > 0 else _DAY_PRIOR_MEAN
+                var = max(b.day_s2 / b.day_s0 - mean * mean, 0.0) if b.day_s0 > 0 else 1.0
+                mu = w * mean + (1 - w) * _DAY_PRIOR_MEAN
+                sig = max(w * math.sqrt(var) + (1 - w) * 1.0, _MIN_SD)
+                p = _tail_normal((math.log1p(dn) - mu) / sig)
+                s = -math.log10(max(p, 1e-300))
+                if s >= 3.0:
+                    win.fired["day_new"] = dn
+                    out.append(
+                        Signal(
+                            "volume",
+                            "volume.day_new",
+                            "new_templates_per_day",
+                            str(dn),
+                            min(s, 12.0),
+                            f"{dn} first-seen paths today",
+                            f"typically {math.expm1(mu):.1f} per day",
+                        )
+                    )
+
+    def _close_window(self, b: Baseline, ws: float) -> WindowRow:
+        win = b.window
+        vec = win.vector()
+        b.hstats.add(vec, ws)
+        hw = hour_of_week(win.first_ts)
+        feats = (
+            math.log1p(vec[0]),
+            math.log1p(vec[1]),
+            math.log1p(vec[2]),
+            vec[3] / max(vec[0], 1),
+            math.log1p(win.new_values),
+            float(len(win.addresses)),
+            math.sin(2 * math.pi * hw / 168),
+            math.cos(2 * math.pi * hw / 168),
+            math.sin(2 * math.pi * (hw % 24) / 24),
+            math.cos(2 * math.pi * (hw % 24) / 24),
+        )
+        ident = self.state.last_identity.get(b.key) or Identity(key=b.key, kind="unknown")
+        return WindowRow(ident, win.hour, feats, tuple(win.event_ids), win.first_ts, win.last_ts)
+
+    def close_idle(self, now: float) -> list[WindowRow]:
+        """Close every window whose hour has passed at ``now`` (end of stream, quiet identities)."""
+        hour = int(now // 3600)
+        rows: list[WindowRow] = []
+        _, ws = self.state.clock.weights(now)
+        for key in sorted(self.state.identities):
+            b = self.state.identities[key]
+            if 0 <= b.window.hour < hour and b.window.events:
+                rows.append(self._close_window(b, ws))
+                b.window = Window(hour=b.window.hour)
+        return rows
+
+    def summary(self, key: str, now: float | None = None) -> dict[str, Any]:
+        """Baseline summary of one identity for the UI/API."""
+        b = self.state.identities.get(key)
+        if b is None:
+            return {}
+        at = b.last_ts if now is None else now
+        sl, ss = self.state.clock.scale(at)
+        feats = {f: (b.feats[f].top(10, sl) if f in b.feats else []) for f in FEATURES}
+        mean, _ = b.hstats.moments(0)
+        return {
+            "key": key,
+            "group": b.group,
+            "first_seen": b.first_ts,
+            "last_active": b.last_ts,
+            "events": b.n,
+            "learning": self.in_learning(key, at),
+            "top_templates": feats["template"],
+            "top_directories": feats["dir"],
+            "top_operations": feats["op_template"],
+            "mounts": feats["mount"],
+            "addresses": feats["address"],
+            "subnets": feats["subnet"],
+            "hour_of_week": [round(x * sl, 3) for x in b.how],
+            "rate_per_active_hour": round(math.expm1(mean), 3) if b.hstats.hours else 0.0,
+            "active_hours": b.hstats.hours,
+            "error_rate": _error_rate(b),
+        }
+
+
+def _error_rate(b: Baseline) -> float:
+    hs = b.hstats
+    if not hs.hours:
+        return 0.0
+    ev, _ = hs.moments(0)
+    er, _ = hs.moments(3)
+    return round(math.expm1(er) / max(math.expm1(ev), 1.0), 4)

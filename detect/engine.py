@@ -1,0 +1,631 @@
+"""The detection engine: events in, alerts out.
+
+For every event, in event-time order:
+
+1. the pluggable detectors (deterministic rules, the access-model policy) observe it; their
+   ``alerting=True`` findings become alerts directly (rules always fire, learning or not);
+2. the behavioural core (:mod:`detect.behaviour`) scores it against the identity's, its peers'
+   and the organisation's baselines, then learns it. Response entries are used (they carry the
+   outcome and mount); a request entry counts only when no response arrives for it;
+3. closed identity-hours queue for the multivariate model (:mod:`detect.model`), scored in
+   batches;
+4. behavioural signals add decayed points to the identity's risk (:mod:`detect.risk`); crossing
+   the threshold, or enough distinct families within the window, raises one ``behaviour-risk``
+   alert with ranked reasons (:mod:`detect.explain`). Findings with the same dedup key inside
+   the aggregation window update one alert instead of creating many.
+
+Nothing here reads the wall clock or the network: time is ``event.ts`` (or ``now`` passed to
+:meth:`Engine.flush` / :meth:`Engine.verdict`), randomness is the injected seed. The whole
+state snapshots to msgpack and restores into an engine that continues exactly where the
+snapshot was taken.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+
+from alerts.model import MAX_EVENT_IDS, Alert, AlertIdentity, Severity, alert_id
+from ingest.event import AuditEvent, Identity
+
+from .behaviour import Behaviour, BehaviourState, Signal, WindowRow
+from .config import DetectConfig
+from .errors import StateError, VerdictError
+from .explain import rank_reasons, title_for
+from .model import ModelRow, ModelState, WindowModel
+from .risk import Contribution, RiskState, to_score
+from .types import BaselineView, Detector, Finding
+
+__all__ = ["Engine", "STATE_VERSION", "BEHAVIOUR_DETECTOR"]
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION: Final = 1
+BEHAVIOUR_DETECTOR: Final = "behaviour-risk"
+_NOVELTY_ONLY: Final = frozenset({"novelty", "rarity", "time"})
+_MAX_OPEN: Final = 50_000
+_MAX_ALERT_SIGNALS: Final = 20_000
+_MAX_PENDING: Final = 100_000
+_MAX_ALERT_CONTRIBS: Final = 64
+_UPDATE_MIN_POINTS: Final = 10.0
+
+
+class OpenAlert(msgspec.Struct, kw_only=True):
+    """An alert that may still absorb findings (its dedup key inside the aggregation window)."""
+
+    alert: Alert
+    last_ts: float
+    first_ts: float
+    contribs: list[Contribution] = msgspec.field(default_factory=list)
+
+
+class EngineState(msgspec.Struct, kw_only=True):
+    version: int = STATE_VERSION
+    partial: bool = False
+    behaviour: BehaviourState
+    model: ModelState = msgspec.field(default_factory=ModelState)
+    risk: dict[str, RiskState] = msgspec.field(default_factory=dict)
+    open_alerts: dict[str, OpenAlert] = msgspec.field(default_factory=dict)
+    alert_signals: dict[str, list[list[str]]] = msgspec.field(default_factory=dict)
+    suppressions: dict[str, float] = msgspec.field(default_factory=dict)
+    pending: list[AuditEvent] = msgspec.field(default_factory=list)
+    detectors: dict[str, Any] = msgspec.field(default_factory=dict)
+    now: float = 0.0
+
+
+def rfc3339(ts: float) -> str:
+    """RFC 3339 UTC text of POSIX seconds (microsecond precision)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _alert_identity(ident: Identity) -> AlertIdentity:
+    return AlertIdentity(
+        key=ident.key,
+        entity_id=ident.entity_id,
+        display_name=ident.display_name,
+        auth_mount=ident.auth_mount,
+        policies=tuple(ident.policies),
+    )
+
+
+def _merge(old: tuple[str, ...], new: Iterable[str], limit: int) -> tuple[str, ...]:
+    if len(old) >= limit:
+        return old
+    out = list(old)
+    seen = set(old)
+    for x in new:
+        if x and x not in seen:
+            seen.add(x)
+            out.append(x)
+            if len(out) >= limit:
+                break
+    return tuple(out)
+
+
+def _default_detectors(config: dict[str, Any]) -> list[Detector]:
+    try:
+        from . import rules  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        log.warning("detect.rules is not available; running behavioural detection only")
+        return []
+    made: list[Detector] = rules.default_rules(config)
+    return made
+
+
+class Engine:
+    """Behavioural detection plus pluggable detectors, with risk-based alerting.
+
+    ``detectors=None`` runs :func:`detect.rules.default_rules` next to the behavioural core;
+    pass a list to choose the pluggable detectors yourself (``[]`` for behaviour only). The
+    behavioural core is always on unless ``config["behaviour_enabled"]`` is false.
+
+    >>> eng = Engine({"model_enabled": False}, detectors=[])
+    >>> eng.flush(0.0)
+    []
+    """
+
+    def __init__(
+        self, config: dict[str, Any] | None = None, *, seed: int = 0, detectors: list[Detector] | None = None
+    ) -> None:
+        raw = dict(config or {})
+        self.cfg = DetectConfig.from_dict(raw)
+        self._config = {**self.cfg.to_dict(), **raw}
+        self.seed = seed
+        self.behaviour_enabled = bool(raw.get("behaviour_enabled", True))
+        self.detectors: list[Detector] = (
+            _default_detectors(self._config) if detectors is None else list(detectors)
+        )
+        self._behaviour = Behaviour(self.cfg)
+        self._model = WindowModel(self.cfg, seed)
+        self._state = EngineState(behaviour=self._behaviour.state, model=self._model.state)
+        self._pending: OrderedDict[str, AuditEvent] = OrderedDict()
+        self._out: dict[str, Alert] = {}
+        #: Findings produced by the last call (behavioural signals included), for inspection.
+        self.last_findings: list[Finding] = []
+        self.stats: dict[str, int] = {"events": 0, "behaviour_events": 0, "findings": 0, "detector_errors": 0}
+
+    # -- DetectContext --------------------------------------------------------------------------
+    @property
+    def baselines(self) -> BaselineView:
+        return self._behaviour
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self._config
+
+    # -- processing -----------------------------------------------------------------------------
+    def process(self, event: AuditEvent) -> list[Alert]:
+        """New or updated alerts caused by ``event`` (final state of each, in creation order)."""
+        self._out = {}
+        self.last_findings = []
+        self._process(event)
+        return list(self._out.values())
+
+    def process_batch(self, events: Iterable[AuditEvent]) -> list[Alert]:
+        """:meth:`process` over many events; each alert appears once, in its final state."""
+        self._out = {}
+        self.last_findings = []
+        for ev in events:
+            self._process(ev)
+        return list(self._out.values())
+
+    def flush(self, now: float) -> list[Alert]:
+        """Time-driven work at ``now``: late requests, closing idle hours, scoring the model."""
+        self._out = {}
+        self.last_findings = []
+        st = self._state
+        st.now = max(st.now, now)
+        self._expire_pending(now, force=True)
+        if self.behaviour_enabled:
+            for row in self._behaviour.close_idle(now):
+                self._queue_row(row)
+            self._score_model()
+        self._prune(now)
+        return list(self._out.values())
+
+    def _process(self, ev: AuditEvent) -> None:
+        st = self._state
+        ts = ev.ts
+        if ts > st.now:
+            st.now = ts
+        self.stats["events"] += 1
+        for det in self.detectors:
+            try:
+                found = det.observe(ev, self)
+            except Exception:  # noqa: BLE001 - one faulty detector must not stop detection
+                self.stats["detector_errors"] += 1
+                log.exception("detector %s failed on request %s", getattr(det, "name", det), ev.request_id)
+                continue
+            for f in found:
+                self._finding(f)
+        if not self.behaviour_enabled:
+            return
+        rid = ev.request_id
+        if ev.is_request and rid:
+            self._pending[rid] = ev
+            if len(self._pending) > _MAX_PENDING:
+                _, old = self._pending.popitem(last=False)
+                self._behave(old)
+        else:
+            if rid:
+                self._pending.pop(rid, None)
+            self._behave(ev)
+        if self._pending:
+            self._expire_pending(ts, force=False)
+
+    def _expire_pending(self, now: float, *, force: bool) -> None:
+        wait = self.cfg.request_wait_seconds
+        pend = self._pending
+        while pend:
+            rid, ev = next(iter(pend.items()))
+            if not force and ev.ts > now - wait:
+                break
+            if force and ev.ts > now - wait and now - wait < self._state.now - wait:
+                break
+            del pend[rid]
+            self._behave(ev)
+
+    def _behave(self, ev: AuditEvent) -> None:
+        self.stats["behaviour_events"] += 1
+        signals, b, rows = self._behaviour.observe(ev)
+        for row in rows:
+            self._queue_row(row)
+        if signals:
+            self._signals(ev.identity, signals, ev, learning=self._behaviour.in_learning(b.key, ev.ts))
+        if self._model.ready():
+            self._score_model()
+
+    def _queue_row(self, row: WindowRow) -> None:
+        if not self.cfg.model_enabled:
+            return
+        self._model.add(
+            ModelRow(
+                identity=row.identity,
+                hour=row.hour,
+                features=list(row.features),
+                event_ids=list(row.event_ids),
+                first_ts=row.first_ts,
+                last_ts=row.last_ts,
+            )
+        )
+
+    def _score_model(self) -> None:
+        if not self.cfg.model_enabled:
+            return
+        for row, p in self._model.score_pending():
+            if p > self.cfg.model_tail:
+                continue
+            s = WindowModel.surprise(p)
+            sig = Signal(
+                "model",
+                "model.window",
+                "identity_hour",
+                str(row.hour),
+                s,
+                f"hour starting {rfc3339(row.hour * 3600.0)} scored as an outlier",
+                f"tail probability {p:.2g} among {len(self._model.state.fit_matrix)} recent identity-hours",
+            )
+            eid = row.event_ids[0] if row.event_ids else ""
+            learning = self._behaviour.in_learning(row.identity.key, row.last_ts)
+            self._signals(row.identity, [sig], None, learning=learning, ts=row.last_ts, event_id=eid)
+
+    # -- risk -----------------------------------------------------------------------------------
+    def _signals(
+        self,
+        ident: Identity,
+        signals: list[Signal],
+        ev: AuditEvent | None,
+        *,
+        learning: bool,
+        ts: float | None = None,
+        event_id: str = "",
+    ) -> None:
+        cfg = self.cfg
+        st = self._state
+        key = ident.key
+        at = ev.ts if ev is not None else float(ts or 0.0)
+        eid = (ev.request_id or "") if ev is not None else event_id
+        path = ev.path if ev is not None else ""
+        addr = (ev.remote_ip or "") if ev is not None else ""
+        added: list[Contribution] = []
+        for s in signals:
+            if st.suppressions.get(f"{key}\x1f{s.signal}\x1f{s.value}", 0.0) > at:
+                continue
+            points = max(0.0, cfg.points_per_surprise * (s.surprise - 1.0))
+            finding = Finding(
+                detector=s.signal.replace(".", "-").replace("_", "-"),
+                title=s.observed,
+                severity="info",
+                score=min(100.0, points),
+                family=s.family,
+                identity=ident,
+                dedup_key=f"{s.signal}:{key}:{s.value}",
+                event_ids=(eid,) if eid else (),
+                paths=(path,) if path else (),
+                source_addresses=(addr,) if addr else (),
+                first_ts=at,
+                last_ts=at,
+                alerting=False,
+                labels={"signal": s.signal, "value": s.value, "feature": s.feature},
+            )
+            self.last_findings.append(finding)
+            self.stats["findings"] += 1
+            added.append(
+                Contribution(
+                    ts=at,
+                    family=s.family,
+                    signal=s.signal,
+                    value=s.value,
+                    points=points,
+                    feature=s.feature,
+                    observed=s.observed,
+                    baseline=s.baseline,
+                    event_id=eid,
+                    path=path,
+                    address=addr,
+                )
+            )
+        if not added:
+            return
+        dkey = f"{BEHAVIOUR_DETECTOR}:{key}"
+        open_ = st.open_alerts.get(dkey)
+        if open_ is not None and at - open_.last_ts <= cfg.aggregation_hours * 3600:
+            strong = [c for c in added if c.points >= _UPDATE_MIN_POINTS]
+            if strong:
+                self._update_behaviour_alert(open_, strong, at, learning)
+            return
+        risk = st.risk.get(key)
+        if risk is None:
+            risk = st.risk[key] = RiskState()
+        for c in added:
+            risk.add(c)
+        window = cfg.risk_window_hours * 3600
+        risk.prune(at, window)
+        half = cfg.risk_half_life_hours * 3600
+        score = risk.score(at, half)
+        fams = risk.families(at, half, cfg.family_min_points)
+        fire = score >= cfg.risk_threshold or len(fams) >= cfg.families_to_alert
+        if fire and learning and not any(f not in _NOVELTY_ONLY for f in fams):
+            fire = False  # learning: novelty alone never alerts
+        if not fire:
+            return
+        contribs = list(risk.items)
+        risk.clear()
+        self._new_behaviour_alert(ident, dkey, contribs, at, learning)
+
+    def _behaviour_alert(
+        self,
+        ident: Identity,
+        dkey: str,
+        contribs: list[Contribution],
+        first_ts: float,
+        last_ts: float,
+        learning: bool,
+        aid: str,
+        count: int,
+    ) -> Alert:
+        cfg = self.cfg
+        half = cfg.risk_half_life_hours * 3600
+        decayed = [(c.points * 0.5 ** (max(last_ts - c.ts, 0.0) / half), c) for c in contribs]
+        total = sum(p for p, _ in decayed)
+        fams: dict[str, float] = {}
+        for p, c in decayed:
+            fams[c.family] = fams.get(c.family, 0.0) + p
+        fam_order = [f for f, _ in sorted(fams.items(), key=lambda kv: (-kv[1], kv[0]))]
+        strong_fams = sum(1 for p in fams.values() if p >= cfg.family_min_points)
+        score = max(to_score(total, cfg.risk_threshold), 60 if strong_fams >= cfg.families_to_alert else 0)
+        if learning:
+            score = min(score, cfg.cold_start_cap)
+        severity: Severity = "high" if score >= cfg.high_score else "medium"
+        ordered = sorted(contribs, key=lambda c: c.ts)
+        display = ident.display_name or ident.key
+        return Alert(
+            id=aid,
+            detector=BEHAVIOUR_DETECTOR,
+            title=title_for(fam_order, display),
+            severity=severity,
+            score=score,
+            identity=_alert_identity(ident),
+            first_seen=rfc3339(first_ts),
+            last_seen=rfc3339(last_ts),
+            count=count,
+            event_ids=_merge((), (c.event_id for c in ordered), MAX_EVENT_IDS),
+            source_addresses=_merge((), (c.address for c in ordered), 50),
+            paths=_merge((), (c.path for c in ordered), 50),
+            explanation=rank_reasons(decayed),
+            dedup_key=dkey,
+            labels={"families": ",".join(sorted(fams)), "learning": "true" if learning else "false"},
+        )
+
+    def _new_behaviour_alert(
+        self, ident: Identity, dkey: str, contribs: list[Contribution], at: float, learning: bool
+    ) -> None:
+        first = min(c.ts for c in contribs)
+        first_eid = next((c.event_id for c in sorted(contribs, key=lambda c: c.ts) if c.event_id), "")
+        aid = alert_id(BEHAVIOUR_DETECTOR, dkey, first_eid or rfc3339(first))
+        alert = self._behaviour_alert(ident, dkey, contribs, first, at, learning, aid, len(contribs))
+        self._state.open_alerts[dkey] = OpenAlert(
+            alert=alert, last_ts=at, first_ts=first, contribs=contribs[-_MAX_ALERT_CONTRIBS:]
+        )
+        self._remember(alert.id, [[ident.key, c.signal, c.value, c.feature] for c in contribs])
+        self._emit(alert)
+
+    def _update_behaviour_alert(
+        self, open_: OpenAlert, added: list[Contribution], at: float, learning: bool
+    ) -> None:
+        old = open_.alert
+        contribs = (open_.contribs + added)[-_MAX_ALERT_CONTRIBS:]
+        ident = self._state.behaviour.last_identity.get(old.identity.key) or Identity(
+            key=old.identity.key, kind="unknown"
+        )
+        new = self._behaviour_alert(
+            ident, old.dedup_key, contribs, open_.first_ts, at, learning, old.id, old.count + len(added)
+        )
+        new = msgspec.structs.replace(
+            new,
+            score=max(new.score, old.score),
+            severity=new.severity if new.score >= old.score else old.severity,
+            event_ids=_merge(old.event_ids, new.event_ids, MAX_EVENT_IDS),
+            paths=_merge(old.paths, new.paths, 50),
+            source_addresses=_merge(old.source_addresses, new.source_addresses, 50),
+        )
+        open_.alert = new
+        open_.last_ts = at
+        open_.contribs = contribs
+        self._remember(new.id, [[ident.key, c.signal, c.value, c.feature] for c in added])
+        self._emit(new)
+
+    # -- alerting findings (rules, policy) ------------------------------------------------------
+    def _finding(self, f: Finding) -> None:
+        self.last_findings.append(f)
+        self.stats["findings"] += 1
+        if not f.alerting:
+            # A non-alerting finding from a pluggable detector feeds risk like a signal would.
+            sig = Signal(
+                f.family,
+                f.detector,
+                f.detector,
+                f.dedup_key,
+                1.0 + f.score / self.cfg.points_per_surprise,
+                f.title,
+                f.reasons[0].baseline if f.reasons else "",
+            )
+            ts = f.last_ts or self._state.now
+            learning = self._behaviour.in_learning(f.identity.key, ts)
+            self._signals(
+                f.identity,
+                [sig],
+                None,
+                learning=learning,
+                ts=ts,
+                event_id=f.event_ids[0] if f.event_ids else "",
+            )
+            return
+        st = self._state
+        key = f.identity.key
+        ts = f.last_ts or st.now
+        if st.suppressions.get(f"{key}\x1f{f.detector}\x1f{f.dedup_key}", 0.0) > ts:
+            return
+        first_ts = f.first_ts or ts
+        open_ = st.open_alerts.get(f.dedup_key)
+        sev = f.severity if f.severity in ("info", "low", "medium", "high", "critical") else "medium"
+        if open_ is not None and ts - open_.last_ts <= self.cfg.aggregation_hours * 3600:
+            old = open_.alert
+            new = msgspec.structs.replace(
+                old,
+                last_seen=rfc3339(max(ts, open_.last_ts)),
+                count=old.count + 1,
+                event_ids=_merge(old.event_ids, f.event_ids, MAX_EVENT_IDS),
+                paths=_merge(old.paths, f.paths, 50),
+                source_addresses=_merge(old.source_addresses, f.source_addresses, 50),
+                score=max(old.score, int(round(min(100.0, f.score)))),
+                severity=sev if _rank(sev) > _rank(old.severity) else old.severity,
+            )
+            open_.alert = new
+            open_.last_ts = max(ts, open_.last_ts)
+            self._emit(new)
+            return
+        first_eid = f.event_ids[0] if f.event_ids else rfc3339(first_ts)
+        alert = Alert(
+            id=alert_id(f.detector, f.dedup_key, first_eid),
+            detector=f.detector,
+            title=f.title,
+            severity=sev,  # type: ignore[arg-type]
+            score=int(round(max(0.0, min(100.0, f.score)))),
+            identity=_alert_identity(f.identity),
+            first_seen=rfc3339(first_ts),
+            last_seen=rfc3339(ts),
+            count=1,
+            event_ids=tuple(f.event_ids[:MAX_EVENT_IDS]),
+            source_addresses=tuple(f.source_addresses[:50]),
+            paths=tuple(f.paths[:50]),
+            explanation=tuple(f.reasons[:5]),
+            dedup_key=f.dedup_key,
+            labels=dict(f.labels),
+        )
+        st.open_alerts[f.dedup_key] = OpenAlert(alert=alert, last_ts=ts, first_ts=first_ts)
+        self._remember(alert.id, [[key, f.detector, f.dedup_key, "rule"]])
+        self._emit(alert)
+        if len(st.open_alerts) > _MAX_OPEN:
+            self._prune(st.now)
+
+    def _emit(self, alert: Alert) -> None:
+        self._out.pop(alert.id, None)
+        self._out[alert.id] = alert
+
+    def _remember(self, aid: str, scopes: list[list[str]]) -> None:
+        sig = self._state.alert_signals
+        sig.setdefault(aid, []).extend(scopes)
+        if len(sig) > _MAX_ALERT_SIGNALS:
+            del sig[next(iter(sig))]
+
+    def _prune(self, now: float) -> None:
+        st = self._state
+        agg = self.cfg.aggregation_hours * 3600
+        st.open_alerts = {k: v for k, v in st.open_alerts.items() if now - v.last_ts <= agg}
+        st.suppressions = {k: v for k, v in st.suppressions.items() if v > now}
+        window = self.cfg.risk_window_hours * 3600
+        for key in [k for k, r in st.risk.items() if not r.items or r.items[-1].ts < now - window]:
+            del st.risk[key]
+
+    # -- feedback -------------------------------------------------------------------------------
+    def verdict(self, alert: Alert, verdict: str, *, now: float, comment: str = "") -> None:
+        """Analyst feedback on ``alert``.
+
+        ``false_positive`` suppresses each signal of the alert for that identity and value for
+        ``suppression_days`` and folds the values into the identity's baseline;
+        ``true_positive`` keeps the identity's events out of its own baseline for ``taint_days``
+        (so the attacker's behaviour does not become "normal").
+        """
+        st = self._state
+        scopes = st.alert_signals.get(alert.id, [])
+        if verdict == "false_positive":
+            until = now + self.cfg.suppression_days * 86400
+            for key, signal, value, feature in scopes:
+                st.suppressions[f"{key}\x1f{signal}\x1f{value}"] = until
+                if feature != "rule":
+                    self._behaviour.fold(key, feature, value, now)
+            st.risk.pop(alert.identity.key, None)
+            st.open_alerts.pop(alert.dedup_key, None)
+        elif verdict == "true_positive":
+            b = st.behaviour.identities.get(alert.identity.key)
+            if b is not None:
+                b.taint_until = max(b.taint_until, now + self.cfg.taint_days * 86400)
+        else:
+            raise VerdictError(f"unknown verdict {verdict!r}: use 'false_positive' or 'true_positive'")
+        log.info("verdict %s on alert %s (%d scopes)", verdict, alert.id, len(scopes))
+
+    # -- state ----------------------------------------------------------------------------------
+    def snapshot(self, identity_keys: Iterable[str] | None = None) -> bytes:
+        """The engine state as msgpack; with ``identity_keys``, only those identities' state."""
+        st = self._state
+        st.pending = list(self._pending.values())
+        st.detectors = {getattr(d, "name", str(i)): d.state() for i, d in enumerate(self.detectors)}
+        if identity_keys is None:
+            return msgspec.msgpack.encode(st)
+        keys = set(identity_keys)
+        beh = st.behaviour
+        part = EngineState(
+            partial=True,
+            behaviour=BehaviourState(
+                clock=beh.clock,
+                identities={k: v for k, v in beh.identities.items() if k in keys},
+                last_identity={k: v for k, v in beh.last_identity.items() if k in keys},
+            ),
+            risk={k: v for k, v in st.risk.items() if k in keys},
+            now=st.now,
+        )
+        return msgspec.msgpack.encode(part)
+
+    def restore(self, data: bytes) -> None:
+        """Load a :meth:`snapshot`; a partial one merges its identities into the current state."""
+        try:
+            st = msgspec.msgpack.decode(data, type=EngineState)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StateError(f"cannot decode engine state: {exc}") from None
+        if st.version != STATE_VERSION:
+            raise StateError(f"engine state version {st.version} is not {STATE_VERSION}")
+        if st.partial:
+            cur = self._state
+            cur.behaviour.identities.update(st.behaviour.identities)
+            cur.behaviour.last_identity.update(st.behaviour.last_identity)
+            cur.risk.update(st.risk)
+            return
+        self._state = st
+        self._behaviour = Behaviour(self.cfg, st.behaviour)
+        self._model = WindowModel(self.cfg, self.seed, st.model)
+        self._pending = OrderedDict((e.request_id or "", e) for e in st.pending)
+        st.pending = []
+        for i, d in enumerate(self.detectors):
+            saved = st.detectors.get(getattr(d, "name", str(i)))
+            if saved is not None:
+                d.load(saved)
+
+    # -- views ----------------------------------------------------------------------------------
+    def identity_summary(self, key: str) -> dict[str, Any]:
+        """Baseline summary for the UI/API (empty when the identity is unknown)."""
+        out = self._behaviour.summary(key)
+        if not out:
+            return out
+        risk = self._state.risk.get(key)
+        now = self._state.now
+        out["risk"] = round(risk.score(now, self.cfg.risk_half_life_hours * 3600), 2) if risk else 0.0
+        out["bytes"] = len(msgspec.msgpack.encode(self._state.behaviour.identities[key]))
+        return out
+
+    def identities(self) -> list[str]:
+        """Every identity key with a baseline."""
+        return sorted(self._state.behaviour.identities)
+
+
+def _rank(sev: str) -> int:
+    return (
+        ("info", "low", "medium", "high", "critical").index(sev)
+        if sev in ("info", "low", "medium", "high", "critical")
+        else 2
+    )

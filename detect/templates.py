@@ -1,0 +1,101 @@
+"""Path templates: the shape of a request path with its variable parts replaced.
+
+Per-identity baselines count *templates*, not raw paths, so that ``.../leases/8f1c...`` and
+``.../leases/77ab...`` are one thing, and ``secret/data/users/alice/x`` read by ``alice`` is the
+same habit as ``secret/data/users/bob/x`` read by ``bob``. Normalised segments:
+
+* UUIDs → ``{uuid}``; decimal numbers → ``{n}``; hex runs of 12+ → ``{hex}``;
+* ``hmac-sha256:...`` values → ``{hmac}``; long random ids (lease ids, accessors) → ``{id}``;
+* a segment equal to one of the identity's own names → ``{user}``.
+
+Results are cached (paths repeat enormously in audit logs).
+
+>>> template_path("secret/data/users/alice/x", ("alice",))
+'secret/data/users/{user}/x'
+>>> template_path("sys/leases/lookup/db/creds/ro/1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+'sys/leases/lookup/db/creds/ro/{uuid}'
+>>> directory_of("secret/data/logos/pxl-core/runtime/db")
+'secret/data/logos/pxl-core/runtime/*'
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Final
+
+__all__ = ["template_path", "directory_of", "own_names", "subnet_of"]
+
+_UUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_HEX: Final = re.compile(r"[0-9a-fA-F]{12,}")
+_NUM: Final = re.compile(r"[0-9]+")
+_RANDOM_ID: Final = re.compile(r"[A-Za-z0-9._+=-]{20,}")
+_DIGIT: Final = re.compile(r"[0-9]")
+_LETTER: Final = re.compile(r"[A-Za-z]")
+
+
+def _segment(seg: str, names: tuple[str, ...]) -> str:
+    if not seg:
+        return seg
+    if seg in names:
+        return "{user}"
+    if seg.startswith("hmac-sha256:"):
+        return "{hmac}"
+    if len(seg) == 36 and _UUID.fullmatch(seg):
+        return "{uuid}"
+    if _NUM.fullmatch(seg):
+        return "{n}"
+    if _HEX.fullmatch(seg) and _DIGIT.search(seg):
+        return "{hex}"
+    if _RANDOM_ID.fullmatch(seg) and _DIGIT.search(seg) and _LETTER.search(seg) and "-" not in seg[:3]:
+        # Lease ids, accessors, token-ish ids: long, mixed digits and letters.
+        digits = sum(c.isdigit() for c in seg)
+        if digits >= 3:
+            return "{id}"
+    return seg
+
+
+@lru_cache(maxsize=131_072)
+def template_path(path: str, names: tuple[str, ...] = ()) -> str:
+    """The template of ``path`` for an identity whose own names are ``names``."""
+    if not path:
+        return "/"
+    parts = path.split("/")
+    return "/".join([_segment(p, names) for p in parts])
+
+
+@lru_cache(maxsize=65_536)
+def directory_of(template: str) -> str:
+    """The parent of a template with a ``*`` leaf (the "area" of the secret tree)."""
+    t = template.rstrip("/")
+    idx = t.rfind("/")
+    if idx <= 0:
+        return t + "/*"
+    return t[:idx] + "/*"
+
+
+@lru_cache(maxsize=16_384)
+def own_names(display_name: str | None, metadata_name: str | None = None) -> tuple[str, ...]:
+    """Names an identity may see in its own paths: ``userpass-alice`` gives ``("alice",)``."""
+    out: list[str] = []
+    if display_name:
+        _, _, tail = display_name.partition("-")
+        if tail and len(tail) >= 3:
+            out.append(tail)
+        if "@" in display_name:
+            out.append(display_name.split("@", 1)[0])
+    if metadata_name and len(metadata_name) >= 3:
+        out.append(metadata_name)
+    return tuple(dict.fromkeys(out))
+
+
+@lru_cache(maxsize=65_536)
+def subnet_of(ip: str) -> str:
+    """The /24 of an IPv4 address or the /64 of an IPv6 address (as a short text key)."""
+    if ":" in ip:
+        groups = ip.split("::", 1)[0].split(":")
+        head = [g or "0" for g in groups[:4]]
+        head += ["0"] * (4 - len(head))
+        return ":".join(head) + "::/64"
+    a, _, rest = ip.rpartition(".")
+    return f"{a}.0/24" if a else ip
