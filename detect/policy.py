@@ -1,0 +1,800 @@
+"""The organisation's access model and rotation schedule, and the detectors that enforce them.
+
+A policy file (TOML; the default, :file:`default_policy.toml`, encodes the LOGOS PXL Core secrets
+policy) maps *roles* to identity matchers and to what each role may do, and classifies secrets
+by path into rotation classes. Two detectors use it:
+
+* :class:`AccessModelDetector` (``access-model-violation``) flags any access outside an
+  identity's role, including one that Vault's ACL allowed: policies drift, the model does not.
+* :class:`RotationTracker` (``rotation-overdue``) watches writes to classified secrets and flags
+  a secret once per missed rotation period (or after a deploy that did not rotate it).
+
+Paths are judged as *logical* secret paths: for a KV v2 mount the API segment is removed
+(``logos/data/pxl-core/runtime/jwt-key`` is ``logos/pxl-core/runtime/jwt-key``), see
+:func:`secret_target`. Loading is strict: a bad file raises :class:`PolicyError` naming the file,
+the entry and what is wrong.
+
+>>> policy = default_policy()
+>>> [r.name for r in policy.roles]
+['runtime', 'ci', 'developer']
+>>> policy.roles[1].max_token_ttl
+3600.0
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+from alerts.model import Reason
+from ingest.event import AuditEvent, Identity
+
+from .errors import ConfigError
+from .types import DetectContext, Finding
+
+__all__ = [
+    "PolicyError",
+    "AccessPolicy",
+    "Role",
+    "Matcher",
+    "Allow",
+    "RotationClass",
+    "DeployMarker",
+    "SecretTarget",
+    "OPERATIONS",
+    "secret_target",
+    "parse_duration",
+    "parse_policy",
+    "load_policy",
+    "default_policy",
+    "AccessModelDetector",
+    "RotationTracker",
+]
+
+#: Operations a policy may allow (Vault request operations; ``write`` and ``*`` are shorthands).
+OPERATIONS: Final = ("read", "list", "create", "update", "patch", "delete")
+_ALIASES: Final = {"write": ("create", "update", "patch"), "*": OPERATIONS}
+_WRITE_OPS: Final = frozenset({"create", "update", "patch"})
+# KV v2 API segments after the mount, and what each operation on them means for the secret.
+_KV2_OPS: Final[dict[str, dict[str, str]]] = {
+    "data": {"read": "read", "create": "create", "update": "update", "patch": "patch", "delete": "delete"},
+    "metadata": {"read": "list", "list": "list", "create": "update", "update": "update", "patch": "update",
+                 "delete": "delete"},
+    "delete": {"update": "delete", "create": "delete"},
+    "destroy": {"update": "delete", "create": "delete"},
+    "undelete": {"update": "update", "create": "update"},
+    "subkeys": {"read": "read"},
+}  # fmt: skip
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS: Final = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_SEVERITY_SCORE: Final = {"info": 10.0, "low": 30.0, "medium": 55.0, "high": 80.0, "critical": 95.0}
+
+
+class PolicyError(ConfigError):
+    """The policy file cannot be read or is invalid; the message names the file and the entry."""
+
+
+# -- logical secret paths ------------------------------------------------------------------------
+class SecretTarget(NamedTuple):
+    """The secret an event touches: logical path, what happened to it, and which API was used.
+
+    ``api`` is the KV v2 segment (``data``, ``metadata``, ``delete``, ``destroy``, ``undelete``,
+    ``subkeys``) or ``"plain"`` for anything else (KV v1 and other engines).
+    """
+
+    path: str
+    op: str
+    api: str
+
+
+def secret_target(event: AuditEvent) -> SecretTarget:
+    """Map an event to its logical secret path and operation (KV v2 API segment removed)."""
+    path = event.path
+    op = event.operation or ""
+    mount = event.mount_point or ""
+    if event.mount_type == "kv" and mount and path.startswith(mount):
+        segment, _, tail = path[len(mount) :].partition("/")
+        ops = _KV2_OPS.get(segment)
+        if ops is not None:
+            return SecretTarget(mount + tail, ops.get(op, op), segment)
+    return SecretTarget(path, op, "plain")
+
+
+def parse_duration(value: Any, where: str = "duration") -> float:
+    """Seconds from an integer/float or a string such as ``"90s"``, ``"25h"``, ``"7d"``, ``"2w"``."""
+    if isinstance(value, bool):
+        raise PolicyError(f"{where}: expected a duration, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise PolicyError(f'{where}: expected a duration like 3600, "1h" or "7d", got {value!r}')
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise PolicyError(f"{where}: duration must be positive, got {value!r}")
+    return seconds
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size:
+            value = seconds / size
+            return f"{value:.0f}{unit}" if value == int(value) or value >= 10 else f"{value:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+# -- the model ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Matcher:
+    """One alternative way to recognise a role's identities; every key that is set must hold."""
+
+    policy: str | None = None
+    auth_mount: str | None = None
+    display_name: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    entity_id: str | None = None
+
+    def matches(self, identity: Identity) -> bool:
+        """True when ``identity`` satisfies every condition of this matcher."""
+        if identity.kind in ("login", "anonymous"):
+            return False
+        if self.policy is not None and self.policy not in identity.policies:
+            return False
+        if self.entity_id is not None and identity.entity_id != self.entity_id:
+            return False
+        dn = identity.display_name or ""
+        if self.display_name is not None and not fnmatchcase(dn, self.display_name):
+            return False
+        if self.auth_mount is not None and not _on_mount(identity, self.auth_mount):
+            return False
+        if self.metadata:
+            md = identity.metadata or {}
+            for key, pattern in self.metadata:
+                value = md.get(key)
+                if not isinstance(value, str) or not fnmatchcase(value, pattern):
+                    return False
+        return True
+
+
+def _on_mount(identity: Identity, mount: str) -> bool:
+    if identity.auth_mount is not None:
+        return identity.auth_mount == mount
+    # Vault prefixes a login's display name with its mount path, slashes turned into dashes
+    # ("auth/userpass/" + alice -> "userpass-alice"; AppRole has no name -> "approle").
+    prefix = mount.removeprefix("auth/").strip("/").replace("/", "-")
+    dn = identity.display_name or ""
+    return dn == prefix or dn.startswith(prefix + "-")
+
+
+@dataclass(frozen=True)
+class Allow:
+    """Operations allowed on logical paths matching ``path`` (a glob; ``*`` spans segments)."""
+
+    path: str
+    operations: frozenset[str]
+
+    def permits(self, target: SecretTarget) -> bool:
+        """True when this entry allows ``target``."""
+        return target.op in self.operations and fnmatchcase(target.path, self.path)
+
+    def describe(self) -> str:
+        """``path [ops]`` for explanations."""
+        return f"{self.path} [{', '.join(sorted(self.operations))}]"
+
+
+@dataclass(frozen=True)
+class Role:
+    """A role of the access model: who it is, what it may do, and how long its tokens may live."""
+
+    name: str
+    match: tuple[Matcher, ...]
+    allow: tuple[Allow, ...] = ()
+    confined: bool = False
+    max_token_ttl: float | None = None
+    description: str = ""
+
+    def matches(self, identity: Identity) -> bool:
+        """True when any matcher recognises ``identity``."""
+        return any(m.matches(identity) for m in self.match)
+
+    def permits(self, target: SecretTarget) -> bool:
+        """True when an allow entry covers ``target``."""
+        return any(a.permits(target) for a in self.allow)
+
+    def describe(self) -> str:
+        """The allow list in one line, for explanations."""
+        return "; ".join(a.describe() for a in self.allow) or "no secret access"
+
+
+@dataclass(frozen=True)
+class RotationClass:
+    """Secrets (by logical path glob) that must be rotated every ``every`` seconds or on deploy."""
+
+    name: str
+    paths: tuple[str, ...]
+    every: float | None = None
+    on_deploy: bool = False
+    within: float = 3600.0
+
+    def covers(self, path: str) -> bool:
+        """True when ``path`` belongs to this class."""
+        return any(fnmatchcase(path, p) for p in self.paths)
+
+
+@dataclass(frozen=True)
+class DeployMarker:
+    """What marks a deploy: a successful access to one of ``paths`` with one of ``operations``."""
+
+    paths: tuple[str, ...] = ()
+    operations: frozenset[str] = frozenset({"read"})
+
+    def matches(self, target: SecretTarget) -> bool:
+        """True when ``target`` is a deploy marker."""
+        return target.op in self.operations and any(fnmatchcase(target.path, p) for p in self.paths)
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """A loaded policy file: roles, protected paths, rotation classes and the deploy marker."""
+
+    roles: tuple[Role, ...] = ()
+    protected: tuple[str, ...] = ()
+    housekeeping: tuple[str, ...] = ()
+    rotation: tuple[RotationClass, ...] = ()
+    deploy: DeployMarker = field(default_factory=DeployMarker)
+    source: str = "<policy>"
+
+    def role_for(self, identity: Identity) -> Role | None:
+        """The first role whose matchers recognise ``identity``, or None."""
+        for role in self.roles:
+            if role.matches(identity):
+                return role
+        return None
+
+    def is_protected(self, path: str) -> bool:
+        """True when the model governs ``path`` for every role."""
+        return any(fnmatchcase(path, p) for p in self.protected)
+
+    def is_housekeeping(self, path: str) -> bool:
+        """True for token self-maintenance and login paths, allowed to every role."""
+        return any(fnmatchcase(path, p) for p in self.housekeeping)
+
+    def rotation_class(self, path: str) -> RotationClass | None:
+        """The first rotation class covering ``path``, or None."""
+        for cls in self.rotation:
+            if cls.covers(path):
+                return cls
+        return None
+
+
+# -- loading --------------------------------------------------------------------------------------
+_TOP_KEYS: Final = frozenset({"version", "protected", "housekeeping", "roles", "rotation", "rotation_deploy"})
+_ROLE_KEYS: Final = frozenset({"name", "description", "confined", "max_token_ttl", "match", "allow"})
+_MATCH_KEYS: Final = frozenset({"policy", "auth_mount", "display_name", "metadata", "entity_id"})
+_ALLOW_KEYS: Final = frozenset({"path", "operations"})
+_ROT_KEYS: Final = frozenset({"name", "paths", "every", "on", "within"})
+_DEPLOY_KEYS: Final = frozenset({"paths", "operations"})
+
+
+def _check_keys(table: Any, allowed: frozenset[str], where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise PolicyError(f"{where}: expected a table, got {type(table).__name__}")
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise PolicyError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
+        )
+    return table
+
+
+def _str(value: Any, where: str, *, required: bool = True) -> str:
+    if not isinstance(value, str) or (required and not value):
+        raise PolicyError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _str_list(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise PolicyError(f"{where}: expected a list of strings, got {value!r}")
+    return tuple(_str(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+def _operations(value: Any, where: str) -> frozenset[str]:
+    ops: set[str] = set()
+    for i, op in enumerate(_str_list(value, where)):
+        if op in _ALIASES:
+            ops.update(_ALIASES[op])
+        elif op in OPERATIONS:
+            ops.add(op)
+        else:
+            allowed = ", ".join((*OPERATIONS, *_ALIASES))
+            raise PolicyError(f"{where}[{i}]: unknown operation {op!r} (expected one of {allowed})")
+    return frozenset(ops)
+
+
+def _matcher(raw: Any, where: str) -> Matcher:
+    t = _check_keys(raw, _MATCH_KEYS, where)
+    if not t:
+        raise PolicyError(f"{where}: empty matcher would match every identity")
+    md = t.get("metadata", {})
+    if not isinstance(md, dict):
+        raise PolicyError(f"{where}.metadata: expected a table of key = glob")
+    mount = t.get("auth_mount")
+    if mount is not None:
+        mount = _str(mount, f"{where}.auth_mount")
+        if not mount.startswith("auth/"):
+            raise PolicyError(f'{where}.auth_mount: expected a path like "auth/approle/", got {mount!r}')
+        mount = mount.rstrip("/") + "/"
+    return Matcher(
+        policy=_str(t["policy"], f"{where}.policy") if "policy" in t else None,
+        auth_mount=mount,
+        display_name=_str(t["display_name"], f"{where}.display_name") if "display_name" in t else None,
+        metadata=tuple((str(k), _str(v, f"{where}.metadata.{k}")) for k, v in md.items()),
+        entity_id=_str(t["entity_id"], f"{where}.entity_id") if "entity_id" in t else None,
+    )
+
+
+def _role(raw: Any, where: str) -> Role:
+    t = _check_keys(raw, _ROLE_KEYS, where)
+    name = _str(t.get("name"), f"{where}.name")
+    where = f"{where} ({name})"
+    match = t.get("match")
+    if not isinstance(match, list) or not match:
+        raise PolicyError(f"{where}.match: expected a non-empty list of matchers")
+    allow = t.get("allow", [])
+    if not isinstance(allow, list):
+        raise PolicyError(f"{where}.allow: expected a list of {{path, operations}} tables")
+    allows = []
+    for i, a in enumerate(allow):
+        at = _check_keys(a, _ALLOW_KEYS, f"{where}.allow[{i}]")
+        allows.append(
+            Allow(
+                path=_str(at.get("path"), f"{where}.allow[{i}].path"),
+                operations=_operations(at.get("operations"), f"{where}.allow[{i}].operations"),
+            )
+        )
+    confined = t.get("confined", False)
+    if not isinstance(confined, bool):
+        raise PolicyError(f"{where}.confined: expected true or false, got {confined!r}")
+    ttl = t.get("max_token_ttl")
+    return Role(
+        name=name,
+        description=str(t.get("description", "")),
+        match=tuple(_matcher(m, f"{where}.match[{i}]") for i, m in enumerate(match)),
+        allow=tuple(allows),
+        confined=confined,
+        max_token_ttl=None if ttl is None else parse_duration(ttl, f"{where}.max_token_ttl"),
+    )
+
+
+def _rotation(raw: Any, where: str) -> RotationClass:
+    t = _check_keys(raw, _ROT_KEYS, where)
+    name = _str(t.get("name"), f"{where}.name")
+    where = f"{where} ({name})"
+    paths = _str_list(t.get("paths"), f"{where}.paths")
+    if not paths:
+        raise PolicyError(f"{where}.paths: at least one path glob is required")
+    on = t.get("on")
+    if on is not None and on != "deploy":
+        raise PolicyError(f'{where}.on: the only trigger is "deploy", got {on!r}')
+    if (on is None) == ("every" not in t):
+        raise PolicyError(f'{where}: give exactly one of every = <duration> or on = "deploy"')
+    return RotationClass(
+        name=name,
+        paths=paths,
+        every=parse_duration(t["every"], f"{where}.every") if "every" in t else None,
+        on_deploy=on == "deploy",
+        within=parse_duration(t.get("within", 3600), f"{where}.within"),
+    )
+
+
+def parse_policy(text: str, source: str = "<policy>") -> AccessPolicy:
+    """Parse and validate policy TOML; raise :class:`PolicyError` naming ``source`` and the entry."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        t = _check_keys(raw, _TOP_KEYS, "top level")
+        version = t.get("version", 1)
+        if version != 1:
+            raise PolicyError(f"version: unsupported policy version {version!r} (expected 1)")
+        roles = t.get("roles", [])
+        if not isinstance(roles, list):
+            raise PolicyError("roles: expected [[roles]] tables")
+        parsed_roles = tuple(_role(r, f"roles[{i}]") for i, r in enumerate(roles))
+        names = [r.name for r in parsed_roles]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise PolicyError(f"roles: duplicate role name(s) {', '.join(dupes)}")
+        rotation = t.get("rotation", [])
+        if not isinstance(rotation, list):
+            raise PolicyError("rotation: expected [[rotation]] tables")
+        deploy_raw = _check_keys(t.get("rotation_deploy", {}), _DEPLOY_KEYS, "rotation_deploy")
+        deploy = DeployMarker(
+            paths=_str_list(deploy_raw.get("paths", []), "rotation_deploy.paths"),
+            operations=_operations(deploy_raw.get("operations", ["read"]), "rotation_deploy.operations"),
+        )
+        return AccessPolicy(
+            roles=parsed_roles,
+            protected=_str_list(t.get("protected", []), "protected"),
+            housekeeping=_str_list(t.get("housekeeping", []), "housekeeping"),
+            rotation=tuple(_rotation(r, f"rotation[{i}]") for i, r in enumerate(rotation)),
+            deploy=deploy,
+            source=source,
+        )
+    except PolicyError as exc:
+        raise PolicyError(f"{source}: {exc}") from None
+
+
+def load_policy(path: str | Path) -> AccessPolicy:
+    """Read and parse a policy file; a missing or unreadable file is a :class:`PolicyError`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{p}: cannot read policy file: {exc.__class__.__name__}: {exc}") from None
+    return parse_policy(text, str(p))
+
+
+def default_policy() -> AccessPolicy:
+    """The packaged default policy (the LOGOS PXL Core secrets-management model)."""
+    res = importlib.resources.files("detect").joinpath("default_policy.toml")
+    return parse_policy(res.read_text(encoding="utf-8"), "default_policy.toml")
+
+
+# -- detectors ------------------------------------------------------------------------------------
+def _finding(
+    detector: str,
+    family: str,
+    event: AuditEvent | None,
+    *,
+    identity: Identity,
+    title: str,
+    severity: str,
+    dedup_key: str,
+    reasons: list[Reason],
+    paths: tuple[str, ...],
+    first_ts: float,
+    last_ts: float,
+    event_ids: tuple[str, ...] | None = None,
+    labels: dict[str, str] | None = None,
+) -> Finding:
+    if event_ids is None:
+        event_ids = (event.request_id,) if event is not None and event.request_id else ()
+    addresses = (event.remote_ip,) if event is not None and event.remote_ip else ()
+    return Finding(
+        detector=detector,
+        title=title,
+        severity=severity,
+        score=_SEVERITY_SCORE[severity],
+        family=family,
+        identity=identity,
+        dedup_key=dedup_key,
+        event_ids=event_ids,
+        paths=paths,
+        source_addresses=addresses,
+        first_ts=first_ts,
+        last_ts=last_ts,
+        reasons=tuple(reasons[:5]),
+        alerting=True,
+        labels=labels or {},
+    )
+
+
+class _Recent:
+    """A bounded set of recently seen keys (insertion-ordered), as plain data."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.limit = limit
+        self._keys: dict[str, None] = {}
+
+    def add(self, key: str) -> bool:
+        """Add ``key``; False when it was already present."""
+        if key in self._keys:
+            return False
+        self._keys[key] = None
+        if len(self._keys) > self.limit:
+            del self._keys[next(iter(self._keys))]
+        return True
+
+    def dump(self) -> list[str]:
+        return list(self._keys)
+
+    def restore(self, keys: list[str]) -> None:
+        self._keys = dict.fromkeys(str(k) for k in keys)
+
+
+class AccessModelDetector:
+    """``access-model-violation``: any access outside the identity's role in the access model.
+
+    Catches over-broad or drifted Vault policies being used (a runtime identity writing, a CI
+    identity reading runtime secrets, a developer reading ``logos/pxl-core/*``), confined machine
+    identities touching anything beyond their allow list (``sys/``, other mounts), attempts Vault
+    denied, and CI tokens living longer than the role's ``max_token_ttl`` (at issue and at use).
+
+    Reads: response entries only; ``identity`` (policies, display_name, metadata, entity_id),
+    ``path``/``operation``/``mount_point``/``mount_type`` (logical KV path), ``outcome``,
+    ``auth.token_ttl`` and ``auth.accessor`` of the caller, and ``response.auth`` of token
+    creations (policies, token_ttl, display_name, metadata).
+    """
+
+    name = "access-model-violation"
+    family = "policy"
+
+    def __init__(self, policy: AccessPolicy | None = None) -> None:
+        self.policy = policy if policy is not None else default_policy()
+        self._ttl_reported = _Recent()
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Judge one event against the model."""
+        if not event.is_response or event.identity.kind in ("login", "anonymous"):
+            return []
+        out: list[Finding] = []
+        issued = self._issued_token_ttl(event)
+        if issued is not None:
+            out.append(issued)
+        role = self.policy.role_for(event.identity)
+        if role is None:
+            return out
+        caller_ttl = self._caller_ttl(event, role)
+        if caller_ttl is not None:
+            out.append(caller_ttl)
+        violation = self._path_violation(event, role)
+        if violation is not None:
+            out.append(violation)
+        return out
+
+    def _path_violation(self, event: AuditEvent, role: Role) -> Finding | None:
+        if self.policy.is_housekeeping(event.path):
+            return None
+        target = secret_target(event)
+        if not role.confined and not self.policy.is_protected(target.path):
+            return None
+        if role.permits(target):
+            return None
+        allowed_by_vault = event.outcome in ("ok", "pending")
+        severity = "high" if allowed_by_vault else "medium"
+        verdict = "Vault allowed it" if allowed_by_vault else f"Vault answered {event.outcome}"
+        identity = event.identity
+        return _finding(
+            self.name,
+            self.family,
+            event,
+            identity=identity,
+            title=f"{role.name} identity {target.op} {target.path} outside its role ({verdict})",
+            severity=severity,
+            dedup_key=f"{self.name}:{identity.key}:{role.name}:{target.op}:{target.path}",
+            reasons=[
+                Reason("role", role.name, role.describe(), 1.0),
+                Reason("operation", f"{target.op} {target.path}", "not allowed for the role", 0.9),
+                Reason("outcome", event.outcome, "the model applies whatever the ACL allowed", 0.4),
+            ],
+            paths=(event.path,),
+            first_ts=event.ts,
+            last_ts=event.ts,
+            labels={"role": role.name, "operation": target.op},
+        )
+
+    def _caller_ttl(self, event: AuditEvent, role: Role) -> Finding | None:
+        ttl = event.auth.token_ttl
+        if role.max_token_ttl is None or not ttl or ttl <= role.max_token_ttl:
+            return None
+        key = event.auth.accessor or event.identity.key
+        if not self._ttl_reported.add(key):
+            return None
+        return self._ttl_finding(event, event.identity, role, ttl, "in use")
+
+    def _issued_token_ttl(self, event: AuditEvent) -> Finding | None:
+        resp = event.response
+        ra = resp.auth if resp is not None else None
+        if ra is None or not event.path.startswith("auth/token/create") or not ra.token_ttl:
+            return None
+        issued = Identity(
+            key=f"token:{ra.display_name or '?'}",
+            kind="token",
+            display_name=ra.display_name,
+            policies=ra.policies or (),
+            metadata=ra.metadata,
+        )
+        role = self.policy.role_for(issued)
+        if role is None or role.max_token_ttl is None or ra.token_ttl <= role.max_token_ttl:
+            return None
+        if not self._ttl_reported.add(ra.accessor or f"{event.request_id}:issued"):
+            return None
+        return self._ttl_finding(event, event.identity, role, ra.token_ttl, "issued")
+
+    def _ttl_finding(self, event: AuditEvent, identity: Identity, role: Role, ttl: int, how: str) -> Finding:
+        max_ttl = role.max_token_ttl or 0.0
+        return _finding(
+            self.name,
+            self.family,
+            event,
+            identity=identity,
+            title=f"{role.name} token {how} with TTL {_human(ttl)} (role maximum {_human(max_ttl)})",
+            severity="medium",
+            dedup_key=f"{self.name}:{identity.key}:{role.name}:ttl",
+            reasons=[
+                Reason("token_ttl", _human(ttl), f"at most {_human(max_ttl)}", 1.0),
+                Reason("role", role.name, role.description or role.describe(), 0.5),
+            ],
+            paths=(event.path,),
+            first_ts=event.ts,
+            last_ts=event.ts,
+            labels={"role": role.name, "check": "max_token_ttl"},
+        )
+
+    def state(self) -> dict[str, Any]:
+        """Plain-data state: token accessors already reported for an over-long TTL."""
+        return {"ttl_reported": self._ttl_reported.dump()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output."""
+        self._ttl_reported.restore(list(state.get("ttl_reported", [])))
+
+
+class RotationTracker:
+    """``rotation-overdue``: a classified secret not rotated within its schedule.
+
+    Catches stale credentials (a JWT signing key not rotated daily, API keys weekly, TLS monthly,
+    database credentials not rotated after a deploy), which widen the window in which a leaked
+    secret stays useful. Tracking starts at a secret's first write or, for one only read so far,
+    at its first sighting. Each missed period is reported once; ``due(now)`` lets the engine report
+    deadlines that pass while no event arrives.
+
+    Reads: response entries with outcome ``ok``; ``path``/``operation``/``mount_point``/
+    ``mount_type`` (logical KV path and whether it was a write, a read or a delete), ``ts`` and
+    ``request_id`` of the last write.
+    """
+
+    name = "rotation-overdue"
+    family = "rotation"
+
+    def __init__(self, policy: AccessPolicy | None = None) -> None:
+        self.policy = policy if policy is not None else default_policy()
+        # path -> {"cls", "since", "written", "writer", "reported", "deploy"}
+        self._secrets: dict[str, dict[str, Any]] = {}
+        self._next_due = math.inf
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Record writes, sightings and deploys; return anything that became overdue."""
+        if event.is_response and event.outcome == "ok":
+            self._record(event)
+        return self.due(event.ts)
+
+    def _record(self, event: AuditEvent) -> None:
+        target = secret_target(event)
+        if self.policy.deploy.matches(target):
+            for tracked in self._secrets.values():
+                cls = self._class(tracked)
+                rearm = tracked["deploy"] is None or tracked["reported"] is not None
+                if cls is not None and cls.on_deploy and rearm:
+                    tracked["deploy"] = event.ts
+                    tracked["reported"] = None
+            self._recompute()
+        cls_ = self.policy.rotation_class(target.path)
+        if cls_ is None or target.api not in ("data", "plain"):
+            if cls_ is not None and target.api == "metadata" and target.op == "delete":
+                self._secrets.pop(target.path, None)  # every version gone: nothing left to rotate
+                self._recompute()
+            return
+        info = self._secrets.get(target.path)
+        if target.op in _WRITE_OPS:
+            self._secrets[target.path] = {
+                "cls": cls_.name,
+                "since": event.ts,
+                "written": True,
+                "writer": event.request_id,
+                "reported": None,
+                "deploy": None,
+            }
+        elif target.op == "delete" and target.api == "plain":
+            self._secrets.pop(target.path, None)
+        elif info is None and target.op == "read":
+            self._secrets[target.path] = {
+                "cls": cls_.name,
+                "since": event.ts,
+                "written": False,
+                "writer": None,
+                "reported": None,
+                "deploy": None,
+            }
+        else:
+            return
+        self._recompute()
+
+    def _class(self, info: dict[str, Any]) -> RotationClass | None:
+        for cls in self.policy.rotation:
+            if cls.name == info["cls"]:
+                return cls
+        return None
+
+    def _deadline(self, info: dict[str, Any]) -> tuple[float, int] | None:
+        """(next deadline still to report, period index) or None when nothing is pending."""
+        cls = self._class(info)
+        if cls is None:
+            return None
+        if cls.on_deploy:
+            if info["deploy"] is None or info["reported"] is not None:
+                return None
+            return info["deploy"] + cls.within, 1
+        assert cls.every is not None
+        k = int(info["reported"] or 0) + 1
+        return info["since"] + k * cls.every, k
+
+    def _recompute(self) -> None:
+        deadlines = [d[0] for info in self._secrets.values() if (d := self._deadline(info)) is not None]
+        self._next_due = min(deadlines, default=math.inf)
+
+    def due(self, now: float) -> list[Finding]:
+        """Findings for every secret whose rotation deadline passed by ``now`` (event time)."""
+        if now <= self._next_due:
+            return []
+        out: list[Finding] = []
+        for path, info in self._secrets.items():
+            d = self._deadline(info)
+            if d is None or now <= d[0]:
+                continue
+            cls = self._class(info)
+            assert cls is not None
+            deadline, k = d
+            if not cls.on_deploy:
+                assert cls.every is not None
+                k = int((now - info["since"]) // cls.every)  # skip periods missed while idle
+            info["reported"] = k
+            out.append(self._overdue(path, info, cls, deadline, now, k))
+        self._recompute()
+        return out
+
+    def _overdue(
+        self, path: str, info: dict[str, Any], cls: RotationClass, deadline: float, now: float, k: int
+    ) -> Finding:
+        if cls.on_deploy:
+            expected = f"rewritten within {_human(cls.within)} of a deploy"
+            title = f"{cls.name}: {path} not rotated after the deploy at {_iso(info['deploy'])}"
+        else:
+            assert cls.every is not None
+            expected = f"rotated every {_human(cls.every)}"
+            age = _human(now - info["since"])
+            title = f"{cls.name}: {path} not rotated for {age} (every {_human(cls.every)})"
+        since = _iso(info["since"])
+        last = f"written {since}" if info["written"] else f"not written since first seen {since}"
+        severity = "high" if k >= 3 else "medium"
+        return _finding(
+            self.name,
+            self.family,
+            None,
+            identity=Identity(key=f"secret:{path}", kind="secret", display_name=path),
+            title=title,
+            severity=severity,
+            dedup_key=f"{self.name}:{path}",
+            reasons=[
+                Reason("last_rotation", last, expected, 1.0),
+                Reason("overdue_by", _human(now - deadline), "0s", 0.6),
+            ],
+            paths=(path,),
+            first_ts=deadline,
+            last_ts=now,
+            event_ids=(info["writer"],) if info["writer"] else (),
+            labels={"rotation_class": cls.name, "missed_periods": str(k)},
+        )
+
+    def state(self) -> dict[str, Any]:
+        """Plain-data state: the tracked secrets."""
+        return {"secrets": {p: dict(v) for p, v in self._secrets.items()}}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output."""
+        self._secrets = {str(p): dict(v) for p, v in dict(state.get("secrets", {})).items()}
+        self._recompute()

@@ -1,0 +1,1187 @@
+"""Deterministic, high-precision rules: facts about an audit entry that are worth an alert alone.
+
+Each rule is a small class implementing :class:`~detect.types.Detector`. Rules judge *response*
+entries (they carry the outcome and any token issued), except the two whose evidence may never get
+a response entry: disabling the only audit device loses its own response, and root-token activity
+must be seen even on request-only entries. Those also judge request entries and remember request
+ids, so one request is still one finding.
+
+:func:`default_rules` builds the whole set from a flat settings mapping (unknown keys are ignored:
+the engine shares the mapping between detectors), including the access model and the rotation
+tracker of :mod:`detect.policy`.
+
+Severity guide: critical = the audit trail or the whole keyring is at stake (audit tampering, root
+token creation, snapshot or key export, plaintext secrets in the log); high = a privileged or
+destructive act (root use, privilege escalation, bursts); medium = a configuration fact an admin
+makes on purpose but a SOC must still see (one policy write, a mount enabled).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Final
+
+import msgspec
+
+from alerts.model import Reason
+from ingest.event import AuditEvent, Identity
+from ingest.identity import login_target
+
+from .errors import ConfigError
+from .policy import (
+    AccessModelDetector,
+    AccessPolicy,
+    RotationTracker,
+    _finding,
+    _human,
+    _Recent,
+    default_policy,
+    load_policy,
+    secret_target,
+)
+from .types import DetectContext, Detector, Finding
+from .windows import Cooldown, DistinctCount, SlidingCount
+
+__all__ = [
+    "RulesConfig",
+    "default_rules",
+    "RootTokenUse",
+    "AuditTampering",
+    "PolicyChange",
+    "AuthMethodChange",
+    "SecretsEngineChange",
+    "PlaintextSecretInAudit",
+    "TokenExcessiveTtl",
+    "OrphanToken",
+    "TokenPrivilegeEscalation",
+    "LoginFailureBurst",
+    "PermissionDeniedBurst",
+    "ListSweep",
+    "SecretDestruction",
+    "RaftSnapshot",
+    "KeyExport",
+]
+
+_CHANGE_OPS: Final = frozenset({"create", "update", "delete", "patch"})
+_HMAC_EXCEPTION_KEYS: Final = ("audit_non_hmac_request_keys", "audit_non_hmac_response_keys")
+_MAX_EVENT_IDS: Final = 50
+
+
+class RulesConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Rule thresholds (durations in the unit their name says, event time).
+
+    >>> RulesConfig.from_dict({"token_max_ttl_hours": 12, "risk_threshold": 80}).token_max_ttl_hours
+    12.0
+    """
+
+    #: ``token-excessive-ttl``: a token created with a longer TTL alerts (Datadog uses 25 h).
+    token_max_ttl_hours: float = 25.0
+    #: ``login-failure-burst``: failures per target, and distinct targets per source (spraying).
+    login_failure_threshold: int = 5
+    login_failure_window_minutes: float = 5.0
+    spray_target_threshold: int = 10
+    spray_window_minutes: float = 10.0
+    #: ``permission-denied-burst``: denials per identity, or distinct denied paths per identity.
+    denied_threshold: int = 20
+    denied_distinct_paths: int = 5
+    denied_window_minutes: float = 5.0
+    #: ``list-sweep``: distinct paths listed by one identity.
+    list_sweep_threshold: int = 20
+    list_sweep_window_minutes: float = 2.0
+    #: ``secret-destruction``: how many earlier deletions of the same kind make it a habit, and
+    #: how many destructions in a window are an alert whatever the habit.
+    destruction_habit_min: int = 3
+    mass_destruction_threshold: int = 10
+    mass_destruction_window_minutes: float = 10.0
+    #: Access model and rotation schedule (TOML); None means the packaged default.
+    policy_file: str | None = None
+    access_model_enabled: bool = True
+    rotation_enabled: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> RulesConfig:
+        """Build from a mapping, ignoring keys that other detectors own."""
+        if not data:
+            return cls()
+        known = {k: v for k, v in data.items() if k in cls.__struct_fields__}
+        try:
+            cfg = msgspec.convert(known, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid rule setting: {exc}") from None
+        for fname in cls.__struct_fields__:
+            value = getattr(cfg, fname)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+                raise ConfigError(f"invalid rule setting: {fname} must be positive, got {value!r}")
+        return cfg
+
+
+def default_rules(config: dict[str, Any] | None = None) -> list[Detector]:
+    """Every rule, plus the access model and rotation tracker, configured from ``config``.
+
+    ``config`` is the flat detection settings mapping (see :class:`RulesConfig`); it may also hold
+    ``policy``, an already loaded :class:`~detect.policy.AccessPolicy`. A bad policy file raises
+    :class:`~detect.policy.PolicyError`.
+    """
+    cfg = RulesConfig.from_dict(config)
+    rules: list[Detector] = [
+        RootTokenUse(cfg),
+        AuditTampering(cfg),
+        PolicyChange(cfg),
+        AuthMethodChange(cfg),
+        SecretsEngineChange(cfg),
+        PlaintextSecretInAudit(cfg),
+        TokenExcessiveTtl(cfg),
+        OrphanToken(cfg),
+        TokenPrivilegeEscalation(cfg),
+        LoginFailureBurst(cfg),
+        PermissionDeniedBurst(cfg),
+        ListSweep(cfg),
+        SecretDestruction(cfg),
+        RaftSnapshot(cfg),
+        KeyExport(cfg),
+    ]
+    if cfg.access_model_enabled or cfg.rotation_enabled:
+        given = (config or {}).get("policy")
+        if isinstance(given, AccessPolicy):
+            policy = given
+        elif cfg.policy_file:
+            policy = load_policy(cfg.policy_file)
+        else:
+            policy = default_policy()
+        if cfg.access_model_enabled:
+            rules.append(AccessModelDetector(policy))
+        if cfg.rotation_enabled:
+            rules.append(RotationTracker(policy))
+    return rules
+
+
+# -- shared helpers -------------------------------------------------------------------------------
+def _rel(event: AuditEvent) -> str:
+    """The request path relative to its namespace (``sys/...`` stays ``sys/...`` in a namespace)."""
+    return event.request.path or event.path
+
+
+def _where(event: AuditEvent) -> str:
+    """The full path, for titles and dedup keys (namespace included)."""
+    return event.path or _rel(event)
+
+
+class _Rule:
+    """Common plumbing: configuration, plain-data state, and finding construction."""
+
+    name: str = ""
+    family: str = "rule"
+
+    def __init__(self, config: RulesConfig | None = None) -> None:
+        self.cfg = config or RulesConfig()
+
+    def state(self) -> dict[str, Any]:
+        """Plain-data state (stateless rules return an empty mapping)."""
+        return {}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output."""
+
+    def _make(
+        self,
+        event: AuditEvent,
+        *,
+        title: str,
+        severity: str,
+        key: str,
+        reasons: list[Reason],
+        identity: Identity | None = None,
+        event_ids: tuple[str, ...] | None = None,
+        labels: dict[str, str] | None = None,
+        first_ts: float | None = None,
+    ) -> Finding:
+        who = identity or event.identity
+        return _finding(
+            self.name,
+            self.family,
+            event,
+            identity=who,
+            title=title,
+            severity=severity,
+            dedup_key=f"{self.name}:{who.key}:{key}",
+            reasons=reasons,
+            paths=(_where(event),),
+            first_ts=event.ts if first_ts is None else first_ts,
+            last_ts=event.ts,
+            event_ids=event_ids,
+            labels=labels,
+        )
+
+
+class _PairedRule(_Rule):
+    """A rule that also judges request entries, reporting each request (and kind) once."""
+
+    def __init__(self, config: RulesConfig | None = None) -> None:
+        super().__init__(config)
+        self._reported = _Recent(20_000)
+
+    def _first(self, event: AuditEvent, kinds: list[str]) -> str | None:
+        """The first of ``kinds`` not yet reported for this request; marks all of them reported."""
+        if not event.request_id:
+            return kinds[0] if kinds else None
+        chosen = None
+        for kind in kinds:
+            if self._reported.add(f"{event.request_id}:{kind}") and chosen is None:
+                chosen = kind
+        return chosen
+
+    def state(self) -> dict[str, Any]:
+        """Plain-data state: request ids already reported."""
+        return {"reported": self._reported.dump()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output."""
+        self._reported.restore(list(state.get("reported", [])))
+
+
+def _verdict(event: AuditEvent) -> str:
+    return {"ok": "succeeded", "pending": "attempted", "denied": "denied"}.get(event.outcome, "failed")
+
+
+# -- rules ----------------------------------------------------------------------------------------
+class RootTokenUse(_PairedRule):
+    """``root-token-use``: a root token used, generated or created.
+
+    Catches standing root tokens in use (they bypass every policy and should exist only during
+    break-glass), ``sys/generate-root`` attempts (minting a root token from unseal key shares) and
+    ``auth/token/create`` issuing a token with the ``root`` policy.
+
+    Reads: ``identity.is_root`` / ``identity.key``, the namespace-relative ``request.path``,
+    ``response.auth.policies``, ``outcome``; request and response entries.
+    """
+
+    name = "root-token-use"
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Report the most severe root fact of the entry not yet reported for its request."""
+        rel = _rel(event)
+        resp = event.response
+        ra = resp.auth if resp is not None else None
+        kinds: list[str] = []
+        if rel.startswith("sys/generate-root"):
+            kinds.append("generate")
+        if ra is not None and rel.startswith("auth/token/create") and "root" in (ra.policies or ()):
+            kinds.append("create")
+        if event.identity.is_root:
+            kinds.append("use")
+        kind = self._first(event, kinds) if kinds else None
+        if kind is None:
+            return []
+        ident = event.identity
+        if kind == "generate":
+            return [
+                self._make(
+                    event,
+                    title=f"Root token generation {_verdict(event)}: {event.operation} {rel}",
+                    severity="critical",
+                    key="generate-root",
+                    reasons=[
+                        Reason("path", rel, "root generation is break-glass only", 1.0),
+                        Reason("outcome", event.outcome, "never outside a declared emergency", 0.5),
+                    ],
+                )
+            ]
+        if kind == "create":
+            return [
+                self._make(
+                    event,
+                    title=f"Root token created by {ident.display_name or ident.key} via {rel}",
+                    severity="critical",
+                    key="create",
+                    reasons=[
+                        Reason("issued_policies", "root", "non-root policies", 1.0),
+                        Reason("creator", ident.key, "root tokens are not issued in normal operation", 0.6),
+                    ],
+                )
+            ]
+        return [
+            self._make(
+                event,
+                title=f"Root token used: {event.operation} {_where(event)}",
+                severity="high",
+                key=f"use:{event.auth.accessor or '-'}",
+                reasons=[
+                    Reason("policies", "root", "no standing root token in use", 1.0),
+                    Reason("operation", f"{event.operation} {_where(event)}", "break-glass only", 0.5),
+                ],
+            )
+        ]
+
+
+class AuditTampering(_PairedRule):
+    """``audit-tampering``: audit devices or audited headers changed, or an attempt to.
+
+    Catches an attacker blinding the audit trail (disabling a device, adding one that ships to
+    them, changing which request headers are audited), including refused and denied attempts,
+    which show intent. The device's own start-up test (``sys/audit/test`` with no token and no
+    caller) is not an attack. ``sys/audit`` listing and ``sys/audit-hash`` are read-only.
+
+    Reads: namespace-relative ``request.path``, ``operation``, ``auth.client_token`` /
+    ``auth.accessor`` / ``remote_ip`` (to recognise the test message), ``outcome``; request and
+    response entries (disabling the last device loses its response entry).
+    """
+
+    name = "audit-tampering"
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Report a change or attempted change to audit devices or audited headers."""
+        rel = _rel(event)
+        op = event.operation or ""
+        if op not in _CHANGE_OPS:
+            return []
+        if rel.startswith("sys/audit/"):
+            device = rel[len("sys/audit/") :]
+            if device == "test" and not (event.auth.client_token or event.auth.accessor or event.remote_ip):
+                return []  # the device's own test message written when it is enabled
+            what, severity = f"audit device {device!r}", "critical"
+            verb = "disable" if op == "delete" else "enable or modify"
+        elif rel.startswith("sys/config/auditing/"):
+            what, severity = f"audited headers ({rel.rsplit('/', 1)[-1]})", "high"
+            verb = "remove" if op == "delete" else "change"
+        else:
+            return []
+        if self._first(event, ["change"]) is None:
+            return []
+        return [
+            self._make(
+                event,
+                title=f"Audit tampering {_verdict(event)}: {verb} {what}",
+                severity=severity,
+                key=rel,
+                reasons=[
+                    Reason(
+                        "operation",
+                        f"{op} {rel}",
+                        "audit configuration is changed only by declared change",
+                        1.0,
+                    ),
+                    Reason("outcome", event.outcome, "any attempt shows intent", 0.6),
+                ],
+                labels={"outcome": event.outcome},
+            )
+        ]
+
+
+def _policy_name(rel: str) -> str | None:
+    for prefix in ("sys/policy/", "sys/policies/acl/", "sys/policies/rgp/", "sys/policies/egp/",
+                   "sys/policies/password/"):  # fmt: skip
+        if rel.startswith(prefix) and len(rel) > len(prefix):
+            kind = prefix.split("/")[-2]
+            return f"{kind}/{rel[len(prefix) :]}"
+    return None
+
+
+class PolicyChange(_Rule):
+    """``policy-change``: an ACL, Sentinel or password policy written or deleted.
+
+    Catches privilege escalation by policy edit (widening one's own policy) and the removal of
+    policies that restrict. Even a planned change is a fact a SOC reviews (medium); a denied
+    attempt by someone without the right is worse (high); a change Vault rejected as invalid
+    (e.g. an HCL typo) changed nothing (low).
+
+    Reads: namespace-relative ``request.path`` (the policy name is in the path, never HMAC'd),
+    ``operation``, ``outcome``; response entries.
+    """
+
+    name = "policy-change"
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Report a policy write or delete."""
+        if not event.is_response or (event.operation or "") not in _CHANGE_OPS:
+            return []
+        rel = _rel(event)
+        policy = _policy_name(rel)
+        if policy is None:
+            return []
+        severity = {"ok": "medium", "denied": "high"}.get(event.outcome, "low")
+        verb = "deleted" if event.operation == "delete" else "written"
+        ns = f" in namespace {event.namespace}" if event.namespace else ""
+        return [
+            self._make(
+                event,
+                title=f"Policy {policy}{ns} {verb} ({_verdict(event)})",
+                severity=severity,
+                key=f"{event.namespace or ''}{policy}",
+                reasons=[
+                    Reason("policy", policy, "policies change only through reviewed changes", 1.0),
+                    Reason("operation", event.operation or "", "read", 0.5),
+                    Reason("outcome", event.outcome, "ok", 0.3),
+                ],
+                labels={"policy": policy},
+            )
+        ]
+
+
+def _hmac_exceptions(data: dict[str, Any] | None) -> list[str]:
+    """Which ``audit_non_hmac_*`` keys a mount enable/tune sets to a non-empty value.
+
+    Map keys are never HMAC'd, so their presence is visible even though the listed field names are.
+    """
+    if not data:
+        return []
+    found = []
+    for where in (data, data.get("config")):
+        if not isinstance(where, dict):
+            continue
+        for key in _HMAC_EXCEPTION_KEYS:
+            value = where.get(key)
+            if value and isinstance(value, (list, str)):
+                found.append(key)
+    return found
+
+
+class _MountChange(_Rule):
+    prefixes: ClassVar[tuple[str, ...]] = ()
+    noun: ClassVar[str] = ""
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Report an enable, disable, move or tune (critical when it disables audit HMAC)."""
+        op = event.operation or ""
+        if not event.is_response or op not in _CHANGE_OPS:
+            return []
+        rel = _rel(event)
+        prefix = next((p for p in self.prefixes if rel.startswith(p)), None)
+        if prefix is None:
+            return []
+        target = rel[len(prefix) :] or rel
+        tune = target.endswith("/tune")
+        mount = target.removesuffix("/tune")
+        exceptions = _hmac_exceptions(event.request.data)
+        reasons: list[Reason] = []
+        if exceptions and event.outcome in ("ok", "pending"):
+            severity = "critical"
+            kinds = " and ".join(k.split("_")[3] for k in exceptions)
+            title = f"{self.noun} {mount} set to audit {kinds} fields in clear"
+            reasons.append(
+                Reason(
+                    "hmac_exceptions", ", ".join(exceptions), "none: every value HMAC'd in the audit log", 1.0
+                )
+            )
+        elif op == "delete" and not tune:
+            severity = "high"
+            title = f"{self.noun} {mount} disabled ({_verdict(event)})"
+        else:
+            action = "tuned" if tune else "enabled or moved"
+            severity = "medium"
+            title = f"{self.noun} {mount} {action} ({_verdict(event)})"
+        if event.outcome == "denied" and severity != "critical":
+            severity = "high"
+        elif event.outcome not in ("ok", "pending", "denied") and severity != "critical":
+            severity = "low"
+        reasons.append(Reason("operation", f"{op} {rel}", "mounts change only through reviewed changes", 0.8))
+        reasons.append(Reason("outcome", event.outcome, "ok", 0.3))
+        return [
+            self._make(
+                event,
+                title=title,
+                severity=severity,
+                key=f"{event.namespace or ''}{mount}:{'hmac' if exceptions else op}",
+                reasons=reasons,
+                labels={"mount": mount},
+            )
+        ]
+
+
+class AuthMethodChange(_MountChange):
+    """``auth-method-change``: an auth method enabled, disabled or tuned.
+
+    Catches backdoor login paths (a new userpass or JWT mount), disabling an auth method (revokes
+    its tokens) and tunes; a tune that sets ``audit_non_hmac_request_keys`` or
+    ``audit_non_hmac_response_keys`` is critical: Vault will then log those fields in clear.
+
+    Reads: namespace-relative ``request.path`` (``sys/auth/<mount>[/tune]``), ``operation``,
+    the *keys* of ``request.data`` (and ``request.data.config``), ``outcome``; response entries.
+    """
+
+    name = "auth-method-change"
+    prefixes = ("sys/auth/",)
+    noun = "Auth method"
+
+
+class SecretsEngineChange(_MountChange):
+    """``secrets-engine-change``: a secrets engine enabled, disabled, moved or tuned.
+
+    Catches unsanctioned engines, disabling an engine (which destroys its data), remounts that
+    move secrets out of policy reach, and tunes; a tune (or an enable with ``config``) setting
+    ``audit_non_hmac_*_keys`` is critical: Vault will log those fields in clear.
+
+    Reads: namespace-relative ``request.path`` (``sys/mounts/<mount>[/tune]``, ``sys/remount``),
+    ``operation``, the *keys* of ``request.data`` (and ``request.data.config``), ``outcome``;
+    response entries.
+    """
+
+    name = "secrets-engine-change"
+    prefixes = ("sys/mounts/", "sys/remount")
+    noun = "Secrets engine"
+
+
+class PlaintextSecretInAudit(_Rule):
+    """``plaintext-secret-in-audit``: the audit log itself holds secret values in clear.
+
+    Catches a ``log_raw`` device, mounts tuned with ``audit_non_hmac_*_keys`` and audited request
+    headers carrying credentials: anyone who can read the log can read the secrets. The parser has
+    already redacted the values; only the field paths are reported.
+
+    Reads: ``plaintext_fields``, ``source``, ``mount_point``; response entries (they repeat the
+    request's fields). Grouped per log source and mount, since the cause is configuration.
+    """
+
+    name = "plaintext-secret-in-audit"
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Report the field paths that were written unhashed."""
+        if not event.is_response or not event.plaintext_fields:
+            return []
+        fields = sorted(set(event.plaintext_fields))
+        headers_only = all(f.startswith("request.headers.") for f in fields)
+        tokens = [f for f in fields if f.endswith(("client_token", ".token"))]
+        mount = event.mount_point or "-"
+        source = event.source or "audit log"
+        reasons = [Reason("plaintext_fields", ", ".join(fields[:12]), "none (all values HMAC'd)", 1.0)]
+        if tokens:
+            reasons.append(Reason("tokens_in_clear", str(len(tokens)), "0", 0.8))
+        return [
+            self._make(
+                event,
+                title=f"{len(fields)} secret field(s) written in clear to {source} (mount {mount})",
+                severity="high" if headers_only else "critical",
+                key=f"{source}:{mount}",
+                reasons=reasons,
+                labels={"mount": mount},
+            )
+        ]
+
+    def _make(self, event: AuditEvent, **kw: Any) -> Finding:
+        # The cause is a device or mount setting, not the caller: group per source and mount.
+        finding = super()._make(event, **kw)
+        return msgspec.structs.replace(finding, dedup_key=f"{self.name}:{kw['key']}")
+
+
+def _issued(event: AuditEvent) -> tuple[tuple[str, ...], int | None] | None:
+    """(policies, ttl) of a token created through ``auth/token/create*``, or None."""
+    if not event.is_response or event.outcome != "ok" or not _rel(event).startswith("auth/token/create"):
+        return None
+    resp = event.response
+    ra = resp.auth if resp is not None else None
+    if ra is None:
+        return None
+    return tuple(ra.policies or ()), ra.token_ttl
+
+
+class TokenExcessiveTtl(_Rule):
+    """``token-excessive-ttl``: a token created with a TTL over the configured maximum.
+
+    Catches persistence: a long-lived token outlives the incident response that revokes the
+    attacker's login. Root tokens (no TTL at all) are reported by ``root-token-use``.
+
+    Reads: ``response.auth.token_ttl`` (a number, never HMAC'd) and ``response.auth.policies`` of
+    ``auth/token/create*`` responses, ``outcome``.
+    """
+
+    name = "token-excessive-ttl"
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Report a token issued with a TTL over ``token_max_ttl_hours``."""
+        issued = _issued(event)
+        if issued is None:
+            return []
+        policies, ttl = issued
+        limit = self.cfg.token_max_ttl_hours * 3600.0
+        if not ttl or ttl <= limit:
+            return []
+        return [
+            self._make(
+                event,
+                title=f"Token created with TTL {_human(ttl)} (maximum {_human(limit)})",
+                severity="high" if ttl >= 10 * limit else "medium",
+                key=",".join(sorted(policies)),
+                reasons=[
+                    Reason("token_ttl", _human(ttl), f"at most {_human(limit)}", 1.0),
+                    Reason("issued_policies", ", ".join(policies) or "-", "", 0.3),
+                ],
+            )
+        ]
+
+
+class OrphanToken(_Rule):
+    """``orphan-token``: an orphan token created (no parent).
+
+    Catches persistence: an orphan survives the revocation of the token that created it, so
+    revoking a compromised login does not revoke what it minted.
+
+    Reads: namespace-relative ``request.path`` (``auth/token/create-orphan``),
+    ``request.data.no_parent`` (a bool, never HMAC'd), ``response.auth`` presence, ``outcome``.
+    """
+
+    name = "orphan-token"
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Report the creation of an orphan token."""
+        issued = _issued(event)
+        if issued is None:
+            return []
+        via_path = _rel(event).startswith("auth/token/create-orphan")
+        via_flag = (event.request.data or {}).get("no_parent") is True
+        if not (via_path or via_flag):
+            return []
+        policies, ttl = issued
+        return [
+            self._make(
+                event,
+                title=f"Orphan token created with policies {', '.join(policies) or '-'}",
+                severity="medium",
+                key=",".join(sorted(policies)),
+                reasons=[
+                    Reason("orphan", "create-orphan" if via_path else "no_parent=true", "child tokens", 1.0),
+                    Reason("token_ttl", _human(ttl) if ttl else "none", "", 0.3),
+                ],
+            )
+        ]
+
+
+class TokenPrivilegeEscalation(_Rule):
+    """``token-privilege-escalation``: a token issued with more privilege than its creator holds
+    or normally grants.
+
+    Catches a compromised token or token role minting broader access: policies the creator does
+    not hold itself (high), or a policy the creator has never granted before once its habits are
+    known (medium). Root creators are left to ``root-token-use``.
+
+    Reads: ``auth.policies`` (the creator's), ``response.auth.policies`` of ``auth/token/create*``
+    responses, ``identity.key``; asks ``ctx.baselines.count(identity, "granted_policy", p)`` and
+    ``in_learning``, and keeps its own per-creator record of granted policies.
+    """
+
+    name = "token-privilege-escalation"
+    _MAX_CREATORS: ClassVar[int] = 10_000
+    _MAX_POLICIES: ClassVar[int] = 64
+
+    def __init__(self, config: RulesConfig | None = None) -> None:
+        super().__init__(config)
+        self._granted: dict[str, dict[str, int]] = {}
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Compare the issued policies with the creator's own and with what it usually grants."""
+        issued = _issued(event)
+        if issued is None or event.identity.is_root:
+            return []
+        creator = event.identity
+        policies = {p for p in issued[0] if p not in ("default", "response-wrapping")}
+        own = set(event.auth.policies or ())
+        history = self._granted.get(creator.key)
+        out: list[Finding] = []
+        beyond = sorted(policies - own)
+        if beyond:
+            out.append(
+                self._make(
+                    event,
+                    title=f"Token issued with policies its creator does not hold: {', '.join(beyond)}",
+                    severity="high",
+                    key="beyond-own:" + ",".join(beyond),
+                    reasons=[
+                        Reason(
+                            "issued_policies", ", ".join(sorted(policies)), "a subset of the creator's", 1.0
+                        ),
+                        Reason("creator_policies", ", ".join(sorted(own)) or "-", "", 0.6),
+                        Reason("via", _rel(event), "auth/token/create", 0.3),
+                    ],
+                )
+            )
+        else:
+            known = history is not None or not ctx.baselines.in_learning(creator.key, event.ts)
+            novel = sorted(
+                p
+                for p in policies
+                if not (history or {}).get(p) and ctx.baselines.count(creator.key, "granted_policy", p) <= 0
+            )
+            if known and novel:
+                usual = ", ".join(sorted(history or {})) or "none recorded"
+                out.append(
+                    self._make(
+                        event,
+                        title=f"Token issued with a policy its creator never granted: {', '.join(novel)}",
+                        severity="medium",
+                        key="novel:" + ",".join(novel),
+                        reasons=[
+                            Reason("granted_policy", ", ".join(novel), f"usually grants: {usual}", 1.0),
+                            Reason("via", _rel(event), "", 0.3),
+                        ],
+                    )
+                )
+        self._remember(creator.key, policies)
+        return out
+
+    def _remember(self, creator: str, policies: set[str]) -> None:
+        granted = self._granted.pop(creator, {})
+        self._granted[creator] = granted  # most recently active creator last
+        for p in policies:
+            if p in granted or len(granted) < self._MAX_POLICIES:
+                granted[p] = granted.get(p, 0) + 1
+        if len(self._granted) > self._MAX_CREATORS:
+            del self._granted[next(iter(self._granted))]
+
+    def state(self) -> dict[str, Any]:
+        """Plain-data state: per creator, how often each policy was granted."""
+        return {"granted": {k: dict(v) for k, v in self._granted.items()}}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output."""
+        self._granted = {
+            str(k): {str(p): int(n) for p, n in dict(v).items()}
+            for k, v in dict(state.get("granted", {})).items()
+        }
+
+
+class LoginFailureBurst(_Rule):
+    """``login-failure-burst``: brute force against one account, password spraying across many,
+    and a success right after a burst.
+
+    Catches online guessing: at least ``login_failure_threshold`` failures for one target within
+    the window (whatever the source), at least ``spray_target_threshold`` distinct targets failing
+    from one source address, and a successful login to a target still inside its failure burst
+    (critical: the guess may have worked). One typo is never a burst.
+
+    Reads: ``outcome`` (``login_failed`` / ``ok``), ``identity.key`` (``login:<mount>:<name>``),
+    ``remote_ip``, ``path`` + ``request`` (login target of a success), ``request_id``, ``ts``;
+    response entries.
+    """
+
+    name = "login-failure-burst"
+
+    def __init__(self, config: RulesConfig | None = None) -> None:
+        super().__init__(config)
+        c = self.cfg
+        self._per_target = SlidingCount(c.login_failure_window_minutes * 60.0)
+        self._per_source = DistinctCount(c.spray_window_minutes * 60.0)
+        self._cooldown = Cooldown(max(c.login_failure_window_minutes, c.spray_window_minutes) * 60.0)
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Count failures per target and per source; report bursts once per window."""
+        if not event.is_response:
+            return []
+        if event.outcome == "ok":
+            return self._success_after_burst(event)
+        if event.outcome != "login_failed":
+            return []
+        out: list[Finding] = []
+        c = self.cfg
+        target = event.identity.key
+        n = self._per_target.add(target, event.ts, event.request_id or "")
+        if n >= c.login_failure_threshold and self._cooldown.ready(f"t:{target}", event.ts):
+            ids = tuple(self._per_target.tags(target, event.ts)[-_MAX_EVENT_IDS:])
+            window = _human(c.login_failure_window_minutes * 60.0)
+            out.append(
+                self._make(
+                    event,
+                    title=f"{n} failed logins for {event.identity.display_name or target} within {window}",
+                    severity="high",
+                    key="target",
+                    reasons=[
+                        Reason("login_failures", str(n), f"< {c.login_failure_threshold} per {window}", 1.0),
+                        Reason("source", event.remote_ip or "-", "", 0.3),
+                    ],
+                    event_ids=ids,
+                )
+            )
+        ip = event.remote_ip
+        if ip:
+            d = self._per_source.add(ip, target, event.ts)
+            if d >= c.spray_target_threshold and self._cooldown.ready(f"s:{ip}", event.ts):
+                window = _human(c.spray_window_minutes * 60.0)
+                targets = self._per_source.values(ip)
+                source = Identity(key=f"anon:{ip}", kind="anonymous")
+                out.append(
+                    self._make(
+                        event,
+                        title=f"Password spraying from {ip}: {d} accounts failed within {window}",
+                        severity="high",
+                        key="spray",
+                        identity=source,
+                        reasons=[
+                            Reason(
+                                "distinct_targets", str(d), f"< {c.spray_target_threshold} per {window}", 1.0
+                            ),
+                            Reason("targets", ", ".join(targets[-8:]), "", 0.4),
+                        ],
+                    )
+                )
+        return out
+
+    def _success_after_burst(self, event: AuditEvent) -> list[Finding]:
+        resp = event.response
+        if resp is None or resp.auth is None:
+            return []
+        tgt = login_target(_rel(event), event.request)
+        if tgt is None:
+            return []
+        key = f"login:{tgt[0]}:{tgt[1]}"
+        n = self._per_target.count(key, event.ts)
+        if n < self.cfg.login_failure_threshold:
+            return []
+        ids = (*self._per_target.tags(key, event.ts)[-(_MAX_EVENT_IDS - 1) :], event.request_id or "")
+        return [
+            self._make(
+                event,
+                title=f"Login to {tgt[1]} succeeded right after {n} failures",
+                severity="critical",
+                key=f"success-after:{key}",
+                reasons=[
+                    Reason("login_failures_before", str(n), f"< {self.cfg.login_failure_threshold}", 1.0),
+                    Reason("source", event.remote_ip or "-", "", 0.4),
+                ],
+                event_ids=tuple(i for i in ids if i),
+            )
+        ]
+
+    def state(self) -> dict[str, Any]:
+        """Plain-data state: the two windows and the cooldowns."""
+        return {
+            "per_target": self._per_target.state(),
+            "per_source": self._per_source.state(),
+            "cooldown": self._cooldown.state(),
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output."""
+        self._per_target.load(state.get("per_target", {}))
+        self._per_source.load(state.get("per_source", {}))
+        self._cooldown.load(state.get("cooldown", {}))
+
+
+class PermissionDeniedBurst(_Rule):
+    """``permission-denied-burst``: one identity (or one source with bad tokens) denied again and
+    again, or across many paths.
+
+    Catches probing with a stolen or low-privilege token (many distinct denied paths) and token
+    guessing or replay of revoked tokens (``anon:<address>`` identities). A single denial (a
+    typo, a misconfigured capability) stays quiet.
+
+    Reads: ``outcome`` (``denied``), ``identity.key``, ``path``, ``request_id``, ``ts``; response
+    entries.
+    """
+
+    name = "permission-denied-burst"
+
+    def __init__(self, config: RulesConfig | None = None) -> None:
+        super().__init__(config)
+        window = self.cfg.denied_window_minutes * 60.0
+        self._count = SlidingCount(window)
+        self._paths = DistinctCount(window)
+        self._cooldown = Cooldown(window)
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Count denials per identity; report a burst once per window."""
+        if not event.is_response or event.outcome != "denied":
+            return []
+        c = self.cfg
+        key = event.identity.key
+        n = self._count.add(key, event.ts, event.request_id or "")
+        d = self._paths.add(key, _where(event), event.ts)
+        if (n < c.denied_threshold and d < c.denied_distinct_paths) or not self._cooldown.ready(
+            key, event.ts
+        ):
+            return []
+        window = _human(c.denied_window_minutes * 60.0)
+        return [
+            self._make(
+                event,
+                title=f"{n} permission denials across {d} path(s) within {window}",
+                severity="high" if d >= 4 * c.denied_distinct_paths else "medium",
+                key="burst",
+                reasons=[
+                    Reason("denied_paths", str(d), f"< {c.denied_distinct_paths} per {window}", 1.0),
+                    Reason("denials", str(n), f"< {c.denied_threshold} per {window}", 0.8),
+                    Reason("recent_paths", ", ".join(self._paths.values(key)[-6:]), "", 0.3),
+                ],
+                event_ids=tuple(self._count.tags(key, event.ts)[-_MAX_EVENT_IDS:]),
+            )
+        ]
+
+    def state(self) -> dict[str, Any]:
+        """Plain-data state: windows and cooldowns."""
+        return {
+            "count": self._count.state(),
+            "paths": self._paths.state(),
+            "cooldown": self._cooldown.state(),
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output."""
+        self._count.load(state.get("count", {}))
+        self._paths.load(state.get("paths", {}))
+        self._cooldown.load(state.get("cooldown", {}))
+
+
+class ListSweep(_Rule):
+    """``list-sweep``: enumeration, many LIST operations over distinct paths in a short window.
+
+    Catches secret discovery (walking a KV tree, listing roles, accessors or entities) by a script
+    with a stolen token. A person browsing lists a handful of paths.
+
+    Reads: ``operation`` (``list``), ``identity.key``, ``path``, ``ts``; response entries of any
+    outcome (denied lists are enumeration too).
+    """
+
+    name = "list-sweep"
+
+    def __init__(self, config: RulesConfig | None = None) -> None:
+        super().__init__(config)
+        window = self.cfg.list_sweep_window_minutes * 60.0
+        self._paths = DistinctCount(window)
+        self._ids = SlidingCount(window)
+        self._cooldown = Cooldown(window)
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Count distinct listed paths per identity; report a sweep once per window."""
+        if not event.is_response or event.operation != "list":
+            return []
+        c = self.cfg
+        key = event.identity.key
+        d = self._paths.add(key, _where(event), event.ts)
+        self._ids.add(key, event.ts, event.request_id or "")
+        if d < c.list_sweep_threshold or not self._cooldown.ready(key, event.ts):
+            return []
+        window = _human(c.list_sweep_window_minutes * 60.0)
+        return [
+            self._make(
+                event,
+                title=f"Enumeration: {d} distinct paths listed within {window}",
+                severity="medium",
+                key="sweep",
+                reasons=[
+                    Reason("distinct_listed_paths", str(d), f"< {c.list_sweep_threshold} per {window}", 1.0),
+                    Reason("recent_paths", ", ".join(self._paths.values(key)[-6:]), "", 0.3),
+                ],
+                event_ids=tuple(self._ids.tags(key, event.ts)[-_MAX_EVENT_IDS:]),
+            )
+        ]
+
+    def state(self) -> dict[str, Any]:
+        """Plain-data state: windows and cooldowns."""
+        return {"paths": self._paths.state(), "ids": self._ids.state(), "cooldown": self._cooldown.state()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output."""
+        self._paths.load(state.get("paths", {}))
+        self._ids.load(state.get("ids", {}))
+        self._cooldown.load(state.get("cooldown", {}))
+
+
+class SecretDestruction(_Rule):
+    """``secret-destruction``: secrets deleted or destroyed outside the identity's habit.
+
+    Catches sabotage and ransom-style destruction: KV v2 ``destroy/`` and ``metadata/`` deletes
+    (permanent, high), soft deletes (``delete/`` or DELETE on ``data/``, medium) and KV v1 deletes
+    (permanent, high), unless the identity has done the same kind of deletion on the same mount at
+    least ``destruction_habit_min`` times before. Many destructions in a short window are critical
+    whatever the habit.
+
+    Reads: ``path``/``operation``/``mount_point``/``mount_type`` (KV API segment), ``outcome``,
+    ``identity.key``; asks ``ctx.baselines.count(identity, "op_template", "<kind> <mount>")`` and
+    keeps its own per-identity counts; response entries.
+    """
+
+    name = "secret-destruction"
+    _MAX_IDENTITIES: ClassVar[int] = 10_000
+
+    def __init__(self, config: RulesConfig | None = None) -> None:
+        super().__init__(config)
+        window = self.cfg.mass_destruction_window_minutes * 60.0
+        self._habits: dict[str, dict[str, int]] = {}
+        self._mass = SlidingCount(window)
+        self._cooldown = Cooldown(window)
+
+    @staticmethod
+    def _kind(event: AuditEvent) -> tuple[str, bool] | None:
+        """(kind, permanent) of a KV deletion, or None."""
+        if event.mount_type != "kv":
+            return None
+        target = secret_target(event)
+        if target.api == "destroy":
+            return "destroy", True
+        if target.api == "metadata" and target.op == "delete":
+            return "delete-all-versions", True
+        if target.api == "delete" or (target.api == "data" and target.op == "delete"):
+            return "soft-delete", False
+        if target.api == "plain" and target.op == "delete":
+            return "delete", True
+        return None
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Report a deletion the identity does not usually make, and mass destruction."""
+        if not event.is_response or event.outcome != "ok":
+            return []
+        kind = self._kind(event)
+        if kind is None:
+            return []
+        what, permanent = kind
+        c = self.cfg
+        ident = event.identity
+        template = f"{what} {event.mount_point or ''}"
+        habit = self._habits.get(ident.key, {})
+        seen = max(habit.get(template, 0), ctx.baselines.count(ident.key, "op_template", template))
+        target = secret_target(event).path
+        out: list[Finding] = []
+        n = self._mass.add(ident.key, event.ts, event.request_id or "")
+        if n >= c.mass_destruction_threshold and self._cooldown.ready(ident.key, event.ts):
+            window = _human(c.mass_destruction_window_minutes * 60.0)
+            out.append(
+                self._make(
+                    event,
+                    title=f"Mass secret destruction: {n} deletions within {window}",
+                    severity="critical",
+                    key="mass",
+                    reasons=[
+                        Reason("deletions", str(n), f"< {c.mass_destruction_threshold} per {window}", 1.0),
+                        Reason("latest", f"{what} {target}", "", 0.4),
+                    ],
+                    event_ids=tuple(self._mass.tags(ident.key, event.ts)[-_MAX_EVENT_IDS:]),
+                )
+            )
+        elif seen < c.destruction_habit_min:
+            out.append(
+                self._make(
+                    event,
+                    title=f"Secret {'destroyed' if permanent else 'deleted'}: {what} {target}",
+                    severity="high" if permanent else "medium",
+                    key=target,
+                    reasons=[
+                        Reason(
+                            "operation", f"{what} {target}", "permanent" if permanent else "recoverable", 1.0
+                        ),
+                        Reason(
+                            "habit",
+                            f"{seen:g} earlier {what} on {event.mount_point}",
+                            f">= {c.destruction_habit_min} to be routine",
+                            0.6,
+                        ),
+                    ],  # fmt: skip
+                    labels={"kind": what},
+                )
+            )
+        self._remember(ident.key, template)
+        return out
+
+    def _remember(self, key: str, template: str) -> None:
+        habit = self._habits.pop(key, {})
+        self._habits[key] = habit
+        if template in habit or len(habit) < 64:
+            habit[template] = habit.get(template, 0) + 1
+        if len(self._habits) > self._MAX_IDENTITIES:
+            del self._habits[next(iter(self._habits))]
+
+    def state(self) -> dict[str, Any]:
+        """Plain-data state: per-identity deletion habits, the mass window and cooldowns."""
+        return {
+            "habits": {k: dict(v) for k, v in self._habits.items()},
+            "mass": self._mass.state(),
+            "cooldown": self._cooldown.state(),
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output."""
+        self._habits = {
+            str(k): {str(t): int(n) for t, n in dict(v).items()}
+            for k, v in dict(state.get("habits", {})).items()
+        }
+        self._mass.load(state.get("mass", {}))
+        self._cooldown.load(state.get("cooldown", {}))
+
+
+class RaftSnapshot(_Rule):
+    """``raft-snapshot``: a Raft storage snapshot taken or restored, or its automation changed.
+
+    Catches wholesale exfiltration (a snapshot holds every secret, encrypted under the barrier
+    keyring an attacker may also hold) and rollback or planting of storage by restore.
+
+    Reads: namespace-relative ``request.path`` (``sys/storage/raft/snapshot*``), ``operation``,
+    ``outcome``; response entries.
+    """
+
+    name = "raft-snapshot"
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Report snapshot reads, restores and automatic-snapshot configuration."""
+        rel = _rel(event)
+        if not event.is_response or not rel.startswith("sys/storage/raft/snapshot"):
+            return []
+        op = event.operation or ""
+        if rel.startswith("sys/storage/raft/snapshot-auto"):
+            if op not in _CHANGE_OPS:
+                return []
+            what, severity = "automatic snapshot configuration changed", "high"
+        elif op == "read":
+            what, severity = "snapshot taken", "critical"
+        else:
+            what, severity = "snapshot restore", "critical"
+        if event.outcome != "ok" and severity == "critical":
+            severity = "high"
+        return [
+            self._make(
+                event,
+                title=f"Raft {what} ({_verdict(event)})",
+                severity=severity,
+                key=rel,
+                reasons=[
+                    Reason("operation", f"{op} {rel}", "snapshots only by the backup job", 1.0),
+                    Reason("outcome", event.outcome, "", 0.4),
+                ],
+            )
+        ]
+
+
+class KeyExport(_Rule):
+    """``key-export``: key material leaving the server.
+
+    Catches transit key export (``export/``, ``byok-export/``), plaintext key backups
+    (``backup/``), a transit key being made exportable (the step before export, irreversible), and
+    raw storage reads (``sys/raw``). Denied attempts are still reported (high).
+
+    Reads: ``mount_type``/``mount_point``, namespace-relative ``request.path``, ``operation``,
+    ``request.data.exportable`` / ``allow_plaintext_backup`` (bools, never HMAC'd), ``outcome``;
+    response entries.
+    """
+
+    name = "key-export"
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        """Report key export, backup, exportability and raw storage access."""
+        if not event.is_response:
+            return []
+        rel = _rel(event)
+        what: str | None = None
+        severity = "critical"
+        if rel.startswith("sys/raw"):
+            what = f"raw storage access ({event.operation} {rel})"
+        elif event.mount_type == "transit" and event.mount_point and event.path.startswith(event.mount_point):
+            sub = event.path[len(event.mount_point) :]
+            segment = sub.split("/", 1)[0]
+            if segment in ("export", "byok-export") and event.operation == "read":
+                what = f"transit key export ({sub})"
+            elif segment == "backup" and event.operation == "read":
+                what = f"transit key backup ({sub})"
+            elif segment == "keys" and event.operation in ("create", "update"):
+                data = event.request.data or {}
+                flags = [k for k in ("exportable", "allow_plaintext_backup") if data.get(k) is True]
+                if flags:
+                    what, severity = f"transit key made {' and '.join(flags)} ({sub})", "high"
+        if what is None:
+            return []
+        if event.outcome != "ok":
+            severity = "high" if severity == "critical" else "medium"
+        return [
+            self._make(
+                event,
+                title=f"Key material export {_verdict(event)}: {what}",
+                severity=severity,
+                key=_where(event),
+                reasons=[
+                    Reason("operation", what, "keys never leave the server", 1.0),
+                    Reason("outcome", event.outcome, "", 0.4),
+                ],
+            )
+        ]
