@@ -20,6 +20,7 @@ __all__ = ["main", "VERBS"]
 
 #: verb -> (module, one-line help). Only verbs that exist are listed.
 VERBS: dict[str, tuple[str, str]] = {
+    "config": ("config", "validate a configuration file and print the effective settings, secrets redacted"),
     "demo": ("demo", "the embedded default: real OpenBao + traffic, show what vaultwatch sees"),
     "inspect": ("inspect", "parse audit logs and summarise events, identities and parse failures"),
     "replay": ("replay", "process recorded audit logs in event-time order; write every alert as JSON lines"),
