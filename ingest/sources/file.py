@@ -323,13 +323,7 @@ class FileSource:
         if f is None:
             self._wait_open(self.path, 0)
             return self._file is not None
-        if f.size() < f.pos or (f.fingerprint and f._fingerprint() not in ("", f.fingerprint)):
-            log.info("%s: %s was truncated; reading it again from the start", self.name, f.path)
-            self.truncations += 1
-            self._flush_partial()
-            f.seek(0)
-            f.fingerprint = f._fingerprint()
-            self._splitter.reset(0)
+        if self._check_truncated():
             return True
         try:
             st = os.stat(self.path)
@@ -349,6 +343,22 @@ class FileSource:
         self._close_file()
         self._rotated_at = None
         self._open(self.path, 0)
+        return True
+
+    def _check_truncated(self) -> bool:
+        """Start over from 0 if the open file shrank below the read position or its first line
+        changed (copytruncate, possibly already refilled past where we were)."""
+        f = self._file
+        if f is None or f.gz:
+            return False
+        if f.size() >= f.pos and (not f.fingerprint or f._fingerprint() in ("", f.fingerprint)):
+            return False
+        log.info("%s: %s was truncated; reading it again from the start", self.name, f.path)
+        self.truncations += 1
+        self._flush_partial()
+        f.seek(0)
+        f.fingerprint = f._fingerprint()
+        self._splitter.reset(0)
         return True
 
     # -- shared ---------------------------------------------------------------------------------
@@ -393,6 +403,10 @@ class FileSource:
         f = self._file
         if f is None:
             return False
+        if not final:
+            # Checked before every read, not only at EOF: after a copytruncate the file may have
+            # been refilled past our position, and reading on would splice two generations.
+            self._check_truncated()
         chunk = f.read()
         if not chunk:
             if final:
