@@ -346,11 +346,11 @@ class Router:
         their repeat interval, counted from the original send.
         """
         with self.store.transaction() as tx:
-            rows = tx.conn.execute(sa.select(t.alerts.c.alert_json, t.alerts.c.status))
+            a = t.alerts
+            query = sa.select(a.c.alert_json).where(a.c.status == "open").order_by(a.c.id)
             alerts = [
-                msgspec.structs.replace(msgspec.json.decode(r.alert_json, type=Alert), status=r.status)
-                for r in rows
-                if r.status == "open"
+                msgspec.structs.replace(msgspec.json.decode(r.alert_json, type=Alert), status="open")
+                for r in tx.conn.execute(query)
             ]
         self.ingest(alerts, now)
         return len(alerts)
