@@ -9,10 +9,12 @@ to the constructors that need them.
 Secrets are :class:`~pydantic.SecretStr`. Any field ``X`` may instead be given as ``X_file``
 (in TOML, or ``VAULTWATCH_..._X_FILE`` in the environment) naming a file whose content is the
 value, the layout of container secrets (``/run/secrets/kafka_password``). One trailing newline
-is stripped. Relative paths are relative to the configuration file. In the free-form
-``channels``/``routes`` tables, the same works for secret-looking keys (``url``, ``token``,
-``password``, ``secret``, ``routing_key``...); references understood by the alerts package
-(``env:NAME``, ``file:PATH``, ``vault:PATH#KEY``) are passed through untouched.
+is stripped. Relative paths are relative to the configuration file. The free-form
+``channels``/``routes`` tables hold secret *references* understood by the alerts package
+(``env:NAME``, ``file:PATH``, ``vault:PATH#KEY``), passed through untouched; there a
+secret-looking key (``url``, ``token``, ``password``, ``routing_key``...) given as ``X_file``
+becomes ``X = "file:<path>"`` after checking that the file can be read, so the value itself is
+only read by the channel that uses it.
 
 Every error is a :class:`ConfigError` listing ``(key, problem)`` pairs. Problems name the key
 and say what is wrong; they never contain a value, so a misplaced secret cannot leak through
@@ -38,6 +40,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -71,7 +74,7 @@ PLACEHOLDERS: Final = frozenset({"", "changeme", "change-me", "change_me", "secr
 _MAX_SECRET_FILE: Final = 64 * 1024
 # Keys in free-form tables whose values are secrets (webhook URLs carry their token).
 _SECRET_KEY = re.compile(
-    r"(^|_)(url|urls|webhook|token|password|passwd|secret|routing_key|integration_key|api_key|"
+    r"(^|_)(url|urls|webhook|token|tokens|password|passwd|secret|secrets|routing_key|integration_key|api_key|"
     r"signing_key|private_key|auth|authorization)$",
     re.IGNORECASE,
 )
@@ -346,8 +349,8 @@ class Settings(BaseSettings):
     detect: DetectSettings = Field(default_factory=DetectSettings)
     api: ApiConfig = Field(default_factory=ApiConfig)
     vault: VaultConfig | None = None
-    channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    routes: list[dict[str, Any]] | dict[str, Any] = Field(default_factory=list)
+    channels: dict[str, Any] = Field(default_factory=dict)
+    routes: dict[str, Any] = Field(default_factory=dict)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
@@ -366,9 +369,9 @@ class Settings(BaseSettings):
 
     @field_validator("channels", "routes")
     @classmethod
-    def _no_placeholder_secrets(cls, v: Any) -> Any:
+    def _no_placeholder_secrets(cls, v: Any, info: ValidationInfo) -> Any:
         bad: list[str] = []
-        _walk_free_form(v, "", bad)
+        _walk_free_form(v, str(info.field_name), bad)
         if bad:
             raise ValueError(f"empty or placeholder secret refused at {', '.join(bad)}")
         return v
@@ -459,7 +462,8 @@ def _resolve_files(
 
     In a typed section only declared fields ``X`` qualify (a declared ``X_file``, such as
     ``vault.auth.token_file`` or ``detect.policy_file``, is a path and stays one). In free-form
-    tables, only secret-looking keys qualify, so ``tls_ca_file`` stays a path.
+    tables only secret-looking keys qualify (``ca_file`` stays a path), and they become
+    ``file:`` references once the file is known to be readable.
     """
     for key in list(data):
         value = data[key]
@@ -475,7 +479,13 @@ def _resolve_files(
                     problems.append((dotted, f"give either {where}{target} or {dotted}, not both"))
                     continue
                 try:
-                    data[target] = _read_secret_file(value, dotted, base)
+                    text = _read_secret_file(value, dotted, base)
+                    if model is None:
+                        # Free-form tables carry references; the channel reads the file itself.
+                        ref = Path(value) if Path(value).is_absolute() else base / value
+                        data[target] = f"file:{ref}"
+                    else:
+                        data[target] = text
                 except ConfigError as exc:
                     problems.extend(exc.problems)
                 del data[key]
