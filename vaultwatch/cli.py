@@ -24,6 +24,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "the embedded default: real OpenBao + traffic, show what vaultwatch sees"),
     "inspect": ("inspect", "parse audit logs and summarise events, identities and parse failures"),
     "replay": ("replay", "process recorded audit logs in event-time order; write every alert as JSON lines"),
+    "check": ("check", "pre-deployment checks through the Vault API: secrets, audit devices, least privilege"),
     "ship": ("ship", "tail an audit file or listen as a socket audit device; produce to Kafka"),
 }
 
