@@ -166,6 +166,7 @@ class EventArchive:
         retention_days: int = 90,
         writer_id: str | None = None,
         max_rows: int = 50_000,
+        max_pending: int = 200_000,
         flush_interval: float = 60.0,
         row_group_size: int = 64 * 1024,
         compression: str = "zstd",
@@ -181,6 +182,8 @@ class EventArchive:
         self.retention_days = retention_days
         self.writer_id = writer
         self.max_rows = max_rows
+        self.max_pending = max_pending
+        self._pending = 0
         self.flush_interval = flush_interval
         self.row_group_size = row_group_size
         self.compression = compression
@@ -205,10 +208,21 @@ class EventArchive:
         key = _hour_start(event.time)
         buf = self._buffers.setdefault(key, [])
         buf.append(event_row(event))
+        self._pending += 1
         if len(buf) >= self.max_rows:
             self._flush_partition(key)
+        # A replay touches many hours at once: bound the memory held across all of them.
+        if self._pending >= self.max_pending:
+            self.flush()
+        else:
+            self.tick()
+
+    def tick(self) -> bool:
+        """Flush everything if ``flush_interval`` has passed; call it when the stream is idle."""
         if self._clock() - self._last_flush >= self.flush_interval:
             self.flush()
+            return True
+        return False
 
     def extend(self, events: Iterable[AuditEvent]) -> None:
         """Buffer many events (see :meth:`append`)."""
@@ -218,7 +232,7 @@ class EventArchive:
     @property
     def pending(self) -> int:
         """Rows buffered and not yet written."""
-        return sum(len(b) for b in self._buffers.values())
+        return self._pending
 
     def flush(self) -> None:
         """Write every buffered partition now."""
@@ -245,6 +259,7 @@ class EventArchive:
         rows = self._buffers.pop(key, None)
         if not rows:
             return
+        self._pending -= len(rows)
         # Sorted by identity then time: identity filters then skip whole row groups by statistics.
         rows.sort(key=lambda r: (r["identity_key"], r["time"]))
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
@@ -259,6 +274,7 @@ class EventArchive:
         except OSError as exc:
             # Keep the rows: a later flush may succeed (disk full, permissions fixed).
             self._buffers.setdefault(key, []).extend(rows)
+            self._pending += len(rows)
             tmp.unlink(missing_ok=True)
             raise ArchiveError(f"cannot write archive partition {pdir}: {exc.strerror}") from exc
         log.debug("archived %d events to %s", len(rows), pdir / name)
@@ -317,6 +333,38 @@ class EventArchive:
         if removed:
             log.info("archive retention removed %d hour partitions older than %s", removed, cutoff)
         return removed
+
+    def compact(self, before: datetime, *, min_files: int = 2) -> int:
+        """Merge each hour partition that ended by ``before`` into one sorted file.
+
+        Interval flushes leave one small file per flush in the current hour; merging closed
+        hours keeps a week's query at about one file per hour. The merged file is written and
+        renamed before the old files are removed, so a concurrent reader may briefly see rows
+        twice but never misses any. Run it from one process only (the one that prunes).
+        Returns how many partitions were merged.
+        """
+        merged = 0
+        cutoff = _aware(before)
+        for hour, hdir in list(self._hour_dirs(end=cutoff)):
+            files = sorted(hdir.glob("part-*.parquet"))
+            if hour + timedelta(hours=1) > cutoff or len(files) < min_files:
+                continue
+            try:
+                table = ds.dataset([str(f) for f in files], schema=SCHEMA, format="parquet").to_table()
+                table = table.sort_by([("identity_key", "ascending"), ("time", "ascending")])
+                self._seq += 1
+                name = f"part-{self.writer_id}-{self._run}{self._seq:06d}.parquet"
+                tmp = hdir / f".{name}.tmp"
+                pq.write_table(table, tmp, row_group_size=self.row_group_size, compression=self.compression)
+                os.replace(tmp, hdir / name)
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise ArchiveError(f"cannot compact archive partition {hdir}: {exc}") from exc
+            for f in files:
+                f.unlink(missing_ok=True)
+            merged += 1
+        if merged:
+            log.info("archive compaction merged %d hour partitions", merged)
+        return merged
 
     # -- reading ------------------------------------------------------------------------------
     def query(

@@ -247,3 +247,38 @@ def test_two_writers_share_a_root(tmp_path: Path) -> None:
     assert len(names) == 4 and sum(n.startswith("part-a-") for n in names) == 2
     assert len(arch.query(identity="login:userpass:alice")) == 6
     assert arch.query(identity="login:userpass:alice", end=datetime(2026, 1, 1, 10, tzinfo=UTC)).empty
+
+
+@pytest.mark.integration
+def test_interval_flushes_then_compaction(traffic: Traffic, tmp_path: Path) -> None:
+    events = spread(traffic.hmac_events, days=1, step_minutes=3)  # about 2 hours of traffic
+    now = [0.0]
+    arch = EventArchive(tmp_path / "arch", writer_id="w1", flush_interval=10, clock=lambda: now[0])
+    for i, ev in enumerate(events):
+        arch.append(ev)
+        if i % 5 == 4:
+            now[0] += 11  # every fifth event lands after the interval: many small files
+    now[0] += 11
+    assert arch.tick() and arch.pending == 0
+    assert not arch.tick()
+    before = arch.query()
+    first_hour = min(arch.partitions())
+    assert len(list(arch._partition_dir(first_hour).glob("part-*.parquet"))) > 2
+    # Only closed hours are merged.
+    assert arch.compact(first_hour + timedelta(minutes=59)) == 0
+    assert arch.compact(BASE + timedelta(days=1)) == len(arch.partitions())
+    assert all(len(list(arch._partition_dir(h).glob("*"))) == 1 for h in arch.partitions())
+    after = arch.query()
+    assert list(after["request_id"]) == list(before["request_id"]) and len(after) == len(events)
+    assert arch.compact(BASE + timedelta(days=1)) == 0
+    arch.close()
+
+
+@pytest.mark.integration
+def test_memory_bound_across_many_hours(traffic: Traffic, tmp_path: Path) -> None:
+    events = spread(traffic.hmac_events, days=3)
+    with EventArchive(tmp_path / "arch", writer_id="w1", max_pending=25) as arch:
+        for ev in events:
+            arch.append(ev)
+            assert arch.pending < 25
+    assert len(arch.query()) == len(events)
