@@ -405,18 +405,27 @@ class Router:
         return out
 
     def _refresh(self, now: float, tx: Transaction) -> None:
-        # Statuses change through the API (acknowledge, resolve); the store is the authority.
+        # The store is the authority: statuses change through the API (acknowledge, resolve) and
+        # repeats of an alert merge there (count, last seen, event ids), so notifications carry
+        # the stored version. Alerts the store does not hold stay as ingested.
         ids = sorted({i for g in self._groups.values() for i in g.alerts})
-        statuses: dict[str, str] = {}
+        stored: dict[str, Alert] = {}
+        a = t.alerts
         for chunk in range(0, len(ids), 500):
-            part = ids[chunk : chunk + 500]
-            rows = tx.conn.execute(sa.select(t.alerts.c.id, t.alerts.c.status).where(t.alerts.c.id.in_(part)))
-            statuses.update({r.id: r.status for r in rows})
+            rows = tx.conn.execute(
+                sa.select(a.c.id, a.c.status, a.c.alert_json).where(a.c.id.in_(ids[chunk : chunk + 500]))
+            )
+            for r in rows:
+                alert = msgspec.json.decode(r.alert_json, type=Alert)
+                stored[r.id] = msgspec.structs.replace(alert, status=r.status)
         for group in self._groups.values():
             for alert_id, alert in list(group.alerts.items()):
-                stale = now - to_epoch(alert.last_seen) > self.resolve_timeout
-                if stale or statuses.get(alert_id, "open") != "open":
+                current = stored.get(alert_id, alert)
+                stale = now - to_epoch(current.last_seen) > self.resolve_timeout
+                if stale or current.status != "open":
                     del group.alerts[alert_id]
+                else:
+                    group.alerts[alert_id] = current
 
     def _inhibited(self, alerts: Iterable[Alert]) -> set[str]:
         labelled = [(a.id, labels_of(a)) for a in alerts]

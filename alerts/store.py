@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -39,11 +39,12 @@ from sqlalchemy.engine import Connection, Engine
 from alerts import schema as t
 from alerts.errors import AlertNotFound, InvalidTransition, MigrationError, StoreError
 from alerts.model import MAX_EVENT_IDS, SEVERITIES, STATUSES, Alert, decode_alert, encode_alert, severity_rank
-from alerts.outbox import OutboxItem
+from alerts.outbox import Outbox, OutboxItem
 from alerts.silence import Matcher, Silence, labels_of, parse_matchers
 
 __all__ = [
     "DEFAULT_URL",
+    "VERSION_TABLE",
     "TRANSITIONS",
     "VERDICTS",
     "SORT_KEYS",
@@ -66,6 +67,8 @@ log = logging.getLogger(__name__)
 DEFAULT_URL: Final = "sqlite:///vaultwatch.db"
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S: Final = 30.0
+#: Alembic's bookkeeping table, named so other users of the same database schema do not clash.
+VERSION_TABLE: Final = "alerts_alembic_version"
 
 #: Allowed lifecycle moves. Closed states can only be reopened; a re-opened alert starts over.
 TRANSITIONS: Final[Mapping[str, frozenset[str]]] = {
@@ -693,6 +696,15 @@ def _normalise_url(url: str) -> str:
     return url
 
 
+_RETRIES: Final = 3
+_RETRY_SQLSTATES: Final = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+
+def _retryable(exc: BaseException | None) -> bool:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) in _RETRY_SQLSTATES
+
+
 def _db_error(exc: sa.exc.SQLAlchemyError) -> StoreError:
     # Only the driver's first line: SQLAlchemy's full text carries statement parameters.
     orig = getattr(exc, "orig", None)
@@ -737,12 +749,14 @@ class Store:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.attributes["version_table"] = VERSION_TABLE
         try:
             with self._engine.begin() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
             with self._engine.connect() as conn:
-                revision = MigrationContext.configure(conn).get_current_revision()
+                context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+                revision = context.get_current_revision()
         except sa.exc.SQLAlchemyError as exc:
             raise MigrationError(f"migration failed: {_db_error(exc)}") from exc
         log.info("alert store schema at revision %s", revision)
@@ -758,8 +772,17 @@ class Store:
             raise _db_error(exc) from exc
 
     def _run(self, fn: Callable[[Transaction], _T]) -> _T:
-        with self.transaction() as tx:
-            return fn(tx)
+        # PostgreSQL may pick this transaction as a deadlock or serialisation victim under
+        # concurrent writers; the whole unit of work is replayable, so try it again.
+        for attempt in range(1, _RETRIES + 1):
+            try:
+                with self.transaction() as tx:
+                    return fn(tx)
+            except StoreError as exc:
+                if attempt == _RETRIES or not _retryable(exc.__cause__):
+                    raise
+                log.info("transaction retried after %s (attempt %d)", type(exc.__cause__).__name__, attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- alerts -------------------------------------------------------------------------------
 
@@ -1035,3 +1058,10 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
     raise StoreError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+
+
+if TYPE_CHECKING:
+
+    def _store_is_an_outbox(store: Store, tx: Transaction) -> tuple[Outbox, Outbox]:
+        # mypy proves both satisfy the delivery seam exactly.
+        return store, tx

@@ -11,6 +11,11 @@ if connection is None:  # pragma: no cover - only reachable from the alembic com
     raise RuntimeError("run migrations through alerts.store.Store.migrate()")
 
 # Batch mode lets later revisions ALTER tables on SQLite (which rebuilds them) and PostgreSQL alike.
-context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=True,
+    version_table=context.config.attributes.get("version_table", "alembic_version"),
+)
 with context.begin_transaction():
     context.run_migrations()

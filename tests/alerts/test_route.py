@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 
@@ -372,3 +373,15 @@ def test_durations() -> None:
         1.5,
     ]
     assert RouterConfig.from_dict(config()).route.group_wait == WAIT
+
+
+def test_notifications_carry_the_stored_version_of_each_alert(store: Store) -> None:
+    router = Router(config(), store)
+    feed(store, router, [make_alert("a")], at=0)
+    # A repeat of the same alert merged by the store after the router saw it.
+    repeat = msgspec.structs.replace(make_alert("a", seen=1), count=4, event_ids=("req-a", "req-a2"))
+    store.add_alerts([repeat], now=T0 + 1)
+    (row,) = [n for _, n in run(router, 2, 2)]
+    (alert,) = row.alerts
+    assert alert.count == 4 and alert.event_ids == ("req-a", "req-a2")
+    assert store.outbox_items()[0].payload["alerts"][0]["count"] == 4

@@ -8,16 +8,19 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from alerts import schema
 from alerts.errors import AlertNotFound, InvalidTransition, SilenceError, StoreError
 from alerts.model import MAX_EVENT_IDS, Alert, AlertIdentity
 from alerts.outbox import Outbox
-from alerts.store import AlertQuery, OutboxEntry, Store, merge_occurrences, to_epoch
+from alerts.store import VERSION_TABLE, AlertQuery, OutboxEntry, Store, merge_occurrences, to_epoch
 
 T0 = to_epoch("2026-01-01T00:00:00Z")
 
@@ -105,7 +108,9 @@ def test_migrate_is_idempotent_and_matches_the_table_definitions(store: Store) -
 
     assert store.migrate() == "0001"
     with store.engine.connect() as conn:
-        diffs = compare_metadata(MigrationContext.configure(conn), schema.metadata)
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        assert context.get_current_revision() == "0001"
+        diffs = compare_metadata(context, schema.metadata)
     assert diffs == []
 
 
@@ -538,3 +543,33 @@ def test_concurrent_claims_never_hand_out_an_item_twice(store: Store) -> None:
             s.close()
     ids = claimed[0] + claimed[1]
     assert len(ids) == len(set(ids)) == 40  # one head per endpoint, each leased once
+
+
+_event = st.text(alphabet="abcdef", min_size=1, max_size=3)
+_occurrence = st.builds(
+    lambda count, first, span, events: make_alert(
+        1, count=count, seen=first, last=first + span, events=events
+    ),
+    st.integers(1, 50),
+    st.integers(-1000, 1000),
+    st.integers(0, 1000),
+    st.lists(_event, min_size=1, max_size=8, unique=True).map(tuple),
+)
+
+
+@given(st.lists(_occurrence, min_size=1, max_size=6), st.randoms(use_true_random=False))
+def test_merging_occurrences_is_idempotent_and_order_free(occurrences: list[Alert], rnd: Any) -> None:
+    def fold(items: list[Alert]) -> Alert:
+        merged = items[0]
+        for item in items[1:]:
+            merged = merge_occurrences(merged, item)
+        return merged
+
+    once = fold(occurrences)
+    shuffled = list(occurrences)
+    rnd.shuffle(shuffled)
+    other = fold(shuffled)
+    assert (once.count, once.first_seen, once.last_seen) == (other.count, other.first_seen, other.last_seen)
+    assert set(once.event_ids) == set(other.event_ids) == {e for o in occurrences for e in o.event_ids}
+    assert fold([once, *occurrences]) == once  # replaying changes nothing
+    assert once.count == max(o.count for o in occurrences)
