@@ -324,9 +324,9 @@ class SocketSource:
         # Lines spooled but never committed come first; new lines queue behind them on disk.
         self._spilling = end > offset
         if self._spilling:
-            log.info(
-                "%s: %d spooled bytes not yet committed; handing them out first", self.name, end - offset
-            )
+            log.info("%s: %d uncommitted spooled bytes; handing them out first", self.name, end - offset)
+        else:
+            self._maybe_reset_spool()  # all of it was committed before the last stop
 
     def _valid_end(self, offset: int, size: int) -> int:
         """Offset after the last whole frame at or after ``offset``."""
