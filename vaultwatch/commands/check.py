@@ -66,13 +66,13 @@ def _auth(args: argparse.Namespace) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from ..compliance import FAIL, WARN, load_spec, run_checks
+    from ..console import console
     from ..vault import VaultAuth, VaultClient, VaultClientError
 
-    err = Console(stderr=True)
+    err = console(stderr=True)
     try:
         spec = load_spec(args.spec)
         auth = _auth(args)
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         for r in results:
             s = style.get(r.status)
             t.add_row(f"[{s}]{r.status}[/{s}]" if s else r.status, r.check, r.target, r.detail)
-        Console().print(t)
+        console().print(t)
         warns = sum(r.status == WARN for r in results)
-        Console().print(f"{len(results)} checks: {len(failed)} failed, {warns} warnings")
+        console().print(f"{len(results)} checks: {len(failed)} failed, {warns} warnings")
     return 1 if failed else 0

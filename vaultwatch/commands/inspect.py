@@ -93,11 +93,11 @@ def summarise(
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from ..console import console
 
     parser = Parser(prefix=args.prefix, max_line_bytes=args.max_line_bytes)
     quarantine: Quarantine = FileQuarantine(args.quarantine) if args.quarantine else MemoryQuarantine()
-    err = Console(stderr=True)
+    err = console(stderr=True)
     try:
         summary = summarise(args.paths, parser, quarantine)
     except FileNotFoundError as exc:
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump(summary.to_dict(top=args.top), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        summary.render(Console(), top=args.top)
+        summary.render(console(), top=args.top)
         if summary.failures and not args.quarantine:
             err.print("[yellow]note:[/yellow] pass --quarantine FILE to keep the lines that failed to parse")
     return 0
