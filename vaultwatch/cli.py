@@ -22,9 +22,13 @@ __all__ = ["main", "VERBS"]
 VERBS: dict[str, tuple[str, str]] = {
     "config": ("config", "validate a configuration file and print the effective settings, secrets redacted"),
     "demo": ("demo", "the embedded default: real OpenBao + traffic, show what vaultwatch sees"),
+    "exposure": ("exposure", "exposure scope of a secret path or a token, from the event archive"),
     "inspect": ("inspect", "parse audit logs and summarise events, identities and parse failures"),
     "replay": ("replay", "process recorded audit logs in event-time order; write every alert as JSON lines"),
-    "check": ("check", "pre-deployment checks through the Vault API: secrets, audit devices, least privilege"),
+    "check": (
+        "check",
+        "pre-deployment checks through the Vault API: secrets, audit devices, least privilege",
+    ),
     "ship": ("ship", "tail an audit file or listen as a socket audit device; produce to Kafka"),
 }
 
