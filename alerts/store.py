@@ -696,6 +696,7 @@ def _normalise_url(url: str) -> str:
     return url
 
 
+_READ_ONLY: Final = "vaultwatch.read_only"
 _RETRIES: Final = 3
 _RETRY_SQLSTATES: Final = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 
@@ -763,20 +764,26 @@ class Store:
         return revision or ""
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """A unit of work: everything done through the yielded object commits or rolls back together."""
+    def transaction(self, *, read_only: bool = False) -> Iterator[Transaction]:
+        """A unit of work: everything done through the yielded object commits or rolls back together.
+
+        ``read_only`` lets SQLite readers start without the write lock, so the API never queues
+        behind the pipeline (WAL readers see the last commit).
+        """
         try:
-            with self._engine.begin() as conn:
-                yield Transaction(conn)
+            with self._engine.connect() as conn:
+                conn.info[_READ_ONLY] = read_only
+                with conn.begin():
+                    yield Transaction(conn)
         except sa.exc.SQLAlchemyError as exc:
             raise _db_error(exc) from exc
 
-    def _run(self, fn: Callable[[Transaction], _T]) -> _T:
+    def _run(self, fn: Callable[[Transaction], _T], *, read_only: bool = False) -> _T:
         # PostgreSQL may pick this transaction as a deadlock or serialisation victim under
         # concurrent writers; the whole unit of work is replayable, so try it again.
         for attempt in range(1, _RETRIES + 1):
             try:
-                with self.transaction() as tx:
+                with self.transaction(read_only=read_only) as tx:
                     return fn(tx)
             except StoreError as exc:
                 if attempt == _RETRIES or not _retryable(exc.__cause__):
@@ -816,7 +823,7 @@ class Store:
             .where(v.c.at >= since)
             .order_by(v.c.at, v.c.id)
         )
-        with self.transaction() as tx:
+        with self.transaction(read_only=True) as tx:
             return [
                 VerdictRecord(
                     id=r.id,
@@ -835,7 +842,7 @@ class Store:
     def get_alert(self, alert_id: str) -> AlertDetail:
         """One alert with its history and verdicts (raises :class:`AlertNotFound`)."""
         h, v, a = t.status_history, t.verdicts, t.alerts
-        with self.transaction() as tx:
+        with self.transaction(read_only=True) as tx:
             alert = tx.get_alert(alert_id)
             history = tuple(
                 StatusChange(
@@ -873,7 +880,7 @@ class Store:
     def event_alerts(self, request_id: str) -> list[str]:
         """Ids of the alerts an audit entry (Vault ``request.id``) contributed to."""
         e = t.alert_events
-        with self.transaction() as tx:
+        with self.transaction(read_only=True) as tx:
             rows = tx.conn.execute(sa.select(e.c.alert_id).where(e.c.request_id == request_id))
             return sorted(r.alert_id for r in rows)
 
@@ -913,7 +920,7 @@ class Store:
                 page = page.where(sa.or_(column > value, sa.and_(column == value, a.c.id > last_id)))
         order = (column.desc(), a.c.id.desc()) if q.descending else (column.asc(), a.c.id.asc())
         page = page.order_by(*order).limit(q.limit + 1)
-        with self.transaction() as tx:
+        with self.transaction(read_only=True) as tx:
             total = int(tx.conn.execute(sa.select(sa.func.count()).select_from(a).where(*conds)).scalar_one())
             rows = tx.conn.execute(page).all()
         more = len(rows) > q.limit
@@ -928,7 +935,7 @@ class Store:
     def active_alerts(self, statuses: Sequence[str] = ("open",)) -> list[Alert]:
         """Every alert in one of ``statuses`` (the router rebuilds its groups from these)."""
         a = t.alerts
-        with self.transaction() as tx:
+        with self.transaction(read_only=True) as tx:
             rows = tx.conn.execute(sa.select(a).where(a.c.status.in_(statuses)).order_by(a.c.id))
             return [_alert_of(r) for r in rows]
 
@@ -958,7 +965,7 @@ class Store:
 
     def list_silences(self, *, active_at: float | None = None) -> list[Silence]:
         """See :meth:`Transaction.list_silences`."""
-        return self._run(lambda tx: tx.list_silences(active_at=active_at))
+        return self._run(lambda tx: tx.list_silences(active_at=active_at), read_only=True)
 
     def silenced_by(self, alert: Alert, now: float) -> list[str]:
         """Ids of the silences muting ``alert`` at ``now``."""
@@ -998,15 +1005,15 @@ class Store:
 
     def depth(self) -> int:
         """See :meth:`Transaction.depth`."""
-        return self._run(lambda tx: tx.depth())
+        return self._run(lambda tx: tx.depth(), read_only=True)
 
     def oldest_pending_age(self, now: float) -> float | None:
         """See :meth:`Transaction.oldest_pending_age`."""
-        return self._run(lambda tx: tx.oldest_pending_age(now))
+        return self._run(lambda tx: tx.oldest_pending_age(now), read_only=True)
 
     def outbox_items(self, *, state: str | None = None, endpoint: str | None = None) -> list[OutboxItem]:
         """See :meth:`Transaction.outbox_items`."""
-        return self._run(lambda tx: tx.outbox_items(state=state, endpoint=endpoint))
+        return self._run(lambda tx: tx.outbox_items(state=state, endpoint=endpoint), read_only=True)
 
     # -- checkpoints and offsets --------------------------------------------------------------
 
@@ -1016,7 +1023,7 @@ class Store:
 
     def load_checkpoint(self, key: str) -> bytes | None:
         """See :meth:`Transaction.load_checkpoint`."""
-        return self._run(lambda tx: tx.load_checkpoint(key))
+        return self._run(lambda tx: tx.load_checkpoint(key), read_only=True)
 
     def save_offsets(self, group: str, offsets: Mapping[tuple[str, int], int]) -> None:
         """See :meth:`Transaction.save_offsets`."""
@@ -1024,7 +1031,7 @@ class Store:
 
     def load_offsets(self, group: str) -> dict[tuple[str, int], int]:
         """See :meth:`Transaction.load_offsets`."""
-        return self._run(lambda tx: tx.load_offsets(group))
+        return self._run(lambda tx: tx.load_offsets(group), read_only=True)
 
 
 def _make_engine(url: str, *, echo: bool) -> Engine:
@@ -1052,7 +1059,8 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # The flag is one-shot so a later plain engine.begin() on this pooled connection writes.
+            conn.exec_driver_sql("BEGIN" if conn.info.pop(_READ_ONLY, False) else "BEGIN IMMEDIATE")
 
         return engine
     if parsed.get_backend_name() == "postgresql":

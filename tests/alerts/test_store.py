@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -573,3 +574,17 @@ def test_merging_occurrences_is_idempotent_and_order_free(occurrences: list[Aler
     assert set(once.event_ids) == set(other.event_ids) == {e for o in occurrences for e in o.event_ids}
     assert fold([once, *occurrences]) == once  # replaying changes nothing
     assert once.count == max(o.count for o in occurrences)
+
+
+def test_sqlite_readers_do_not_wait_for_a_writer(tmp_path: Path) -> None:
+    with Store(f"sqlite:///{tmp_path / 'a.db'}") as s:
+        s.migrate()
+        s.add_alerts([make_alert(1)], now=T0)
+        with s.transaction() as tx:
+            tx.add_alerts([make_alert(2)], now=T0)
+            # Another connection reads the last commit at once instead of queueing on the lock.
+            started = time.perf_counter()
+            assert [a.id for a in s.list_alerts().items] == ["va_0001"]
+            assert s.depth() == 0
+            assert time.perf_counter() - started < 5
+        assert s.list_alerts().total == 2
