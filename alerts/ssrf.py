@@ -51,10 +51,10 @@ def blocked_reason(ip: IPAddress, *, allow_loopback: bool = False) -> str | None
         return "multicast"
     if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
         return "cgnat"
-    if ip.is_private:
-        return "private"
     if ip.is_reserved:
         return "reserved"
+    if ip.is_private:
+        return "private"
     if not ip.is_global:
         return "not-global"
     return None

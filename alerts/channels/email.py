@@ -143,6 +143,20 @@ class EmailChannel:
             raise
         return smtp
 
+    @staticmethod
+    def _login(smtp: smtplib.SMTP, username: str, password: Secret) -> None:
+        # One AUTH PLAIN attempt when offered: smtplib's login() walks through every mechanism
+        # after a refusal, and some servers stall on the second try instead of answering 535.
+        smtp.ehlo_or_helo_if_needed()
+        if "plain" in smtp.esmtp_features.get("auth", "").lower().split():
+            smtp.user, smtp.password = username, password.reveal()
+            try:
+                smtp.auth("PLAIN", smtp.auth_plain)
+            finally:
+                smtp.password = ""
+        else:
+            smtp.login(username, password.reveal())
+
     def send(self, payload: Mapping[str, Any], *, message_id: str) -> Delivery:
         """Send the group's mail once. 4xx SMTP replies and connection problems are retried;
         5xx replies (bad recipient, authentication refused) are permanent."""
@@ -162,7 +176,7 @@ class EmailChannel:
             return Delivery(ok=False, retryable=True, reason=f"smtp connect: {describe_exception(exc)}")
         try:
             if self.username is not None and self._password is not None:
-                smtp.login(self.username, self._password.reveal())
+                self._login(smtp, self.username, self._password)
             refused = smtp.send_message(msg, from_addr=self.sender, to_addrs=self.recipients)
             if refused:
                 return Delivery(ok=True, retryable=False, reason=f"sent; {len(refused)} recipient(s) refused")

@@ -89,7 +89,7 @@ def render_slack(payload: Mapping[str, Any], ui_base_url: str) -> dict[str, Any]
     if len(alerts) > _MAX_ALERTS:
         more = f"…and {len(alerts) - _MAX_ALERTS} more in vaultwatch"
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
-    fallback = "; ".join(f"[{a.get('severity')}] {a.get('title')}" for a in alerts[:5]) or header
+    fallback = _esc("; ".join(f"[{a.get('severity')}] {a.get('title')}" for a in alerts[:5]) or header)
     return {"text": truncate(fallback, 3000), "blocks": blocks}
 
 

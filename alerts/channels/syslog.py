@@ -46,7 +46,7 @@ CEF_VERSION: Final = "0.1.0"
 SD_ID: Final = "vaultwatch@32473"  # 32473: the private enterprise number reserved for documentation
 _CEF_SEVERITY: Final = {"info": 1, "low": 3, "medium": 5, "high": 8, "critical": 10}
 _SYSLOG_SEVERITY: Final = {"info": 6, "low": 5, "medium": 4, "high": 3, "critical": 2}
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _escape_controls(text: str) -> str:

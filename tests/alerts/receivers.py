@@ -157,7 +157,7 @@ class SmtpReceiver:
 
         def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
             ok = isinstance(auth_data, LoginPassword) and auth_data.password.decode() == password
-            return AuthResult(success=ok)
+            return AuthResult(success=ok, handled=False)
 
         kwargs: dict[str, Any] = {}
         if password is not None:
