@@ -85,10 +85,13 @@ def parse_duration(value: Duration) -> float:
 
 
 class Integration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One way of notifying a receiver: a channel type and the name of its channel config."""
+    """One way of notifying a receiver: a channel type and which of the receiver's channels of
+    that type to use. ``name`` is the channel's index in the channel configuration (``"0"`` for
+    the first), so the outbox ``endpoint`` ``receiver/channel/name`` is the delivery side's
+    :func:`alerts.channels.config.endpoint_key`."""
 
     channel: str
-    name: str = "default"
+    name: str = "0"
 
     @property
     def key(self) -> str:

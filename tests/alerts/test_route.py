@@ -240,7 +240,7 @@ def test_routing_tree_picks_receivers_with_continue_and_inheritance(store: Store
         at=0,
     )
     at_one = run(router, 1, 1)
-    assert sorted(n.endpoint for _, n in at_one) == ["pager/pagerduty/default", "pager/slack/oncall"]
+    assert sorted(n.endpoint for _, n in at_one) == ["pager/pagerduty/0", "pager/slack/oncall"]
     at_two = run(router, 2, 2)
     got = sorted((n.receiver, tuple(a.id for a in n.alerts)) for _, n in at_two)
     assert got == [
@@ -248,9 +248,9 @@ def test_routing_tree_picks_receivers_with_continue_and_inheritance(store: Store
         ("soc", ("va_plain",)),
     ]
     assert {i.endpoint for i in store.outbox_items()} == {
-        "pager/pagerduty/default",
+        "pager/pagerduty/0",
         "pager/slack/oncall",
-        "security/email/default",
+        "security/email/0",
         "soc/webhook/siem",
     }
 
