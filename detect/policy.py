@@ -123,10 +123,14 @@ def parse_duration(value: Any, where: str = "duration") -> float:
 
 
 def _human(seconds: float) -> str:
-    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
-        if seconds >= size:
-            value = seconds / size
-            return f"{value:.0f}{unit}" if value == int(value) or value >= 10 else f"{value:.1f}{unit}"
+    """Short duration: the largest unit that divides it (``25h``, ``2d``), else one decimal."""
+    seconds = float(round(seconds))
+    for unit, size in (("w", 604800.0), ("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:.0f}{unit}"
+    for unit, size, floor in (("d", 86400.0, 172800.0), ("h", 3600.0, 3600.0), ("m", 60.0, 60.0)):
+        if seconds >= floor:
+            return f"{seconds / size:.1f}".removesuffix(".0") + unit
     return f"{seconds:.0f}s"
 
 

@@ -38,6 +38,7 @@ from .policy import (
     load_policy,
     secret_target,
 )
+from .templates import own_names, template_path
 from .types import DetectContext, Detector, Finding
 from .windows import Cooldown, DistinctCount, SlidingCount
 
@@ -344,6 +345,8 @@ class AuditTampering(_PairedRule):
             verb = "remove" if op == "delete" else "change"
         else:
             return []
+        # The request entry reports the attempt at once: disabling the last device loses the
+        # response entry. One request is one finding.
         if self._first(event, ["change"]) is None:
             return []
         return [
@@ -981,8 +984,8 @@ class SecretDestruction(_Rule):
     whatever the habit.
 
     Reads: ``path``/``operation``/``mount_point``/``mount_type`` (KV API segment), ``outcome``,
-    ``identity.key``; asks ``ctx.baselines.count(identity, "op_template", "<kind> <mount>")`` and
-    keeps its own per-identity counts; response entries.
+    ``identity.key``; asks ``ctx.baselines.count(identity, "op_template", "<op> <path template>")``
+    and keeps its own per-identity counts of ``"<kind> <mount>"``; response entries.
     """
 
     name = "secret-destruction"
@@ -1023,7 +1026,10 @@ class SecretDestruction(_Rule):
         ident = event.identity
         template = f"{what} {event.mount_point or ''}"
         habit = self._habits.get(ident.key, {})
-        seen = max(habit.get(template, 0), ctx.baselines.count(ident.key, "op_template", template))
+        # The engine's baseline counts exact op templates ("update logos/destroy/app/x"); the
+        # mount-level habit ("destroy logos/") is kept here.
+        exact = f"{event.operation} {template_path(event.path, own_names(ident.display_name))}"
+        seen = max(habit.get(template, 0), ctx.baselines.count(ident.key, "op_template", exact))
         target = secret_target(event).path
         out: list[Finding] = []
         n = self._mass.add(ident.key, event.ts, event.request_id or "")
