@@ -76,10 +76,12 @@ class Resolved:
 
 @dataclass(frozen=True, slots=True)
 class Guard:
-    """Destination policy. ``resolver(host, port)`` returns addresses (injectable for tests)."""
+    """Destination policy. ``resolver(host, port)`` returns addresses (injectable for tests);
+    ``tls_context`` replaces the system trust store for every TLS connection (e.g. a private CA)."""
 
     allow_loopback: bool = False
     resolver: Resolver = _system_resolver
+    tls_context: ssl.SSLContext | None = None
 
     def check_url(self, url: httpx.URL | str) -> Resolved:
         """Check an HTTP(S) URL and resolve its host; raises :class:`BlockedDestination`."""
@@ -149,11 +151,11 @@ class GuardedTransport(httpx.BaseTransport):
         self._inner.close()
 
 
-def guarded_client(guard: Guard, *, timeout: float, verify: ssl.SSLContext | bool = True) -> httpx.Client:
+def guarded_client(guard: Guard, *, timeout: float) -> httpx.Client:
     """An httpx client for delivery: guarded and pinned, redirects never followed, one timeout
     for connect, read, write and pool."""
     return httpx.Client(
-        transport=GuardedTransport(guard, verify=verify),
+        transport=GuardedTransport(guard, verify=guard.tls_context or True),
         follow_redirects=False,
         timeout=httpx.Timeout(timeout),
         trust_env=False,

@@ -64,6 +64,7 @@ class DeliverySettings(_Base):
     cap: float = 36000.0
     ui_base_url: str = "http://127.0.0.1:8080"
     allow_loopback: bool = False
+    ca_file: str | None = None  # trust this CA bundle instead of the system store
 
 
 class WebhookConfig(_Base):
@@ -187,7 +188,12 @@ def build_channels(
     """Resolve secrets and build every configured channel, keyed by :func:`endpoint_key`.
     Raises :class:`ConfigError`/:class:`SecretError` before anything is sent."""
     d = cfg.delivery
-    guard = guard or Guard(allow_loopback=d.allow_loopback)
+    if guard is None:
+        try:
+            ctx = ssl.create_default_context(cafile=d.ca_file) if d.ca_file else None
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"delivery.ca_file cannot be loaded ({type(exc).__name__})") from None
+        guard = Guard(allow_loopback=d.allow_loopback, tls_context=ctx)
     timeout = d.attempt_timeout
     buckets: dict[str, TokenBucket] = {}
     out: dict[str, Channel] = {}
@@ -249,7 +255,11 @@ def build_channels(
                     subject_prefix=e.subject_prefix,
                 )
             for i, y in enumerate(r.syslog):
-                ctx = ssl.create_default_context(cafile=y.ca_file) if y.transport == "tls" else None
+                try:
+                    sctx = ssl.create_default_context(cafile=y.ca_file) if y.ca_file else None
+                except (OSError, ssl.SSLError) as exc:
+                    where = f"{r.name}.syslog[{i}].ca_file"
+                    raise ConfigError(f"{where} cannot be loaded ({type(exc).__name__})") from None
                 out[endpoint_key(r.name, "syslog", i)] = SyslogChannel(
                     host=y.host,
                     port=y.port,
@@ -258,7 +268,7 @@ def build_channels(
                     timeout=timeout,
                     facility=y.facility,
                     app_name=y.app_name,
-                    tls_context=ctx,
+                    tls_context=sctx,
                     clock=clock,
                 )
     except BaseException:

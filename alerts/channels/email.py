@@ -116,7 +116,7 @@ class EmailChannel:
         self._password = password
         self.timeout = timeout
         self.subject_prefix = subject_prefix
-        self.tls_context = tls_context or ssl.create_default_context()
+        self.tls_context = tls_context or guard.tls_context or ssl.create_default_context()
 
     def __repr__(self) -> str:
         return f"EmailChannel(security={self.security!r}, recipients={len(self.recipients)})"

@@ -174,7 +174,7 @@ class SyslogChannel:
         self.facility = facility
         self.app_name = app_name
         self.hostname = hostname or socket.gethostname()
-        self.tls_context = tls_context or ssl.create_default_context()
+        self.tls_context = tls_context or guard.tls_context or ssl.create_default_context()
         self.clock = clock
 
     def __repr__(self) -> str:

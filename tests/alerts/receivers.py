@@ -45,7 +45,9 @@ class Received:
 class HttpReceiver:
     """A loopback HTTP receiver. ``schedule`` replies are used in order, then ``default``."""
 
-    def __init__(self, default: Reply | None = None, port: int = 0) -> None:
+    def __init__(
+        self, default: Reply | None = None, port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.default = default or Reply()
         self.schedule: list[Reply] = []
         self.requests: list[Received] = []
@@ -86,14 +88,18 @@ class HttpReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
 
     @property
     def port(self) -> int:
         return int(self.server.server_address[1])
 
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def replies(self, *replies: Reply) -> None:
         with self.lock:
@@ -140,7 +146,14 @@ def free_port() -> int:
 class SmtpReceiver:
     """aiosmtpd on 127.0.0.1 recording every message; optional AUTH with one accepted password."""
 
-    def __init__(self, *, password: str | None = None, refuse_with: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        password: str | None = None,
+        refuse_with: str | None = None,
+        starttls: ssl.SSLContext | None = None,
+        implicit_tls: ssl.SSLContext | None = None,
+    ) -> None:
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -161,7 +174,11 @@ class SmtpReceiver:
 
         kwargs: dict[str, Any] = {}
         if password is not None:
-            kwargs = {"authenticator": authenticator, "auth_require_tls": False}
+            kwargs.update(authenticator=authenticator, auth_require_tls=starttls is not None)
+        if starttls is not None:
+            kwargs.update(tls_context=starttls, require_starttls=True)
+        if implicit_tls is not None:
+            kwargs.update(ssl_context=implicit_tls)
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **kwargs)
 
     def __enter__(self) -> SmtpReceiver:
@@ -461,3 +478,82 @@ class SyslogTcpReceiver(_Listener):
                     continue
                 for frame in frames:
                     self._add(frame)
+
+
+# --- TLS ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsPair:
+    """A throwaway CA-signed server certificate: ``server`` context for receivers, ``client``
+    context trusting only that CA."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+def make_tls(tmp_dir: Any, names: tuple[str, ...] = ("hooks.test", "localhost")) -> TlsPair:
+    """A CA and a server certificate for ``names`` (and 127.0.0.1), written under ``tmp_dir``."""
+    import datetime as dt
+    import ipaddress
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vaultwatch test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    base = Path(tmp_dir)
+    (base / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (base / "server.pem").write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(base / "server.pem")
+    client = ssl.create_default_context(cafile=str(base / "ca.pem"))
+    return TlsPair(server=server, client=client)

@@ -33,7 +33,7 @@ from alerts.channels.webhook import sign, signing_key
 from alerts.deliver import BlockedDestination, ConfigError, SecretError
 from alerts.secrets import Secret, SecretResolver
 from alerts.ssrf import Guard, blocked_reason
-from tests.alerts.receivers import HttpReceiver, SmtpReceiver, free_port
+from tests.alerts.receivers import HttpReceiver, SmtpReceiver, TlsPair, free_port, make_tls
 from tests.alerts.test_deliver import make_alert, payload
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -571,3 +571,55 @@ def test_invalid_configuration(doc: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match) as ei:
         load_config(doc)
     assert "LITERAL" not in str(ei.value)
+
+
+# --- TLS: pinned address, name verified ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsPair:
+    return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+def _tls_guard(tls: TlsPair) -> Guard:
+    return Guard(allow_loopback=True, tls_context=tls.client, resolver=lambda host, port: ["127.0.0.1"])
+
+
+@pytest.mark.integration
+def test_https_webhook_pins_the_address_and_verifies_the_name(tls: TlsPair) -> None:
+    guard = _tls_guard(tls)
+    with HttpReceiver(tls=tls.server) as rx:
+        good = WebhookChannel(url=Secret(rx.url(host="hooks.test")), secrets=[Secret(WHSEC_OLD)], guard=guard)
+        d = good.send(payload(make_alert(1)), message_id="m1")
+        # same address, a name the certificate does not carry: verification uses the name, not the IP
+        wrong = WebhookChannel(
+            url=Secret(rx.url(host="other.test")), secrets=[Secret(WHSEC_OLD)], guard=guard
+        )
+        d2 = wrong.send(payload(make_alert(1)), message_id="m2")
+        good.close()
+        wrong.close()
+        got = rx.received()
+    assert d.ok, d.reason
+    assert [r.headers["host"] for r in got] == [f"hooks.test:{rx.port}"]
+    assert (d2.ok, d2.retryable) == (False, True) and d2.reason.startswith("transport error: ConnectError")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_email_over_tls(tls: TlsPair, security: str) -> None:
+    kw: dict[str, Any] = {"starttls": tls.server} if security == "starttls" else {"implicit_tls": tls.server}
+    with SmtpReceiver(password="pw-over-tls", **kw) as rx:
+        ch = EmailChannel(
+            host="hooks.test",
+            port=rx.port,
+            security=security,  # type: ignore[arg-type]
+            sender="vw@example.com",
+            recipients=["soc@example.com"],
+            guard=_tls_guard(tls),
+            ui_base_url=UI,
+            username="vw",
+            password=Secret("pw-over-tls"),
+        )
+        d = ch.send(payload(make_alert(1)), message_id="m")
+        assert d.ok, d.reason
+        assert len(rx.messages) == 1

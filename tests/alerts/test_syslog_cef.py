@@ -23,6 +23,7 @@ from tests.alerts.receivers import (
     ParseFailure,
     SyslogTcpReceiver,
     SyslogUdpReceiver,
+    make_tls,
     parse_5424,
     parse_cef,
     split_octet_counted,
@@ -135,3 +136,16 @@ def test_records_reach_a_real_listener(transport: str) -> None:
     assert [r.cef_ext["externalId"] for r in records] == [make_alert(1)["id"], make_alert(2)["id"]]
     assert records[1].cef_header[5] == evil["title"]
     assert records[0].hostname == "vw-1"
+
+
+@pytest.mark.integration
+def test_records_over_tls(tmp_path: Any) -> None:
+    tls = make_tls(tmp_path)
+    with SyslogTcpReceiver(tls=tls.server) as rx:
+        guard = Guard(allow_loopback=True, tls_context=tls.client, resolver=lambda h, p: ["127.0.0.1"])
+        ch = SyslogChannel(host="hooks.test", port=rx.port, transport="tls", guard=guard)
+        d = ch.send(payload(make_alert(1), make_alert(2), make_alert(3)), message_id="m")
+        ch.close()
+        assert d.ok, d.reason
+        records = rx.wait_for(3)
+    assert [r.cef_ext["externalId"] for r in records] == [make_alert(n)["id"] for n in (1, 2, 3)]
