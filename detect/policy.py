@@ -123,9 +123,9 @@ def parse_duration(value: Any, where: str = "duration") -> float:
 
 
 def _human(seconds: float) -> str:
-    """Short duration: the largest unit that divides it (``25h``, ``2d``), else one decimal."""
+    """Short duration: ``90s``, ``36m``, ``25h``, ``2.5d``, ``1w`` (hours below two days)."""
     seconds = float(round(seconds))
-    for unit, size in (("w", 604800.0), ("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+    for unit, size in (("w", 604800.0), ("d", 86400.0)):
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:.0f}{unit}"
     for unit, size, floor in (("d", 86400.0, 172800.0), ("h", 3600.0, 3600.0), ("m", 60.0, 60.0)):
@@ -230,6 +230,16 @@ class RotationClass:
     every: float | None = None
     on_deploy: bool = False
     within: float = 3600.0
+    #: Slack after each period before a rotation counts as missed (a 02:00 cron job runs at
+    #: 02:00:40 one night, 02:00:05 the next); None means 10% of ``every``.
+    grace: float | None = None
+
+    @property
+    def slack(self) -> float:
+        """The grace period in seconds."""
+        if self.grace is not None:
+            return self.grace
+        return 0.1 * self.every if self.every is not None else 0.0
 
     def covers(self, path: str) -> bool:
         """True when ``path`` belongs to this class."""
@@ -287,7 +297,7 @@ _TOP_KEYS: Final = frozenset({"version", "protected", "housekeeping", "roles", "
 _ROLE_KEYS: Final = frozenset({"name", "description", "confined", "max_token_ttl", "match", "allow"})
 _MATCH_KEYS: Final = frozenset({"policy", "auth_mount", "display_name", "metadata", "entity_id"})
 _ALLOW_KEYS: Final = frozenset({"path", "operations"})
-_ROT_KEYS: Final = frozenset({"name", "paths", "every", "on", "within"})
+_ROT_KEYS: Final = frozenset({"name", "paths", "every", "on", "within", "grace"})
 _DEPLOY_KEYS: Final = frozenset({"paths", "operations"})
 
 
@@ -382,6 +392,14 @@ def _role(raw: Any, where: str) -> Role:
     )
 
 
+def _grace(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if value == 0 or value == "0":
+        return 0.0
+    return parse_duration(value, where)
+
+
 def _rotation(raw: Any, where: str) -> RotationClass:
     t = _check_keys(raw, _ROT_KEYS, where)
     name = _str(t.get("name"), f"{where}.name")
@@ -400,6 +418,7 @@ def _rotation(raw: Any, where: str) -> RotationClass:
         every=parse_duration(t["every"], f"{where}.every") if "every" in t else None,
         on_deploy=on == "deploy",
         within=parse_duration(t.get("within", 3600), f"{where}.within"),
+        grace=_grace(t.get("grace"), f"{where}.grace"),
     )
 
 
@@ -735,7 +754,7 @@ class RotationTracker:
             return info["deploy"] + cls.within, 1
         assert cls.every is not None
         k = int(info["reported"] or 0) + 1
-        return info["since"] + k * cls.every, k
+        return info["since"] + k * cls.every + cls.slack, k
 
     def _recompute(self) -> None:
         deadlines = [d[0] for info in self._secrets.values() if (d := self._deadline(info)) is not None]
@@ -755,7 +774,8 @@ class RotationTracker:
             deadline, k = d
             if not cls.on_deploy:
                 assert cls.every is not None
-                k = int((now - info["since"]) // cls.every)  # skip periods missed while idle
+                # Skip periods missed while idle rather than reporting each of them.
+                k = max(k, int((now - info["since"] - cls.slack) // cls.every))
             info["reported"] = k
             out.append(self._overdue(path, info, cls, deadline, now, k))
         self._recompute()

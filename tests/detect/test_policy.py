@@ -210,27 +210,41 @@ def test_rotation_overdue_once_per_period(bao_scenario: Scenario) -> None:
     s = bao_scenario
     rt = RotationTracker()
     assert run(rt, at(s["setup"], T0)) == []  # jwt, api, tls and db secrets written at T0
-    assert rt.due(T0 + 23 * HOUR) == []
-    late = rt.due(T0 + 25 * HOUR)
+    # Daily, with the default grace of 10% (2.4h): a nightly job running late is not a miss.
+    assert rt.due(T0 + 26 * HOUR) == []
+    late = rt.due(T0 + 27 * HOUR)
     assert [f.paths for f in late] == [("logos/pxl-core/runtime/jwt-key",)]
     f = late[0]
     assert f.detector == "rotation-overdue" and f.family == "rotation" and f.severity == "medium"
-    assert f.identity.key == "secret:logos/pxl-core/runtime/jwt-key" and f.first_ts == pytest.approx(
-        T0 + DAY, abs=1.0
-    )
-    assert "not rotated for 25h (every 1d)" in f.title and f.reasons[1].observed == "1h"
+    assert f.identity.key == "secret:logos/pxl-core/runtime/jwt-key"
+    assert f.first_ts == pytest.approx(T0 + 26.4 * HOUR, abs=1.0)
+    assert "not rotated for 27h (every 1d)" in f.title and f.reasons[1].observed == "36m"
     assert f.event_ids and f.event_ids[0] in {e.request_id for e in s["setup"]}
     assert rt.due(T0 + 30 * HOUR) == []  # same overdue period: reported once
-    assert len(rt.due(T0 + 49 * HOUR)) == 1  # next missed period
+    assert len(rt.due(T0 + 51 * HOUR)) == 1  # next missed period
     # Missed periods while idle are skipped, not replayed one by one; three missed is high.
     assert [x.severity for x in rt.due(T0 + 4 * DAY + HOUR)] == ["high"]
     # A new write resets the clock.
-    assert run(rt, at(s["runtime_write"], T0 + 5 * DAY)) == []
-    assert rt.due(T0 + 5 * DAY + 23 * HOUR) == []
-    assert len(rt.due(T0 + 6 * DAY + HOUR)) == 1
-    # Weekly and monthly classes.
-    assert {x.labels["rotation_class"] for x in rt.due(T0 + 7 * DAY + HOUR)} == {"api-keys", "jwt-keys"}
-    assert "tls-certificates" in {x.labels["rotation_class"] for x in rt.due(T0 + 30 * DAY + HOUR)}
+    assert run(rt, at(s["runtime_write"], T0 + 4 * DAY + 2 * HOUR)) == []
+    assert rt.due(T0 + 5 * DAY + 4 * HOUR) == []
+    assert len(rt.due(T0 + 5 * DAY + 5 * HOUR)) == 1
+    # Weekly (grace 16.8h) and monthly (grace 3d) classes.
+    assert "api-keys" not in {x.labels["rotation_class"] for x in rt.due(T0 + 7 * DAY + 16 * HOUR)}
+    assert {x.labels["rotation_class"] for x in rt.due(T0 + 7 * DAY + 17 * HOUR)} == {"api-keys"}
+    assert "tls-certificates" not in {x.labels["rotation_class"] for x in rt.due(T0 + 32 * DAY)}
+    assert "tls-certificates" in {x.labels["rotation_class"] for x in rt.due(T0 + 33 * DAY + HOUR)}
+
+
+def test_rotation_grace_is_configurable() -> None:
+    policy = parse_policy("[[rotation]]\nname = 'k'\npaths = ['kv/k']\nevery = '1d'\ngrace = 0")
+    assert policy.rotation[0].slack == 0.0
+    assert (
+        parse_policy("[[rotation]]\nname = 'k'\npaths = ['kv/k']\nevery = '1d'\ngrace = '1h'")
+        .rotation[0]
+        .slack
+        == HOUR
+    )
+    assert default_policy().rotation[0].slack == 0.1 * DAY
 
 
 @pytest.mark.integration
@@ -238,7 +252,7 @@ def test_rotation_via_observe_and_first_sight(bao_scenario: Scenario) -> None:
     s = bao_scenario
     rt = RotationTracker()
     assert run(rt, at(s["runtime_ok"], T0)) == []  # only a read: tracked from first sight
-    found = run(rt, at(s["developer_ok"], T0 + 25 * HOUR))  # any later event moves time on
+    found = run(rt, at(s["developer_ok"], T0 + 27 * HOUR))  # any later event moves time on
     assert len(found) == 1 and "not written since first seen" in found[0].reasons[0].observed
     assert found[0].event_ids == ()
 
