@@ -23,6 +23,7 @@ ids it made, so a detector's alerts can be scored per scenario (see :class:`Gene
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -119,8 +120,8 @@ APPS: Final = (
         ("registry-token", "cosign-key"),
         4,
         1,
-        (1, 3),
-        (6, 12),
+        (),  # pxl-core deploys from its pipelines (see Traffic._pipeline)
+        (2, 4),
     ),
     App("billing", ("db", "stripe-key", "webhook-secret"), ("registry-token",), 3, 2, (2,), (1, 4)),
     App("search", ("es-creds", "api-keys"), ("registry-token",), 2, 3, (0,), (1, 3)),
@@ -361,7 +362,7 @@ class Traffic:
 
     def _schedule(self, ts: float, label: str, run: Callable[[], None]) -> None:
         self._seq += 1
-        self._plan.append(_Planned(ts, self._seq, label, run))
+        heapq.heappush(self._plan, _Planned(ts, self._seq, label, run))
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -492,11 +493,7 @@ class Traffic:
             weekday = d % 7
             workday = weekday < 5
             # Scheduled rotation at 02:00 every night; registry tokens weekly on Sunday.
-            self._schedule(day + 2 * HOUR + rng.uniform(0, 300), BENIGN, partial(self._rotate, d))
-            # Nightly release build of pxl-core, weekends included.
-            self._schedule(
-                day + 3 * HOUR + rng.uniform(0, 600), BENIGN, lambda: self._pipeline(APPS[0], release=True)
-            )
+            self._schedule(day + 2 * HOUR, BENIGN, partial(self._rotate, d))  # cron: 02:00 sharp
             if not workday:
                 if rng.random() < 0.3:
                     who = rng.choice(ADMINS)
@@ -547,22 +544,42 @@ class Traffic:
     def _pipeline(self, app: App, *, release: bool) -> None:
         ci = self._ci[app.name]
         ci.address = self.rng.choice(CI_RUNNERS)
-        if self.ensure_login(ci, force=True):
-            self.read(ci, f"{app.name}/build/registry-token")
-            if release and len(app.build) > 1:
-                self.read(ci, f"{app.name}/build/{app.build[1]}")
+        if not self.ensure_login(ci, force=True):
+            return
+        self.read(ci, f"{app.name}/build/registry-token")
+        if release and len(app.build) > 1:
+            self.read(ci, f"{app.name}/build/{app.build[1]}")
+        if app is APPS[0]:
+            # Every pxl-core pipeline deploys (its registry-token read is the deploy marker of the
+            # organisation's rotation schedule): the database credentials are rotated within the
+            # hour, then the pods roll and pick them up.
+            soon = self._now + self.rng.uniform(3, 20) * 60
+            self._schedule(soon, BENIGN, partial(self._rotate_paths, (f"{app.name}/runtime/db",)))
+            self._schedule(soon + self.rng.uniform(10, 25) * 60, BENIGN, partial(self._deploy, app))
 
-    def _rotate(self, d: int) -> None:
+    def _rotate_paths(self, paths: Sequence[str]) -> None:
         rot = self._rotator
         if not self.ensure_login(rot, force=True):
             return
-        for app in APPS:
-            sec = app.runtime[d % len(app.runtime)]
-            self.call(rot, partial(_read_metadata, path=f"{app.name}/runtime/{sec}"))
-            self._write_kv(rot, f"{app.name}/runtime/{sec}")
+        for path in paths:
+            self.call(rot, partial(_read_metadata, path=path))
+            self._write_kv(rot, path)
+
+    def _rotate(self, d: int) -> None:
+        # The nightly job follows the rotation schedule: pxl-core's JWT key daily, its API keys
+        # weekly, TLS monthly; one runtime secret of every other app per night; registry tokens
+        # weekly.
+        core = APPS[0]
+        paths = [f"{core.name}/runtime/jwt-key"]
+        if d % 7 == 6:
+            paths.append(f"{core.name}/runtime/api-keys")
+        if d % 28 == 20:
+            paths.append(f"{core.name}/runtime/tls")
+        paths += [f"{app.name}/runtime/{app.runtime[d % len(app.runtime)]}" for app in APPS[1:]]
+        self._rotate_paths(paths)
         if d % 7 == 6:
             for app in APPS:
-                self._write_kv(rot, f"{app.name}/build/registry-token")
+                self._write_kv(self._rotator, f"{app.name}/build/registry-token")
 
     def _plan_workday(self, user: str, day: float, start: float | None = None) -> None:
         rng = self.rng
@@ -627,7 +644,10 @@ class Traffic:
             lambda h: h.sys.list_mounted_secrets_engines(),
             lambda h: h.auth.userpass.list_user(),
             lambda h: h.auth.token.lookup_self(),
-            lambda h: h.secrets.kv.v2.list_secrets(path=f"{self.rng.choice(APPS).name}/", mount_point=MOUNT),
+            # pxl-core is off limits to humans in the organisation's access model.
+            lambda h: h.secrets.kv.v2.list_secrets(
+                path=f"{self.rng.choice(APPS[1:]).name}/", mount_point=MOUNT
+            ),
         ]
         self.call(actor, self.rng.choice(ops))
 
@@ -925,12 +945,13 @@ class Traffic:
     def run(self) -> int:
         """Execute every planned action in simulated-time order; return the number of requests."""
         before = len(self.calls)
-        self._plan.sort()
-        for item in self._plan:
+        plan = self._plan
+        heapq.heapify(plan)
+        while plan:  # a heap: actions may schedule follow-ups (a deploy after a pipeline)
+            item = heapq.heappop(plan)
             self._at(item.ts)
             self._label = item.label
             item.run()
-        self._plan.clear()
         self._label = BENIGN
         made = len(self.calls) - before
         log.info("traffic: %d requests over %d simulated days", made, self.days)
