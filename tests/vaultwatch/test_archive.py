@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,16 +33,24 @@ class Traffic:
     alice: str  # alice's identity key
 
 
-@pytest.fixture
-def traffic(openbao_factory: Callable[..., OpenBaoServer], tmp_path: Path) -> Traffic:
-    """Real entries: admin setup, alice reading app/db, bob denied, a failed login."""
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
+    """Real entries: admin setup, alice reading app/db, bob denied, a failed login.
+
+    One server per module (the traffic is read-only for the tests), stopped before they run.
+    """
+    tmp_path = tmp_path_factory.mktemp("bao")
     hmac_log, raw_log = tmp_path / "audit.log", tmp_path / "raw.log"
-    srv = openbao_factory(
-        devices=[
-            AuditDevice("file", "file", {"file_path": str(hmac_log)}),
-            AuditDevice("file", "raw", {"file_path": str(raw_log), "log_raw": "true"}),
-        ]
-    )
+    devices = [
+        AuditDevice("file", "file", {"file_path": str(hmac_log)}),
+        AuditDevice("file", "raw", {"file_path": str(raw_log), "log_raw": "true"}),
+    ]
+    with OpenBaoServer(tmp_path / "server", devices=devices) as srv:
+        _generate(srv)
+    yield _parse(hmac_log, raw_log)
+
+
+def _generate(srv: OpenBaoServer) -> None:
     root = srv.client()
     root.sys.enable_auth_method("userpass")
     root.sys.create_or_update_policy("app-reader", 'path "secret/data/app/*" { capabilities = ["read"] }')
@@ -57,11 +65,14 @@ def traffic(openbao_factory: Callable[..., OpenBaoServer], tmp_path: Path) -> Tr
     bob.auth.userpass.login("bob", "bob-pw-1")
     with pytest.raises(hvac.exceptions.Forbidden):
         bob.secrets.kv.v2.read_secret_version("app/db", raise_on_deleted_version=False)
+    mallory = srv.client(token="")
     with pytest.raises(hvac.exceptions.InvalidRequest):
-        srv.client(token="").auth.userpass.login("bob", "wrong-pw")
-    for c in (root, alice, bob):
+        mallory.auth.userpass.login("bob", "wrong-pw")
+    for c in (root, alice, bob, mallory):
         c.adapter.close()
-    srv.stop()  # flushes and closes the audit files
+
+
+def _parse(hmac_log: Path, raw_log: Path) -> Traffic:
     parser = Parser()
     hmac_events = [parser.parse(line) for line in hmac_log.read_bytes().splitlines() if line.strip()]
     raw_bytes = raw_log.read_bytes()
@@ -153,7 +164,7 @@ def test_log_raw_canary_never_reaches_parquet(traffic: Traffic, tmp_path: Path) 
 
 @pytest.mark.integration
 def test_week_query_opens_only_that_weeks_partitions(traffic: Traffic, tmp_path: Path) -> None:
-    events = spread(traffic.hmac_events, days=21)
+    events = spread(traffic.hmac_events, days=15)
     root = tmp_path / "arch"
     with EventArchive(root, writer_id="w1") as arch:
         arch.extend(events)
