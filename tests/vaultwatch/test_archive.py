@@ -256,8 +256,12 @@ def test_two_writers_share_a_root(tmp_path: Path) -> None:
             arch.append(ev)
     names = sorted(p.name for p in arch.files())
     assert len(names) == 4 and sum(n.startswith("part-a-") for n in names) == 2
+    (tmp_path / "date=2026-01-01" / "hour=10" / ".part-c-1.parquet.tmp").write_bytes(b"half a file")
+    (tmp_path / "notes.txt").write_text("not a partition")
     assert len(arch.query(identity="login:userpass:alice")) == 6
     assert arch.query(identity="login:userpass:alice", end=datetime(2026, 1, 1, 10, tzinfo=UTC)).empty
+    empty = EventArchive(tmp_path / "nothing-yet").query(identity="x")
+    assert empty.empty and "identity_key" in empty.columns
 
 
 @pytest.mark.integration

@@ -31,7 +31,10 @@ def problems(exc: pytest.ExceptionInfo[ConfigError]) -> dict[str, str]:
     return dict(exc.value.problems)
 
 
-def test_defaults_without_file_or_env() -> None:
+def test_defaults_without_file_or_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The process environment is read only when passed in.
+    monkeypatch.setenv("VAULTWATCH_API__PORT", "9999")
+    assert Settings().api.port == 8080
     s = load_settings(None, env={})
     assert (s.kafka.session_timeout_ms, s.kafka.heartbeat_interval_ms, s.kafka.max_poll_interval_ms) == (
         6000,
