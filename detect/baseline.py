@@ -1,7 +1,7 @@
 """Per-identity behavioural baselines: compact, exponentially decayed, bounded in memory.
 
-Every identity keeps, per feature (path template, directory, operation+template, mount, address,
-subnet), a top-K *space-saving* counter whose counts decay with two horizons at once: a short one
+Every identity keeps, per feature (path template, directory, area, operation+template, mount,
+address, subnet), a top-K *space-saving* counter whose counts decay with two horizons at once: a short one
 (about 10 days, "uncommon for this identity") and a long one (about 180 days, "first time for
 this identity"). Decay uses *forward decay* (Cormode et al.): an event at time ``t`` adds
 ``exp((t - t0) / tau)`` for a fixed landmark ``t0``, so an update is one addition and every count
@@ -40,12 +40,17 @@ __all__ = [
     "Baseline",
     "GroupBaseline",
     "FEATURES",
+    "GROUP_FEATURES",
+    "ORG_FEATURES",
     "METRICS",
     "hour_of_week",
 ]
 
 #: Feature names counted per identity (also the ``feature`` argument of ``BaselineView.count``).
-FEATURES = ("template", "dir", "op_template", "mount", "address", "subnet")
+FEATURES = ("dir", "area", "op_template", "mount", "address", "subnet")
+#: Features also counted for peer groups (addresses are personal) and for the organisation.
+GROUP_FEATURES = ("dir", "area", "op_template", "mount", "subnet")
+ORG_FEATURES = FEATURES
 #: Per-hour metrics whose distribution each identity keeps.
 METRICS = ("events", "distinct", "lists", "errors")
 _MAX_EXP = 600.0
@@ -102,6 +107,12 @@ class TopK(msgspec.Struct, kw_only=True):
             it[0] += wl
             it[1] += ws
             return False
+        self.insert(value, wl, ws)
+        return True
+
+    def insert(self, value: str, wl: float, ws: float) -> None:
+        """Add a value that is not present (totals already counted), evicting the smallest if full."""
+        items = self.items
         self.new_l += wl
         self.new_s += ws
         if len(items) >= self.k:
@@ -110,7 +121,6 @@ class TopK(msgspec.Struct, kw_only=True):
             items[value] = [floor[0] + wl, floor[1] + ws, floor[0]]
         else:
             items[value] = [wl, ws, 0.0]
-        return True
 
     def lower(self, value: str) -> float:
         """Stored (undecayed) lower bound of the long count of ``value``; 0 when absent."""
@@ -181,7 +191,7 @@ class Window(msgspec.Struct, kw_only=True):
     lists: int = 0
     errors: int = 0
     new_values: int = 0
-    reads: list[str] = msgspec.field(default_factory=list)
+    reads: set[str] = msgspec.field(default_factory=set)
     addresses: list[str] = msgspec.field(default_factory=list)
     event_ids: list[str] = msgspec.field(default_factory=list)
     fired: dict[str, int] = msgspec.field(default_factory=dict)

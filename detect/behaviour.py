@@ -36,7 +36,9 @@ from ingest.event import AuditEvent, Identity
 
 from .baseline import (
     FEATURES,
+    GROUP_FEATURES,
     METRICS,
+    ORG_FEATURES,
     Baseline,
     Clock,
     GroupBaseline,
@@ -46,7 +48,7 @@ from .baseline import (
 )
 from .config import DetectConfig
 from .explain import fmt_count
-from .templates import directory_of, own_names, subnet_of, template_path
+from .templates import area_of, directory_of, own_names, subnet_of, template_path
 
 __all__ = ["Behaviour", "BehaviourState", "Signal", "WindowRow", "group_key", "extract"]
 
@@ -111,12 +113,71 @@ def extract(ev: AuditEvent, names: tuple[str, ...]) -> dict[str, str]:
     tpl = template_path(path, names)
     op = ev.operation or "?"
     mount = ev.mount_point or (path.split("/", 1)[0] + "/")
-    out = {"template": tpl, "dir": directory_of(tpl), "op_template": f"{op} {tpl}", "mount": mount}
+    out = {
+        "dir": directory_of(tpl),
+        "area": area_of(tpl),
+        "op_template": f"{op} {tpl}",
+        "mount": mount,
+    }
     ip = ev.remote_ip
     if ip:
         out["address"] = ip
         out["subnet"] = subnet_of(ip)
     return out
+
+
+def how_tail(h: list[float], how: int) -> float:
+    """Tail probability of an active hour in hour-of-week ``how`` given the histogram ``h``.
+
+    The estimate mixes the joint histogram (smoothed with the neighbouring hours: 09:59 and
+    10:00 are the same habit) with the product of the day-of-week and hour-of-day marginals, so
+    an identity active at all hours is not surprised by an empty cell that is only sampling
+    noise, while a nine-to-five identity is by 03:00. The tail is the total probability of the
+    hours no more likely than this one.
+    """
+    total = sum(h)
+    if total <= 0:
+        return 1.0
+    days = [sum(h[d * 24 : d * 24 + 24]) for d in range(7)]
+    hod = [sum(h[d * 24 + i] for d in range(7)) for i in range(24)]
+    q = [0.0] * 168
+    for i in range(168):
+        joint = (h[i] + 0.5 * (h[i - 1] + h[(i + 1) % 168])) / (2 * total)
+        indep = (
+            days[i // 24]
+            * (hod[i % 24] + 0.5 * (hod[(i - 1) % 24] + hod[(i + 1) % 24]))
+            / (2 * total * total)
+        )
+        q[i] = 0.5 * joint + 0.5 * indep + 1e-6
+    norm = sum(q)
+    mine = q[how]
+    return min(1.0, sum(x for x in q if x <= mine) / norm)
+
+
+def _learn(
+    feats: dict[str, TopK],
+    values: dict[str, str],
+    which: tuple[str, ...],
+    k: dict[str, int],
+    wl: float,
+    ws: float,
+) -> None:
+    # The hot path: an inlined TopK.observe (most values are already present).
+    for f in which:
+        v = values.get(f)
+        if v is None:
+            continue
+        c = feats.get(f)
+        if c is None:
+            c = feats[f] = TopK(k=k[f])
+        c.tot_l += wl
+        c.tot_s += ws
+        it = c.items.get(v)
+        if it is None:
+            c.insert(v, wl, ws)
+        else:
+            it[0] += wl
+            it[1] += ws
 
 
 def _tail_normal(z: float) -> float:
@@ -136,13 +197,15 @@ class Behaviour:
             )
         )
         self._k = {
-            "template": cfg.k_template,
             "dir": cfg.k_dir,
+            "area": cfg.k_area,
             "op_template": cfg.k_op,
             "mount": cfg.k_mount,
             "address": cfg.k_address,
             "subnet": cfg.k_subnet,
         }
+        self._kg = dict.fromkeys(self._k, cfg.k_group)
+        self._ko = dict.fromkeys(self._k, cfg.k_org)
         self._started = bool(self.state.identities)
 
     # -- BaselineView ---------------------------------------------------------------------------
@@ -255,7 +318,6 @@ class Behaviour:
         self.rebase_if_needed(ev.ts)
         b = self._identity(ev)
         st = self.state
-        cfg = self.cfg
         ts = ev.ts
         wl, ws = st.clock.weights(ts)
         learning = self._learning(b, ts)
@@ -297,11 +359,11 @@ class Behaviour:
         op = ev.operation
         if op == "list":
             win.lists += 1
-        elif op == "read" and ev.outcome == "ok" and len(win.reads) < _MAX_READS and ev.path not in win.reads:
-            win.reads.append(ev.path)
+        elif op == "read" and ev.outcome == "ok" and len(win.reads) < _MAX_READS:
+            win.reads.add(ev.path)
         if ev.outcome in _ERRORS:
             win.errors += 1
-        if new.get("template"):
+        if new["op_template"]:
             win.new_values += 1
             b.day_new += 1
         ip = ev.remote_ip
@@ -316,11 +378,9 @@ class Behaviour:
         b.n += 1
         b.learn_n += 1
         if b.taint_until <= ts:
-            k = self._k
-            for f, v in values.items():
-                self._counter(feats, f, k[f]).observe(v, wl, ws)
-                self._counter(grp.feats, f, cfg.k_group).observe(v, wl, ws)
-                self._counter(org.feats, f, cfg.k_org).observe(v, wl, ws)
+            _learn(feats, values, FEATURES, self._k, wl, ws)
+            _learn(grp.feats, values, GROUP_FEATURES, self._kg, wl, ws)
+            _learn(org.feats, values, ORG_FEATURES, self._ko, wl, ws)
             grp.n += 1
             org.n += 1
         return signals, b, rows
@@ -348,7 +408,7 @@ class Behaviour:
     ) -> None:
         org = self.state.org
         # Only the broadest new thing is reported: a new mount implies a new directory.
-        for chain in (("mount", "dir", "op_template"), ("subnet", "address")):
+        for chain in (("mount", "area", "dir", "op_template"), ("subnet", "address")):
             for f in chain:
                 if f not in values or not new[f]:
                     continue
@@ -372,14 +432,21 @@ class Behaviour:
                 if group_new and len(grp.members) > 2 and gc is not None:
                     s = max(s, -math.log10(max(gc.novelty_rate(ws), 1e-12)))
                 if org_new and oc is not None:
-                    s = max(s, -math.log10(max(oc.novelty_rate(ws), 1e-12)) * 0.8)
+                    s_org = -math.log10(max(oc.novelty_rate(ws), 1e-12))
+                    # A network nobody in the organisation has used adds to the identity's own
+                    # surprise; for paths, org-wide novelty is mostly typos and probing.
+                    s = s + 0.4 * s_org if f in ("subnet", "address") else max(s, 0.8 * s_org)
+                if f == "op_template":
+                    # A new secret in a familiar directory is everyday work; only a very
+                    # unusual one counts (harvesting is caught by the per-day volume signal).
+                    s *= 0.6
                 if learning:
                     s *= 0.5
                 if s < self.cfg.min_surprise:
                     break
                 seen = b.n
                 baseline = f"never in {self.cfg.long_horizon_days:.0f} d ({seen} events)"
-                if f in ("dir", "mount", "op_template"):
+                if f in ("dir", "area", "mount", "op_template"):
                     k, n = self.peers_with(b, f, v)
                     if n:
                         baseline += f"; peers: {k} of {n}"
@@ -387,6 +454,7 @@ class Behaviour:
                     baseline += "; first in the organisation"
                 what = {
                     "dir": "access under",
+                    "area": "access in area",
                     "mount": "use of mount",
                     "op_template": "request",
                     "subnet": "request from network",
@@ -407,6 +475,11 @@ class Behaviour:
             p = (c.short(v) + 0.01 * ws) / (c.tot_s + ws)
             if p >= 1e-3:
                 continue
+            sl, ss = self.state.clock.scale(ts)
+            long_n = c.lower(v) * sl
+            # Rare *and old*: used a few times long ago, hardly at all within the short horizon.
+            if long_n < 2.0 or c.short(v) * ss > 0.2 * long_n:
+                continue
             tag = f"rarity.{f}:{v}"
             if tag in win.fired:
                 continue
@@ -414,7 +487,6 @@ class Behaviour:
             s = -math.log10(p) * 0.6
             if s < self.cfg.min_surprise:
                 continue
-            sl, ss = self.state.clock.scale(ts)
             out.append(
                 Signal(
                     "rarity",
@@ -431,23 +503,15 @@ class Behaviour:
     def _time_signal(self, b: Baseline, ts: float, out: list[Signal]) -> None:
         sl, _ = self.state.clock.scale(ts)
         hours = b.how_total * sl
-        if hours < self.cfg.time_min_hours:
+        # Two full weeks of history before an hour-of-week can be called rare for anyone.
+        if hours < self.cfg.time_min_hours or ts - b.first_ts < 14 * 86400:
             return
-        how = hour_of_week(ts)
-        h = b.how
-
-        # Smooth with the neighbouring hours: 09:59 and 10:00 are the same habit.
-        def sm(i: int) -> float:
-            return h[i] + 0.5 * (h[(i - 1) % 168] + h[(i + 1) % 168])
-
-        mine = sm(how)
-        allv = [sm(i) for i in range(168)]
-        total = sum(allv)
-        tail = sum(x for x in allv if x <= mine)
-        p = (tail * sl + 0.5) / (total * sl + 1.0)
+        # Never more confident than "not once in all these hours" allows (rule of succession).
+        p = max(how_tail(b.how, hour_of_week(ts)), 0.5 / (hours + 1.0))
         s = -math.log10(p)
         if s < self.cfg.min_surprise:
             return
+        how = hour_of_week(ts)
         day = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[how // 24]
         label = f"{day} {how % 24:02d}:00 UTC"
         out.append(
@@ -458,8 +522,8 @@ class Behaviour:
                 label,
                 s,
                 f"active {label}",
-                f"{fmt_count(h[how] * sl)} of {fmt_count(hours)} active hours in this hour-of-week "
-                f"({self.cfg.long_horizon_days:.0f} d)",
+                f"{fmt_count(b.how[how] * sl)} of {fmt_count(hours)} active hours in this hour-of-week; "
+                f"p={p:.2g} ({self.cfg.long_horizon_days:.0f} d)",
             )
         )
 
@@ -584,8 +648,9 @@ class Behaviour:
             "last_active": b.last_ts,
             "events": b.n,
             "learning": self.in_learning(key, at),
-            "top_templates": feats["template"],
+            "top_templates": feats["op_template"],
             "top_directories": feats["dir"],
+            "top_areas": feats["area"],
             "top_operations": feats["op_template"],
             "mounts": feats["mount"],
             "addresses": feats["address"],

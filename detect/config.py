@@ -28,8 +28,8 @@ class DetectConfig(msgspec.Struct, frozen=True, kw_only=True):
     short_horizon_days: float = 10.0
     long_horizon_days: float = 180.0
     #: Top-K sizes per identity (space-saving counters); larger K costs memory per identity.
-    k_template: int = 96
     k_dir: int = 48
+    k_area: int = 16
     k_op: int = 96
     k_mount: int = 16
     k_address: int = 16
@@ -49,7 +49,7 @@ class DetectConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: within ``risk_window_hours``.
     risk_half_life_hours: float = 12.0
     risk_window_hours: float = 24.0
-    risk_threshold: float = 100.0
+    risk_threshold: float = 75.0
     families_to_alert: int = 3
     family_min_points: float = 25.0
     high_score: int = 80

@@ -260,7 +260,8 @@ class Engine:
         for row, p in self._model.score_pending():
             if p > self.cfg.model_tail:
                 continue
-            s = WindowModel.surprise(p)
+            # Halved: the window's features restate what the other signals already measured.
+            s = 0.5 * WindowModel.surprise(p)
             sig = Signal(
                 "model",
                 "model.window",

@@ -24,7 +24,7 @@ import re
 from functools import lru_cache
 from typing import Final
 
-__all__ = ["template_path", "directory_of", "own_names", "subnet_of"]
+__all__ = ["template_path", "directory_of", "area_of", "own_names", "subnet_of"]
 
 _UUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX: Final = re.compile(r"[0-9a-fA-F]{12,}")
@@ -74,6 +74,19 @@ def directory_of(template: str) -> str:
     return t[:idx] + "/*"
 
 
+@lru_cache(maxsize=65_536)
+def area_of(template: str) -> str:
+    """The first three segments with a ``*`` leaf: the project or team area of a secret.
+
+    >>> area_of("secret/data/runtime/svc1/db")
+    'secret/data/runtime/*'
+    """
+    parts = template.strip("/").split("/")
+    if len(parts) <= 3:
+        return directory_of(template)
+    return "/".join(parts[:3]) + "/*"
+
+
 @lru_cache(maxsize=16_384)
 def own_names(display_name: str | None, metadata_name: str | None = None) -> tuple[str, ...]:
     """Names an identity may see in its own paths: ``userpass-alice`` gives ``("alice",)``."""
@@ -82,8 +95,9 @@ def own_names(display_name: str | None, metadata_name: str | None = None) -> tup
         _, _, tail = display_name.partition("-")
         if tail and len(tail) >= 3:
             out.append(tail)
-        if "@" in display_name:
-            out.append(display_name.split("@", 1)[0])
+        local = (tail or display_name).split("@", 1)[0]
+        if "@" in display_name and len(local) >= 3:
+            out.append(local)
     if metadata_name and len(metadata_name) >= 3:
         out.append(metadata_name)
     return tuple(dict.fromkeys(out))

@@ -1,0 +1,166 @@
+"""Baseline math: forward decay, space-saving bounds, serialisation, templates, hour-of-week tails."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detect.baseline import Baseline, Clock, TopK, hour_of_week
+from detect.behaviour import how_tail
+from detect.templates import area_of, directory_of, own_names, subnet_of, template_path
+
+DAY = 86400.0
+
+
+def test_forward_decay_equals_direct_decay() -> None:
+    clock = Clock(t0=1000.0, tau_short=10 * DAY, tau_long=180 * DAY)
+    c = TopK(k=4)
+    times = [1000.0, 1000.0 + 3 * DAY, 1000.0 + 20 * DAY]
+    for t in times:
+        wl, ws = clock.weights(t)
+        c.observe("x", wl, ws)
+    now = 1000.0 + 30 * DAY
+    sl, ss = clock.scale(now)
+    direct_short = sum(math.exp(-(now - t) / (10 * DAY)) for t in times)
+    direct_long = sum(math.exp(-(now - t) / (180 * DAY)) for t in times)
+    assert c.items["x"][1] * ss == pytest.approx(direct_short)
+    assert c.lower("x") * sl == pytest.approx(direct_long)
+    # Ten days of silence divide the short count by e; the long one barely moves.
+    sl2, ss2 = clock.scale(now + 10 * DAY)
+    assert c.items["x"][1] * ss2 == pytest.approx(direct_short / math.e)
+    assert c.lower("x") * sl2 > 0.9 * direct_long
+
+
+def test_space_saving_evicts_smallest_and_records_error() -> None:
+    c = TopK(k=3)
+    for v, n in (("a", 5), ("b", 3), ("c", 1)):
+        for _ in range(n):
+            c.observe(v, 1.0, 1.0)
+    assert c.observe("d", 1.0, 1.0) is True
+    assert set(c.items) == {"a", "b", "d"}
+    assert c.items["d"] == [2.0, 2.0, 1.0]
+    assert c.lower("d") == 1.0
+    assert c.lower("missing") == 0.0
+    assert c.new_l == 4.0 and c.tot_l == 10.0
+
+
+def test_novelty_rate_is_calibrated() -> None:
+    stable, churn = TopK(k=64), TopK(k=64)
+    for i in range(1000):
+        stable.observe(f"s{i % 3}", 1.0, 1.0)
+        churn.observe(f"c{i % 500}", 1.0, 1.0)
+    assert stable.novelty_rate(1.0) < 0.005
+    assert churn.novelty_rate(1.0) > 0.05
+
+
+def test_baseline_roundtrips_through_msgpack() -> None:
+    b = Baseline(key="entity:x", names=("alice",), first_ts=1.0, last_ts=2.0)
+    b.feats["dir"] = TopK(k=8)
+    b.feats["dir"].observe("secret/data/a/*", 1.5, 2.5)
+    b.window.reads.add("secret/data/a/b")
+    data = msgspec.msgpack.encode(b)
+    back = msgspec.msgpack.decode(data, type=Baseline)
+    assert back == b
+    assert len(data) < 3000
+
+
+def test_rescale_keeps_decayed_counts() -> None:
+    clock = Clock(t0=0.0, tau_short=10 * DAY, tau_long=180 * DAY)
+    c = TopK(k=4)
+    wl, ws = clock.weights(5 * DAY)
+    c.observe("v", wl, ws)
+    now = 8 * DAY
+    before = (c.lower("v") * clock.scale(now)[0], c.short("v") * clock.scale(now)[1])
+    fl, fs = clock.scale(6 * DAY)
+    c.rescale(fl, fs)
+    clock.t0 = 6 * DAY
+    after = (c.lower("v") * clock.scale(now)[0], c.short("v") * clock.scale(now)[1])
+    assert after == pytest.approx(before)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.integers(min_value=1, max_value=8),
+    stream=st.lists(st.tuples(st.integers(0, 20), st.floats(0, 40 * DAY)), min_size=1, max_size=200),
+)
+def test_topk_invariants(k: int, stream: list[tuple[int, float]]) -> None:
+    """Never more than K values; the stored lower bound never exceeds the true decayed count, the
+    stored upper bound never falls below it (space-saving guarantees, under forward decay)."""
+    clock = Clock(t0=0.0, tau_short=10 * DAY, tau_long=180 * DAY)
+    c = TopK(k=k)
+    stream = sorted(stream, key=lambda x: x[1])
+    true: dict[str, float] = {}
+    for v, t in stream:
+        wl, ws = clock.weights(t)
+        c.observe(str(v), wl, ws)
+        true[str(v)] = true.get(str(v), 0.0) + wl
+        assert len(c.items) <= k
+    total = sum(true.values())
+    assert c.tot_l == pytest.approx(total)
+    for v, (up, _, err) in c.items.items():
+        assert up - err <= true[v] * (1 + 1e-9) + 1e-9
+        assert up >= true[v] * (1 - 1e-9) - 1e-9
+    # Any value heavier than total/k is guaranteed to be kept.
+    for v, n in true.items():
+        if n > total / k * (1 + 1e-9):
+            assert v in c.items
+
+
+@settings(max_examples=60, deadline=None)
+@given(gap=st.floats(0, 400 * DAY), t=st.floats(0, 100 * DAY))
+def test_decay_is_monotone(gap: float, t: float) -> None:
+    clock = Clock(t0=0.0, tau_short=10 * DAY, tau_long=180 * DAY)
+    wl, ws = clock.weights(t)
+    a = clock.scale(t + gap)
+    b = clock.scale(t + gap + DAY)
+    assert wl * b[0] <= wl * a[0] <= 1.0 + 1e-9
+    assert ws * b[1] <= ws * a[1] <= 1.0 + 1e-9
+
+
+@pytest.mark.parametrize(
+    ("path", "names", "want"),
+    [
+        ("secret/data/users/alice/x", ("alice",), "secret/data/users/{user}/x"),
+        ("secret/data/users/bob/x", ("alice",), "secret/data/users/bob/x"),
+        ("sys/leases/lookup/1b4e28ba-2fa1-11d2-883f-0016d3cca427", (), "sys/leases/lookup/{uuid}"),
+        ("secret/data/build/12345", (), "secret/data/build/{n}"),
+        ("pki/cert/0a1b2c3d4e5f6a7b", (), "pki/cert/{hex}"),
+        ("auth/token/lookup/hmac-sha256:abc", (), "auth/token/lookup/{hmac}"),
+        ("database/creds/ro/Xy7pQ2rT9wLm4kZs8vBn3cDf", (), "database/creds/ro/{id}"),
+        ("secret/data/payments-service/config", (), "secret/data/payments-service/config"),
+        ("", (), "/"),
+    ],
+)
+def test_templates(path: str, names: tuple[str, ...], want: str) -> None:
+    assert template_path(path, names) == want
+
+
+def test_directory_area_names_subnets() -> None:
+    assert directory_of("secret/data/logos/pxl-core/runtime/db") == "secret/data/logos/pxl-core/runtime/*"
+    assert directory_of("sys") == "sys/*"
+    assert area_of("secret/data/runtime/svc1/db") == "secret/data/runtime/*"
+    assert area_of("secret/data/x") == "secret/data/*"
+    assert own_names("userpass-alice") == ("alice",)
+    assert own_names("oidc-bob@example.com") == ("bob@example.com", "bob")
+    assert own_names("root") == ()
+    assert subnet_of("10.1.2.3") == "10.1.2.0/24"
+    assert subnet_of("2001:db8:1:2:3::4") == "2001:db8:1:2::/64"
+    assert subnet_of("fe80::1") == "fe80:0:0:0::/64"
+
+
+def test_hour_of_week_and_tail() -> None:
+    monday = 1772409600.0  # 2026-03-02 00:00 UTC, a Monday
+    assert hour_of_week(monday) == 0
+    assert hour_of_week(monday + 6 * DAY + 23 * 3600) == 167
+    office = [0.0] * 168
+    for d in range(5):
+        for h in range(9, 18):
+            office[d * 24 + h] = 10.0
+    assert how_tail(office, 10) > 0.3  # Monday 10:00
+    assert how_tail(office, 3) < 0.01  # Monday 03:00
+    uniform = [1.0 if i % 3 else 0.0 for i in range(168)]
+    assert how_tail(uniform, 0) > 0.05  # sampling holes of an always-on identity are not rare
