@@ -4,7 +4,8 @@ Layout (hive-style, so pandas/pyarrow dataset filters prune partitions by path):
 
     <root>/date=2026-11-28/hour=13/part-<writer>-<seq>.parquet
 
-The archive keeps *who did what, where, from where and how it went*: identity, path, operation,
+The archive keeps *who did what, where, from where and how it went*: identity, path and its
+template (``detect.templates``: UUIDs, numbers and random ids folded), operation,
 mount, namespace, address, outcome, a short error, and the HMACs of the caller's token and
 accessor (``hmac-sha256:...`` values only, so "what did this token touch" can be answered). It
 never keeps request or response data, and a token or accessor that the audit device wrote in
@@ -40,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from detect.templates import template_path
 from ingest.event import AuditEvent
 from ingest.redact import HMAC_PREFIX
 
@@ -60,6 +62,7 @@ SCHEMA: Final = pa.schema(
         pa.field("display_name", pa.string()),
         pa.field("policies", pa.list_(pa.string())),
         pa.field("path", pa.string(), nullable=False),
+        pa.field("path_template", pa.string(), nullable=False),
         pa.field("operation", pa.string()),
         pa.field("mount_point", pa.string()),
         pa.field("mount_type", pa.string()),
@@ -114,6 +117,8 @@ def event_row(ev: AuditEvent) -> dict[str, Any]:
         "display_name": ident.display_name,
         "policies": list(ident.policies),
         "path": ev.path,
+        # Cached in detect.templates: audit paths repeat enormously, so this is a dict lookup.
+        "path_template": template_path(ev.path),
         "operation": ev.operation,
         "mount_point": ev.mount_point,
         "mount_type": ev.mount_type,
@@ -372,6 +377,7 @@ class EventArchive:
         *,
         identity: str | None = None,
         path_prefix: str | None = None,
+        path_template: str | None = None,
         operation: str | Sequence[str] | None = None,
         remote_ip: str | None = None,
         outcome: str | Sequence[str] | None = None,
@@ -387,7 +393,8 @@ class EventArchive:
     ) -> pd.DataFrame:
         """Events matching every given filter, ordered by time, as a DataFrame.
 
-        ``identity`` is an identity key (``entity:<id>``, ``token:<name>``...); ``start`` is
+        ``identity`` is an identity key (``entity:<id>``, ``token:<name>``...); ``accessor`` and
+        ``client_token_hmac`` are ``hmac-sha256:`` values as the audit device wrote them; ``start`` is
         inclusive and ``end`` exclusive. Only the hour partitions inside the range are opened,
         the other filters are pushed down to the Parquet reader, and with ``limit`` the scan
         stops as soon as enough rows were found. Written-but-unflushed events are not visible.
@@ -395,6 +402,7 @@ class EventArchive:
         expr = self._filter(
             identity=identity,
             path_prefix=path_prefix,
+            path_template=path_template,
             operation=operation,
             remote_ip=remote_ip,
             outcome=outcome,
@@ -467,6 +475,7 @@ class EventArchive:
         *,
         identity: str | None,
         path_prefix: str | None,
+        path_template: str | None,
         operation: str | Sequence[str] | None,
         remote_ip: str | None,
         outcome: str | Sequence[str] | None,
@@ -491,6 +500,8 @@ class EventArchive:
             if upper is not None:
                 parts.append(ds.field("path") < upper)
             parts.append(pc.starts_with(ds.field("path"), pattern=path_prefix))
+        if path_template is not None:
+            parts.append(ds.field("path_template") == path_template)
         for name, value in (("operation", operation), ("outcome", outcome)):
             if value is None:
                 continue

@@ -15,6 +15,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from detect.templates import template_path
 from ingest.event import AuditEvent
 from ingest.parse import Parser
 from vaultwatch.archive import SCHEMA, ArchiveError, EventArchive
@@ -124,6 +125,8 @@ def test_rows_hold_metadata_and_hmacs_only(traffic: Traffic, tmp_path: Path) -> 
     assert all(a.startswith("hmac-sha256:") for a in df["accessor_hmac"])
     assert all(t.startswith("hmac-sha256:") for t in df["client_token_hmac"])
     assert list(df["policies"].iloc[0]) == ["app-reader", "default"]
+    assert set(df["path_template"]) == {template_path("secret/data/app/db")}
+    assert len(arch.query(path_template="secret/data/app/db", identity=traffic.alice)) == 6
     # One token's exposure: everything its client-token HMAC touched.
     tok = df["client_token_hmac"].iloc[0]
     by_token = arch.query(client_token_hmac=tok)
@@ -240,14 +243,11 @@ def test_events_by_request_ids_and_retention(traffic: Traffic, tmp_path: Path) -
     assert events[0].request_id not in set(arch.query()["request_id"])
 
 
-def test_two_writers_share_a_root(tmp_path: Path) -> None:
-    parser = Parser()
-    line = (
-        b'{"time":"2026-01-01T10:15:00Z","type":"request","auth":{"token_type":"default"},'
-        b'"request":{"id":"r1","operation":"update","path":"auth/userpass/login/alice",'
-        b'"namespace":{"id":"root"},"remote_address":"10.0.0.5:51000"}}'
-    )
-    ev = parser.parse(line)
+@pytest.mark.integration
+def test_two_writers_share_a_root(traffic: Traffic, tmp_path: Path) -> None:
+    login = next(e for e in traffic.hmac_events if e.identity.key == "login:userpass:alice")
+    t = datetime(2026, 1, 1, 10, 15, tzinfo=UTC)
+    ev = msgspec.structs.replace(login, time=t, ts=t.timestamp())
     for w in ("a", "b"):
         with EventArchive(tmp_path, writer_id=w) as arch:
             arch.append(ev)
