@@ -89,6 +89,8 @@ class SocketSource:
     :meth:`start`) for ``socket_type="tcp"``, or a filesystem path for ``"unix"`` (created
     with ``unix_mode``; widen it, e.g. ``0o660``, when Vault runs as another user). Commit what
     you handled before :meth:`close`: lines still queued in memory are moved to the spool then.
+    One thread consumes (:meth:`batches`, :meth:`commit`); :meth:`close` and :meth:`stats` may be
+    called from any thread.
     """
 
     def __init__(
@@ -294,11 +296,16 @@ class SocketSource:
 
     def _read_frame(self, end: int) -> tuple[bytes, int, int] | None:
         off = self._read_off
-        head = os.pread(self._rfd, _FRAME.size, off)
-        if len(head) < _FRAME.size or off + _FRAME.size > end:
-            return None
-        kind, length, size = _FRAME.unpack(head)
-        data = os.pread(self._rfd, length, off + _FRAME.size)
+        try:
+            head = os.pread(self._rfd, _FRAME.size, off)
+            if len(head) < _FRAME.size or off + _FRAME.size > end:
+                return None
+            kind, length, size = _FRAME.unpack(head)
+            data = os.pread(self._rfd, length, off + _FRAME.size)
+        except OSError as exc:
+            if self._closed.is_set():
+                return None  # closed under a consumer still reading: the spool keeps the rest
+            raise SourceError(f"{self.name}: cannot read the spool: {exc.strerror}") from exc
         if len(data) < length:
             return None
         return data, (size if kind == 1 else 0), off + _FRAME.size + length

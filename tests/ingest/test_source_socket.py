@@ -176,7 +176,7 @@ def test_unconsumed_and_uncommitted_lines_survive_a_restart(openbao: OpenBaoServ
         src.commit(got[9])
     # 3. The next start resumes right after the commit.
     with SocketSource("127.0.0.1:0", spool_dir=spool, queue_size=5) as src:
-        rest = collect(src, len(lines), timeout=1.0)
+        rest = collect(src, len(lines), timeout=0.5)
     assert [r.data for r in rest] == lines[10:]
 
 
@@ -188,3 +188,10 @@ def test_too_large_line_over_socket_is_cut_and_flagged(tmp_path: Path) -> None:
         got = collect(src, 3, timeout=5.0)
     assert [too_large_size(r) for r in got] == [300_002, 0, 5001]
     assert got[0].data == b"{" + b"a" * 1023 and got[1].data == b"{}"
+
+
+def test_address_in_use_is_a_clear_error(listener: SocketSource, tmp_path: Path) -> None:
+    from ingest.errors import SourceError
+
+    with pytest.raises(SourceError, match="cannot listen"):
+        SocketSource(listener.address, spool_dir=tmp_path / "other").start()
