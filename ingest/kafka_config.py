@@ -11,8 +11,10 @@ group in about 3 s; it suits tests, the demo and small deployments whose batches
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from types import ModuleType
 from typing import Any, Final
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "KafkaSettings",
     "ProducerSettings",
     "consumer_config",
+    "import_kafka",
     "producer_config",
 ]
 
@@ -169,3 +172,20 @@ def producer_config(kafka: KafkaSettings, producer: ProducerSettings) -> dict[st
         delivery_timeout_ms=max(producer.delivery_timeout_ms, producer.linger_ms + kafka.request_timeout_ms),
     )
     return cfg
+
+
+def import_kafka() -> ModuleType:
+    """The ``kafka`` package (kafka-python), imported on first use.
+
+    Imported lazily so that ``ingest`` loads without the client's start-up cost. kafka-python 3.0
+    reads its protocol schemas with ``importlib.resources.read_text`` at import time, which
+    Python 3.11+ flags as deprecated; that warning is about the library, not us, so it is muted
+    for the import only.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        import kafka
+        import kafka.errors
+
+    module: ModuleType = kafka
+    return module

@@ -10,7 +10,10 @@ nothing; the price is that the last batch may be sent twice (at-least-once), whi
 deduplication absorbs.
 
 When the broker is unavailable the shipper keeps the batch, waits with exponential backoff
-(never a busy loop), re-sends what failed and does not commit until it succeeds.
+(never a busy loop), re-sends what failed and does not commit until it succeeds. A producer can
+also end up in a state it never leaves by itself (an idempotent producer whose broker lost its
+producer state, say, fails every record at once with a non-retriable error); given a
+``reconnect`` factory the shipper then replaces it.
 """
 
 from __future__ import annotations
@@ -142,6 +145,7 @@ class Shipper:
         sleep: Callable[[float], bool] | None = None,
         seed: int | None = None,
         stats_interval: float = 60.0,
+        reconnect: Callable[[], Producer] | None = None,
     ) -> None:
         if max_batch <= 0:
             raise ValueError("max_batch must be positive")
@@ -161,6 +165,8 @@ class Shipper:
         self._rng = random.Random(seed)
         self._stats_interval = stats_interval
         self._last_stats = time.monotonic()
+        self._reconnect = reconnect
+        self._broken = False
 
     def __repr__(self) -> str:
         return f"Shipper(source={self.source.name!r}, topic={self.topic!r})"
@@ -244,6 +250,8 @@ class Shipper:
 
     def _deliver(self, out: list[_Outgoing]) -> None:
         """Send and wait for every acknowledgement, re-sending failures after a backoff."""
+        if self._broken:
+            self._replace_producer()
         for item in out:
             self._send(item)
         attempt = 0
@@ -269,14 +277,39 @@ class Shipper:
                     type(first).__name__,
                     first,
                 )
+                if any(not getattr(i.future.exception, "retriable", True) for i in failed):
+                    self._broken = True
             if self._stop.is_set() or self._sleep(self.backoff.delay(attempt, self._rng)):
                 raise ShipInterrupted(
                     f"stopped with {len(waiting)} record(s) unacknowledged; source not committed"
                 )
             attempt += 1
             self.stats.retries += 1
+            if self._broken and self._replace_producer():
+                # The old producer's in-flight records died with it: send all of them again.
+                failed = waiting
             for item in failed:
                 self._send(item)
+
+    def _replace_producer(self) -> bool:
+        """Swap a producer stuck in a failed state for a new one; False if that is not possible."""
+        if self._reconnect is None:
+            return False
+        log.warning("the Kafka producer failed with a non-retriable error; replacing it")
+        old = self.producer
+        try:
+            self.producer = self._reconnect()
+        except Exception as exc:  # noqa: BLE001 - the broker may still be down: retried later
+            log.warning("cannot create a new Kafka producer yet: %s", exc)
+            return False
+        self._broken = False
+        close = getattr(old, "close", None)
+        if close is not None:
+            try:
+                close(timeout=0)
+            except Exception as exc:  # noqa: BLE001 - it was broken already
+                log.debug("closing the failed producer: %s", exc)
+        return True
 
     def _quarantine(self, rec: RawRecord, exc: ParseError) -> None:
         attempt = 0

@@ -27,6 +27,7 @@ from ..kafka_config import (
     KafkaSettings,
     ProducerSettings,
     consumer_config,
+    import_kafka,
     producer_config,
 )
 from .base import RawRecord
@@ -71,10 +72,7 @@ def dlq_topic(topic: str) -> str:
 
 
 def _kafka() -> Any:
-    # Imported lazily so that `ingest` imports without the Kafka client's start-up cost.
-    import kafka
-
-    return kafka
+    return import_kafka()
 
 
 class KafkaSource:
@@ -300,15 +298,21 @@ class DeadLetterQueue:
         self.counts: Counter[str] = Counter()
         self.flush_timeout = flush_timeout
         self._owned = producer is None
+        self._config: dict[str, Any] = {}
         if producer is None:
             assert kafka is not None
-            k = _kafka()
-            try:
-                producer = k.KafkaProducer(**producer_config(kafka, settings or ProducerSettings()))
-            except k.errors.KafkaError as exc:
-                raise ShipError(f"cannot connect to Kafka at {kafka.bootstrap!r}: {exc}") from exc
+            self._config = producer_config(kafka, settings or ProducerSettings())
+            producer = self._new_producer()
         self._producer = producer
         self._pending: list[tuple[Any, bytes, list[tuple[str, bytes]]]] = []
+
+    def _new_producer(self) -> Any:
+        k = _kafka()
+        try:
+            return k.KafkaProducer(**self._config)
+        except k.errors.KafkaError as exc:
+            servers = self._config.get("bootstrap_servers")
+            raise ShipError(f"cannot connect to Kafka at {servers!r}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"DeadLetterQueue(topic={self.topic!r})"
@@ -335,7 +339,9 @@ class DeadLetterQueue:
 
     def _send(self, line: bytes, headers: list[tuple[str, bytes]]) -> Any:
         try:
-            return self._producer.send(self.topic, value=line, headers=headers)
+            # Keyed by source so one source's refused records stay in order in one partition.
+            key = dict(headers)["vaultwatch.source"]
+            return self._producer.send(self.topic, value=line, key=key, headers=headers)
         except _kafka().errors.KafkaError as exc:
             # Not queued (no metadata within max_block_ms, say): flush() reports and re-sends it.
             return _NotSent(exc)
@@ -358,6 +364,11 @@ class DeadLetterQueue:
             self._pending = []
             return
         first = failed[0][0].exception
+        if self._owned and any(not getattr(f.exception, "retriable", True) for f, _, _ in failed):
+            # A producer stuck in a failed state (see ingest.ship): start a new one.
+            log.warning("the DLQ producer failed with a non-retriable error; replacing it")
+            old, self._producer = self._producer, self._new_producer()
+            old.close(timeout=0)
         self._pending = [(self._send(line, h), line, h) for _, line, h in failed]
         raise ShipError(f"DLQ {self.topic} refused {len(failed)} record(s): {first}")
 

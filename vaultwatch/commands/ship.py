@@ -18,7 +18,13 @@ from urllib.parse import urlsplit
 
 from ingest.dedup import Deduplicator
 from ingest.errors import IngestError, SourceError
-from ingest.kafka_config import COMPRESSION_TYPES, KafkaSettings, ProducerSettings, producer_config
+from ingest.kafka_config import (
+    COMPRESSION_TYPES,
+    KafkaSettings,
+    ProducerSettings,
+    import_kafka,
+    producer_config,
+)
 from ingest.parse import DEFAULT_MAX_LINE_BYTES, Parser
 from ingest.quarantine import FileQuarantine, Quarantine
 from ingest.ship import Backoff, ShipInterrupted, Shipper
@@ -169,7 +175,7 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
         producer = _connect(kafka, settings, backoff, stop)
         if producer is None:
             return 1
-        quarantine = _open_quarantine(args, producer)
+        quarantine = _open_quarantine(args, kafka, settings)
         shipper = Shipper(
             source,
             producer,
@@ -179,6 +185,7 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
             dedup=Deduplicator(args.dedup_window),
             max_batch=args.max_batch,
             backoff=backoff,
+            reconnect=lambda: _new_producer(kafka, settings),
         )
         stop_watch = threading.Thread(target=_relay_stop, args=(stop, shipper), daemon=True)
         stop_watch.start()
@@ -191,6 +198,7 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
             code = 1
         finally:
             stop.set()
+            producer = shipper.producer  # it may have been replaced
         if args.stats:
             sys.stdout.write(json.dumps(shipper.stats.as_dict(), sort_keys=True) + "\n")
             sys.stdout.flush()
@@ -233,15 +241,13 @@ def _connect(
     """A KafkaProducer, retrying with backoff while no broker answers; None if stopped."""
     import random
 
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
-
+    kafka_error = import_kafka().errors.KafkaError
     rng = random.Random()
     attempt = 0
     while not stop.is_set():
         try:
-            return KafkaProducer(**producer_config(kafka, settings))
-        except KafkaError as exc:
+            return _new_producer(kafka, settings)
+        except kafka_error as exc:
             delay = backoff.delay(attempt, rng)
             log.warning("Kafka at %s unavailable (%s); retrying in %.1fs", kafka.bootstrap, exc, delay)
             attempt += 1
@@ -249,12 +255,19 @@ def _connect(
     return None
 
 
-def _open_quarantine(args: argparse.Namespace, producer: Any) -> Quarantine:
+def _new_producer(kafka: KafkaSettings, settings: ProducerSettings) -> Any:
+    return import_kafka().KafkaProducer(**producer_config(kafka, settings))
+
+
+def _open_quarantine(
+    args: argparse.Namespace, kafka: KafkaSettings, settings: ProducerSettings
+) -> Quarantine:
     if args.quarantine:
         return FileQuarantine(args.quarantine)
     from ingest.sources.kafka import DeadLetterQueue, dlq_topic
 
-    return DeadLetterQueue(dlq_topic(args.topic), producer=producer)
+    # Its own producer, so that it can replace it if it ever fails for good.
+    return DeadLetterQueue(dlq_topic(args.topic), kafka=kafka, settings=settings)
 
 
 def _open_source(args: argparse.Namespace) -> Source:
