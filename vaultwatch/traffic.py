@@ -36,6 +36,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
+from .servers import AuditDevice, OpenBaoServer, free_port
+
 __all__ = [
     "ATTACK_KINDS",
     "BENIGN",
@@ -49,6 +51,7 @@ __all__ = [
     "forwarding_listener",
     "generate",
     "iter_labelled",
+    "traffic_server",
 ]
 
 log = logging.getLogger(__name__)
@@ -267,7 +270,8 @@ class Traffic:
     """Drive an organisation's requests against a real OpenBao server on a simulated clock.
 
     ``url`` must be a listener that trusts ``X-Forwarded-For`` from loopback (see
-    :func:`forwarding_listener`); ``audit_log`` is the file device's path on this machine.
+    :func:`forwarding_listener` and :func:`traffic_server`); ``audit_log`` is the file device's
+    path on this machine (``None`` drives the same traffic without a simulated clock: no rewrite).
     Typical use: ``setup()``, ``plan_benign(days)``, ``plan_attacks(warmup_days)``, ``run()``,
     then ``rewrite(out)``. Everything random comes from ``seed``.
     """
@@ -276,7 +280,7 @@ class Traffic:
         self,
         url: str,
         root_token: str,
-        audit_log: str | Path,
+        audit_log: str | Path | None,
         *,
         seed: int = 0,
         start: datetime = SIM_START,
@@ -285,7 +289,7 @@ class Traffic:
 
         self._hvac = hvac
         self.client = hvac.Client(url=url, token=root_token)
-        self.audit_log = Path(audit_log)
+        self.audit_log = Path(audit_log) if audit_log is not None else None
         self.rng = random.Random(seed)
         self.start = start
         self.t0 = start.timestamp()
@@ -351,7 +355,7 @@ class Traffic:
             result = fn(self.client)
         except self._hvac.exceptions.VaultError as exc:
             log.debug("expected refusal in traffic: %s", type(exc).__name__)
-        end = os.stat(self.audit_log).st_size
+        end = os.stat(self.audit_log).st_size if self.audit_log is not None else -1
         rid = result.get("request_id") if isinstance(result, dict) else None
         self.calls.append(Call(self._now, end, self._label, rid or None))
         self._now += self.rng.uniform(*gap)
@@ -688,8 +692,15 @@ class Traffic:
         )
 
     # -- attacks -------------------------------------------------------------------------------
-    def plan_attacks(self, warmup_days: int = 14, kinds: Sequence[str] = ATTACK_KINDS) -> None:
-        """Plan the attacks named in ``kinds`` after ``warmup_days`` of benign traffic (one per slot)."""
+    def plan_attacks(
+        self, warmup_days: int = 14, kinds: Sequence[str] = ATTACK_KINDS, *, spacing: float = 1.0
+    ) -> None:
+        """Plan the attacks named in ``kinds`` after ``warmup_days`` of benign traffic.
+
+        Each kind has its own day slot (one a day, at a time of day that suits it); ``spacing``
+        scales the gap between slots, e.g. ``0.25`` packs all thirteen into about four days for a
+        short demo.
+        """
         self.warmup_days = warmup_days
         unknown = set(kinds) - set(ATTACK_KINDS)
         if unknown:
@@ -768,7 +779,7 @@ class Traffic:
         }
         for kind in kinds:
             day, hour, title, actor, single, trigger = slots[kind]
-            ts = self.t0 + (warmup_days + day) * DAY + hour * HOUR
+            ts = self.t0 + (warmup_days + day * spacing) * DAY + hour * HOUR
             self.scenarios[kind] = Scenario(kind, title, actor, ts, single, trigger)
             runner = getattr(self, "_attack_" + kind.replace("-", "_"))
             if kind == "slow-harvest":
@@ -968,6 +979,8 @@ class Traffic:
         calls = self.calls
         if not calls:
             raise TrafficError("no requests were recorded")
+        if self.audit_log is None:
+            raise TrafficError("no audit log was given: the traffic ran on the real clock only")
         labels: dict[str, str] = {}
         entry_labels: list[str] = []
         issued: dict[str, float] = {}  # token accessor (HMAC) -> simulated issue time
@@ -1061,6 +1074,19 @@ def _with_times(
     # Re-encode the entry as a whole, keeping the server's key order.
     entry["time"] = _rfc3339(ts)
     return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def traffic_server(
+    workdir: str | Path | None = None, *, devices: list[AuditDevice] | None = None
+) -> tuple[OpenBaoServer, str]:
+    """An (unstarted) OpenBao dev server with a forwarding listener, and that listener's URL.
+
+    Use it as ``with server:``; give the URL to :class:`Traffic` or :func:`generate`. ``devices``
+    as for :class:`~vaultwatch.servers.OpenBaoServer` (keep a file device for the rewrite).
+    """
+    port = free_port()
+    server = OpenBaoServer(workdir, devices=devices, extra_config=forwarding_listener(port))
+    return server, f"http://127.0.0.1:{port}"
 
 
 def generate(

@@ -13,6 +13,7 @@ triggering request (median delay 0).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +25,7 @@ import pytest
 from alerts.model import encode_alert
 from ingest.event import AuditEvent
 from ingest.parse import Parser
-from vaultwatch.servers import OpenBaoServer, free_port
-from vaultwatch.traffic import ATTACK_KINDS, BENIGN, GeneratedLog, forwarding_listener, generate
+from vaultwatch.traffic import ATTACK_KINDS, BENIGN, GeneratedLog, generate, traffic_server
 
 from .scenario_report import (
     Evaluation,
@@ -60,11 +60,11 @@ class Run:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     work = tmp_path_factory.mktemp("scenarios")
-    port = free_port()
+    server, url = traffic_server(work / "bao")
     t0 = time.monotonic()
-    with OpenBaoServer(work / "bao", extra_config=forwarding_listener(port)) as srv:
+    with server as srv:
         generated = generate(
-            f"http://127.0.0.1:{port}",
+            url,
             srv.root_token,
             srv.audit_log,
             work / "audit-simulated.log",
@@ -164,9 +164,25 @@ def test_traffic_is_real_labelled_and_on_the_simulated_clock(run: Run) -> None:
     ]
     weekend = [e for e in human if e.time.weekday() >= 5]
     assert human and len(weekend) < 0.05 * len(human)
+    # Nothing invented: the output is the server's own log, only its clock fields moved.
+    raw_lines = [ln for ln in run.raw.splitlines() if ln.strip()]
+    with open(gen.path, "rb") as fh:
+        new_lines = [ln for ln in fh.read().splitlines() if ln.strip()]
+    assert len(raw_lines) == len(new_lines)
+    for before, after in zip(raw_lines, new_lines, strict=True):
+        assert _without_clock(before) == _without_clock(after)
     # The HMAC-disabled attack really leaked: the server wrote the canary in plaintext.
     assert gen.canaries and all(c.encode() in run.raw for c in gen.canaries)
     assert any(e.plaintext_fields for e in run.events)
+
+
+def _without_clock(line: bytes) -> dict[str, Any]:
+    entry: dict[str, Any] = json.loads(line)
+    entry.pop("time")
+    for auth in (entry.get("auth"), (entry.get("response") or {}).get("auth")):
+        if isinstance(auth, dict):
+            auth.pop("token_issue_time", None)
+    return entry
 
 
 # -- the engine's targets ----------------------------------------------------------------------
