@@ -26,6 +26,7 @@ failure the lane stops and the remaining items wait behind the failed one.
 from __future__ import annotations
 
 import email.utils
+import errno
 import logging
 import math
 import queue
@@ -122,9 +123,7 @@ def describe_exception(exc: BaseException) -> str:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, OSError) and cause.errno is not None:
-            import errno as _errno
-
-            return f"{name} ({_errno.errorcode.get(cause.errno, str(cause.errno))})"
+            return f"{name} ({errno.errorcode.get(cause.errno, str(cause.errno))})"
         cause = cause.__cause__ or cause.__context__
     return name
 

@@ -53,7 +53,7 @@ if not any(isinstance(f, _RedactUrls) for f in logging.getLogger("httpx").filter
     logging.getLogger("httpx").addFilter(_RedactUrls())
 
 
-class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+class Delivery(msgspec.Struct, frozen=True):
     """The outcome of one attempt. ``retry_after`` (seconds) is a floor the receiver asked for;
     ``disable`` means the endpoint is gone (HTTP 410) and must not be tried again."""
 

@@ -11,7 +11,8 @@ The configuration is plain data (a parsed TOML document, see ``examples/channels
 Every secret (URLs of Slack/Teams/webhooks, signing secrets, routing keys, SMTP passwords) is a
 reference (``env:``, ``file:``, ``vault:``) resolved by :class:`alerts.secrets.SecretResolver`;
 a literal value is refused, and the error never quotes it. Channels are keyed by
-:func:`endpoint_key` (``receiver/kind/index``), the key outbox items carry in ``endpoint``.
+:func:`endpoint_key` (``receiver/kind/index``, or ``receiver/kind/name`` for a channel with a
+``name``), the key the router writes into each outbox item's ``endpoint``.
 """
 
 from __future__ import annotations
@@ -71,14 +72,17 @@ class WebhookConfig(_Base):
     url: str
     signing_secrets: list[str]
     body: Literal["group", "alert"] = "group"
+    name: str | None = None
 
 
 class SlackConfig(_Base):
     url: str
+    name: str | None = None
 
 
 class TeamsConfig(_Base):
     url: str
+    name: str | None = None
 
 
 class PagerDutyConfig(_Base):
@@ -86,6 +90,7 @@ class PagerDutyConfig(_Base):
     events_url: str = DEFAULT_EVENTS_URL
     events_per_minute: float = 100.0
     burst: float = 20.0
+    name: str | None = None
 
 
 class EmailConfig(_Base):
@@ -97,6 +102,7 @@ class EmailConfig(_Base):
     username: str | None = None
     password: str | None = None
     subject_prefix: str = "[vaultwatch]"
+    name: str | None = None
 
 
 class SyslogConfig(_Base):
@@ -106,6 +112,7 @@ class SyslogConfig(_Base):
     facility: int = 13
     app_name: str = "vaultwatch"
     ca_file: str | None = None
+    name: str | None = None
 
 
 class ReceiverConfig(_Base):
@@ -128,9 +135,16 @@ class ChannelsConfig(_Base):
         return RetryPolicy(schedule=tuple(d.schedule), jitter=d.jitter, cap=d.cap)
 
 
-def endpoint_key(receiver: str, kind: str, index: int) -> str:
-    """The outbox ``endpoint`` of a receiver's ``index``-th integration of ``kind``."""
+def endpoint_key(receiver: str, kind: str, index: int | str) -> str:
+    """The outbox ``endpoint`` of a receiver's integration of ``kind``: ``index`` is the
+    integration's position among the receiver's ``kind`` entries, or its configured name."""
     return f"{receiver}/{kind}/{index}"
+
+
+def _key(receiver: str, kind: str, index: int, cfg: Any) -> str:
+    # every channel config has an optional ``name`` that replaces the index in its endpoint
+    name: str | None = cfg.name
+    return endpoint_key(receiver, kind, name if name is not None else index)
 
 
 def _check_ref(value: str | None, where: str) -> None:
@@ -151,6 +165,11 @@ def load_config(data: Mapping[str, Any]) -> ChannelsConfig:
         if r.name in names:
             raise ConfigError(f"duplicate receiver {r.name!r}")
         names.add(r.name)
+        for kind in ("webhook", "slack", "pagerduty", "teams", "email", "syslog"):
+            entries: list[Any] = getattr(r, kind)
+            keys = [e.name if e.name is not None else str(i) for i, e in enumerate(entries)]
+            if any(not k or "/" in k for k in keys) or len(set(keys)) != len(keys):
+                raise ConfigError(f"{r.name}.{kind}: channel names must be unique, non-empty, without '/'")
         for i, w in enumerate(r.webhook):
             _check_ref(w.url, f"{r.name}.webhook[{i}].url")
             if not w.signing_secrets:
@@ -200,7 +219,7 @@ def build_channels(
     try:
         for r in cfg.receivers:
             for i, w in enumerate(r.webhook):
-                out[endpoint_key(r.name, "webhook", i)] = WebhookChannel(
+                out[_key(r.name, "webhook", i, w)] = WebhookChannel(
                     url=resolver.resolve(w.url),
                     secrets=[resolver.resolve(s) for s in w.signing_secrets],
                     guard=guard,
@@ -209,7 +228,7 @@ def build_channels(
                     clock=clock,
                 )
             for i, s in enumerate(r.slack):
-                out[endpoint_key(r.name, "slack", i)] = SlackChannel(
+                out[_key(r.name, "slack", i, s)] = SlackChannel(
                     url=resolver.resolve(s.url),
                     guard=guard,
                     ui_base_url=d.ui_base_url,
@@ -217,7 +236,7 @@ def build_channels(
                     clock=clock,
                 )
             for i, t in enumerate(r.teams):
-                out[endpoint_key(r.name, "teams", i)] = TeamsChannel(
+                out[_key(r.name, "teams", i, t)] = TeamsChannel(
                     url=resolver.resolve(t.url),
                     guard=guard,
                     ui_base_url=d.ui_base_url,
@@ -230,7 +249,7 @@ def build_channels(
                 bucket = buckets.setdefault(
                     key.reveal(), TokenBucket(rate=p.events_per_minute / 60.0, capacity=p.burst, clock=clock)
                 )
-                out[endpoint_key(r.name, "pagerduty", i)] = PagerDutyChannel(
+                out[_key(r.name, "pagerduty", i, p)] = PagerDutyChannel(
                     routing_key=key,
                     guard=guard,
                     ui_base_url=d.ui_base_url,
@@ -241,7 +260,7 @@ def build_channels(
                     bucket=bucket,
                 )
             for i, e in enumerate(r.email):
-                out[endpoint_key(r.name, "email", i)] = EmailChannel(
+                out[_key(r.name, "email", i, e)] = EmailChannel(
                     host=e.host,
                     port=e.port,
                     sender=e.sender,
@@ -260,7 +279,7 @@ def build_channels(
                 except (OSError, ssl.SSLError) as exc:
                     where = f"{r.name}.syslog[{i}].ca_file"
                     raise ConfigError(f"{where} cannot be loaded ({type(exc).__name__})") from None
-                out[endpoint_key(r.name, "syslog", i)] = SyslogChannel(
+                out[_key(r.name, "syslog", i, y)] = SyslogChannel(
                     host=y.host,
                     port=y.port,
                     guard=guard,

@@ -537,6 +537,7 @@ def test_example_configuration_loads_and_builds() -> None:
         kinds = {key: ch.kind for key, ch in channels.items()}
         assert kinds[endpoint_key("soc", "webhook", 0)] == "webhook"
         assert kinds[endpoint_key("oncall", "pagerduty", 0)] == "pagerduty"
+        assert kinds["soc/syslog/siem"] == "syslog"
         assert {"slack", "pagerduty", "teams", "email", "syslog", "webhook"} == set(kinds.values())
         assert cfg.retry_policy().schedule == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
     finally:
@@ -557,6 +558,14 @@ def test_example_configuration_loads_and_builds() -> None:
         ),
         ({"receivers": [{"name": "a"}, {"name": "a"}]}, "duplicate"),
         ({"receivers": [{"name": "a/b"}]}, "no '/'"),
+        (
+            {
+                "receivers": [
+                    {"name": "a", "slack": [{"url": "env:A", "name": "x"}, {"url": "env:B", "name": "x"}]}
+                ]
+            },
+            "unique",
+        ),
         (
             {"receivers": [{"name": "a", "pagerduty": [{"routing_key": "env:K", "events_per_minute": 500}]}]},
             "120",

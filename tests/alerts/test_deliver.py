@@ -554,6 +554,9 @@ def test_canary_secrets_never_leak(caplog: pytest.LogCaptureFixture, canary_env:
             with pytest.raises(ConfigError) as ei:
                 load_config(bad)
             seen.append(str(ei.value))
+        with pytest.raises(ConfigError) as ce:
+            WebhookChannel(url=Secret(env["WH_URL"]), secrets=[Secret(f"{CANARY}-not-whsec")], guard=Guard())
+        seen.append(str(ce.value))
         with pytest.raises(SecretError) as se:
             SecretResolver(env={"X_FILE": f"/nonexistent/{CANARY}"}).resolve("env:X")
         seen.append(str(se.value))
@@ -567,3 +570,78 @@ def test_canary_secrets_never_leak(caplog: pytest.LogCaptureFixture, canary_env:
     assert "http 503" in text and "http 400" in text  # the failures really were captured
     assert CANARY not in text
     assert "pdkey" not in text and "-signing-key" not in text
+
+
+def test_public_surface() -> None:
+    import alerts.channels
+    import alerts.deliver
+
+    for mod in (alerts.channels, alerts.deliver):
+        assert sorted(mod.__all__) == sorted(set(mod.__all__))
+        for name in mod.__all__:
+            assert getattr(mod, name) is not None
+    assert Delivery(False, True, "http 503") == Delivery(ok=False, retryable=True, reason="http 503")
+
+
+@pytest.mark.integration
+def test_router_store_worker_end_to_end(tmp_path: Path) -> None:
+    """Alerts → router → outbox in a real SQLite store → worker → signed webhook and PagerDuty."""
+    store_mod = pytest.importorskip("alerts.store")
+    route_mod = pytest.importorskip("alerts.route")
+    from standardwebhooks import Webhook
+
+    store = store_mod.Store(f"sqlite:///{tmp_path / 'alerts.db'}")
+    try:
+        store.migrate()
+        router = route_mod.Router(
+            {
+                "receivers": [
+                    {
+                        "name": "soc",
+                        "integrations": [{"channel": "webhook", "name": "siem"}, {"channel": "pagerduty"}],
+                    }
+                ],
+                "route": {
+                    "receiver": "soc",
+                    "group_by": ["detector"],
+                    "group_wait": 1,
+                    "group_interval": 5,
+                    "repeat_interval": 60,
+                },
+            },
+            store,
+        )
+        alerts = [msgspec.convert(make_alert(n), Alert) for n in range(2)]
+        t0 = store_mod.to_epoch(alerts[0].last_seen) + 1  # event time, as the pipeline runs
+        store.add_alerts(alerts, now=t0)
+        router.ingest(alerts, t0)
+        assert len(router.tick(t0 + 1)) == 2  # one notification per integration
+        with HttpReceiver() as hook, HttpReceiver(default=Reply(202)) as pd:
+            cfg = load_config(
+                {
+                    "delivery": {"allow_loopback": True, "attempt_timeout": 1, "lease_seconds": 5},
+                    "receivers": [
+                        {
+                            "name": "soc",
+                            "webhook": [{"name": "siem", "url": "env:U", "signing_secrets": ["env:S"]}],
+                            "pagerduty": [{"routing_key": "env:K", "events_url": pd.url("/v2/enqueue")}],
+                        }
+                    ],
+                }
+            )
+            channels = build_channels(cfg, SecretResolver(env={"U": hook.url(), "S": WHSEC_A, "K": "rk"}))
+            assert set(channels) == {"soc/webhook/siem", "soc/pagerduty/0"}
+            counts = DeliveryWorker(store, channels, policy=cfg.retry_policy()).drain(now=t0 + 2)
+            for ch in channels.values():
+                ch.close()
+            (req,) = hook.received()
+            events = [msgspec.json.decode(r.body) for r in pd.received()]
+        assert counts == {"delivered": 2}
+        body = Webhook(WHSEC_A).verify(req.body, req.headers)
+        assert sorted(a["id"] for a in body["alerts"]) == sorted(a.id for a in alerts)
+        assert req.headers["webhook-id"].startswith("vwn_")
+        assert sorted(e["dedup_key"] for e in events) == sorted(a.id for a in alerts)
+        assert {e["event_action"] for e in events} == {"trigger"}
+        assert store.depth() == 0
+    finally:
+        store.close()
