@@ -83,7 +83,7 @@ class SecretResolver:
         self.env = os.environ if env is None else env
         self.vault = vault
         self.vault_mount = vault_mount
-        self._vault_cache: dict[str, dict[str, Any]] = {}
+        self._vault_cache: dict[str, dict[str, Secret | None]] = {}
 
     def resolve(self, ref: str) -> Secret:
         """Load the secret ``ref`` points to; raises :class:`SecretError`."""
@@ -136,11 +136,15 @@ class SecretResolver:
                 resp = self.vault.secrets.kv.v2.read_secret_version(
                     path=path, mount_point=self.vault_mount, raise_on_deleted_version=True
                 )
-                data = dict(resp["data"]["data"])
+                # cache wrapped, so not even the resolver's __dict__ shows a value
+                data = {
+                    k: Secret(v) if isinstance(v, str) and v else None
+                    for k, v in resp["data"]["data"].items()
+                }
             except Exception as exc:  # hvac raises many types; the message may echo the response
                 raise SecretError(f"secret {ref} cannot be read from Vault ({type(exc).__name__})") from None
             self._vault_cache[path] = data
         value = data.get(key)
-        if not isinstance(value, str) or not value:
+        if value is None:
             raise SecretError(f"secret {ref}: key missing or not a non-empty string")
-        return Secret(value)
+        return value

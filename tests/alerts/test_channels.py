@@ -513,6 +513,7 @@ def test_secret_from_vault_kv2(openbao: Any) -> None:
     )
     r = SecretResolver(vault=client, vault_mount="secret")
     assert r.resolve("vault:vaultwatch/channels#slack_url").reveal().endswith("/VAULT")
+    assert "VAULT" not in repr(r.__dict__)  # the cache holds wrapped values only
     with pytest.raises(SecretError, match="key missing"):
         r.resolve("vault:vaultwatch/channels#nope")
     with pytest.raises(SecretError, match="cannot be read from Vault") as ei:
