@@ -248,14 +248,20 @@ class RotationClass:
 
 @dataclass(frozen=True)
 class DeployMarker:
-    """What marks a deploy: a successful access to one of ``paths`` with one of ``operations``."""
+    """What marks a deploy: a successful access to one of ``paths`` with one of ``operations``,
+    by an identity of one of ``roles`` (any identity when empty)."""
 
     paths: tuple[str, ...] = ()
     operations: frozenset[str] = frozenset({"read"})
+    roles: tuple[str, ...] = ()
 
     def matches(self, target: SecretTarget) -> bool:
-        """True when ``target`` is a deploy marker."""
+        """True when ``target`` is a deploy marker's path and operation (roles checked apart)."""
         return target.op in self.operations and any(fnmatchcase(target.path, p) for p in self.paths)
+
+    def accepts(self, role: Role | None) -> bool:
+        """True when an identity of ``role`` may mark a deploy."""
+        return not self.roles or (role is not None and role.name in self.roles)
 
 
 @dataclass(frozen=True)
@@ -298,7 +304,7 @@ _ROLE_KEYS: Final = frozenset({"name", "description", "confined", "max_token_ttl
 _MATCH_KEYS: Final = frozenset({"policy", "auth_mount", "display_name", "metadata", "entity_id"})
 _ALLOW_KEYS: Final = frozenset({"path", "operations"})
 _ROT_KEYS: Final = frozenset({"name", "paths", "every", "on", "within", "grace"})
-_DEPLOY_KEYS: Final = frozenset({"paths", "operations"})
+_DEPLOY_KEYS: Final = frozenset({"paths", "operations", "roles"})
 
 
 def _check_keys(table: Any, allowed: frozenset[str], where: str) -> dict[str, Any]:
@@ -448,7 +454,11 @@ def parse_policy(text: str, source: str = "<policy>") -> AccessPolicy:
         deploy = DeployMarker(
             paths=_str_list(deploy_raw.get("paths", []), "rotation_deploy.paths"),
             operations=_operations(deploy_raw.get("operations", ["read"]), "rotation_deploy.operations"),
+            roles=_str_list(deploy_raw.get("roles", []), "rotation_deploy.roles"),
         )
+        unknown = sorted(set(deploy.roles) - set(names))
+        if unknown:
+            raise PolicyError(f"rotation_deploy.roles: unknown role(s) {', '.join(unknown)}")
         return AccessPolicy(
             roles=parsed_roles,
             protected=_str_list(t.get("protected", []), "protected"),
@@ -698,7 +708,7 @@ class RotationTracker:
 
     def _record(self, event: AuditEvent) -> None:
         target = secret_target(event)
-        if self.policy.deploy.matches(target):
+        if self.policy.deploy.paths and self._is_deploy(event, target):
             for tracked in self._secrets.values():
                 cls = self._class(tracked)
                 rearm = tracked["deploy"] is None or tracked["reported"] is not None
@@ -736,6 +746,12 @@ class RotationTracker:
         else:
             return
         self._recompute()
+
+    def _is_deploy(self, event: AuditEvent, target: SecretTarget) -> bool:
+        marker = self.policy.deploy
+        if not marker.matches(target):
+            return False
+        return not marker.roles or marker.accepts(self.policy.role_for(event.identity))
 
     def _class(self, info: dict[str, Any]) -> RotationClass | None:
         for cls in self.policy.rotation:

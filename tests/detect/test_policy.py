@@ -79,6 +79,7 @@ def test_default_policy_encodes_the_seed() -> None:
         ("[[rotation]]\nname = 'k'\npaths = ['a/*']\nevery = '1d'\non = 'deploy'", "exactly one of every"),
         ("[[rotation]]\nname = 'k'\npaths = ['a/*']\nevery = -5", "must be positive"),
         ("[[rotation]]\nname = 'k'\npaths = []\nevery = '1d'", "at least one path glob"),
+        ("[rotation_deploy]\npaths = ['a']\nroles = ['ci']", "rotation_deploy.roles: unknown role(s) ci"),
     ],
 )
 def test_bad_policy_files_are_refused_clearly(text: str, message: str) -> None:
@@ -268,6 +269,11 @@ def test_database_credentials_rotate_on_deploy(bao_scenario: Scenario) -> None:
     assert len(late) == 1 and late[0].labels["rotation_class"] == "database-credentials"
     assert "not rotated after the deploy" in late[0].title
     assert rt.due(T0 + 5 * HOUR) == []
+    # The same read by a developer (or an operator checking by hand) is not a deploy.
+    rt3 = RotationTracker()
+    run(rt3, at(s["setup"], T0))
+    run(rt3, at(s["developer_build_read"], T0 + HOUR))
+    assert rt3.due(T0 + 3 * HOUR) == []
     # Deploy followed by a rewrite within the hour: nothing to report; state survives a restart.
     rt2 = RotationTracker()
     run(rt2, at(s["setup"], T0))
