@@ -527,26 +527,42 @@ def _finding(
 
 
 class _Recent:
-    """A bounded set of recently seen keys (insertion-ordered), as plain data."""
+    """A bounded set of recently seen keys, as plain data.
 
-    def __init__(self, limit: int = 50_000) -> None:
+    Bounded by count (oldest first out) and, when ``ttl`` is set, by event time: a key older than
+    ``ttl`` seconds is forgotten (a request's response arrives within seconds; an accessor's
+    token lives for hours, so that one is bounded by count only).
+    """
+
+    def __init__(self, limit: int = 50_000, ttl: float | None = None) -> None:
         self.limit = limit
-        self._keys: dict[str, None] = {}
+        self.ttl = ttl
+        self._keys: dict[str, float] = {}
 
-    def add(self, key: str) -> bool:
-        """Add ``key``; False when it was already present."""
+    def add(self, key: str, ts: float = 0.0) -> bool:
+        """Add ``key`` seen at ``ts``; False when it was already present."""
         if key in self._keys:
             return False
-        self._keys[key] = None
+        self._keys[key] = ts
         if len(self._keys) > self.limit:
             del self._keys[next(iter(self._keys))]
+        if self.ttl is not None:
+            cutoff = ts - self.ttl
+            while self._keys:
+                oldest = next(iter(self._keys))
+                if self._keys[oldest] >= cutoff:
+                    break
+                del self._keys[oldest]
         return True
 
-    def dump(self) -> list[str]:
-        return list(self._keys)
+    def dump(self) -> dict[str, float]:
+        return dict(self._keys)
 
-    def restore(self, keys: list[str]) -> None:
-        self._keys = dict.fromkeys(str(k) for k in keys)
+    def restore(self, keys: dict[str, float] | list[str]) -> None:
+        if isinstance(keys, dict):
+            self._keys = {str(k): float(v) for k, v in keys.items()}
+        else:
+            self._keys = dict.fromkeys((str(k) for k in keys), 0.0)
 
 
 class AccessModelDetector:
@@ -625,7 +641,7 @@ class AccessModelDetector:
         if role.max_token_ttl is None or not ttl or ttl <= role.max_token_ttl:
             return None
         key = event.auth.accessor or event.identity.key
-        if not self._ttl_reported.add(key):
+        if not self._ttl_reported.add(key, event.ts):
             return None
         return self._ttl_finding(event, event.identity, role, ttl, "in use")
 
@@ -644,7 +660,7 @@ class AccessModelDetector:
         role = self.policy.role_for(issued)
         if role is None or role.max_token_ttl is None or ra.token_ttl <= role.max_token_ttl:
             return None
-        if not self._ttl_reported.add(ra.accessor or f"{event.request_id}:issued"):
+        if not self._ttl_reported.add(ra.accessor or f"{event.request_id}:issued", event.ts):
             return None
         return self._ttl_finding(event, event.identity, role, ra.token_ttl, "issued")
 
@@ -674,7 +690,7 @@ class AccessModelDetector:
 
     def load(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` output."""
-        self._ttl_reported.restore(list(state.get("ttl_reported", [])))
+        self._ttl_reported.restore(state.get("ttl_reported", {}))
 
 
 class RotationTracker:

@@ -218,7 +218,7 @@ class _PairedRule(_Rule):
 
     def __init__(self, config: RulesConfig | None = None) -> None:
         super().__init__(config)
-        self._reported = _Recent(20_000)
+        self._reported = _Recent(20_000, ttl=600.0)
 
     def _first(self, event: AuditEvent, kinds: list[str]) -> str | None:
         """The first of ``kinds`` not yet reported for this request; marks all of them reported."""
@@ -226,7 +226,7 @@ class _PairedRule(_Rule):
             return kinds[0] if kinds else None
         chosen = None
         for kind in kinds:
-            if self._reported.add(f"{event.request_id}:{kind}") and chosen is None:
+            if self._reported.add(f"{event.request_id}:{kind}", event.ts) and chosen is None:
                 chosen = kind
         return chosen
 
@@ -236,7 +236,7 @@ class _PairedRule(_Rule):
 
     def load(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` output."""
-        self._reported.restore(list(state.get("reported", [])))
+        self._reported.restore(state.get("reported", {}))
 
 
 def _verdict(event: AuditEvent) -> str:

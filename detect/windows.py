@@ -149,6 +149,13 @@ class Cooldown:
         self._last[key] = ts
         if len(self._last) > self.max_keys:
             del self._last[next(iter(self._last))]
+        # Keys are ordered by last firing: forget those whose period is long over.
+        cutoff = ts - self.period
+        while self._last:
+            oldest = next(iter(self._last))
+            if self._last[oldest] > cutoff:
+                break
+            del self._last[oldest]
         return True
 
     def state(self) -> dict[str, Any]:
