@@ -15,21 +15,31 @@ original ``Host`` header and TLS server name (SNI and certificate verification u
 tests and single-host setups and must be set explicitly.
 
 Error messages name the category of the refusal, never the URL (it may hold a token).
+
+httpx timeouts bound each phase (connect, each read, each write), so a receiver trickling one
+byte per almost-timeout could hold an attempt for ever. Under :func:`attempt_deadline` every
+network operation of the guarded transport is clamped to the time left, making the per-attempt
+timeout a wall-clock bound.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ipaddress
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import httpcore
 import httpx
 
 from alerts.deliver import BlockedDestination
 
-__all__ = ["Guard", "GuardedTransport", "Resolved", "blocked_reason", "guarded_client"]
+__all__ = ["Guard", "GuardedTransport", "Resolved", "attempt_deadline", "blocked_reason", "guarded_client"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Sequence[str]]
@@ -121,6 +131,78 @@ class Guard:
         return Resolved(host=host, ip=addresses[0].split("%", 1)[0], port=port)
 
 
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("attempt_deadline", default=None)
+
+
+@contextlib.contextmanager
+def attempt_deadline(seconds: float) -> Iterator[None]:
+    """Within the block, guarded HTTP I/O fails with a timeout once ``seconds`` have passed."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _clamp(timeout: float | None, exc: type[Exception]) -> float | None:
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise exc("attempt deadline reached")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        tls = self._inner.start_tls(ssl_context, server_hostname, _clamp(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(
+            host, port, _clamp(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("unix sockets are not a delivery destination")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
 class GuardedTransport(httpx.BaseTransport):
     """An httpx transport that checks every request with a :class:`Guard` and connects to the
     checked address, keeping the ``Host`` header and the TLS server name of the original URL."""
@@ -128,6 +210,10 @@ class GuardedTransport(httpx.BaseTransport):
     def __init__(self, guard: Guard, *, verify: ssl.SSLContext | bool = True) -> None:
         self.guard = guard
         self._inner = httpx.HTTPTransport(verify=verify, retries=0)
+        # Same pool httpx builds, with the deadline-aware network backend. httpx exposes no
+        # parameter for it; the pool is replaced before any connection exists.
+        ctx = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
+        self._inner._pool = httpcore.ConnectionPool(ssl_context=ctx, network_backend=_DeadlineBackend())
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         target = self.guard.check_url(request.url)

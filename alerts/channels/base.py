@@ -17,7 +17,7 @@ import msgspec
 
 from alerts.deliver import BlockedDestination, classify_status, describe_exception, parse_retry_after
 from alerts.secrets import Secret
-from alerts.ssrf import Guard, guarded_client
+from alerts.ssrf import Guard, attempt_deadline, guarded_client
 
 __all__ = [
     "Channel",
@@ -93,13 +93,15 @@ class HttpPoster:
         import time
 
         self.clock = clock or time.time
+        self.timeout = timeout
         self.client = client or guarded_client(guard, timeout=timeout)
 
     def post(self, url: Secret, content: bytes, headers: Mapping[str, str]) -> Delivery:
         """POST once; never raises for transport or HTTP problems."""
         all_headers = {"content-type": "application/json", "user-agent": USER_AGENT, **headers}
         try:
-            resp = self.client.post(url.reveal(), content=content, headers=all_headers)
+            with attempt_deadline(self.timeout):
+                resp = self.client.post(url.reveal(), content=content, headers=all_headers)
         except BlockedDestination as exc:
             return Delivery(ok=False, retryable=False, reason=f"blocked destination: {exc}")
         except httpx.TimeoutException as exc:

@@ -31,6 +31,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b"ok"
     delay: float = 0.0
+    trickle: float = 0.0  # send the status line one byte at a time over this many seconds
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,17 @@ class HttpReceiver:
                     receiver.arrived.notify_all()
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.trickle:
+                    line = b"HTTP/1.0 200 OK\r\n"
+                    try:
+                        for byte in line:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(reply.trickle / len(line))
+                    except OSError:
+                        return
+                    self.close_connection = True
+                    return
                 try:
                     self.send_response(reply.status)
                     for k, v in reply.headers.items():

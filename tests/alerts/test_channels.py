@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import pickle
+import time
 import tomllib
 from collections.abc import Callable
 from email.message import Message
@@ -33,7 +34,7 @@ from alerts.channels.webhook import sign, signing_key
 from alerts.deliver import BlockedDestination, ConfigError, SecretError
 from alerts.secrets import Secret, SecretResolver
 from alerts.ssrf import Guard, blocked_reason
-from tests.alerts.receivers import HttpReceiver, SmtpReceiver, TlsPair, free_port, make_tls
+from tests.alerts.receivers import HttpReceiver, Reply, SmtpReceiver, TlsPair, free_port, make_tls
 from tests.alerts.test_deliver import make_alert, payload
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,9 +177,7 @@ def test_teams_adaptive_card() -> None:
     }
 
 
-def Reply202() -> Any:
-    from tests.alerts.receivers import Reply
-
+def Reply202() -> Reply:
     return Reply(202, body=b"")
 
 
@@ -322,6 +321,19 @@ def test_email_wrong_password_and_plain_needs_loopback_setting() -> None:
     assert (d.ok, d.retryable, d.reason) == (False, False, "smtp 535: SMTPAuthenticationError")
     assert rx.messages == []
     assert (d2.ok, d2.retryable) == (False, False) and d2.reason.startswith("blocked destination")
+
+
+@pytest.mark.integration
+def test_per_attempt_timeout_is_a_wall_clock_bound() -> None:
+    """A receiver trickling bytes never trips httpx's per-read timeout; the attempt deadline does."""
+    with HttpReceiver(default=Reply(trickle=3.0)) as rx:
+        ch = WebhookChannel(url=Secret(rx.url()), secrets=[Secret(WHSEC_OLD)], guard=LOOPBACK, timeout=0.5)
+        t0 = time.monotonic()
+        d = ch.send(payload(make_alert(1)), message_id="m")
+        elapsed = time.monotonic() - t0
+        ch.close()
+    assert (d.ok, d.retryable, d.reason) == (False, True, "timeout: ReadTimeout")
+    assert elapsed < 1.0
 
 
 # --- the contract every channel keeps -------------------------------------------------------------
