@@ -794,11 +794,12 @@ class Traffic:
 
     def _attack_stolen_credential(self) -> None:
         app = APPS[0]
+        # Quiet on purpose: the usual secrets, no probing, no denial. Only the address (a network
+        # nobody in the organisation ever used) and the hour give it away.
         thief = self._attacker("pxl-core", "203.0.113.45", self._approle_login(app.name))
         if self.ensure_login(thief):
             for sec in app.runtime:
                 self.read(thief, f"{app.name}/runtime/{sec}")
-            self.read(thief, f"{app.name}/build/cosign-key")  # denied: not this role's grant
 
     def _attack_enumeration(self) -> None:
         bob = self._humans["bob"]
