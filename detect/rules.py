@@ -18,6 +18,7 @@ makes on purpose but a SOC must still see (one policy write, a mount enabled).
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Final
 
 import msgspec
@@ -65,6 +66,9 @@ __all__ = [
 _CHANGE_OPS: Final = frozenset({"create", "update", "delete", "patch"})
 _HMAC_EXCEPTION_KEYS: Final = ("audit_non_hmac_request_keys", "audit_non_hmac_response_keys")
 _MAX_EVENT_IDS: Final = 50
+# PKI endpoints that return a generated private key: .../(root|intermediate|keys)/generate/exported,
+# issuers/generate/(root|intermediate)/exported, root/rotate/exported.
+_PKI_EXPORTED: Final = re.compile(r"/(?:generate|rotate)/(?:(?:root|intermediate)/)?exported$")
 
 
 class RulesConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -1144,8 +1148,10 @@ class KeyExport(_Rule):
     """``key-export``: key material leaving the server.
 
     Catches transit key export (``export/``, ``byok-export/``), plaintext key backups
-    (``backup/``), a transit key being made exportable (the step before export, irreversible), and
-    raw storage reads (``sys/raw``). Denied attempts are still reported (high).
+    (``backup/``), a transit key being made exportable (the step before export, irreversible),
+    PKI keys generated with ``exported`` (the CA's private key is returned to the caller), backups
+    of the encrypted unseal keys (``sys/rekey/backup``) and raw storage access (``sys/raw``).
+    Denied attempts are still reported (high).
 
     Reads: ``mount_type``/``mount_point``, namespace-relative ``request.path``, ``operation``,
     ``request.data.exportable`` / ``allow_plaintext_backup`` (bools, never HMAC'd), ``outcome``;
@@ -1163,6 +1169,15 @@ class KeyExport(_Rule):
         severity = "critical"
         if rel.startswith("sys/raw"):
             what = f"raw storage access ({event.operation} {rel})"
+        elif rel.startswith(("sys/rekey/backup", "sys/rekey-recovery-key/backup")):
+            if event.operation in ("read", "delete"):
+                what = f"unseal key backup {'read' if event.operation == 'read' else 'deleted'} ({rel})"
+        elif (
+            event.mount_type == "pki"
+            and event.operation in ("create", "update")
+            and _PKI_EXPORTED.search(rel)
+        ):
+            what = f"PKI private key generated for export ({rel})"
         elif event.mount_type == "transit" and event.mount_point and event.path.startswith(event.mount_point):
             sub = event.path[len(event.mount_point) :]
             segment = sub.split("/", 1)[0]

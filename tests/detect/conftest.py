@@ -364,6 +364,11 @@ def _script(srv: OpenBaoServer, cap: AuditCapture, secrets: list[str]) -> dict[s
     step("transit_export")
     c.secrets.transit.backup_key("exp")
     step("transit_backup")
+    c.sys.enable_secrets_engine("pki")
+    c.write("pki/root/generate/internal", common_name="internal.example")
+    step("pki_internal")
+    c.write("pki/root/generate/exported", common_name="exported.example", issuer_name="exported")
+    step("pki_exported")
     return steps
 
 

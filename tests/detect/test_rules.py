@@ -290,7 +290,9 @@ def test_raft_snapshot_and_key_export(bao_scenario: Scenario) -> None:
     assert sev(run(KeyExport(), s["transit_export"])) == ["critical"]
     assert sev(run(KeyExport(), s["transit_backup"])) == ["critical"]
     assert sev(run(KeyExport(), s["transit_exportable"])) == ["high"]
-    for benign in ("transit_benign", "runtime_ok", "audit_list"):
+    pki = run(KeyExport(), s["pki_exported"])
+    assert sev(pki) == ["critical"] and "PKI private key" in pki[0].title
+    for benign in ("transit_benign", "runtime_ok", "audit_list", "pki_internal"):
         assert run(KeyExport(), s[benign]) + run(RaftSnapshot(), s[benign]) == [], benign
 
 
