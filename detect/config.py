@@ -81,6 +81,9 @@ class DetectConfig(msgspec.Struct, frozen=True, kw_only=True):
     model_max_windows: int = 4096
     model_trees: int = 100
     model_tail: float = 0.0005
+    #: A partial batch is scored by :meth:`Engine.flush` only once its oldest window is this old
+    #: (event time): scoring tiny batches often costs more than the whole stream.
+    model_max_delay_hours: float = 12.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> DetectConfig:

@@ -184,7 +184,8 @@ class Engine:
         if self.behaviour_enabled:
             for row in self._behaviour.close_idle(now):
                 self._queue_row(row)
-            self._score_model()
+            if self._model.ready() or self._model.overdue(now):
+                self._score_model()
         self._prune(now)
         return list(self._out.values())
 

@@ -74,6 +74,11 @@ class WindowModel:
     def ready(self) -> bool:
         return len(self.state.pending) >= self.cfg.model_batch
 
+    def overdue(self, now: float) -> bool:
+        """True when the oldest queued window has waited longer than ``model_max_delay_hours``."""
+        pend = self.state.pending
+        return bool(pend) and now - pend[0].last_ts >= self.cfg.model_max_delay_hours * 3600
+
     def score_pending(self) -> list[tuple[ModelRow, float]]:
         """Score every queued window in one batch; returns ``(row, tail probability)`` pairs.
 

@@ -293,7 +293,7 @@ def _run(events: Iterator[AuditEvent] | list[AuditEvent], eng: Engine | None = N
         last = ev.ts
         for a in eng.process(ev):
             out[a.id] = a
-    for a in eng.flush(last + HOUR):
+    for a in eng.flush(last + DAY):
         out[a.id] = a
     return list(out.values())
 

@@ -181,7 +181,8 @@ def replay(
         for a in process(ev):
             alerts[a.id] = a
     if last_ts is not None:
-        for a in eng.flush(last_ts + 3600.0):
+        # A day past the last event: every window closes and the last model batch is scored.
+        for a in eng.flush(last_ts + 86400.0):
             alerts[a.id] = a
     result.lines = counter[0]
     result.duplicates = dedup.duplicates
