@@ -29,6 +29,7 @@ VERBS: dict[str, tuple[str, str]] = {
         "check",
         "pre-deployment checks through the Vault API: secrets, audit devices, least privilege",
     ),
+    "run": ("run", "the streaming service: consume the audit topic, detect, store, route alerts"),
     "ship": ("ship", "tail an audit file or listen as a socket audit device; produce to Kafka"),
 }
 

@@ -1,0 +1,369 @@
+"""The streaming worker behind ``vaultwatch run``: Kafka → detection → alert store → routing.
+
+**Exactly-once state over at-least-once transport.** Each Kafka partition has its own detection
+engine, and the engine's state is stored with the offset it corresponds to, in one row, in the
+same database transaction as the alerts of that batch::
+
+    poll batch ─▶ per partition: skip offsets already in state, parse, detect
+               ─▶ one transaction: alerts (idempotent ids) [+ partition checkpoints + offsets]
+               ─▶ after the commit: Kafka offset commit, routing (outbox), archive
+
+A crash anywhere replays from the last checkpoint, whose state matches its offset exactly; the
+replayed events regenerate the same alerts (detection is deterministic per partition), and
+inserting an alert that exists is a no-op. So a restarted worker ends with the same set of alert
+rows as an uninterrupted one: none lost, none doubled. Checkpoints are written every
+``checkpoint_interval`` seconds (and on revoke and shutdown) rather than every batch, because a
+snapshot costs time proportional to the partition's identities; alerts are written every batch.
+
+**Scale-out.** Workers share a consumer group. The shipper keys messages by identity, so an
+identity's baseline lives in exactly one partition, hence one worker. On revoke the worker
+checkpoints the revoked partitions and releases them; on assign it loads their checkpoints; on
+lost (the group evicted it) it drops their state without writing anything. Rebalance callbacks run
+on kafka-python's I/O thread, so they only hand work to this loop; the revoke callback waits a
+bounded time for the loop to write the checkpoint.
+
+Detection is per partition: detectors that correlate across identities (password spraying from one
+address across many accounts) see the identities of their partition only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from alerts.model import Alert
+from detect.engine import Engine
+from ingest.errors import ParseError, SourceError
+from ingest.parse import Parser
+from ingest.sources.base import RawRecord
+
+__all__ = ["Worker", "WorkerConfig", "PartitionState", "checkpoint_key"]
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_key(group: str, topic: str, partition: int) -> str:
+    return f"engine/{group}/{topic}/{partition}"
+
+
+class _Checkpoint(msgspec.Struct):
+    offset: int  # next offset to read
+    hour: int | None
+    engine: bytes
+
+
+@dataclass
+class WorkerConfig:
+    topic: str = "vault-audit"
+    group_id: str = "vaultwatch"
+    batch_size: int = 1000
+    poll_timeout: float = 0.5
+    checkpoint_interval: float = 5.0  # seconds; 0 = every batch
+    revoke_wait: float = 3.0
+    detect_config: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+
+@dataclass
+class PartitionState:
+    topic: str
+    partition: int
+    engine: Engine
+    next_offset: int | None = None  # None until the first record (no checkpoint yet)
+    hour: int | None = None
+    last_record: RawRecord | None = None  # last handled record, for the Kafka commit
+    dirty: bool = False
+
+
+class Worker:
+    """One detection worker. Build it, then :meth:`run` until :meth:`stop` (or SIGTERM)."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        source_factory: Callable[..., Any],
+        store: Any,
+        archive: Any | None = None,
+        router: Any | None = None,
+        dlq: Any | None = None,
+        metrics: Any | None = None,
+        detectors_factory: Callable[[], list[Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = config
+        self._source_factory = source_factory
+        self.store = store
+        self.archive = archive
+        self.router = router
+        self.dlq = dlq
+        self.metrics = metrics
+        self._detectors_factory = detectors_factory
+        self._clock = clock
+        self.parser = Parser()
+        self.parts: dict[tuple[str, int], PartitionState] = {}
+        self._lock = threading.Lock()
+        self._owned: set[tuple[str, int]] = set()
+        self._revoke_request: list[tuple[str, int]] | None = None
+        self._revoke_done = threading.Event()
+        self._lost: set[tuple[str, int]] = set()
+        self._stop = threading.Event()
+        self._source: Any = None
+        self._last_checkpoint = 0.0
+        self.last_commit_at: float | None = None
+        self.last_progress_at: float = clock()
+        self.stats: dict[str, int] = defaultdict(int)
+        self._lag: dict[tuple[str, int], int] = {}
+        self._lag_at = 0.0
+
+    # -- rebalance callbacks (kafka-python I/O thread: hand over, never block for long) ---------
+    def _on_assigned(self, pairs: list[tuple[str, int]]) -> None:
+        with self._lock:
+            self._owned.update(pairs)
+            self._lost.difference_update(pairs)
+
+    def _on_revoked(self, pairs: list[tuple[str, int]]) -> None:
+        with self._lock:
+            self._owned.difference_update(pairs)
+            self._revoke_request = list(pairs)
+            self._revoke_done.clear()
+        # Let the loop checkpoint them; bounded, so a busy loop cannot stall the group.
+        if not self._revoke_done.wait(self.cfg.revoke_wait):
+            log.warning("revoked %s before their checkpoint was written; their new owner replays", pairs)
+
+    def _on_lost(self, pairs: list[tuple[str, int]]) -> None:
+        with self._lock:
+            self._owned.difference_update(pairs)
+            self._lost.update(pairs)
+
+    def _apply_rebalance(self) -> None:
+        with self._lock:
+            revoked, self._revoke_request = self._revoke_request, None
+            lost, self._lost = self._lost, set()
+        for pair in lost:
+            if self.parts.pop(pair, None) is not None:
+                log.info("partition %s:%d lost: state dropped without a checkpoint", *pair)
+        if revoked is not None:
+            states = [self.parts[p] for p in revoked if p in self.parts]
+            try:
+                if states:
+                    self._write(alerts=[], checkpoint=states)
+            finally:
+                for p in revoked:
+                    self.parts.pop(p, None)
+                self._revoke_done.set()
+            log.info("partitions %s revoked: checkpointed and released", revoked)
+
+    # -- state ---------------------------------------------------------------------------------
+    def _new_engine(self) -> Engine:
+        detectors = self._detectors_factory() if self._detectors_factory is not None else None
+        return Engine(dict(self.cfg.detect_config), seed=self.cfg.seed, detectors=detectors)
+
+    def _partition(self, topic: str, partition: int) -> PartitionState:
+        key = (topic, partition)
+        st = self.parts.get(key)
+        if st is not None:
+            return st
+        engine = self._new_engine()
+        st = PartitionState(topic, partition, engine)
+        with self.store.transaction(read_only=True) as tx:
+            blob = tx.load_checkpoint(checkpoint_key(self.cfg.group_id, topic, partition))
+        if blob is not None:
+            cp = msgspec.msgpack.decode(blob, type=_Checkpoint)
+            engine.restore(cp.engine)
+            st.next_offset, st.hour = cp.offset, cp.hour
+            log.info("partition %s:%d resumes at offset %d from its checkpoint", topic, partition, cp.offset)
+        self.parts[key] = st
+        return st
+
+    def _snapshot(self, st: PartitionState) -> bytes:
+        assert st.next_offset is not None
+        return msgspec.msgpack.encode(_Checkpoint(st.next_offset, st.hour, st.engine.snapshot()))
+
+    def _write(self, *, alerts: list[Alert], checkpoint: list[PartitionState]) -> None:
+        """Alerts, and for ``checkpoint`` partitions their state and offsets, in one transaction;
+        then the Kafka commit of those offsets."""
+        cps = [st for st in checkpoint if st.next_offset is not None]
+        if not alerts and not cps:
+            return
+        with self.store.transaction() as tx:
+            if alerts:
+                tx.add_alerts(alerts)
+            for st in cps:
+                tx.save_checkpoint(
+                    checkpoint_key(self.cfg.group_id, st.topic, st.partition), self._snapshot(st)
+                )
+            if cps:
+                tx.save_offsets(self.cfg.group_id, {(st.topic, st.partition): st.next_offset for st in cps})
+        for st in cps:
+            st.dirty = False
+            if st.last_record is not None and self._source is not None:
+                try:
+                    self._source.commit(st.last_record)
+                except SourceError as exc:  # the database is the truth; Kafka's offset is advisory
+                    log.warning("Kafka offset commit failed (state is safe in the store): %s", exc)
+        if cps:
+            self.last_commit_at = self._clock()
+            self.stats["checkpoints"] += len(cps)
+
+    # -- main loop -----------------------------------------------------------------------------
+    def process_batch(self, batch: list[RawRecord]) -> list[Alert]:
+        """Detect over one polled batch and write its alerts (and checkpoints when due)."""
+        self._apply_rebalance()
+        by_part: dict[tuple[str, int], list[RawRecord]] = defaultdict(list)
+        for rec in batch:
+            pos = rec.position
+            by_part[(pos.topic, pos.partition)].append(rec)
+        latest: dict[str, Alert] = {}
+        for (topic, partition), recs in by_part.items():
+            with self._lock:
+                owned = (topic, partition) in self._owned or not self._owned_mode
+            if not owned:
+                continue
+            st = self._partition(topic, partition)
+            for rec in recs:
+                off = rec.position.offset
+                if st.next_offset is not None and off < st.next_offset:
+                    self.stats["skipped_replayed"] += 1
+                    continue  # already reflected in the checkpointed state
+                if st.next_offset is not None and off > st.next_offset:
+                    # Kafka is ahead of our state (its commit is advisory): go back.
+                    log.warning(
+                        "partition %s:%d at %d but state at %d: seeking back",
+                        topic,
+                        partition,
+                        off,
+                        st.next_offset,
+                    )
+                    self._source.seek(topic, partition, st.next_offset)
+                    break
+                for alert in self._handle(st, rec):
+                    latest[alert.id] = alert
+                st.next_offset = off + 1
+                st.last_record = rec
+                st.dirty = True
+        alerts = list(latest.values())
+        now = self._clock()
+        due = self._stop.is_set() or now - self._last_checkpoint >= self.cfg.checkpoint_interval
+        if due:
+            self._last_checkpoint = now
+        self._write(alerts=alerts, checkpoint=[s for s in self.parts.values() if s.dirty] if due else [])
+        if batch:
+            self.last_progress_at = now
+        if now - self._lag_at >= 5.0:  # the consumer is not thread-safe: measure lag here
+            self._lag_at = now
+            self._lag = self._measure_lag()
+        if self.router is not None and alerts:
+            self.router.ingest(alerts, now)
+        if self.metrics is not None:
+            self.metrics.observe_batch(self, batch, alerts)
+        return alerts
+
+    def _handle(self, st: PartitionState, rec: RawRecord) -> list[Alert]:
+        self.stats["records"] += 1
+        try:
+            ev = self.parser.parse(rec.data, source=rec.source)
+        except ParseError as err:
+            self.stats["quarantined"] += 1
+            if self.dlq is not None:
+                self.dlq.put(rec.data, err, source=rec.source, position=str(rec.position))
+            else:
+                log.warning("unparseable record at %s: %s (no DLQ configured)", rec.position, err.reason)
+            return []
+        self.stats["events"] += 1
+        out: list[Alert] = []
+        hour = int(ev.ts // 3600)
+        # Time-driven work at event-time hour boundaries: deterministic for a partition's stream.
+        if st.hour is not None and hour > st.hour:
+            out.extend(st.engine.flush(hour * 3600.0))
+        if st.hour is None or hour > st.hour:
+            st.hour = hour
+        out.extend(st.engine.process(ev))
+        if self.archive is not None:
+            self.archive.append(ev)
+        return out
+
+    @property
+    def _owned_mode(self) -> bool:
+        return (
+            self._source is not None
+            and getattr(self._source, "settings", None) is not None
+            and bool(getattr(self._source.settings, "group_id", None))
+        )
+
+    def run(self) -> None:
+        """Consume until :meth:`stop`; then finish the batch, checkpoint everything, close."""
+        self._source = self._source_factory(
+            on_assigned=self._on_assigned, on_revoked=self._on_revoked, on_lost=self._on_lost
+        )
+        self._last_checkpoint = self._clock()
+        try:
+            for batch in self._source.batches(self.cfg.batch_size, self.cfg.poll_timeout):
+                self.process_batch(batch)
+                if self.router is not None:
+                    self.router.tick(self._clock())
+                if self.archive is not None:
+                    self.archive.tick()
+                if self._stop.is_set():
+                    break
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        try:
+            self._apply_rebalance()
+            self._write(alerts=[], checkpoint=[s for s in self.parts.values() if s.dirty])
+            if self.archive is not None:
+                self.archive.flush()
+        finally:
+            if self._source is not None:
+                self._source.close()
+            log.info("worker %s stopped: %s", self.cfg.worker_id, dict(self.stats))
+
+    def stop(self) -> None:
+        """Finish the current batch, commit, close (safe from a signal handler)."""
+        self._stop.set()
+        if self._source is not None:
+            self._source.stop()
+
+    # -- health --------------------------------------------------------------------------------
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind the end of each owned partition, as last measured by the loop."""
+        return dict(self._lag)
+
+    def _measure_lag(self) -> dict[tuple[str, int], int]:
+        consumer = getattr(self._source, "_consumer", None)
+        if consumer is None:
+            return {}
+        try:
+            from kafka import TopicPartition
+
+            with self._lock:
+                owned = [TopicPartition(t, p) for t, p in sorted(self._owned)]
+            ends = consumer.end_offsets(owned) if owned else {}
+        except Exception:  # noqa: BLE001 - lag is best-effort for metrics
+            return {}
+        out = {}
+        for tp, end in ends.items():
+            st = self.parts.get((tp.topic, tp.partition))
+            pos = st.next_offset if st is not None and st.next_offset is not None else 0
+            out[(tp.topic, tp.partition)] = max(0, int(end) - pos)
+        return out
+
+    def healthy(self, stall_seconds: float = 60.0) -> tuple[bool, str]:
+        """Unhealthy when there is lag and nothing was processed for ``stall_seconds``."""
+        idle = self._clock() - self.last_progress_at
+        behind = sum(self.lag().values())
+        if behind > 0 and idle > stall_seconds:
+            return False, f"stalled: {behind} messages behind and nothing processed for {idle:.0f}s"
+        return True, "ok"
