@@ -8,6 +8,8 @@ import re
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alerts.model import SEVERITIES
 from detect.errors import ConfigError
@@ -70,6 +72,26 @@ def test_windows_count_expire_and_round_trip() -> None:
     assert d.values("ip") == ["a", "c"]
     cd = Cooldown(100.0)
     assert [cd.ready("k", t) for t in (0.0, 50.0, 99.0, 100.0)] == [True, False, False, True]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abc"), st.sampled_from("xyz"), st.floats(0, 50, allow_nan=False)),
+        max_size=40,
+    )
+)
+def test_windows_match_brute_force(items: list[tuple[str, str, float]]) -> None:
+    window = 10.0
+    count, distinct = SlidingCount(window), DistinctCount(window)
+    seen: list[tuple[str, str, float]] = []
+    now = 0.0
+    for key, value, dt in items:
+        now += dt / 10  # event time moves forward
+        seen.append((key, value, now))
+        inside = [(k, v) for k, v, t in seen if k == key and t > now - window]
+        assert count.add(key, now) == len(inside)
+        assert distinct.add(key, value, now) == len({v for _, v in inside})
 
 
 def test_rules_config_validation() -> None:
