@@ -25,18 +25,8 @@ import pytest
 from alerts.model import encode_alert
 from ingest.event import AuditEvent
 from ingest.parse import Parser
+from vaultwatch.scenarios import Evaluation, evaluate
 from vaultwatch.traffic import ATTACK_KINDS, BENIGN, GeneratedLog, generate, traffic_server
-
-from .scenario_report import (
-    Evaluation,
-    first_seen_baseline,
-    isolation_forest_baseline,
-    render,
-    replay,
-    requests_of,
-    score_naive,
-    static_threshold_baseline,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -92,42 +82,24 @@ class Results:
 
 @pytest.fixture(scope="module")
 def results(run: Run) -> Results:
-    gen = run.generated
-    benign = sum(label == BENIGN for label in run.labels)
-    engine_eval: Evaluation | None = None
+    engine: Any = None
     note = ""
-    alerts_json: list[bytes] = []
-    t0 = time.monotonic()
     try:
         from detect.engine import Engine
     except ImportError as exc:  # the engine is optional for the generator's own checks
         note = f"detect.engine not importable: {exc}"
     else:
-        engine: Any = Engine(seed=SEED)
-        engine_eval, alerts = replay(run.events, gen, benign, engine.process, engine.flush)
-        alerts_json = [encode_alert(a) for a in alerts]
-    run.timings["engine"] = time.monotonic() - t0
-    t0 = time.monotonic()
-    reqs = requests_of(run.events)
-    learn_until = gen.start.timestamp() + 7 * 86400
-    baselines = {
-        "first-seen template": score_naive(
-            "first-seen template", first_seen_baseline(reqs, learn_until), gen, benign
-        ),
-        "static thresholds": score_naive("static thresholds", static_threshold_baseline(reqs), gen, benign),
-        "IsolationForest hourly counts": score_naive(
-            "IsolationForest hourly counts",
-            isolation_forest_baseline(reqs, learn_until, seed=SEED),
-            gen,
-            benign,
-        ),
-    }
-    run.timings["baselines"] = time.monotonic() - t0
-    text = render(gen, engine_eval, list(baselines.values()), timings=run.timings, engine_note=note)
+        engine = Engine(seed=SEED)
+    report = evaluate(run.generated, run.events, engine=engine, seed=SEED)
+    report.timings = {**run.timings, **report.timings}
+    report.engine_note = note or report.engine_note
+    text = report.markdown()
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(text)
     print("\n" + text)
-    return Results(engine_eval, note, alerts_json, baselines)
+    return Results(
+        report.engine, report.engine_note, [encode_alert(a) for a in report.alerts], report.baselines
+    )
 
 
 def _engine(results: Results) -> Evaluation:

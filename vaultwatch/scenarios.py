@@ -1,6 +1,11 @@
-"""Scoring detection against the generator's ground truth, three naive baselines, and the report.
+"""Scoring detection against the traffic generator's ground truth, naive baselines, and the report.
 
-Everything here is pure: it takes parsed events, their labels and the alerts a detector raised,
+:func:`evaluate` replays a :class:`~vaultwatch.traffic.GeneratedLog` through a detection engine
+and three naive baselines (first-seen path template per identity, static per-hour thresholds,
+IsolationForest on raw per-identity hourly counts) and returns a :class:`Report`;
+:func:`render` turns it into Markdown. The scenario test and ``bench/naive_baselines.py`` use it.
+
+The scoring is pure: it takes parsed events, their labels and the alerts a detector raised,
 and works out per scenario whether an alert of at least ``medium`` severity shared an event id
 with the attack, how late it came, and how many alerts fell on benign traffic only.
 
@@ -20,20 +25,43 @@ from __future__ import annotations
 
 import re
 import statistics
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from alerts.model import Alert, severity_rank
 from ingest.event import AuditEvent
-from vaultwatch.traffic import BENIGN, SETUP, GeneratedLog, Scenario
+
+from .traffic import BENIGN, SETUP, GeneratedLog, Scenario
+
+__all__ = [
+    "Evaluation",
+    "NaiveAlert",
+    "Report",
+    "ScenarioOutcome",
+    "Scorer",
+    "evaluate",
+    "first_seen_baseline",
+    "isolation_forest_baseline",
+    "path_template",
+    "render",
+    "replay",
+    "requests_of",
+    "score_naive",
+    "static_threshold_baseline",
+]
 
 MEDIUM = severity_rank("medium")
 HOUR = 3600.0
+DAY = 86400.0
 
 
 @dataclass
 class ScenarioOutcome:
+    """How one attack scenario fared against one detector."""
+
     kind: str
     requests: int
     single_event: bool
@@ -47,6 +75,8 @@ class ScenarioOutcome:
 
 @dataclass
 class Evaluation:
+    """One detector's results on a generated log: per-scenario outcomes and false alerts."""
+
     name: str
     outcomes: dict[str, ScenarioOutcome]
     benign_events: int
@@ -58,19 +88,23 @@ class Evaluation:
 
     @property
     def recall(self) -> float:
+        """Share of scenarios caught by a medium+ alert."""
         if not self.outcomes:
             return 0.0
         return sum(o.caught for o in self.outcomes.values()) / len(self.outcomes)
 
     @property
     def false_per_10k(self) -> float:
+        """False alerts (medium+, benign events only) per 10k benign audit entries."""
         return 10_000 * self.false_alerts / max(self.benign_events, 1)
 
     @property
     def missed(self) -> list[str]:
+        """Scenario kinds no medium+ alert caught."""
         return [k for k, o in self.outcomes.items() if not o.caught]
 
     def single_event_delays(self) -> list[int]:
+        """Delays (requests after the trigger) of the caught single-event scenarios."""
         return [o.delay for o in self.outcomes.values() if o.single_event and o.delay is not None]
 
 
@@ -177,6 +211,8 @@ def requests_of(events: Sequence[AuditEvent]) -> list[AuditEvent]:
 
 @dataclass(frozen=True)
 class NaiveAlert:
+    """A baseline's alert: the request ids it covers (every baseline alert counts as medium)."""
+
     event_ids: tuple[str, ...]
     ts: float
     severity: str = "medium"
@@ -296,7 +332,8 @@ def render(
         "# Scenario report",
         "",
         f"Real OpenBao traffic: {generated.requests} requests, {generated.entries} audit entries over "
-        f"{generated.days} simulated days from {generated.start:%Y-%m-%d} (warm-up {generated.warmup_days} days), "
+        f"{generated.days} simulated days from {generated.start:%Y-%m-%d} "
+        f"(warm-up {generated.warmup_days} days), "
         f"{len(generated.scenarios)} attack scenarios.",
         "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
         "",
@@ -307,7 +344,8 @@ def render(
         lines += [
             "## Engine, per scenario",
             "",
-            "| scenario | requests | caught (medium+) | best severity | delay (requests) | delay (s) | detectors |",
+            "| scenario | requests | caught (medium+) | best severity | delay (requests) | delay (s) "
+            "| detectors |",
             "| --- | ---: | :---: | --- | ---: | ---: | --- |",
         ]
         for kind, o in engine.outcomes.items():
@@ -317,7 +355,8 @@ def render(
             single = " (single-event)" if o.single_event else ""
             dets = ", ".join(sorted(o.detectors)) or "-"
             lines.append(
-                f"| {kind}{single} | {o.requests} | {caught} | {o.best_severity} | {delay} | {secs} | {dets} |"
+                f"| {kind}{single} | {o.requests} | {caught} | {o.best_severity} | {delay} | {secs} "
+                f"| {dets} |"
             )
         lines += [
             "",
@@ -342,7 +381,8 @@ def render(
     for ev in ([engine] if engine else []) + list(baselines):
         missed = ", ".join(ev.missed) or "-"
         lines.append(
-            f"| {ev.name} | {ev.recall:.0%} | {missed} | {ev.alerts} | {ev.false_alerts} | {ev.false_per_10k:.2f} |"
+            f"| {ev.name} | {ev.recall:.0%} | {missed} | {ev.alerts} | {ev.false_alerts} "
+            f"| {ev.false_per_10k:.2f} |"
         )
     lines.append("")
     return "\n".join(lines)
@@ -373,3 +413,64 @@ def replay(
         last = ev.ts
     scorer.observe_alerts(flush(last + 2 * 86400), last + 2 * 86400)
     return scorer.finish(), list(scorer.final.values())
+
+
+@dataclass
+class Report:
+    """Everything :func:`evaluate` measured on one generated log."""
+
+    generated: GeneratedLog
+    engine: Evaluation | None
+    baselines: dict[str, Evaluation]
+    alerts: list[Alert]
+    benign_events: int
+    timings: dict[str, float] = field(default_factory=dict)
+    engine_note: str = ""
+
+    def markdown(self) -> str:
+        """The report as Markdown (see :func:`render`)."""
+        return render(
+            self.generated,
+            self.engine,
+            list(self.baselines.values()),
+            timings=self.timings,
+            engine_note=self.engine_note,
+        )
+
+
+def evaluate(
+    generated: GeneratedLog,
+    events: Sequence[AuditEvent],
+    *,
+    engine: Any = None,
+    seed: int = 0,
+    learn_days: float = 7.0,
+) -> Report:
+    """Replay ``events`` (the parsed generated log) through ``engine`` and the three baselines.
+
+    ``engine`` is anything with ``process(event) -> alerts`` and ``flush(now) -> alerts``
+    (:class:`detect.engine.Engine`); None evaluates the baselines only. The baselines learn on
+    the first ``learn_days`` of simulated time and alert after it.
+    """
+    benign = sum(label == BENIGN for label in generated.entry_labels)
+    timings: dict[str, float] = {}
+    engine_eval: Evaluation | None = None
+    alerts: list[Alert] = []
+    t0 = time.monotonic()
+    if engine is not None:
+        engine_eval, alerts = replay(events, generated, benign, engine.process, engine.flush)
+        timings["engine"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    reqs = requests_of(events)
+    learn_until = generated.start.timestamp() + learn_days * DAY
+    baselines = {
+        name: score_naive(name, made, generated, benign)
+        for name, made in (
+            ("first-seen template", first_seen_baseline(reqs, learn_until)),
+            ("static thresholds", static_threshold_baseline(reqs)),
+            ("IsolationForest hourly counts", isolation_forest_baseline(reqs, learn_until, seed=seed)),
+        )
+    }
+    timings["baselines"] = time.monotonic() - t0
+    note = "" if engine is not None else "no engine given"
+    return Report(generated, engine_eval, baselines, alerts, benign, timings, note)
