@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -697,6 +698,8 @@ def _normalise_url(url: str) -> str:
 
 
 _READ_ONLY: Final = "vaultwatch.read_only"
+_ALEMBIC_LOCK: Final = threading.Lock()
+_MIGRATION_LOCK: Final = 0x7661756C7477  # an arbitrary constant shared by every vaultwatch worker
 _RETRIES: Final = 3
 _RETRY_SQLSTATES: Final = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 
@@ -752,7 +755,11 @@ class Store:
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.attributes["version_table"] = VERSION_TABLE
         try:
-            with self._engine.begin() as conn:
+            # Alembic keeps its migration context in module globals: one run per process at a time.
+            with _ALEMBIC_LOCK, self._engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    # Workers starting together: one migrates, the others wait and find it done.
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
             with self._engine.connect() as conn:

@@ -588,3 +588,27 @@ def test_sqlite_readers_do_not_wait_for_a_writer(tmp_path: Path) -> None:
             assert s.depth() == 0
             assert time.perf_counter() - started < 5
         assert s.list_alerts().total == 2
+
+
+@pytest.mark.integration
+def test_workers_migrating_at_once_on_postgresql_all_succeed(pg_url: str) -> None:
+    with private_schema(pg_url) as url:
+        stores = [Store(url) for _ in range(3)]
+        revisions: list[str] = []
+        try:
+            assert _run_threads(3, lambda k: revisions.append(stores[k].migrate())) == []
+        finally:
+            for s in stores:
+                s.close()
+    assert revisions == ["0001"] * 3
+
+
+def test_matchers_from_dicts_and_quoted_text() -> None:
+    from alerts.silence import Matcher, parse_matcher
+
+    assert parse_matcher({"name": "env", "op": "!=", "value": "dev"}) == Matcher("env", "!=", "dev")
+    assert parse_matcher('team = "blue team"') == Matcher("team", "=", "blue team")
+    assert parse_matcher("severity!~info|low").matches({"severity": "high"})
+    assert parse_matcher("missing=").matches({})  # an absent label is the empty string
+    with pytest.raises(SilenceError):
+        parse_matcher({"name": "env", "op": "~", "value": "x"})
