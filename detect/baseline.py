@@ -225,6 +225,8 @@ class Baseline(msgspec.Struct, kw_only=True):
     day_s0: float = 0.0
     day_s1: float = 0.0
     day_s2: float = 0.0
+    new_times: list[float] = msgspec.field(default_factory=list)
+    new_fired: int = 0
 
     def rescale(self, fl: float, fs: float) -> None:
         for c in self.feats.values():

@@ -366,6 +366,8 @@ class Behaviour:
         if new["op_template"]:
             win.new_values += 1
             b.day_new += 1
+            if len(b.new_times) < _MAX_READS:
+                b.new_times.append(ts)
         ip = ev.remote_ip
         if ip and ip not in win.addresses and len(win.addresses) < 32:
             win.addresses.append(ip)
@@ -435,7 +437,7 @@ class Behaviour:
                     s_org = -math.log10(max(oc.novelty_rate(ws), 1e-12))
                     # A network nobody in the organisation has used adds to the identity's own
                     # surprise; for paths, org-wide novelty is mostly typos and probing.
-                    s = s + 0.4 * s_org if f in ("subnet", "address") else max(s, 0.8 * s_org)
+                    s = s + 0.6 * s_org if f in ("subnet", "address") else max(s, 0.8 * s_org)
                 if f == "op_template":
                     # A new secret in a familiar directory is everyday work; only a very
                     # unusual one counts (harvesting is caught by the per-day volume signal).
@@ -573,10 +575,16 @@ class Behaviour:
                     f"typically {typical:.1f} per active hour ({hs.hours} hours)",
                 )
             )
-        # Slow harvesting: many first-seen templates within one day.
-        dn = b.day_new
-        if dn >= cfg.volume_min_distinct and not learning:
-            last = win.fired.get("day_new", 0)
+        # Slow harvesting: many first-seen templates within the last 24 hours (rolling, so a
+        # harvest straddling midnight counts whole).
+        times = b.new_times
+        if times and times[0] < win.last_ts - 86400:
+            b.new_times = times = [t for t in times if t >= win.last_ts - 86400]
+        dn = len(times)
+        if dn < cfg.day_new_min:
+            b.new_fired = 0
+        elif not learning:
+            last = b.new_fired
             if not last or dn >= 2 * last:
                 n_days = b.day_s0 * ss
                 w = n_days / (n_days + 3.0)
@@ -587,7 +595,7 @@ class Behaviour:
                 p = _tail_normal((math.log1p(dn) - mu) / sig)
                 s = -math.log10(max(p, 1e-300))
                 if s >= 3.0:
-                    win.fired["day_new"] = dn
+                    b.new_fired = dn
                     out.append(
                         Signal(
                             "volume",
@@ -595,7 +603,7 @@ class Behaviour:
                             "new_templates_per_day",
                             str(dn),
                             min(s, 12.0),
-                            f"{dn} first-seen paths today",
+                            f"{dn} first-seen paths in 24 hours",
                             f"typically {math.expm1(mu):.1f} per day",
                         )
                     )

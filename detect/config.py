@@ -63,6 +63,8 @@ class DetectConfig(msgspec.Struct, frozen=True, kw_only=True):
     volume_min_distinct: int = 25
     volume_min_lists: int = 20
     error_min_errors: int = 15
+    #: First-seen paths within 24 hours before slow harvesting can be flagged.
+    day_new_min: int = 15
     #: Hour-of-week rarity needs this many active hours of history.
     time_min_hours: int = 40
     #: Repeated alerts with the same dedup key within this window update one alert.

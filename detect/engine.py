@@ -180,7 +180,7 @@ class Engine:
         self.last_findings = []
         st = self._state
         st.now = max(st.now, now)
-        self._expire_pending(now, force=True)
+        self._expire_pending(now)
         if self.behaviour_enabled:
             for row in self._behaviour.close_idle(now):
                 self._queue_row(row)
@@ -217,16 +217,16 @@ class Engine:
                 self._pending.pop(rid, None)
             self._behave(ev)
         if self._pending:
-            self._expire_pending(ts, force=False)
+            self._expire_pending(ts)
 
-    def _expire_pending(self, now: float, *, force: bool) -> None:
+    def _expire_pending(self, now: float) -> None:
+        # A request entry whose response has not come within the wait never will (sys/seal,
+        # requests refused before routing): it is the only record of that request.
         wait = self.cfg.request_wait_seconds
         pend = self._pending
         while pend:
             rid, ev = next(iter(pend.items()))
-            if not force and ev.ts > now - wait:
-                break
-            if force and ev.ts > now - wait and now - wait < self._state.now - wait:
+            if ev.ts > now - wait:
                 break
             del pend[rid]
             self._behave(ev)
@@ -344,10 +344,15 @@ class Engine:
         risk = st.risk.get(key)
         if risk is None:
             risk = st.risk[key] = RiskState()
-        for c in added:
-            risk.add(c)
         window = cfg.risk_window_hours * 3600
         risk.prune(at, window)
+        for c in added:
+            if c.family == "time":
+                # Unusual hours within one window are one shift of habit (a moved cron job),
+                # not independent evidence: the k-th counts 1/k.
+                k = 1 + sum(1 for x in risk.items if x.family == "time")
+                c.points /= k
+            risk.add(c)
         half = cfg.risk_half_life_hours * 3600
         score = risk.score(at, half)
         fams = risk.families(at, half, cfg.family_min_points)

@@ -464,3 +464,24 @@ def test_public_surface_and_default_rules() -> None:
         Engine({"risk_threshold": "high"})
     with pytest.raises(detect.StateError):
         eng.restore(b"not msgpack")
+
+
+def test_each_request_counts_once() -> None:
+    w = Workload(load_seeds(), seed=11)
+    dev = make_org(1, 1, 0)[0]
+    eng = Engine({"model_enabled": False}, detectors=[])
+    req, resp = w.event(dev, T0, "secret/data/team0/app0/db")
+    eng.process(req)
+    assert eng.stats["behaviour_events"] == 0  # waiting for its response
+    eng.process(resp)
+    assert eng.stats["behaviour_events"] == 1  # the response, with outcome and mount
+    # A request whose response never comes is used on its own once the wait is over.
+    lonely, _ = w.event(dev, T0 + 10, "sys/seal")
+    eng.process(lonely)
+    later, _ = w.event(dev, T0 + 300, "secret/data/team0/app0/db")
+    eng.process(later)
+    assert eng.stats["behaviour_events"] == 2
+    assert eng.baselines.count("entity:dev00", "mount", "sys/") > 0
+    eng.flush(T0 + 1000)
+    assert eng.stats["behaviour_events"] == 3
+    assert eng.stats["events"] == 4
