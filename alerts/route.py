@@ -34,7 +34,7 @@ import sqlalchemy as sa
 
 from alerts import schema as t
 from alerts.errors import RouteConfigError, SilenceError
-from alerts.model import SEVERITIES, Alert
+from alerts.model import SEVERITIES, Alert, severity_rank
 from alerts.silence import Matcher, Silence, labels_of, matches_all, parse_matchers
 from alerts.store import NflogEntry, OutboxEntry, Transaction, to_epoch
 
@@ -396,11 +396,12 @@ class Router:
             if not group.alerts:
                 del self._groups[key]
                 continue
-            visible = [
-                a
-                for _, a in sorted(group.alerts.items())
-                if a.id not in inhibited and not _silenced(a, silences, now)
-            ]
+            # Most severe first: channels that show only the top few alerts show these.
+            muted = inhibited | {i for i, a in group.alerts.items() if _silenced(a, silences, now)}
+            visible = sorted(
+                (a for a in group.alerts.values() if a.id not in muted),
+                key=lambda a: (-severity_rank(a.severity), -a.score, a.id),
+            )
             out.extend(self._notify(group, visible, now, tx))
         if out:
             tx.enqueue([n.to_outbox() for n in out], now=now)

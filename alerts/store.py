@@ -331,6 +331,8 @@ class Transaction:
         stamp = time.time() if now is None else now
         batch: dict[str, Alert] = {}
         for alert in alerts:
+            if len(alert.event_ids) > MAX_EVENT_IDS:
+                alert = msgspec.structs.replace(alert, event_ids=alert.event_ids[:MAX_EVENT_IDS])
             prior = batch.get(alert.id)
             batch[alert.id] = alert if prior is None else merge_occurrences(prior, alert)
         if not batch:

@@ -261,6 +261,24 @@ def test_group_by_all_labels(store: Store) -> None:
     assert sorted(len(n.alerts) for _, n in run(router, 2, 2)) == [1, 2]
 
 
+def test_notifications_list_the_most_severe_alerts_first(store: Store) -> None:
+    cfg = config(group_by=["identity"])
+    cfg["inhibit_rules"] = []  # no default rule: the critical alert would mute the others
+    router = Router(cfg, store)
+    feed(
+        store,
+        router,
+        [
+            make_alert("a", severity="low"),
+            make_alert("b", severity="critical"),
+            make_alert("c", severity="high"),
+        ],
+        at=0,
+    )
+    ((_, note),) = run(router, 2, 2)
+    assert [a.id for a in note.alerts] == ["va_b", "va_c", "va_a"]
+
+
 # -- durability ----------------------------------------------------------------------------------
 
 

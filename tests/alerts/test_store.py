@@ -182,13 +182,19 @@ def test_re_adding_keeps_the_lifecycle_status(store: Store) -> None:
 
 
 def test_event_ids_are_capped(store: Store) -> None:
+    store.add_alerts([make_alert(2, events=tuple(f"c{i}" for i in range(700)))], now=T0)
+    assert len(store.get_alert("va_0002").alert.event_ids) == MAX_EVENT_IDS
     store.add_alerts([make_alert(1, events=tuple(f"a{i}" for i in range(400)))], now=T0)
     store.add_alerts([make_alert(1, events=tuple(f"b{i}" for i in range(400)))], now=T0)
     stored = store.get_alert("va_0001").alert
     assert len(stored.event_ids) == MAX_EVENT_IDS
     assert stored.event_ids[:400] == tuple(f"a{i}" for i in range(400))
     with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(sa.func.count()).select_from(schema.alert_events)).scalar_one()
+        rows = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(schema.alert_events)
+            .where(schema.alert_events.c.alert_id == "va_0001")
+        ).scalar_one()
     assert rows == MAX_EVENT_IDS
 
 
