@@ -71,6 +71,9 @@ class ScenarioOutcome:
     delay_seconds: float | None = None
     detectors: set[str] = field(default_factory=set)
     best_severity: str = "-"
+    #: Every finding the detector produced on the scenario's events, alerting or not
+    #: ("detector:severity"), to explain a miss.
+    signals: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -130,6 +133,14 @@ class Scorer:
             },
             benign_events,
         )
+
+    def observe_findings(self, ev: AuditEvent, findings: Iterable[Any]) -> None:
+        """Record findings (``detector``, ``severity``, ``event_ids``) that touch a scenario's events."""
+        for f in findings:
+            rids = tuple(getattr(f, "event_ids", ()) or ()) or (ev.request_id or "",)
+            for kind in {self.labels.get(rid) for rid in rids}:
+                if kind in self.eval.outcomes:
+                    self.eval.outcomes[kind].signals.add(f"{f.detector}:{f.severity}")
 
     def observe_event(self, ev: AuditEvent) -> None:
         """Note that the detector has now seen ``ev`` (before its alerts are scored)."""
@@ -366,6 +377,12 @@ def render(
             f"median single-event delay {_median(engine.single_event_delays())}.",
             "",
         ]
+        for kind, o in engine.outcomes.items():
+            if not o.caught:
+                seen = ", ".join(sorted(o.signals)) or "none"
+                lines.append(f"Missed {kind}: findings on its events: {seen}.")
+        if engine.missed:
+            lines.append("")
         if engine.false_examples:
             by = ", ".join(
                 f"{d} {n}" for d, n in sorted(engine.false_by_detector.items(), key=lambda kv: -kv[1])
@@ -397,8 +414,13 @@ def replay(
     *,
     name: str = "engine",
     flush_every: float = HOUR,
+    findings: Callable[[], Iterable[Any]] | None = None,
 ) -> tuple[Evaluation, list[Alert]]:
-    """Feed ``events`` in order, flushing on each new ``flush_every`` of event time; score it all."""
+    """Feed ``events`` in order, flushing on each new ``flush_every`` of event time; score it all.
+
+    ``findings``, when given, returns the findings of the last ``process`` call (the engine's
+    ``last_findings``): they are kept per scenario to explain misses.
+    """
     scorer = Scorer(generated, benign_events, name)
     next_flush = None
     last = 0.0
@@ -410,6 +432,8 @@ def replay(
             next_flush += flush_every
         scorer.observe_event(ev)
         scorer.observe_alerts(process(ev), ev.ts)
+        if findings is not None:
+            scorer.observe_findings(ev, findings())
         last = ev.ts
     scorer.observe_alerts(flush(last + 2 * 86400), last + 2 * 86400)
     return scorer.finish(), list(scorer.final.values())
@@ -458,7 +482,14 @@ def evaluate(
     alerts: list[Alert] = []
     t0 = time.monotonic()
     if engine is not None:
-        engine_eval, alerts = replay(events, generated, benign, engine.process, engine.flush)
+        engine_eval, alerts = replay(
+            events,
+            generated,
+            benign,
+            engine.process,
+            engine.flush,
+            findings=(lambda: engine.last_findings) if hasattr(engine, "last_findings") else None,
+        )
         timings["engine"] = time.monotonic() - t0
     t0 = time.monotonic()
     reqs = requests_of(events)
