@@ -387,11 +387,12 @@ class Router:
         firing = {a.id: a for g in self._groups.values() for a in g.alerts.values()}
         inhibited = self._inhibited(firing.values())
         silences = tx.list_silences(active_at=now)
+        due = sorted(k for k, g in self._groups.items() if g.next_flush <= now)
+        sent = tx.nflog_entries(due)
+        records: list[NflogEntry] = []
         out: list[Notification] = []
-        for key in sorted(self._groups):
+        for key in due:
             group = self._groups[key]
-            if group.next_flush > now:
-                continue
             group.next_flush = now + group.node.group_interval
             if not group.alerts:
                 del self._groups[key]
@@ -402,8 +403,9 @@ class Router:
                 (a for a in group.alerts.values() if a.id not in muted),
                 key=lambda a: (-severity_rank(a.severity), -a.score, a.id),
             )
-            out.extend(self._notify(group, visible, now, tx))
+            out.extend(self._notify(group, visible, now, sent, records))
         if out:
+            tx.nflog_record(*records)
             tx.enqueue([n.to_outbox() for n in out], now=now)
             log.info("enqueued %d notifications", len(out))
         return out
@@ -457,7 +459,12 @@ class Router:
         return muted
 
     def _notify(
-        self, group: _Group, visible: list[Alert], now: float, tx: Transaction
+        self,
+        group: _Group,
+        visible: list[Alert],
+        now: float,
+        sent: Mapping[tuple[str, str, str], NflogEntry],
+        records: list[NflogEntry],
     ) -> Iterator[Notification]:
         if not visible:
             return
@@ -465,11 +472,11 @@ class Router:
         content = _content_hash(ids)
         receiver = group.node.receiver
         for integration in receiver.integrations:
-            entry = tx.nflog_get(group.key, receiver.name, integration.key)
+            entry = sent.get((group.key, receiver.name, integration.key))
             if not _needs_update(entry, ids, now, group.node.repeat_interval):
                 continue
             sequence = (entry.sequence if entry else 0) + 1
-            tx.nflog_record(
+            records.append(
                 NflogEntry(
                     group_key=group.key,
                     receiver=receiver.name,

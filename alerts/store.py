@@ -509,30 +509,34 @@ class Transaction:
 
     def nflog_get(self, group_key: str, receiver: str, integration: str) -> NflogEntry | None:
         """The last notification a (group, receiver, integration) got, if any."""
-        row = self.conn.execute(
-            sa.select(t.notification_log).where(
-                t.notification_log.c.group_key == group_key,
-                t.notification_log.c.receiver == receiver,
-                t.notification_log.c.integration == integration,
-            )
-        ).first()
-        if row is None:
-            return None
-        return NflogEntry(
-            group_key=row.group_key,
-            receiver=row.receiver,
-            integration=row.integration,
-            content_hash=row.content_hash,
-            firing_ids=tuple(msgspec.json.decode(row.firing_ids, type=list[str])),
-            sent_at=row.sent_at,
-            sequence=row.sequence,
-        )
+        return self.nflog_entries([group_key]).get((group_key, receiver, integration))
 
-    def nflog_record(self, entry: NflogEntry) -> None:
-        """Record that a notification was sent (replaces the previous row of the same key)."""
-        row = msgspec.to_builtins(entry)
-        row["firing_ids"] = _json.encode(list(entry.firing_ids)).decode()
-        self._upsert(t.notification_log, [row], ("group_key", "receiver", "integration"))
+    def nflog_entries(self, group_keys: Iterable[str]) -> dict[tuple[str, str, str], NflogEntry]:
+        """Notification-log rows of these groups, keyed by (group key, receiver, integration)."""
+        n = t.notification_log
+        keys = sorted(set(group_keys))
+        out: dict[tuple[str, str, str], NflogEntry] = {}
+        for start in range(0, len(keys), 500):
+            for row in self.conn.execute(sa.select(n).where(n.c.group_key.in_(keys[start : start + 500]))):
+                out[(row.group_key, row.receiver, row.integration)] = NflogEntry(
+                    group_key=row.group_key,
+                    receiver=row.receiver,
+                    integration=row.integration,
+                    content_hash=row.content_hash,
+                    firing_ids=tuple(msgspec.json.decode(row.firing_ids, type=list[str])),
+                    sent_at=row.sent_at,
+                    sequence=row.sequence,
+                )
+        return out
+
+    def nflog_record(self, *entries: NflogEntry) -> None:
+        """Record that notifications were sent (each replaces the previous row of its key)."""
+        rows = []
+        for entry in entries:
+            row = msgspec.to_builtins(entry)
+            row["firing_ids"] = _json.encode(list(entry.firing_ids)).decode()
+            rows.append(row)
+        self._upsert(t.notification_log, rows, ("group_key", "receiver", "integration"))
 
     # -- outbox -------------------------------------------------------------------------------
 
