@@ -246,15 +246,15 @@ class GeneratedLog:
     """
 
     path: Path
-    labels: dict[str, str]
-    scenarios: dict[str, Scenario]
-    canaries: tuple[str, ...]
+    labels: dict[str, str] = field(repr=False)
+    scenarios: dict[str, Scenario] = field(repr=False)
+    canaries: tuple[str, ...] = field(repr=False)
     requests: int
     entries: int
     start: datetime
     days: int
     warmup_days: int
-    entry_labels: list[str] = field(default_factory=list)
+    entry_labels: list[str] = field(default_factory=list, repr=False)
 
 
 @dataclass(order=True)
@@ -301,7 +301,6 @@ class Traffic:
         self._seq = 0
         self._now = self.t0 - DAY  # setup happens the day before
         self._label = SETUP
-        self._pending_ids: dict[str, list[str]] = {}
         self._instances: dict[str, list[Actor]] = {}
         self._ci: dict[str, Actor] = {}
         self._humans: dict[str, Actor] = {}
