@@ -16,7 +16,26 @@ Delivery and its retries belong to :mod:`alerts.deliver`.
 
 The router holds no clock: every call takes ``now`` (epoch seconds), so replays and tests run
 with compressed timers. Alerts leave their groups when their stored status is no longer ``open``
-or when they were last seen more than ``resolve_timeout`` ago.
+or when they were last seen more than ``resolve_timeout`` ago. Only firing notifications are
+sent (no "resolved" messages); the payload is ``{"group_key", "receiver", "status": "firing",
+"alerts": [alert/v1 dicts, most severe first]}``.
+
+Configuration is plain data, e.g. from TOML::
+
+    {"receivers": [{"name": "soc", "integrations": [{"channel": "webhook"}]},
+                   {"name": "pager", "integrations": [{"channel": "pagerduty", "name": "0"}]}],
+     "route": {"receiver": "soc", "group_by": ["identity", "detector"],
+               "group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h",
+               "routes": [{"matchers": ["severity=critical"], "receiver": "pager", "continue": True}]},
+     "inhibit_rules": None,   # None: a critical alert mutes lower ones of the same identity
+     "resolve_timeout": "1h"}
+
+Typical use in the service, in the same unit of work as the alerts and the consumer offsets::
+
+    router = Router(config, store); router.recover(now)
+    with store.transaction() as tx:
+        tx.add_alerts(alerts); router.ingest(alerts, now); router.tick(now, tx=tx)
+        tx.save_offsets(group, offsets)
 """
 
 from __future__ import annotations
