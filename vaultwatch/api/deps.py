@@ -1,0 +1,196 @@
+"""FastAPI dependencies as ``Annotated`` aliases: the app context and the caller's principal.
+
+Use them as parameter types::
+
+    @router.get("/things")
+    def things(ctx: Ctx, who: Viewer) -> ...
+
+``Viewer``/``Analyst``/``Admin`` require at least that role (401 without credentials, 403 with
+a lower role); ``CurrentPrincipal`` any role; ``OptionalPrincipal`` is None when anonymous.
+State-changing requests authenticated by the session cookie must pass the CSRF check (see
+:mod:`vaultwatch.api.auth`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from alerts.store import Store
+
+from .audit import ApiAudit
+from .auth import (
+    CSRF_FORM_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    AuthConfig,
+    Authenticator,
+    AuthError,
+    Principal,
+    RateLimiter,
+    Role,
+    role_at_least,
+)
+
+__all__ = [
+    "AppContext",
+    "Ctx",
+    "CurrentPrincipal",
+    "OptionalPrincipal",
+    "Viewer",
+    "Analyst",
+    "Admin",
+    "require_role",
+    "request_id_of",
+    "epoch_of",
+]
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass
+class AppContext:
+    """Everything a route needs, built once by ``create_app`` and kept on ``app.state.ctx``."""
+
+    settings: Any
+    store: Store
+    archive: Any  # vaultwatch.archive.EventArchive | None
+    authn: Authenticator
+    audit: ApiAudit
+    limits: AuthConfig
+    clock: Callable[[], float] = time.time
+    rate: RateLimiter | None = None
+    login_rate: RateLimiter | None = None
+    metrics: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def epoch_of(value: datetime | None, name: str) -> float | None:
+    """Epoch seconds of a datetime parameter (naive means UTC); 422 when out of range."""
+    if value is None:
+        return None
+    try:
+        return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).timestamp()
+    except (OverflowError, ValueError, OSError):
+        raise HTTPException(422, f"{name} is out of range") from None
+
+
+def get_ctx(request: Request) -> AppContext:
+    """The :class:`AppContext` of the running app."""
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+def request_id_of(request: Request) -> str:
+    """The id of this request (echoed in ``X-Request-ID`` and in error bodies)."""
+    rid = getattr(request.state, "request_id", None)
+    return str(rid) if rid else ""
+
+
+# The security schemes document the credentials in OpenAPI; the checks are ours.
+_bearer = HTTPBearer(auto_error=False, description="JWT signed by the service (see /api/v1/auth/jwks)")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="<id>.<secret> from API_KEYS_FILE")
+_session = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="session from /api/v1/auth/login")
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": 'Bearer realm="vaultwatch"'}
+    )
+
+
+async def _csrf_ok(request: Request, expected: str) -> bool:
+    sent = request.headers.get(CSRF_HEADER)
+    if not sent:
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.form()
+            value = form.get(CSRF_FORM_FIELD)
+            sent = value if isinstance(value, str) else None
+    return bool(sent) and hmac.compare_digest(str(sent), expected)
+
+
+async def optional_principal(
+    request: Request,
+    ctx: Ctx,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+    session: Annotated[str | None, Depends(_session)],
+) -> Principal | None:
+    """The caller, or None when no credential was sent; 401 for a bad one, 429 when throttled."""
+    del bearer  # the raw header is parsed below (it may also carry an ApiKey scheme)
+    peer = request.client.host if request.client else None
+    try:
+        principal = ctx.authn.authenticate(
+            authorization=request.headers.get("authorization"),
+            api_key=api_key,
+            session=session,
+            peer=peer,
+            headers=request.headers,
+        )
+    except AuthError as exc:
+        log.info("authentication refused from %s: %s", peer, exc)
+        raise _unauthorized(str(exc)) from None
+    if principal is None:
+        return None
+    if ctx.rate is not None:
+        wait = ctx.rate.check(f"{principal.method}:{principal.subject}")
+        if wait > 0:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail="rate limit exceeded",
+                headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+            )
+    if (
+        principal.method == "session"
+        and request.method in _UNSAFE
+        and not await _csrf_ok(request, principal.csrf or "")
+    ):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="missing or wrong CSRF token")
+    request.state.principal = principal
+    return principal
+
+
+OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
+
+
+def current_principal(principal: OptionalPrincipal) -> Principal:
+    """The authenticated caller (401 when anonymous)."""
+    if principal is None:
+        raise _unauthorized("authentication required")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require_role(minimum: Role) -> Callable[[Principal], Principal]:
+    """A dependency admitting callers whose role is at least ``minimum`` (else 403)."""
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        if not role_at_least(principal.role, minimum):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"requires role {minimum}")
+        return principal
+
+    check.__name__ = f"require_{minimum}"
+    return check
+
+
+Viewer = Annotated[Principal, Depends(require_role("viewer"))]
+Analyst = Annotated[Principal, Depends(require_role("analyst"))]
+Admin = Annotated[Principal, Depends(require_role("admin"))]

@@ -1,0 +1,178 @@
+"""Identities and their baselines, read from the detection engine's checkpoints in the store.
+
+The streaming workers checkpoint one engine per partition under ``engine/<group>/<topic>/<n>``
+(msgpack ``{offset, hour, engine}``). The API restores each into a
+:class:`detect.engine.Engine` and keeps them until a checkpoint's ``updated_at`` changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import msgspec
+import sqlalchemy as sa
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from alerts import schema as t
+from alerts.store import AlertQuery
+
+from ..deps import AppContext, Ctx, Viewer
+from ..schemas import IdentityBrief, IdentityDetail, IdentityList, alert_public, iso
+
+__all__ = ["router", "load_engines", "CheckpointBaselines"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/identities", tags=["identities"], responses={401: {}, 403: {}, 429: {}})
+
+_CACHE = "identities.engines"
+_SUMMARIES = "identities.summaries"
+
+
+class _Checkpoint(msgspec.Struct):
+    # The worker's checkpoint layout (vaultwatch.pipeline): next offset, hour, engine snapshot.
+    offset: int
+    hour: int | None
+    engine: bytes
+
+
+def load_engines(ctx: AppContext) -> list[Any]:
+    """The engines of every partition checkpoint, restored (cached until a checkpoint changes)."""
+    from detect.engine import Engine
+
+    with ctx.store.engine.connect() as conn:
+        sig = tuple(
+            (r.key, r.updated_at)
+            for r in conn.execute(
+                sa.select(t.checkpoints.c.key, t.checkpoints.c.updated_at)
+                .where(t.checkpoints.c.key.like("engine/%"))
+                .order_by(t.checkpoints.c.key)
+            )
+        )
+    with ctx.lock:
+        cached = ctx.extra.get(_CACHE)
+        if cached is not None and cached[0] == sig:
+            engines: list[Any] = cached[1]
+            return engines
+    engines = []
+    for key, _ in sig:
+        with ctx.store.transaction(read_only=True) as tx:
+            blob = tx.load_checkpoint(key)
+        if blob is None:
+            continue
+        try:
+            cp = msgspec.msgpack.decode(blob, type=_Checkpoint)
+            eng = Engine()
+            eng.restore(cp.engine)
+        except Exception as exc:  # noqa: BLE001 - one unreadable checkpoint must not hide the rest
+            log.warning("checkpoint %s not readable: %s", key, type(exc).__name__)
+            continue
+        engines.append(eng)
+    with ctx.lock:
+        ctx.extra[_CACHE] = (sig, engines)
+    return engines
+
+
+class CheckpointBaselines:
+    """``identities()`` and ``identity_summary(key)`` over every partition's checkpointed engine.
+
+    This is what ``create_app`` puts in ``ctx.extra["baselines"]`` for the web UI.
+    """
+
+    def __init__(self, ctx: AppContext) -> None:
+        self._ctx = ctx
+
+    def identities(self) -> list[str]:
+        """Every identity key with a baseline, sorted."""
+        return sorted(_summaries(self._ctx))
+
+    def identity_summary(self, key: str) -> dict[str, Any]:
+        """The baseline summary of one identity ({} when unknown)."""
+        return _summaries(self._ctx).get(key, {})
+
+
+def _summaries(ctx: AppContext) -> dict[str, dict[str, Any]]:
+    engines = load_engines(ctx)
+    with ctx.lock:
+        cached = ctx.extra.get(_SUMMARIES)
+        if cached is not None and cached[0] is engines:
+            result: dict[str, dict[str, Any]] = cached[1]
+            return result
+    out: dict[str, dict[str, Any]] = {}
+    for eng in engines:
+        for key in eng.identities():
+            summary = eng.identity_summary(key)
+            if summary and (key not in out or summary.get("last_active", 0) > out[key].get("last_active", 0)):
+                out[key] = summary
+    with ctx.lock:
+        ctx.extra[_SUMMARIES] = (engines, out)
+    return out
+
+
+def _peers(summaries: dict[str, dict[str, Any]], key: str, limit: int = 20) -> list[str]:
+    group = summaries[key].get("group")
+    if not group:
+        return []
+    return sorted(k for k, s in summaries.items() if k != key and s.get("group") == group)[:limit]
+
+
+def _brief(summaries: dict[str, dict[str, Any]], key: str) -> IdentityBrief:
+    s = summaries[key]
+    last = s.get("last_active")
+    return IdentityBrief(
+        key=key,
+        group=s.get("group"),
+        risk=float(s.get("risk", 0.0)),
+        last_seen=iso(float(last)) if last else None,
+        events=int(s.get("events", 0)),
+        learning=bool(s.get("learning", False)),
+        peers=_peers(summaries, key, 5),
+    )
+
+
+@router.get("", summary="Identities with a baseline", response_model=IdentityList)
+def list_identities(
+    ctx: Ctx,
+    who: Viewer,
+    sort: Annotated[str, Query(pattern="^(risk|last_seen|events|key)$")] = "risk",
+    learning: bool | None = None,
+    q: Annotated[str | None, Query(max_length=256)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> IdentityList:
+    """Identities by risk (default), last activity, event count or key."""
+    summaries = _summaries(ctx)
+    keys = [
+        k
+        for k, s in summaries.items()
+        if (learning is None or bool(s.get("learning")) == learning) and (not q or q.lower() in k.lower())
+    ]
+    order = {
+        "risk": lambda k: (-float(summaries[k].get("risk", 0.0)), k),
+        "last_seen": lambda k: (-float(summaries[k].get("last_active", 0.0)), k),
+        "events": lambda k: (-int(summaries[k].get("events", 0)), k),
+        "key": lambda k: (0.0, k),
+    }[sort]
+    keys.sort(key=order)
+    return IdentityList(items=[_brief(summaries, k) for k in keys[offset : offset + limit]], total=len(keys))
+
+
+@router.get(
+    "/{key:path}", summary="One identity's baseline", response_model=IdentityDetail, responses={404: {}}
+)
+def get_identity(
+    ctx: Ctx, who: Viewer, key: Annotated[str, Path(min_length=1, max_length=512)]
+) -> IdentityDetail:
+    """Top templates, mounts, operations, addresses, hour-of-week heatmap, rate and recent alerts."""
+    summaries = _summaries(ctx)
+    if key not in summaries:
+        raise HTTPException(404, "no baseline for this identity")
+    page = ctx.store.list_alerts(AlertQuery(identity=key, limit=50))
+    assignees = ctx.audit.assignees([a.id for a in page.items])
+    return IdentityDetail(
+        key=key,
+        summary=summaries[key],
+        peers=_peers(summaries, key),
+        alerts=[alert_public(a, assignees.get(a.id)) for a in page.items],
+    )

@@ -1,0 +1,315 @@
+"""Request and response bodies of the API, one family per entity (pydantic, OpenAPI-documented).
+
+``AlertPublic`` is the ``vaultwatch.alert/v1`` contract object plus API-only fields
+(``assignee``); the contract fields are never renamed here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from alerts.model import Alert
+from alerts.silence import Silence
+
+__all__ = [
+    "ErrorBody",
+    "AlertIdentityPublic",
+    "ReasonPublic",
+    "AlertPublic",
+    "AlertList",
+    "StatusChangePublic",
+    "VerdictPublic",
+    "EventPublic",
+    "EventPage",
+    "AlertDetailPublic",
+    "ActionRequest",
+    "AssignRequest",
+    "VerdictRequest",
+    "BulkActionRequest",
+    "BulkResult",
+    "MatcherIn",
+    "SilenceCreate",
+    "SilencePublic",
+    "IdentityBrief",
+    "IdentityList",
+    "IdentityDetail",
+    "LoginRequest",
+    "SessionInfo",
+    "TokenResponse",
+    "Me",
+    "ApiKeyPublic",
+    "AuditEntryPublic",
+    "AdminStatus",
+    "alert_public",
+    "silence_public",
+    "iso",
+]
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+Status = Literal["open", "acknowledged", "resolved", "false_positive", "suppressed"]
+
+
+def iso(ts: float) -> str:
+    """RFC 3339 UTC for an epoch."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    """Every error: a short message and the request id to quote in a report."""
+
+    detail: Any
+    request_id: str | None = None
+
+
+class AlertIdentityPublic(BaseModel):
+    key: str
+    entity_id: str | None = None
+    display_name: str | None = None
+    auth_mount: str | None = None
+    policies: list[str] = []
+
+
+class ReasonPublic(BaseModel):
+    feature: str
+    observed: str
+    baseline: str
+    weight: float
+
+
+class AlertPublic(BaseModel):
+    """The ``vaultwatch.alert/v1`` object, plus the current assignee."""
+
+    schema_: str = Field(alias="schema", serialization_alias="schema")
+    id: str
+    detector: str
+    title: str
+    severity: Severity
+    score: int
+    identity: AlertIdentityPublic
+    first_seen: str
+    last_seen: str
+    count: int
+    event_ids: list[str]
+    source_addresses: list[str]
+    paths: list[str]
+    explanation: list[ReasonPublic]
+    dedup_key: str
+    status: Status
+    labels: dict[str, str] = {}
+    assignee: str | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+def alert_public(alert: Alert, assignee: str | None = None) -> AlertPublic:
+    """The response model of a stored alert."""
+    data = alert.to_dict()
+    data["assignee"] = assignee
+    return AlertPublic.model_validate(data)
+
+
+class AlertList(BaseModel):
+    items: list[AlertPublic]
+    total: int = Field(description="alerts matching the filters (all pages)")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
+    counts: dict[str, int] = Field(default={}, description="matching alerts per status")
+
+
+class StatusChangePublic(BaseModel):
+    from_status: str | None
+    to_status: str
+    actor: str
+    comment: str
+    at: str
+
+
+class VerdictPublic(BaseModel):
+    id: int
+    verdict: str
+    actor: str
+    comment: str
+    at: str
+
+
+class EventPublic(BaseModel):
+    """One archived audit entry, reduced to what triage needs (no token HMACs, no data)."""
+
+    time: str
+    request_id: str | None
+    type: str
+    identity_key: str
+    display_name: str | None
+    path: str
+    operation: str | None
+    mount_point: str | None
+    remote_ip: str | None
+    outcome: str
+    error: str | None
+
+
+class EventPage(BaseModel):
+    items: list[EventPublic]
+    offset: int
+    limit: int
+    next_offset: int | None
+
+
+class AlertDetailPublic(BaseModel):
+    alert: AlertPublic
+    timeline: list[StatusChangePublic]
+    verdicts: list[VerdictPublic]
+    events: list[EventPublic] = Field(description="the archived entries behind event_ids, oldest first")
+    events_available: bool = Field(description="false when no event archive is configured")
+
+
+class ActionRequest(_Body):
+    comment: str = Field(default="", max_length=2000)
+
+
+class AssignRequest(_Body):
+    assignee: str = Field(max_length=256, description="user to assign; empty to unassign")
+    comment: str = Field(default="", max_length=2000)
+
+
+class VerdictRequest(_Body):
+    verdict: Literal["true_positive", "false_positive", "benign"]
+    comment: str = Field(default="", max_length=2000)
+
+
+class BulkActionRequest(_Body):
+    ids: list[str] = Field(min_length=1, max_length=500)
+    action: Literal["ack", "resolve", "false_positive", "reopen"]
+    comment: str = Field(default="", max_length=2000)
+    confirm: bool = Field(description="must be true: bulk actions are never implicit")
+
+
+class BulkResult(BaseModel):
+    changed: list[str]
+    failed: dict[str, str]
+
+
+class MatcherIn(_Body):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+    op: Literal["=", "!=", "=~", "!~"] = "="
+    value: str = Field(max_length=1024)
+
+
+class SilenceCreate(_Body):
+    matchers: list[MatcherIn] = Field(min_length=1, max_length=20)
+    starts_at: datetime | None = Field(default=None, description="default: now")
+    ends_at: datetime
+    comment: str = Field(default="", max_length=2000)
+
+
+class SilencePublic(BaseModel):
+    id: str
+    matchers: list[MatcherIn]
+    starts_at: str
+    ends_at: str
+    created_by: str
+    comment: str
+    expired: bool
+    active: bool
+    created_at: str
+
+
+def silence_public(s: Silence, now: float) -> SilencePublic:
+    """The response model of a silence."""
+    return SilencePublic(
+        id=s.id,
+        matchers=[MatcherIn(name=m.name, op=m.op, value=m.value) for m in s.matchers],
+        starts_at=iso(s.starts_at),
+        ends_at=iso(s.ends_at),
+        created_by=s.created_by,
+        comment=s.comment,
+        expired=s.expired,
+        active=s.is_active(now),
+        created_at=iso(s.created_at),
+    )
+
+
+class IdentityBrief(BaseModel):
+    key: str
+    group: str | None = None
+    risk: float
+    last_seen: str | None
+    events: int
+    learning: bool
+    peers: list[str] = Field(description="other identities of the same peer group")
+
+
+class IdentityList(BaseModel):
+    items: list[IdentityBrief]
+    total: int
+
+
+class IdentityDetail(BaseModel):
+    key: str
+    summary: dict[str, Any] = Field(description="baseline: top templates, mounts, addresses, heatmap, rate")
+    peers: list[str]
+    alerts: list[AlertPublic]
+
+
+class LoginRequest(_Body):
+    username: str = Field(min_length=1, max_length=256)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionInfo(BaseModel):
+    subject: str
+    role: str
+    csrf_token: str
+    expires_in: int
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+
+
+class Me(BaseModel):
+    subject: str
+    role: str
+    method: str
+    csrf_token: str | None = None
+
+
+class ApiKeyPublic(BaseModel):
+    """An API key's metadata; the hash and the key itself are never returned."""
+
+    id: str
+    role: str
+    not_after: str | None
+    expired: bool
+    comment: str
+
+
+class AuditEntryPublic(BaseModel):
+    id: int
+    at: str
+    actor: str
+    role: str
+    method: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any]
+    request_id: str
+
+
+class AdminStatus(BaseModel):
+    channels: list[str]
+    routes: list[str]
+    outbox_depth: int
+    outbox_oldest_pending_seconds: float | None
+    outbox_failed: int
+    api_keys: int
+    jwt_kids: list[str]
