@@ -31,6 +31,7 @@ VERBS: dict[str, tuple[str, str]] = {
     ),
     "run": ("run", "the streaming service: consume the audit topic, detect, store, route alerts"),
     "ship": ("ship", "tail an audit file or listen as a socket audit device; produce to Kafka"),
+    "serve": ("serve", "the analyst API and web UI"),
 }
 
 

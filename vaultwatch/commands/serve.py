@@ -1,0 +1,70 @@
+"""``vaultwatch serve``: the analyst API and web UI."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+HELP = "the analyst API and web UI"
+DESCRIPTION = """\
+Serve the analyst API (/api/v1, OpenAPI at /openapi.json, docs at /docs) and, when installed, the
+web UI, over the alert store and event archive named in the configuration. /healthz, /readyz and
+/metrics need no credentials; everything else does.
+
+Secrets are files, never values on the command line:
+  JWT_KEY_FILE               PEM private key(s) signing tokens and sessions (Ed25519, RSA, EC);
+                             the first key signs, the others verify; re-read when replaced
+  API_KEYS_FILE              TOML [[keys]] or JSON: id, hash (sha256:<hex> or argon2), role,
+                             not_after; re-read when replaced
+  VAULTWATCH_API_USERS_FILE  TOML [[users]]: name, password_hash (argon2), role
+Optional: VAULTWATCH_API_SSO_HEADER + VAULTWATCH_API_TRUSTED_PROXIES (CIDRs) for a trusted
+login proxy, VAULTWATCH_API_COOKIE_SECURE=false for plain http on 127.0.0.1 only.
+
+examples:
+  JWT_KEY_FILE=/run/secrets/jwt_private_key API_KEYS_FILE=/run/secrets/api_keys \\
+      vaultwatch serve --config /etc/vaultwatch/vaultwatch.toml
+  vaultwatch serve --host 127.0.0.1 --port 8080
+"""
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file (default $VAULTWATCH_CONFIG)")
+    p.add_argument("--host", default=None, help="address to bind (default: [api] host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port to bind (default: [api] port, 8080)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..api import AuthConfig, create_app
+    from ..api.auth import AuthError
+    from ..console import console
+    from ..settings import ConfigError, load_settings
+
+    err = console(stderr=True)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        return 2
+    host = args.host or settings.api.host
+    port = args.port if args.port is not None else settings.api.port
+    if not 0 < port < 65536:
+        err.print(f"[red]error:[/red] port {port} is out of range")
+        return 2
+    try:
+        app = create_app(settings, auth=AuthConfig.from_env(os.environ))
+    except AuthError as exc:
+        err.print(f"[red]authentication setup failed:[/red] {exc}")
+        return 2
+    except Exception as exc:  # noqa: BLE001 - one line naming the cause, never a traceback
+        err.print(f"[red]cannot start:[/red] {type(exc).__name__}")
+        return 1
+    shown = f"[{host}]" if ":" in host else host
+    print(f"vaultwatch API on http://{shown}:{port}/ (docs at /docs)", flush=True)  # noqa: T201
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=False)
+    uvicorn.Server(config).run()
+    return 0
