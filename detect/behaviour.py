@@ -325,7 +325,7 @@ class Behaviour:
         rows: list[WindowRow] = []
         hour = int(ts // 3600)
         win = b.window
-        if hour != win.hour:
+        if hour > win.hour:  # a late event joins the current window
             if win.hour >= 0 and win.events:
                 rows.append(self._close_window(b, ws))
             win = b.window = Window(hour=hour, first_ts=ts)
@@ -334,7 +334,7 @@ class Behaviour:
             b.how[hour_of_week(ts)] += wl
             b.how_total += wl
         day = int(ts // 86400)
-        if day != b.day:
+        if day > b.day:
             if b.day >= 0:
                 x = math.log1p(b.day_new)
                 b.day_s0 += ws
