@@ -31,6 +31,7 @@ VERBS: dict[str, tuple[str, str]] = {
     ),
     "run": ("run", "the streaming service: consume the audit topic, detect, store, route alerts"),
     "ship": ("ship", "tail an audit file or listen as a socket audit device; produce to Kafka"),
+    "report": ("report", "render an audit review report (HTML and PDF) for a period"),
     "serve": ("serve", "the analyst API and web UI"),
 }
 
