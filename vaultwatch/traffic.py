@@ -1099,17 +1099,19 @@ def generate(
     warmup_days: int = 14,
     seed: int = 0,
     attacks: Sequence[str] | None = ATTACK_KINDS,
+    spacing: float = 1.0,
 ) -> GeneratedLog:
     """Set up the organisation, drive ``days`` simulated days (attacks after ``warmup_days``), rewrite.
 
     ``url`` is a forwarding listener of a fresh OpenBao server (see :func:`forwarding_listener`).
-    Pass ``attacks=None`` or ``()`` for benign traffic only.
+    Pass ``attacks=None`` or ``()`` for benign traffic only; ``spacing`` as in
+    :meth:`Traffic.plan_attacks`.
     """
     with Traffic(url, root_token, audit_log, seed=seed) as traffic:
         traffic.setup()
         traffic.plan_benign(days)
         if attacks:
-            traffic.plan_attacks(warmup_days, attacks)
+            traffic.plan_attacks(warmup_days, attacks, spacing=spacing)
         traffic.run()
         return traffic.rewrite(out)
 
