@@ -252,10 +252,23 @@ class GroupBaseline(msgspec.Struct, kw_only=True):
     feats: dict[str, TopK] = msgspec.field(default_factory=dict)
     members: list[str] = msgspec.field(default_factory=list)
     n: int = 0
+    #: Decayed event totals. Value counts here grow only when a value is *new for an identity*,
+    #: so they count first uses (how many identities took a value up), and updating a group
+    #: costs nothing on the common path where the identity already knows every value.
+    tot_l: float = 0.0
+    tot_s: float = 0.0
 
     def rescale(self, fl: float, fs: float) -> None:
         for c in self.feats.values():
             c.rescale(fl, fs)
+        self.tot_l *= fl
+        self.tot_s *= fs
+
+    def novelty_rate(self, feature: str, unit: float) -> float:
+        """Smoothed share of recent events that brought a value new to the whole group."""
+        c = self.feats.get(feature)
+        new = c.new_s if c is not None else 0.0
+        return (new + 0.5 * unit) / (self.tot_s + unit)
 
 
 def encoded_size(obj: Any) -> int:

@@ -38,7 +38,6 @@ from .baseline import (
     FEATURES,
     GROUP_FEATURES,
     METRICS,
-    ORG_FEATURES,
     Baseline,
     Clock,
     GroupBaseline,
@@ -180,6 +179,18 @@ def _learn(
             it[1] += ws
 
 
+def _first_use(feats: dict[str, TopK], f: str, v: str, k: int, wl: float, ws: float) -> None:
+    c = feats.get(f)
+    if c is None:
+        c = feats[f] = TopK(k=k)
+    it = c.items.get(v)
+    if it is None:
+        c.insert(v, wl, ws)
+    else:
+        it[0] += wl
+        it[1] += ws
+
+
 def _tail_normal(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
@@ -204,9 +215,10 @@ class Behaviour:
             "address": cfg.k_address,
             "subnet": cfg.k_subnet,
         }
-        self._kg = dict.fromkeys(self._k, cfg.k_group)
-        self._ko = dict.fromkeys(self._k, cfg.k_org)
         self._started = bool(self.state.identities)
+        self._min_volume = min(
+            cfg.volume_min_events, cfg.volume_min_distinct, cfg.volume_min_lists, cfg.error_min_errors
+        )
 
     # -- BaselineView ---------------------------------------------------------------------------
     def in_learning(self, identity_key: str, now: float) -> bool:
@@ -348,7 +360,8 @@ class Behaviour:
         grp = st.groups[b.group]
         org = st.org
         new = {f: (f not in feats or v not in feats[f].items) for f, v in values.items()}
-        if any(new.values()):
+        any_new = any(new.values())
+        if any_new:
             self._novelty(b, grp, values, new, learning, ws, signals)
         elif not learning and b.taint_until <= ts:
             self._rarity(b, values, ws, ts, signals)
@@ -381,10 +394,19 @@ class Behaviour:
         b.learn_n += 1
         if b.taint_until <= ts:
             _learn(feats, values, FEATURES, self._k, wl, ws)
-            _learn(grp.feats, values, GROUP_FEATURES, self._kg, wl, ws)
-            _learn(org.feats, values, ORG_FEATURES, self._ko, wl, ws)
             grp.n += 1
+            grp.tot_l += wl
+            grp.tot_s += ws
             org.n += 1
+            org.tot_l += wl
+            org.tot_s += ws
+            if any_new:
+                for f, is_new in new.items():
+                    if is_new:
+                        v = values[f]
+                        if f in GROUP_FEATURES:
+                            _first_use(grp.feats, f, v, self.cfg.k_group, wl, ws)
+                        _first_use(org.feats, f, v, self.cfg.k_org, wl, ws)
         return signals, b, rows
 
     def fold(self, key: str, feature: str, value: str, ts: float) -> None:
@@ -432,9 +454,9 @@ class Behaviour:
                     damp *= 0.6  # a known office / VPN range
                 s = -math.log10(max(p_id, 1e-12)) * damp
                 if group_new and len(grp.members) > 2 and gc is not None:
-                    s = max(s, -math.log10(max(gc.novelty_rate(ws), 1e-12)))
+                    s = max(s, -math.log10(max(grp.novelty_rate(f, ws), 1e-12)))
                 if org_new and oc is not None:
-                    s_org = -math.log10(max(oc.novelty_rate(ws), 1e-12))
+                    s_org = -math.log10(max(org.novelty_rate(f, ws), 1e-12))
                     # A network nobody in the organisation has used adds to the identity's own
                     # surprise; for paths, org-wide novelty is mostly typos and probing.
                     s = s + 0.6 * s_org if f in ("subnet", "address") else max(s, 0.8 * s_org)
@@ -532,6 +554,8 @@ class Behaviour:
     def _volume(self, b: Baseline, ws: float, learning: bool, out: list[Signal]) -> None:
         cfg = self.cfg
         win = b.window
+        if win.events < self._min_volume and len(b.new_times) < cfg.day_new_min and not b.new_fired:
+            return  # the common case: a quiet hour cannot be a volume anomaly
         vec = win.vector()
         mins = (cfg.volume_min_events, cfg.volume_min_distinct, cfg.volume_min_lists, cfg.error_min_errors)
         hs = b.hstats
