@@ -8,8 +8,10 @@ with behaviour only, and the baseline state size per identity (msgpack bytes).
 from __future__ import annotations
 
 import statistics
+import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 from bench.common import real_openbao_log, scaled_lines
@@ -27,11 +29,16 @@ def _best(fn: object, repeat: int = 2) -> float:
     return best
 
 
-def main(n: int = 100_000) -> dict[str, float]:
-    lines = scaled_lines(real_openbao_log(), n)
+def main(n: int = 100_000, log: str | None = None) -> dict[str, float]:
+    """Measure on ``log`` (any audit log) or on ``n`` lines of a real OpenBao log."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "audit.log"
-        path.write_bytes(b"\n".join(lines) + b"\n")
+        if log:
+            path = Path(log)
+            n = sum(1 for line in path.read_bytes().splitlines() if line.strip())
+        else:
+            lines = scaled_lines(real_openbao_log(), n)
+            path.write_bytes(b"\n".join(lines) + b"\n")
 
         def parse_only() -> None:
             parse = Parser().parse
@@ -49,8 +56,11 @@ def main(n: int = 100_000) -> dict[str, float]:
         t_parse = _best(parse_only)
         t_full = _best(replay_full)
         t_beh = _best(replay_behaviour)
+        tracemalloc.start()
         eng = Engine(seed=0, detectors=[])
         replay([path], engine=eng)
+        in_memory = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
         sizes = [eng.identity_summary(k)["bytes"] for k in eng.identities()]
     out = {
         "lines": float(n),
@@ -62,6 +72,7 @@ def main(n: int = 100_000) -> dict[str, float]:
         "identities": float(len(sizes)),
         "median_bytes_per_identity": float(statistics.median(sizes)) if sizes else 0.0,
         "max_bytes_per_identity": float(max(sizes)) if sizes else 0.0,
+        "traced_engine_memory_mb": in_memory / 1e6,
     }
     for k, v in out.items():
         print(f"{k:40s} {v:14.2f}")
@@ -71,4 +82,4 @@ def main(n: int = 100_000) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    main(log=sys.argv[1] if len(sys.argv) > 1 else None)

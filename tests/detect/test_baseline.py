@@ -164,3 +164,14 @@ def test_hour_of_week_and_tail() -> None:
     assert how_tail(office, 3) < 0.01  # Monday 03:00
     uniform = [1.0 if i % 3 else 0.0 for i in range(168)]
     assert how_tail(uniform, 0) > 0.05  # sampling holes of an always-on identity are not rare
+
+
+@pytest.mark.parametrize(
+    "module", ["detect.templates", "detect.baseline", "detect.risk", "detect.config", "detect.engine"]
+)
+def test_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0 and result.attempted > 0
