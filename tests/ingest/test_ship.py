@@ -4,7 +4,9 @@ killed with SIGKILL mid-stream."""
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -342,11 +344,24 @@ def test_openbao_file_to_topic_every_request_id_no_plaintext(
     assert all(len(p) == 1 for p in part_of.values()) and len(part_of) >= 3
 
 
+# kafka-python drops the socket of a refused connection attempt without closing it; while the
+# broker is down that happens on every reconnect. The library's, not ours: ignored here only.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.integration
 def test_broker_outage_blocks_the_commit_until_the_broker_is_back(
-    bao_logs: dict[str, Path], topic: str
+    bao_logs: dict[str, Path], topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    lines = bao_logs["hmac"].read_bytes().splitlines()
+    # kafka-python's connection-error log records hold the exceptions, and through them the
+    # sockets, until the end of the session: keep them out of the capture.
+    caplog.set_level(logging.CRITICAL, logger="kafka")
+    try:
+        _outage(bao_logs["hmac"].read_bytes().splitlines(), topic)
+    finally:
+        gc.collect()  # the leaked sockets sit in reference cycles of the scenario's frames
+
+
+def _outage(lines: list[bytes], topic: str) -> None:
     broker = KafkaBroker().start()
     kafka = KafkaSettings(broker.bootstrap, reconnect_backoff_max_ms=500, request_timeout_ms=3000)
     producers: list[Any] = []
