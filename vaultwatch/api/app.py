@@ -156,7 +156,8 @@ def _install_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # The type only: exception messages can carry request data.
         log.error("request %s failed: %s", _rid(request), type(exc).__name__)
-        return _error(request, 500, "internal error")
+        # This answer is sent outside the middleware stack, so it sets the id header itself.
+        return _error(request, 500, "internal error", {"X-Request-ID": _rid(request)})
 
 
 def create_app(

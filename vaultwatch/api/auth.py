@@ -814,6 +814,11 @@ class Authenticator:
         user = self.users.verify(username, password)
         return Principal(user.name, user.role, "session")
 
+    def known_user(self, name: str) -> bool:
+        """Whether a local user of that name exists (audit a failed login under the name only then:
+        an unknown "name" is often a password typed into the wrong field)."""
+        return self.users is not None and name in self.users.users
+
     def authenticate(
         self,
         *,

@@ -102,7 +102,8 @@ async def login(request: Request, ctx: Ctx) -> Response:
     try:
         principal = ctx.authn.login(body.username, body.password)
     except AuthError as exc:
-        _audit(ctx, request, body.username, "", "login", "refused")
+        actor = body.username if ctx.authn.known_user(body.username) else "(unknown user)"
+        _audit(ctx, request, actor, "", "login", "refused")
         if is_form and next_path is not None:
             sep = "&" if "?" in next_path else "?"
             return RedirectResponse(f"{next_path}{sep}error=login", status_code=303)
