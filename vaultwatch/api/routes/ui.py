@@ -286,9 +286,14 @@ def heatmap(values: Sequence[float]) -> dict[str, Any]:
     return {"rows": rows, "peak": peak, "peak_label": label}
 
 
-def _timeline_svg(events: list[dict[str, Any]], start: float, end: float, alert: Alert) -> dict[str, Any]:
+def _timeline_svg(events: list[dict[str, Any]], alert: Alert) -> dict[str, Any]:
     width = 800
-    span = max(end - start, 1.0)
+    first, last = to_epoch(alert.first_seen), to_epoch(alert.last_seen)
+    # Zoom to the events shown (and the alert's span), with a little air at both ends.
+    lo = min([first, *(float(e["ts"]) for e in events)])
+    hi = max([last, *(float(e["ts"]) for e in events)])
+    pad = max((hi - lo) * 0.04, 1.0)
+    start, span = lo - pad, (hi - lo) + 2 * pad
 
     def x(ts: float) -> float:
         return round(10 + (ts - start) / span * (width - 20), 1)
@@ -305,7 +310,6 @@ def _timeline_svg(events: list[dict[str, Any]], start: float, end: float, alert:
                 "label": f"{e['time']} {e['operation'] or ''} {e['path']} ({e['outcome']})",
             }
         )
-    first, last = to_epoch(alert.first_seen), to_epoch(alert.last_seen)
     return {"width": width, "dots": dots, "alert_x1": x(first), "alert_x2": x(last)}
 
 
@@ -457,13 +461,14 @@ def alert_page(alert_id: str, request: Request, ctx: Ctx, who: PagePrincipal) ->
         timeline=timeline,
         tl_start=_fmt_dt(start),
         tl_end=_fmt_dt(end),
-        tl_svg=_timeline_svg(timeline, start.timestamp(), end.timestamp(), a),
+        tl_svg=_timeline_svg(timeline, a),
         archive_missing=archive is None,
         raw=raw,
         next_statuses=sorted(TRANSITIONS.get(a.status, frozenset())),
         verdict_choices=[(v, _VERDICT_LABELS.get(v, v)) for v in VERDICTS],
         active_silences=active,
         silence_hours=SILENCE_HOURS,
+        raw_limit=RAW_LIMIT,
     )
 
 

@@ -30,6 +30,23 @@
     box.className = "flash " + (isError ? "error" : "ok");
   }
 
+  // Sign out answers 204, so post it from script and then show the login page.
+  var logout = document.querySelector("form[data-logout]");
+  if (logout) {
+    logout.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      post(logout.getAttribute("action"), {}).then(
+        function () { window.location.href = logout.getAttribute("data-logout"); },
+        function () { window.location.href = logout.getAttribute("data-logout"); }
+      );
+    });
+  }
+
+  // On an alert page, scroll the timeline to the first entry that made the alert.
+  var rowsBox = document.getElementById("timeline-rows");
+  var hit = rowsBox && rowsBox.querySelector("tr.in-alert");
+  if (hit) { rowsBox.scrollTop = Math.max(0, hit.offsetTop - 60); }
+
   var body = document.getElementById("queue-body");
   if (!body) { return; }
   var base = body.getAttribute("data-base") || "";

@@ -1,0 +1,174 @@
+"""The web UI in a real browser: Debian's Chromium driven by Playwright against a live uvicorn.
+
+CI installs the ``chromium`` package; without ``/usr/bin/chromium`` these tests skip. Screenshots
+go to ``test-artifacts/`` at the repository root.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from alerts.model import Alert
+from alerts.store import Store
+from tests.ui.conftest import PASSWORDS, LiveServer, Seed
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Any, live_server: LiveServer) -> Iterator[Any]:
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1366, "height": 860})
+    context.set_default_timeout(15_000)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    # Close the page first: its EventSource must not hold the server open at shutdown.
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def shot(pg: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"), full_page=True)
+
+
+def sign_in(pg: Any, user: str = "ana", start: str = "/ui/alerts") -> None:
+    pg.goto(start)
+    pg.wait_for_url("**/ui/login?**")
+    pg.get_by_label("Username").fill(user)
+    pg.get_by_label("Password").fill(PASSWORDS[user])
+    pg.get_by_role("button", name="Sign in").click()
+    pg.wait_for_url(f"**{start}*")
+
+
+def test_login_then_a_new_alert_arrives_live(page: Any, store: Store, ui_seed: Seed) -> None:
+    sign_in(page)
+    assert page.locator("#queue-body tr[data-alert-id]").count() == min(50, len(ui_seed.alerts))
+    page.wait_for_selector("#live-dot.on")  # the EventSource is connected
+    before = int(page.inner_text("#queue-total"))
+    src = max(ui_seed.alerts, key=lambda a: a.score)
+    fresh: Alert = msgspec.structs.replace(
+        src,
+        id="va_live0000000000000000000000000001",
+        title=f"{src.title} (live)",
+        severity="critical",
+        status="open",
+        dedup_key=f"{src.dedup_key}/live",
+        last_seen=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    store.add_alerts([fresh])
+    row = page.locator(f'#queue-body tr[data-alert-id="{fresh.id}"]')
+    row.wait_for()  # no reload: it came through the SSE stream
+    assert "(live)" in row.inner_text()
+    assert row.locator(".sev-critical").count() == 1
+    assert int(page.inner_text("#queue-total")) == before + 1
+    assert page.locator("#queue-body tr").first.get_attribute("data-alert-id") == fresh.id
+    shot(page, "queue-live")
+
+
+def test_keyboard_triage_changes_the_store(page: Any, store: Store, ui_seed: Seed) -> None:
+    sign_in(page)
+    page.wait_for_selector("#live-dot.on")
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    page.keyboard.press("k")
+    selected = page.locator("#queue-body tr.selected")
+    assert selected.count() == 1
+    first_id = page.locator("#queue-body tr").first.get_attribute("data-alert-id")
+    assert selected.get_attribute("data-alert-id") == first_id
+    page.keyboard.press("j")
+    target = selected.get_attribute("data-alert-id")
+    assert target != first_id
+    page.keyboard.press("a")
+    page.locator(f'#queue-body tr[data-alert-id="{target}"] .status-acknowledged').wait_for()
+    assert store.get_alert(target).alert.status == "acknowledged"
+    assert page.locator("#live-status").inner_text().endswith("acknowledged")
+    # f asks why, then closes it as a false positive with that comment.
+    page.once("dialog", lambda d: d.accept("backup job, expected"))
+    page.keyboard.press("f")
+    page.locator(f'#queue-body tr[data-alert-id="{target}"] .status-false_positive').wait_for()
+    detail = store.get_alert(target)
+    assert detail.alert.status == "false_positive"
+    assert detail.history[-1].comment == "backup job, expected" and detail.history[-1].actor == "ana"
+    shot(page, "queue-triage")
+    page.locator("#queue-body tr.selected").wait_for()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/ui/alerts/{target}")
+    assert page.locator("#alert-status").inner_text() == "false positive"
+
+
+def test_silence_from_the_alert_page(page: Any, store: Store, ui_seed: Seed) -> None:
+    a = max(
+        (x for x in ui_seed.alerts if x.explanation),
+        key=lambda x: len(x.explanation),
+        default=ui_seed.alerts[0],
+    )
+    sign_in(page, start=f"/ui/alerts/{a.id}")
+    assert page.get_by_role("heading", name="Why: actual vs typical").is_visible()
+    assert page.locator("table.events tr.in-alert").count() >= 1
+    summary = page.locator("details summary").first
+    summary.click()
+    assert page.locator("details[open] pre").first.is_visible()
+    shot(page, "alert")
+    page.locator("#silence-for").select_option("168")
+    page.locator("#silence-button").click()
+    page.wait_for_url("**done=silenced")
+    assert "Silence created" in page.inner_text("main")
+    [silence] = store.list_silences()
+    assert {(m.name, m.value) for m in silence.matchers} == {
+        ("identity", a.identity.key),
+        ("detector", a.detector),
+    }
+    assert abs(silence.ends_at - silence.starts_at - 168 * 3600) < 1
+    page.get_by_role("link", name="Silences").click()
+    assert page.locator(f'tr[data-silence-id="{silence.id}"]').inner_text().count("active") == 1
+
+
+def test_identity_heatmap_renders(page: Any, ui_seed: Seed) -> None:
+    a = max(ui_seed.alerts, key=lambda x: ui_seed.engine.identity_summary(x.identity.key).get("events", 0))
+    sign_in(page, start="/ui/identities")
+    page.get_by_role("link", name=a.identity.key, exact=True).click()
+    heat = page.locator("svg#heatmap")
+    heat.wait_for()
+    box = heat.bounding_box()
+    assert box is not None and box["width"] > 300 and box["height"] > 80
+    cells = heat.locator("rect.cell")
+    assert cells.count() == 168
+    fills = cells.evaluate_all("els => els.map(e => getComputedStyle(e).fill)")
+    lit = [f for f in fills if f not in ("rgb(238, 241, 245)",)]
+    assert lit, "no hour of the week is coloured"
+    assert len(set(fills)) >= 2
+    shot(page, "identity")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/ui/login")
+    page.goto("/ui/alerts")
+    page.wait_for_url("**/ui/login?**")  # the session is gone
