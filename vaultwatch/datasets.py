@@ -24,7 +24,7 @@ import json
 import logging
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -192,10 +192,13 @@ class DemoData:
     warmup_days: int
     events: int
     alerts: int
+    #: Secret values the attacks wrote (for leak tests); kept in memory only, never on disk.
+    canaries: tuple[str, ...] = field(default=(), repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types."""
+        """Plain JSON types (without the canaries)."""
         d = asdict(self)
+        d.pop("canaries")
         for k in ("workdir", "audit_log", "archive"):
             d[k] = str(d[k])
         d["start"] = self.start.isoformat()
@@ -345,6 +348,7 @@ def generate_demo_data(
         warmup_days=warmup_days,
         events=len(events),
         alerts=len(alerts),
+        canaries=tuple(generated.canaries),
     )
     (work / _MANIFEST).write_text(json.dumps(data.to_dict(), indent=2))
     log.info("demo data: %d events, %d alerts in %s", len(events), len(alerts), work)

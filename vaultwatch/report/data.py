@@ -205,7 +205,7 @@ def _in(df: pd.DataFrame, start: datetime, end: datetime, col: str = "time") -> 
 
 def _off_hours(times: pd.Series, opts: ReportOptions) -> pd.Series:
     hours = times.dt.hour
-    return cast(pd.Series, (times.dt.weekday >= 5) | (hours < opts.work_start) | (hours >= opts.work_end))
+    return cast(pd.Series, (times.dt.day_of_week >= 5) | (hours < opts.work_start) | (hours >= opts.work_end))
 
 
 # -- summary ------------------------------------------------------------------------------------
