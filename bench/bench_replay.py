@@ -7,6 +7,7 @@ with behaviour only, and the baseline state size per identity (msgpack bytes).
 
 from __future__ import annotations
 
+import importlib
 import statistics
 import sys
 import tempfile
@@ -53,6 +54,7 @@ def main(n: int = 100_000, log: str | None = None) -> dict[str, float]:
             replay([path], engine=Engine(seed=0, detectors=[]))
 
         Engine(seed=0)  # imports (scikit-learn, rules) outside the timings
+        importlib.import_module("sklearn.ensemble")
         t_parse = _best(parse_only)
         t_full = _best(replay_full)
         t_beh = _best(replay_behaviour)

@@ -530,12 +530,16 @@ class Behaviour:
         # Two full weeks of history before an hour-of-week can be called rare for anyone.
         if hours < self.cfg.time_min_hours or ts - b.first_ts < 14 * 86400:
             return
+        how = hour_of_week(ts)
+        # Cheap bound first: the tail includes this hour's own share (at least a quarter of its
+        # histogram share), so a habitual hour can never be rare enough to report.
+        if 0.25 * b.how[how] >= b.how_total * 10 ** (-self.cfg.min_surprise):
+            return
         # Never more confident than "not once in all these hours" allows (rule of succession).
-        p = max(how_tail(b.how, hour_of_week(ts)), 0.5 / (hours + 1.0))
+        p = max(how_tail(b.how, how), 0.5 / (hours + 1.0))
         s = -math.log10(p)
         if s < self.cfg.min_surprise:
             return
-        how = hour_of_week(ts)
         day = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[how // 24]
         label = f"{day} {how % 24:02d}:00 UTC"
         out.append(

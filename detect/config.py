@@ -81,7 +81,7 @@ class DetectConfig(msgspec.Struct, frozen=True, kw_only=True):
     model_min_windows: int = 500
     model_refit_every: int = 5000
     model_max_windows: int = 4096
-    model_trees: int = 100
+    model_trees: int = 64
     model_tail: float = 0.0005
     #: A partial batch is scored by :meth:`Engine.flush` only once its oldest window is this old
     #: (event time): scoring tiny batches often costs more than the whole stream.
