@@ -40,9 +40,10 @@ from typing import Any
 
 import msgspec
 
+from alerts.errors import StoreError
 from alerts.model import Alert
 from detect.engine import Engine
-from ingest.errors import ParseError, SourceError
+from ingest.errors import ParseError, ShipError, SourceError
 from ingest.parse import Parser
 from ingest.sources.base import RawRecord
 
@@ -69,6 +70,8 @@ class WorkerConfig:
     poll_timeout: float = 0.5
     checkpoint_interval: float = 5.0  # seconds; 0 = every batch
     revoke_wait: float = 3.0
+    min_backoff: float = 0.5
+    max_backoff: float = 10.0
     detect_config: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -133,10 +136,14 @@ class Worker:
             self._lost.difference_update(pairs)
 
     def _on_revoked(self, pairs: list[tuple[str, int]]) -> None:
+        if not pairs:
+            return
         with self._lock:
             self._owned.difference_update(pairs)
             self._revoke_request = list(pairs)
             self._revoke_done.clear()
+        if self._stop.is_set():
+            return  # shutting down: the loop has checkpointed everything already
         # Let the loop checkpoint them; bounded, so a busy loop cannot stall the group.
         if not self._revoke_done.wait(self.cfg.revoke_wait):
             log.warning("revoked %s before their checkpoint was written; their new owner replays", pairs)
@@ -253,6 +260,9 @@ class Worker:
                 st.last_record = rec
                 st.dirty = True
         alerts = list(latest.values())
+        if self.dlq is not None and hasattr(self.dlq, "flush"):
+            # Refused records must be safe in the DLQ before their offsets can be committed.
+            self.dlq.flush()
         now = self._clock()
         due = self._stop.is_set() or now - self._last_checkpoint >= self.cfg.checkpoint_interval
         if due:
@@ -275,6 +285,7 @@ class Worker:
             ev = self.parser.parse(rec.data, source=rec.source)
         except ParseError as err:
             self.stats["quarantined"] += 1
+            log.info("record at %s refused (%s): sent to the quarantine", rec.position, err.reason)
             if self.dlq is not None:
                 self.dlq.put(rec.data, err, source=rec.source, position=str(rec.position))
             else:
@@ -302,22 +313,53 @@ class Worker:
         )
 
     def run(self) -> None:
-        """Consume until :meth:`stop`; then finish the batch, checkpoint everything, close."""
+        """Consume until :meth:`stop`; then finish the batch, checkpoint everything, close.
+
+        A failure to poll, to write the store or to flush the DLQ never ends the worker: it
+        rewinds every partition to its last checkpoint (so no half-handled batch leaks into the
+        state) and retries with capped exponential backoff, without busy-looping.
+        """
         self._source = self._source_factory(
             on_assigned=self._on_assigned, on_revoked=self._on_revoked, on_lost=self._on_lost
         )
         self._last_checkpoint = self._clock()
+        backoff = self.cfg.min_backoff
         try:
-            for batch in self._source.batches(self.cfg.batch_size, self.cfg.poll_timeout):
-                self.process_batch(batch)
-                if self.router is not None:
-                    self.router.tick(self._clock())
-                if self.archive is not None:
-                    self.archive.tick()
-                if self._stop.is_set():
-                    break
+            while not self._stop.is_set():
+                try:
+                    for batch in self._source.batches(self.cfg.batch_size, self.cfg.poll_timeout):
+                        self.process_batch(batch)
+                        backoff = self.cfg.min_backoff
+                        if self.router is not None:
+                            self.router.tick(self._clock())
+                        if self.archive is not None:
+                            self.archive.tick()
+                        if self._stop.is_set():
+                            break
+                    else:
+                        break  # the source ended (stopped)
+                except (SourceError, ShipError, StoreError) as exc:
+                    self.stats["errors"] += 1
+                    log.warning("%s; rewinding to the last checkpoint and retrying in %.1fs", exc, backoff)
+                    self._rewind()
+                    if self._stop.wait(backoff):
+                        break
+                    backoff = min(self.cfg.max_backoff, backoff * 2)
         finally:
             self._shutdown()
+
+    def _rewind(self) -> None:
+        """Forget in-memory progress: partitions reload from their checkpoints when next seen."""
+        owned = {(st.topic, st.partition): st.next_offset for st in self.parts.values()}
+        self.parts.clear()
+        for (topic, partition), _ in owned.items():
+            try:
+                with self.store.transaction(read_only=True) as tx:
+                    blob = tx.load_checkpoint(checkpoint_key(self.cfg.group_id, topic, partition))
+                offset = msgspec.msgpack.decode(blob, type=_Checkpoint).offset if blob is not None else 0
+                self._source.seek(topic, partition, offset)
+            except Exception as exc:  # noqa: BLE001 - the gap check seeks later if this fails
+                log.info("could not seek %s:%d yet (%s)", topic, partition, type(exc).__name__)
 
     def _shutdown(self) -> None:
         try:
@@ -326,6 +368,8 @@ class Worker:
             if self.archive is not None:
                 self.archive.flush()
         finally:
+            if self.dlq is not None and hasattr(self.dlq, "close"):
+                self.dlq.close()
             if self._source is not None:
                 self._source.close()
             log.info("worker %s stopped: %s", self.cfg.worker_id, dict(self.stats))

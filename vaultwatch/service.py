@@ -57,7 +57,7 @@ def open_store(s: Settings) -> Any:
 
 def build_worker(s: Settings, *, store: Any | None = None, checkpoint_interval: float = 5.0) -> Worker:
     """A worker consuming ``s.kafka.topic`` as ``s.kafka.group_id``, with DLQ, archive and routing."""
-    from ingest.sources.kafka import DeadLetterQueue, KafkaSource
+    from ingest.sources.kafka import DeadLetterQueue, KafkaSource, dlq_topic
 
     from .archive import EventArchive
 
@@ -71,7 +71,7 @@ def build_worker(s: Settings, *, store: Any | None = None, checkpoint_interval: 
         from alerts.route import Router, RouterConfig
 
         router = Router(RouterConfig.from_dict(s.routes), store)
-    dlq = DeadLetterQueue(s.kafka.topic, kafka=ks)
+    dlq = DeadLetterQueue(dlq_topic(s.kafka.topic), kafka=ks)
 
     def source(**hooks: Any) -> KafkaSource:
         return KafkaSource(s.kafka.topic, kafka=ks, consumer=cs, **hooks)

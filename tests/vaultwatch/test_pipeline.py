@@ -63,7 +63,9 @@ def _produce(
     from kafka import KafkaProducer
 
     parser, dedup = Parser(), Deduplicator()
-    prod = KafkaProducer(bootstrap_servers=[broker.bootstrap], acks="all", linger_ms=5)
+    prod = KafkaProducer(
+        bootstrap_servers=[broker.bootstrap], acks="all", linger_ms=5, max_request_size=8 << 20
+    )
     futures = []
     try:
         for line in lines:
@@ -232,3 +234,105 @@ def test_sigterm_twice_gives_the_same_alert_set(stream: dict[str, Any], kafka_br
     finally:
         assert _stop(proc) == 0
     assert sorted(_alert_ids(db)) == sorted(stream["clean"])
+
+
+def test_two_workers_on_postgresql_survive_losing_one(
+    stream: dict[str, Any], kafka_broker: KafkaBroker, pg_url: str
+) -> None:
+    """Scale-out: two workers share the group on PostgreSQL; one is killed; the other takes over."""
+    tmp: Path = stream["tmp"]
+    cfg = _config(tmp, kafka_broker, stream["topic"], "scale", pg_url)
+    a = _start(cfg, tmp, "scale-a")
+    b = _start(cfg, tmp, "scale-b")
+    try:
+        time.sleep(6.0)  # both joined and working
+        a.kill()
+        a.wait(timeout=30)
+        _wait_done(pg_url, "scale", stream["ends"], [b], timeout=180)
+    finally:
+        if a.poll() is None:
+            a.kill()
+        assert _stop(b) == 0, (tmp / "scale-b.log").read_text()[-3000:]
+    got = _alert_ids(pg_url)
+    assert len(got) == len(set(got))
+    assert sorted(got) == sorted(stream["clean"])
+
+
+def test_poison_records_go_to_the_dlq_and_nothing_valid_is_lost(
+    audit_lines: list[bytes], kafka_broker: KafkaBroker, stream: dict[str, Any]
+) -> None:
+    from kafka import KafkaConsumer
+
+    topic = f"poison-{random.randrange(1 << 30):x}"
+    _create_topic(kafka_broker, topic)
+    poison = (
+        b'{"time": "2026-11-28T00:00:00Z", "type": "req',
+        b"\xff\xfe\x00not utf-8 \xc3\x28",
+        b'{"time":"2026-11-28T00:00:00Z","type":"request","request":{"data":{"x":"'
+        + b"a" * 2_200_000
+        + b'"}}}',
+    )
+    ends = _produce(kafka_broker, topic, audit_lines, extra=poison)
+    tmp: Path = stream["tmp"]
+    db = f"sqlite:///{tmp / 'poison.db'}"
+    proc = _start(_config(tmp, kafka_broker, topic, "poison", db), tmp, "poison")
+    try:
+        _wait_done(db, "poison", ends, [proc])
+    finally:
+        assert _stop(proc) == 0
+    assert sorted(_alert_ids(db)) == sorted(stream["clean"])
+    c = KafkaConsumer(
+        f"{topic}.dlq",
+        bootstrap_servers=[kafka_broker.bootstrap],
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=16 * 1024 * 1024,
+    )
+    try:
+        dlq = list(c)
+    finally:
+        c.close()
+    reasons = sorted(dict(m.headers)["vaultwatch.reason"].decode() for m in dlq)
+    assert reasons == ["invalid_json", "no_json", "too_large"]
+    assert {len(m.value) for m in dlq} == {len(p) for p in poison}  # kept whole
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_broker_outage_recovers_without_restart_or_busy_loop(
+    audit_lines: list[bytes], tmp_path: Path
+) -> None:
+    broker = KafkaBroker().start()
+    topic = "outage"
+    try:
+        _create_topic(broker, topic)
+        ends = _produce(broker, topic, audit_lines[:600])
+        db = f"sqlite:///{tmp_path / 'outage.db'}"
+        cfg = _config(tmp_path, broker, topic, "outage", db)
+        proc = _start(cfg, tmp_path, "outage")
+        try:
+            _wait_done(db, "outage", ends, [proc])
+            before = len(_alert_ids(db))
+            broker.kill()
+            cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+            time.sleep(8.0)
+            cpu = _cpu_seconds(proc.pid) - cpu0
+            wall = time.monotonic() - t0
+            assert proc.poll() is None, "the worker died with the broker"
+            assert cpu < 0.5 * wall, f"busy loop while the broker was down: {cpu:.1f}s CPU in {wall:.1f}s"
+            # The broker keeps data in memory only: it comes back empty, on the same port.
+            broker = KafkaBroker(port=broker.port).start()
+            _create_topic(broker, topic)
+            # Re-send the stream (already in state: skipped) plus the rest of the log: new offsets.
+            ends2 = _produce(broker, topic, audit_lines)
+            _wait_done(db, "outage", ends2, [proc], timeout=120)
+            assert len(_alert_ids(db)) > before, "nothing new was detected after the broker came back"
+        finally:
+            if proc.poll() is None:
+                assert _stop(proc) == 0, (tmp_path / "outage.log").read_text()[-3000:]
+    finally:
+        broker.stop()
