@@ -93,6 +93,9 @@ def test_login_then_a_new_alert_arrives_live(page: Any, store: Store, ui_seed: S
     assert int(page.inner_text("#queue-total")) == before + 1
     assert page.locator("#queue-body tr").first.get_attribute("data-alert-id") == fresh.id
     shot(page, "queue-live")
+    # Closed by someone else: the row no longer matches the default filter but shows its new status.
+    store.transition(fresh.id, "resolved", "bob", "handled")
+    row.locator(".status-resolved").wait_for()
 
 
 def test_keyboard_triage_changes_the_store(page: Any, store: Store, ui_seed: Seed) -> None:

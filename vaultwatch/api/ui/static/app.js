@@ -62,6 +62,15 @@
     row.scrollIntoView({ block: "nearest" });
   }
 
+  function setStatus(row, st) {
+    var cell = row.querySelector(".status");
+    if (cell) {
+      cell.textContent = st.replace("_", " ");
+      cell.className = "status status-" + st;
+    }
+    row.setAttribute("data-status", st);
+  }
+
   function move(step) {
     var all = rows();
     if (!all.length) { return; }
@@ -78,12 +87,7 @@
     var id = row.getAttribute("data-alert-id");
     post(base + "/alerts/" + encodeURIComponent(id) + "/status", { to: to, comment: comment }).then(
       function (data) {
-        var cell = row.querySelector(".status");
-        if (cell) {
-          cell.textContent = data.status.replace("_", " ");
-          cell.className = "status status-" + data.status;
-        }
-        row.setAttribute("data-status", data.status);
+        setStatus(row, data.status);
         announce("Alert " + id + " is now " + data.status.replace("_", " "), false);
       },
       function (err) { announce("Could not update " + id + ": " + err.message, true); }
@@ -96,7 +100,7 @@
     var row = current();
     if (ev.key === "j") { move(1); }
     else if (ev.key === "k") { move(-1); }
-    else if (ev.key === "Enter" && row) { window.location.href = row.getAttribute("data-href"); }
+    else if (ev.key === "Enter" && row && tag !== "A") { window.location.href = row.getAttribute("data-href"); }
     else if (ev.key === "a" && row) { triage(row, "acknowledged"); }
     else if (ev.key === "r" && row) { triage(row, "resolved"); }
     else if (ev.key === "f" && row) { triage(row, "false_positive"); }
@@ -118,21 +122,48 @@
   source.onopen = function () { if (dot) { dot.classList.add("on"); } };
   source.onerror = function () { if (dot) { dot.classList.remove("on"); } };
 
-  function alertIdOf(data) {
-    try {
-      var msg = JSON.parse(data);
-      if (msg && msg.alert && msg.alert.id) { return msg.alert.id; }
-      if (msg && msg.id) { return msg.id; }
-      if (msg && msg.alert_id) { return msg.alert_id; }
-    } catch (e) { /* not JSON: ignore */ }
-    return null;
+  // The stream sends "event: alert" with the alert object (vaultwatch.alert/v1 fields) as data.
+  function parse(data) {
+    try { var msg = JSON.parse(data); return msg && msg.id ? msg : null; } catch (e) { return null; }
   }
 
+  // Changes are fetched one at a time; a flood (a bulk action, a replay) asks for a reload instead.
+  var pending = [];
+  var busy = false;
+  var MAX_PENDING = 25;
+
+  var latest = {};
+
   function onAlert(ev) {
-    var id = alertIdOf(ev.data);
-    if (!id) { return; }
+    var msg = parse(ev.data);
+    if (!msg) { return; }
+    var id = msg.id;
+    latest[id] = msg;
+    if (pending.indexOf(id) >= 0) { return; }
+    if (pending.length >= MAX_PENDING) {
+      announce("Many alerts changed: reload the page to see them all.", false);
+      return;
+    }
+    pending.push(id);
+    if (!busy) { next(); }
+  }
+
+  function next() {
+    var id = pending.shift();
+    if (!id) { busy = false; return; }
+    busy = true;
+    refreshRow(id).then(next, next);
+  }
+
+  function refreshRow(id) {
     var url = base + "/alerts/" + encodeURIComponent(id) + "/row" + window.location.search;
-    fetch(url, { credentials: "same-origin" }).then(function (r) {
+    return fetch(url, { credentials: "same-origin" }).then(function (r) {
+      var shown = body.querySelector('tr[data-alert-id="' + CSS.escape(id) + '"]');
+      if (r.status === 204 && shown && latest[id] && latest[id].status) {
+        // No longer matches the filters (closed elsewhere, say): keep the row, show its new status.
+        setStatus(shown, latest[id].status);
+        return;
+      }
       if (r.status !== 200) { return; }
       return r.text().then(function (html) {
         var tmp = document.createElement("tbody");
@@ -151,8 +182,6 @@
       });
     });
   }
-  ["message", "alert", "alert.created", "alert.updated", "alert_created", "alert_updated"].forEach(function (name) {
-    source.addEventListener(name, onAlert);
-  });
+  source.addEventListener("alert", onAlert);
   window.addEventListener("beforeunload", function () { source.close(); });
 })();
