@@ -105,6 +105,11 @@ class DemoTraffic(Traffic):
         self._pace = pace
 
     @property
+    def stopping(self) -> bool:
+        """True once the demo was asked to stop."""
+        return self._stop_event.is_set()
+
+    @property
     def passwords(self) -> dict[str, str]:
         """The userpass passwords the organisation was given (for ``--keep``'s credentials file)."""
         return dict(self._passwords)

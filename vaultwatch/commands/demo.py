@@ -211,6 +211,9 @@ def _drive(traffic: Any, days: int, warmup: int) -> None:
     except DemoStopped:
         traffic.progress.phase = "stopped"
     except Exception as exc:  # noqa: BLE001 - shown to the user; the stack keeps serving
+        if traffic.stopping:  # the servers were stopped under it
+            traffic.progress.phase = "stopped"
+            return
         traffic.progress.phase = "failed"
         traffic.progress.error = type(exc).__name__
         log.warning("traffic stopped early: %s", type(exc).__name__)
@@ -263,7 +266,6 @@ def run(args: argparse.Namespace) -> int:
 
     from ..console import console as make_console
     from ..demo_stack import DemoStack, DemoTraffic, TrafficProgress
-    from ..servers import ServerError
 
     if args.warmup_days < 0 or args.days < 1:
         log.error("--days must be at least 1 and --warmup-days at least 0")
@@ -288,9 +290,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         try:
             stack.start(step=lambda msg: out.print(f"[dim]-[/dim] {msg}"))
-        except (ServerError, OSError, Exception) as exc:  # noqa: BLE001 - one line, not a traceback
+        except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+            if state.signalled:
+                return 0  # interrupted while starting: the half-started stack is stopped below
             out.print(f"[red]the demo could not start:[/red] {type(exc).__name__}: {escape(str(exc))}")
             return 1
+        if state.signalled:
+            return 0
         out.print(
             f"[bold]vaultwatch UI and API:[/bold] {stack.ui_url}  "
             f"(alerts as JSON: {stack.ui_url}api/v1/alerts)"
@@ -310,11 +316,13 @@ def run(args: argparse.Namespace) -> int:
         if traffic is not None:
             stack.write_credentials(traffic.passwords)
         code = _report(args, out, stack, progress, alerts, caught_up, time.monotonic() - t0)
-        if stack.errors:
-            code = 1
         if state.signalled:
+            # A terminal's Ctrl-C reaches the servers too, so failures after it are expected.
             out.print("stopped on request; shutting down")
-        return code
+            return 0
+        for problem in stack.errors:
+            out.print(f"[red]{escape(problem)}[/red]")
+        return 1 if stack.errors else code
     finally:
         state.stop.set()
         if driver is not None:
