@@ -234,6 +234,9 @@ class Baseline(msgspec.Struct, kw_only=True):
         self.how = [x * fl for x in self.how]
         self.how_total *= fl
         self.hstats.rescale(fs)
+        self.day_s0 *= fs
+        self.day_s1 *= fs
+        self.day_s2 *= fs
 
     def learning(
         self, now: float, learning_days: float, min_events: int, events: int, min_days: float

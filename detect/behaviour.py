@@ -288,7 +288,24 @@ class Behaviour:
                     grp = st.groups[g] = GroupBaseline(key=g)
                 if len(grp.members) < _MAX_MEMBERS:
                     grp.members.append(key)
+        if b.group not in st.groups:
+            # A baseline restored on its own (partial snapshot) joins its group here.
+            st.groups[b.group] = GroupBaseline(key=b.group, members=[key])
         return b
+
+    def adopt(self, clock: Clock, identities: dict[str, Baseline], last: dict[str, Identity]) -> None:
+        """Merge baselines saved under another landmark ``clock`` (a partial snapshot)."""
+        st = self.state
+        if not self._started:
+            st.clock.t0 = clock.t0
+            self._started = True
+        else:
+            d = clock.t0 - st.clock.t0
+            fl, fs = math.exp(d / st.clock.tau_long), math.exp(d / st.clock.tau_short)
+            for b in identities.values():
+                b.rescale(fl, fs)
+        st.identities.update(identities)
+        st.last_identity.update(last)
 
     def peers_with(self, b: Baseline, feature: str, value: str) -> tuple[int, int]:
         """How many of the identity's peers (other group members) have seen ``value``."""
@@ -317,9 +334,6 @@ class Behaviour:
         clock.t0 = ts
         for b in self.state.identities.values():
             b.rescale(fl, fs)
-            b.day_s0 *= fs
-            b.day_s1 *= fs
-            b.day_s2 *= fs
         for g in self.state.groups.values():
             g.rescale(fl, fs)
         self.state.org.rescale(fl, fs)

@@ -598,10 +598,8 @@ class Engine:
         if st.version != STATE_VERSION:
             raise StateError(f"engine state version {st.version} is not {STATE_VERSION}")
         if st.partial:
-            cur = self._state
-            cur.behaviour.identities.update(st.behaviour.identities)
-            cur.behaviour.last_identity.update(st.behaviour.last_identity)
-            cur.risk.update(st.risk)
+            self._behaviour.adopt(st.behaviour.clock, st.behaviour.identities, st.behaviour.last_identity)
+            self._state.risk.update(st.risk)
             return
         self._state = st
         self._behaviour = Behaviour(self.cfg, st.behaviour)

@@ -353,10 +353,25 @@ def test_identity_state_is_small(month: Tagged) -> None:
     sizes = [eng.identity_summary(k)["bytes"] for k in eng.identities()]
     assert max(sizes) < 16_000
     part = eng.snapshot(["entity:dev00"])
+    mounts_before = eng.baselines.count("entity:dev00", "mount", "secret/")
     fresh = Engine({"model_enabled": False}, detectors=[])
     fresh.restore(part)
     assert fresh.identities() == ["entity:dev00"]
     assert fresh.identity_summary("entity:dev00")["events"] == eng.identity_summary("entity:dev00")["events"]
+    # The restored baseline keeps working: the same next event scores the same in both engines.
+    nxt = next(e for e, _ in month[len(month) // 2 :] if e.identity.key == "entity:dev00" and e.is_response)
+    fresh.process(nxt)
+    eng.process(nxt)
+    for k in ("mount", "subnet"):
+        value = "secret/" if k == "mount" else "10.0.0.0/24"
+        assert fresh.baselines.count("entity:dev00", k, value) == pytest.approx(
+            eng.baselines.count("entity:dev00", k, value)
+        )
+    # Merged into an engine that already runs under another landmark: counts are rescaled.
+    other = Engine({"model_enabled": False}, detectors=[])
+    other.process_batch(e for e, _ in month[-2000:] if e.identity.key != "entity:dev00")
+    other.restore(part)
+    assert other.baselines.count("entity:dev00", "mount", "secret/") == pytest.approx(mounts_before, rel=1e-6)
 
 
 # -- alert aggregation, rules, feedback -----------------------------------------------------------
