@@ -9,7 +9,9 @@
   is produced; every 100th is a marker, a developer reading a runtime secret under a fresh
   identity, which raises one ``access-model-violation`` alert. Latency is the alert row's
   ``created_at`` (the store's commit clock) minus the marker entry's ``time``. Target: p99 < 1 s.
-  Webhook delivery is not part of this figure.
+  Also to delivery: the worker routes alerts (one group per identity and detector) and an
+  :class:`alerts.deliver.DeliveryWorker` posts signed webhooks to a loopback receiver, which
+  records when each arrived. The steady producer runs in its own process.
 * **Memory**: RSS growth of one detection engine per 10,000 active identities, the identities
   made by rewriting the entity id of real service entries. Target: < 50 MB.
 
@@ -254,6 +256,71 @@ def steady_producer(bootstrap: str, topic: str, rate: int, seconds: float, out: 
     Path(out).write_text(json.dumps({"sent": sent, "seconds": took, "markers": markers}))
 
 
+class _Hook:
+    """A loopback HTTP receiver that records when each webhook body arrived."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        got = self.received = []  # type: list[tuple[float, bytes]]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                got.append((time.time(), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+#: One notification per (identity, detector), sent at the router's next tick.
+ROUTES: dict[str, Any] = {
+    "receivers": [{"name": "soc", "integrations": [{"channel": "webhook", "name": "bench"}]}],
+    "route": {
+        "receiver": "soc",
+        "group_by": ["identity", "detector"],
+        "group_wait": "1ms",
+        "group_interval": "1m",
+        "repeat_interval": "1h",
+    },
+}
+
+
+def _delivery(store: Any, hook: _Hook) -> tuple[Any, dict[str, Any]]:
+    """A started :class:`~alerts.deliver.DeliveryWorker` posting to ``hook``, and its channels."""
+    import base64
+    import os
+
+    from alerts.channels import build_channels, load_config
+    from alerts.deliver import DeliveryWorker
+    from alerts.secrets import SecretResolver
+
+    cfg = load_config(
+        {
+            "delivery": {"allow_loopback": True, "attempt_timeout": 5, "lease_seconds": 30},
+            "receivers": [
+                {"name": "soc", "webhook": [{"name": "bench", "url": "env:U", "signing_secrets": ["env:S"]}]}
+            ],
+        }
+    )
+    whsec = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    channels = build_channels(cfg, SecretResolver(env={"U": hook.url, "S": whsec}))
+    worker = DeliveryWorker(store, channels, policy=cfg.retry_policy(), poll_interval=0.05).start()
+    return worker, channels
+
+
 def latency(
     bootstrap: str, work: Path, rate: int, seconds: float, max_poll_records: int = 1000
 ) -> dict[str, float]:
@@ -262,13 +329,17 @@ def latency(
 
     import sqlalchemy as sa
 
-    from vaultwatch.service import build_worker
+    from vaultwatch.service import build_worker, open_store
 
     topic = f"bench-lat-{uuid.uuid4().hex[:6]}"
     _create_topic(bootstrap, topic, 1)
     warm = scaled_lines(real_openbao_log(), 1)[0]
     s = _settings(bootstrap, topic, f"bench-latency-{max_poll_records}", work, max_poll_records)
+    s = s.model_copy(update={"routes": ROUTES})
     worker = build_worker(s, checkpoint_interval=5.0)
+    hook = _Hook()
+    delivery_store = open_store(s)
+    delivery, channels = _delivery(delivery_store, hook)
     clock = _BatchClock()
     worker.metrics = clock
     t = threading.Thread(target=worker.run, daemon=True)
@@ -290,22 +361,31 @@ def latency(
         deadline = time.monotonic() + 60
         while worker.stats["records"] < done["sent"] + 1 and time.monotonic() < deadline:
             time.sleep(0.05)
+        markers = set(done["markers"])
+        while len(_delivered(hook, markers)) < len(markers) and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         worker.stop()
         t.join(timeout=30)
         if worker.dlq is not None:
             worker.dlq.close()
+        delivery.stop()
+        for ch in channels.values():
+            ch.close()
+        delivery_store.close()
+        hook.close()
     with worker.store.engine.connect() as c:
         rows = c.execute(
             sa.text("SELECT identity_key, first_seen, created_at FROM alerts WHERE detector = :d"),
             {"d": "access-model-violation"},
         ).all()
     worker.store.close()
-    markers = set(done["markers"])
     lat = sorted(r.created_at - r.first_seen for r in rows if r.identity_key in markers)
     if not lat:
         raise RuntimeError("no marker alert reached the store")
     q = statistics.quantiles(lat, n=100)
+    hooked = _delivered(hook, markers)
+    wq = statistics.quantiles(sorted(hooked.values()), n=100) if len(hooked) > 1 else [0.0] * 99
     sizes = [n for _, n in clock.marks[1:]]
     gaps = [b[0] - a[0] for a, b in zip(clock.marks, clock.marks[1:], strict=False)]
     return {
@@ -315,9 +395,27 @@ def latency(
         "p50_ms": q[49] * 1000,
         "p99_ms": q[98] * 1000,
         "max_ms": lat[-1] * 1000,
+        "webhook_deliveries": float(len(hooked)),
+        "webhook_p50_ms": wq[49] * 1000,
+        "webhook_p99_ms": wq[98] * 1000,
         "mean_batch_records": statistics.fmean(sizes) if sizes else 0.0,
         "max_gap_between_batches_ms": max(gaps, default=0.0) * 1000,
     }
+
+
+def _delivered(hook: _Hook, markers: set[str]) -> dict[str, float]:
+    """Marker identity -> seconds from its entry's ``time`` to the webhook's arrival."""
+    import json
+
+    from alerts.store import to_epoch
+
+    out: dict[str, float] = {}
+    for at, body in list(hook.received):
+        for alert in json.loads(body).get("alerts", []):
+            key = alert["identity"]["key"]
+            if key in markers and alert["detector"] == "access-model-violation" and key not in out:
+                out[key] = at - to_epoch(alert["first_seen"])
+    return out
 
 
 def memory(identities: int) -> dict[str, float]:
