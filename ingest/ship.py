@@ -212,6 +212,9 @@ class Shipper:
         refused: list[tuple[RawRecord, ParseError]] = []
         parse = self.parser.parse
         seen = self.dedup.seen
+        send = self._send
+        if self._broken:
+            self._replace_producer()
         for rec in batch:
             stats.lines += 1
             cut = int(getattr(rec.position, "too_large", 0) or 0)
@@ -231,7 +234,11 @@ class Shipper:
             if seen(event.dedup_key):
                 stats.duplicates += 1
                 continue
-            out.append(_Outgoing(event.identity.key.encode("utf-8"), encode_entry(event)))
+            item = _Outgoing(event.identity.key.encode("utf-8"), encode_entry(event))
+            # Sent right away: the producer's I/O thread ships early records of the batch
+            # while later ones are still being parsed.
+            send(item)
+            out.append(item)
         for rec, error in refused:
             self._quarantine(rec, error)
         self._deliver(out)
@@ -249,11 +256,8 @@ class Shipper:
             item.future = _NotSent(exc)
 
     def _deliver(self, out: list[_Outgoing]) -> None:
-        """Send and wait for every acknowledgement, re-sending failures after a backoff."""
-        if self._broken:
-            self._replace_producer()
-        for item in out:
-            self._send(item)
+        """Wait for every acknowledgement of ``out`` (already sent), re-sending failures after
+        a backoff."""
         attempt = 0
         waiting = out
         while True:

@@ -18,6 +18,7 @@ from ingest.kafka_config import (
     ProducerSettings,
     consumer_config,
     import_kafka,
+    keyed_partitioner,
     producer_config,
 )
 from ingest.parse import Parser
@@ -65,6 +66,27 @@ def test_settings_validate_and_hide_the_password() -> None:
     cfg = producer_config(k, ProducerSettings(linger_ms=50, delivery_timeout_ms=1))
     assert cfg["acks"] == "all"
     assert cfg["delivery_timeout_ms"] >= 50 + k.request_timeout_ms  # kafka-python refuses less
+
+
+def test_keyed_partitioner_agrees_with_the_default_one() -> None:
+    from kafka.partitioner.default import DefaultPartitioner
+
+    class Cluster:
+        def topics(self) -> set[str]:
+            return {"t"}
+
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            return {0, 1, 2, 3, 4, 5}
+
+        def available_partitions_for_topic(self, topic: str) -> set[int]:
+            return {0, 1, 2, 3, 4, 5}
+
+    ours, theirs = keyed_partitioner(cache_size=8), DefaultPartitioner()
+    keys = [f"entity:{i:04d}".encode() for i in range(40)] * 2
+    got = [ours.partition("t", k, k, None, None, Cluster()) for k in keys]
+    assert got == [theirs.partition("t", k, k, None, None, Cluster()) for k in keys]
+    assert len(set(got)) == 6
+    assert ours.partition("t", None, None, b"v", b"v", Cluster()) in range(6)
 
 
 # -- real broker ----------------------------------------------------------------------------------
