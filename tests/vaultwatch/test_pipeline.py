@@ -163,6 +163,17 @@ def _wait_done(
     raise AssertionError("the worker did not catch up in time")
 
 
+def _wait_for_log(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    start = path.stat().st_size if path.exists() else 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace")[start:]:
+            return
+        assert proc.poll() is None, f"worker exited with {proc.returncode}"
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} never logged")
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> int:
     proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=30)
@@ -212,6 +223,7 @@ def test_kill_9_five_times_gives_the_same_alert_set(
     assert kills == 5
     proc = _start(cfg, tmp, "crash")
     try:
+        _wait_for_log(tmp / "crash.log", "partitions assigned", proc)
         _wait_done(db, "crash", stream["ends"], [proc])
     finally:
         assert _stop(proc) == 0
@@ -224,12 +236,14 @@ def test_sigterm_twice_gives_the_same_alert_set(stream: dict[str, Any], kafka_br
     tmp: Path = stream["tmp"]
     db = f"sqlite:///{tmp / 'term.db'}"
     cfg = _config(tmp, kafka_broker, stream["topic"], "term", db)
-    for delay in (4.0, 5.0):
+    for extra in (0.5, 1.5):
         proc = _start(cfg, tmp, "term")
-        time.sleep(delay)
+        _wait_for_log(tmp / "term.log", "partitions assigned", proc)
+        time.sleep(extra)  # mid-stream
         assert _stop(proc) == 0
     proc = _start(cfg, tmp, "term")
     try:
+        _wait_for_log(tmp / "term.log", "partitions assigned", proc)
         _wait_done(db, "term", stream["ends"], [proc])
     finally:
         assert _stop(proc) == 0

@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import threading
+
     from ..console import console
     from ..metrics import Metrics
     from ..ops import BackgroundServer, ops_app
@@ -53,6 +55,18 @@ def run(args: argparse.Namespace) -> int:
     from ..settings import ConfigError, load_settings
 
     err = console(stderr=True)
+    # Handle SIGTERM from the very start: a stop during start-up must still be a clean exit.
+    stopping = threading.Event()
+    holder: dict[str, Any] = {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %d: finishing the batch and stopping", signum)
+        stopping.set()
+        if "worker" in holder:
+            holder["worker"].stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -63,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - report the cause in one line, not a traceback
         err.print(f"[red]cannot start:[/red] {type(exc).__name__}: {exc}")
         return 1
+    holder["worker"] = worker
+    if stopping.is_set():
+        return 0
     metrics = Metrics()
     worker.metrics = metrics
     server = None
@@ -75,12 +92,6 @@ def run(args: argparse.Namespace) -> int:
         app = ops_app(metrics=metrics, healthy=worker.healthy, ready=ready)
         server = BackgroundServer(app, settings.metrics.host, port).start()
 
-    def on_signal(signum: int, frame: Any) -> None:
-        log.info("signal %d: finishing the batch and stopping", signum)
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
         worker.run()
     except Exception as exc:  # noqa: BLE001
