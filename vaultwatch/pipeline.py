@@ -60,6 +60,7 @@ class _Checkpoint(msgspec.Struct):
     offset: int  # next offset to read
     hour: int | None
     engine: bytes
+    verdict_id: int = 0  # analyst verdicts up to this id are folded into ``engine``
 
 
 @dataclass
@@ -70,6 +71,7 @@ class WorkerConfig:
     poll_timeout: float = 0.5
     checkpoint_interval: float = 5.0  # seconds; 0 = every batch
     revoke_wait: float = 3.0
+    verdict_interval: float = 5.0  # seconds between reads of analyst verdicts from the store
     min_backoff: float = 0.5
     max_backoff: float = 10.0
     detect_config: dict[str, Any] = field(default_factory=dict)
@@ -84,8 +86,13 @@ class PartitionState:
     engine: Engine
     next_offset: int | None = None  # None until the first record (no checkpoint yet)
     hour: int | None = None
+    verdict_id: int = 0
     last_record: RawRecord | None = None  # last handled record, for the Kafka commit
     dirty: bool = False
+
+    def engine_now(self) -> float:
+        """The partition's event time (verdicts are applied at it, not at the wall clock)."""
+        return float(self.hour * 3600) if self.hour is not None else 0.0
 
 
 class Worker:
@@ -126,6 +133,7 @@ class Worker:
         self.last_commit_at: float | None = None
         self.last_progress_at: float = clock()
         self.stats: dict[str, int] = defaultdict(int)
+        self._verdicts_at = 0.0
         self._lag: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
 
@@ -188,14 +196,16 @@ class Worker:
         if blob is not None:
             cp = msgspec.msgpack.decode(blob, type=_Checkpoint)
             engine.restore(cp.engine)
-            st.next_offset, st.hour = cp.offset, cp.hour
+            st.next_offset, st.hour, st.verdict_id = cp.offset, cp.hour, cp.verdict_id
             log.info("partition %s:%d resumes at offset %d from its checkpoint", topic, partition, cp.offset)
         self.parts[key] = st
         return st
 
     def _snapshot(self, st: PartitionState) -> bytes:
         assert st.next_offset is not None
-        return msgspec.msgpack.encode(_Checkpoint(st.next_offset, st.hour, st.engine.snapshot()))
+        return msgspec.msgpack.encode(
+            _Checkpoint(st.next_offset, st.hour, st.engine.snapshot(), st.verdict_id)
+        )
 
     def _write(self, *, alerts: list[Alert], checkpoint: list[PartitionState]) -> None:
         """Alerts, and for ``checkpoint`` partitions their state and offsets, in one transaction;
@@ -270,6 +280,9 @@ class Worker:
         self._write(alerts=alerts, checkpoint=[s for s in self.parts.values() if s.dirty] if due else [])
         if batch:
             self.last_progress_at = now
+        if now - self._verdicts_at >= self.cfg.verdict_interval and self.parts:
+            self._verdicts_at = now
+            self._apply_verdicts(now)
         if now - self._lag_at >= 5.0:  # the consumer is not thread-safe: measure lag here
             self._lag_at = now
             self._lag = self._measure_lag()
@@ -278,6 +291,37 @@ class Worker:
         if self.metrics is not None:
             self.metrics.observe_batch(self, batch, alerts)
         return alerts
+
+    def _apply_verdicts(self, now: float) -> None:
+        """Feed analysts' verdicts back to the engine owning the alert's identity.
+
+        A false positive scopes a suppression and may fold the events into the baseline; a true
+        positive keeps the identity's events out of it. Each partition remembers the last verdict
+        it applied (in its checkpoint), so a replay applies each verdict once.
+        """
+        floor = min(st.verdict_id for st in self.parts.values())
+        try:
+            records = [v for v in self.store.verdicts_since(0.0) if v.id > floor]
+        except StoreError as exc:
+            log.warning("cannot read verdicts: %s", exc)
+            return
+        for v in records:
+            if v.verdict not in ("false_positive", "true_positive"):
+                continue
+            for st in self.parts.values():
+                if v.id <= st.verdict_id or v.identity_key not in st.engine.identities():
+                    continue
+                try:
+                    alert = self.store.get_alert(v.alert_id).alert
+                    st.engine.verdict(alert, v.verdict, now=st.engine_now(), comment=v.comment)
+                except Exception as exc:  # noqa: BLE001 - one bad verdict must not stop the worker
+                    log.warning("verdict %d on %s not applied: %s", v.id, v.alert_id, type(exc).__name__)
+                st.dirty = True
+                self.stats["verdicts"] += 1
+        for st in self.parts.values():
+            if records:
+                st.verdict_id = max(st.verdict_id, records[-1].id)
+                st.dirty = True
 
     def _handle(self, st: PartitionState, rec: RawRecord) -> list[Alert]:
         self.stats["records"] += 1
