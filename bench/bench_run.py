@@ -173,18 +173,22 @@ def _run_worker(settings: Any, until: Any, timeout: float = 180) -> tuple[Any, _
     return worker, clock
 
 
-def throughput(bootstrap: str, work: Path, n: int) -> dict[str, float]:
+def throughput(bootstrap: str, work: Path, n: int, repeat: int = 2) -> dict[str, float]:
+    """Best of ``repeat`` interleaved runs of each reader: the machine is shared, so the best
+    run is the one least disturbed by other load."""
     topic = f"bench-tput-{uuid.uuid4().hex[:6]}"
     _create_topic(bootstrap, topic, 1)
     records = _keyed(scaled_lines(real_openbao_log(), n))
     ends = _produce(bootstrap, topic, records)
     total = sum(ends.values())
-    bare = bare_consume(bootstrap, topic, total)
-    s = _settings(bootstrap, topic, "bench-worker", work)
-    worker, clock = _run_worker(s, lambda w: w.stats["records"] >= total)
-    if worker.stats["records"] < total:
-        raise RuntimeError(f"worker read {worker.stats['records']} of {total}")
-    rate = _rate(clock.marks)
+    bare, rate = 0.0, 0.0
+    for i in range(repeat):
+        bare = max(bare, bare_consume(bootstrap, topic, total))
+        s = _settings(bootstrap, topic, f"bench-worker-{i}", work)
+        worker, clock = _run_worker(s, lambda w: w.stats["records"] >= total)
+        if worker.stats["records"] < total:
+            raise RuntimeError(f"worker read {worker.stats['records']} of {total}")
+        rate = max(rate, _rate(clock.marks))
     return {
         "records": float(total),
         "bare_consumer_per_s": bare,
