@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +29,7 @@ from ingest.ship import Backoff, ShipInterrupted, Shipper
 from ingest.sources.base import RawRecord
 from ingest.sources.checkpoint import load_checkpoint
 from ingest.sources.file import FileSource
-from vaultwatch.servers import AuditDevice, KafkaBroker, OpenBaoServer
+from vaultwatch.servers import AuditDevice, KafkaBroker, OpenBaoServer, free_port
 
 _kafka = import_kafka()
 
@@ -525,3 +526,61 @@ def test_cli_help_and_bad_arguments() -> None:
     assert ei.value.code == 0
     assert main(["ship", "--stdin", "--follow"]) == 2
     assert main(["ship", "--listen", "http://nowhere", "--bootstrap", "127.0.0.1:1"]) == 2
+
+
+@pytest.mark.integration
+def test_cli_listens_as_a_socket_audit_device(
+    openbao_factory: Any, kafka_broker: KafkaBroker, topic: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        _ship_cmd(
+            "--listen",
+            f"tcp://127.0.0.1:{port}",
+            "--spool-dir",
+            str(tmp_path / "spool"),
+            "--bootstrap",
+            kafka_broker.bootstrap,
+            "--topic",
+            topic,
+            "--stats",
+        ),  # fmt: skip
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+                time.sleep(0.1)
+        file_log = tmp_path / "file.log"
+        srv: OpenBaoServer = openbao_factory(
+            devices=[
+                AuditDevice("socket", "sock", {"address": f"127.0.0.1:{port}", "socket_type": "tcp"}),
+                AuditDevice("file", "file", {"file_path": str(file_log)}),
+            ]
+        )
+        _traffic(srv)
+        srv.stop()
+        keys = {
+            (e["request"]["id"], e["type"])
+            for e in map(json.loads, file_log.read_bytes().splitlines())
+            if e["request"].get("id") and e["request"].get("path") != "sys/audit/test"
+        }
+        records = _consume(kafka_broker.bootstrap, topic, len(keys))
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    got, _ = _shipped_keys([r.value for r in records])
+    assert keys <= got and len(keys) > 10
+    assert all(CANARY_SECRET.encode() not in r.value for r in records)
+    assert json.loads(out)["shipped"] >= len(keys)
