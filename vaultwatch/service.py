@@ -91,3 +91,28 @@ def _detect_config(s: Settings) -> dict[str, Any]:
     if s.detect.policy_file is not None:
         cfg["policy_file"] = str(s.detect.policy_file)
     return cfg
+
+
+def build_delivery(s: Settings, store: Any, *, vault: Any = None) -> Any | None:
+    """The delivery worker for ``[channels]``, or None when no receiver is configured.
+
+    Secret references in the channel table (``env:``, ``file:``, ``vault:``) are resolved here;
+    ``vault`` is an authenticated hvac client for ``vault:`` references.
+    """
+    if not s.channels:
+        return None
+    from alerts.channels.config import build_channels, load_config
+    from alerts.deliver import DeliveryWorker
+    from alerts.secrets import SecretResolver
+
+    cfg = load_config(s.channels)
+    if not cfg.receivers:
+        return None
+    channels = build_channels(cfg, SecretResolver(vault=vault))
+    return DeliveryWorker(
+        store,
+        channels,
+        policy=cfg.retry_policy(),
+        attempt_timeout=cfg.delivery.attempt_timeout,
+        lease_seconds=cfg.delivery.lease_seconds,
+    )

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..console import console
     from ..metrics import Metrics
     from ..ops import BackgroundServer, ops_app
-    from ..service import build_worker
+    from ..service import build_delivery, build_worker
     from ..settings import ConfigError, load_settings
 
     err = console(stderr=True)
@@ -80,6 +80,13 @@ def run(args: argparse.Namespace) -> int:
     holder["worker"] = worker
     if stopping.is_set():
         return 0
+    try:
+        delivery = build_delivery(settings, worker.store)
+    except Exception as exc:  # noqa: BLE001 - configuration problems, reported in one line
+        err.print(f"[red]cannot start delivery:[/red] {type(exc).__name__}: {exc}")
+        return 2
+    if delivery is not None:
+        delivery.start()
     metrics = Metrics()
     worker.metrics = metrics
     server = None
@@ -98,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"[red]worker stopped on an error:[/red] {type(exc).__name__}: {exc}")
         return 1
     finally:
+        if delivery is not None:
+            delivery.stop()
         if server is not None:
             server.stop()
     print(f"stopped: {dict(worker.stats)}", file=sys.stderr)  # noqa: T201
