@@ -49,7 +49,10 @@ __all__ = [
     "load_requests",
     "load_status_history",
     "load_verdicts",
+    "NOTEBOOK_DATA_ENV",
+    "notebook_data",
     "one_per_request",
+    "open_archive",
     "parse_log",
     "replay_engine",
     "tune",
@@ -98,14 +101,19 @@ def load_events(
     ``start``/``end`` are datetimes or ISO 8601 strings (naive means UTC); ``filters`` are passed
     to :meth:`EventArchive.query` (``identity=``, ``path_prefix=``, ``outcome=``...).
     """
+    with open_archive(archive_path) as archive:
+        return archive.query(start=_utc(start), end=_utc(end), **filters)
+
+
+def open_archive(archive_path: str | Path) -> EventArchive:
+    """The archive at ``archive_path`` for read-only use (e.g. :func:`vaultwatch.exposure.exposure_for_path`).
+
+    Use it as a context manager; nothing is written and retention never prunes through it.
+    """
     root = Path(archive_path)
     if not root.is_dir():
         raise FileNotFoundError(f"no event archive at {root}")
-    archive = EventArchive(root, retention_days=3650)
-    try:
-        return archive.query(start=_utc(start), end=_utc(end), **filters)
-    finally:
-        archive.close()
+    return EventArchive(root, retention_days=3650)
 
 
 def one_per_request(df: pd.DataFrame) -> pd.DataFrame:
@@ -419,6 +427,25 @@ def load_demo(workdir: str | Path) -> tuple[DemoData, GeneratedLog]:
         entry_labels=doc["entry_labels"],
     )
     return data, generated
+
+
+#: Environment variable naming the notebooks' data directory (see :func:`notebook_data`).
+NOTEBOOK_DATA_ENV = "VAULTWATCH_NOTEBOOK_DATA"
+
+
+def notebook_data(env: dict[str, str] | None = None) -> DemoData:
+    """The analyst notebooks' data set: ``$VAULTWATCH_NOTEBOOK_DATA`` (default ``var/notebook-data``).
+
+    If the directory holds no demo data yet, it is generated there first with
+    :func:`generate_demo_data` (a real OpenBao server; about half a minute).
+    """
+    import os
+
+    where = Path((os.environ if env is None else env).get(NOTEBOOK_DATA_ENV) or "var/notebook-data")
+    if not (where / _MANIFEST).is_file():
+        log.info("no demo data in %s: generating it", where)
+        return generate_demo_data(where)
+    return load_demo(where)[0]
 
 
 def tune(
