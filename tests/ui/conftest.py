@@ -29,8 +29,8 @@ from vaultwatch.archive import EventArchive
 from vaultwatch.pipeline import checkpoint_key
 from vaultwatch.servers import OpenBaoServer
 
-PASSWORDS = {"ana": "ana-ui-test-pw-1", "vic": "vic-ui-test-pw-1"}
-ROLES = {"ana": "analyst", "vic": "viewer"}
+PASSWORDS = {"ana": "ana-ui-test-pw-1", "vic": "vic-ui-test-pw-1", "adm": "adm-ui-test-pw-1"}
+ROLES = {"ana": "analyst", "vic": "viewer", "adm": "admin"}
 
 
 @dataclass
@@ -86,11 +86,11 @@ def ui_seed(tmp_path_factory: pytest.TempPathFactory) -> Seed:
     return Seed(audit_log=audit_log, events=events, alerts=alerts, engine=engine, archive_root=archive_root)
 
 
-@pytest.fixture
-def users_file(tmp_path: Path) -> Path:
+@pytest.fixture(scope="session")
+def users_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vaultwatch.api.auth import hash_password
 
-    path = tmp_path / "users.toml"
+    path = tmp_path_factory.mktemp("ui-users") / "users.toml"
     lines = []
     for name, pw in PASSWORDS.items():
         lines += [

@@ -181,6 +181,21 @@ def test_silence_from_the_alert_page_and_expire_it(client: httpx.Client, store: 
     client.post(f"/ui/silences/{silence.id}/expire", data={"csrf_token": csrf})
     assert store.list_silences()[0].expired
     assert "expired" in client.get("/ui/silences").text
+    made = client.post(
+        "/ui/silences",
+        data={
+            "matchers": "severity=~high|critical\ndetector!=root-token-use\n",
+            "hours": "24",
+            "csrf_token": csrf,
+        },
+        follow_redirects=True,
+    )
+    assert made.status_code == 200 and "Silence created." in made.text
+    newest = store.list_silences()[0]
+    assert [str(m) for m in newest.matchers] == ["severity=~high|critical", "detector!=root-token-use"]
+    bad = client.post("/ui/silences", data={"matchers": "severity=~(unclosed", "csrf_token": csrf})
+    assert bad.status_code == 422 and "invalid regular expression" in bad.text
+    assert len(store.list_silences()) == 2
 
 
 def test_identity_page_draws_the_hour_of_week_heatmap(client: httpx.Client, ui_seed: Seed) -> None:
@@ -216,6 +231,12 @@ def test_channels_page_shows_deliveries_and_failures(
     client: httpx.Client, store: Store, ui_seed: Seed
 ) -> None:
     login(client)
+    denied = client.get("/ui/channels")
+    assert denied.status_code == 403 and "Admins only" in denied.text
+    assert 'href="/ui/channels"' not in client.get("/ui/silences").text
+    client.cookies.clear()
+    login(client, "adm")
+    assert 'href="/ui/channels"' in client.get("/ui/silences").text
     payload = {"group_key": "g", "status": "firing", "alerts": [ui_seed.alerts[0].to_dict()]}
     store.enqueue(
         [

@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Final, Protocol
+from typing import Annotated, Any, Final, Protocol, cast
 from urllib.parse import quote, urlencode
 
 import jinja2
@@ -35,13 +35,13 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from alerts import schema as t
-from alerts.errors import AlertNotFound, InvalidTransition, StoreError
+from alerts.errors import AlertNotFound, InvalidTransition, SilenceError, StoreError
 from alerts.model import SEVERITIES, STATUSES, Alert
 from alerts.silence import labels_of
-from alerts.store import TRANSITIONS, VERDICTS, AlertQuery, to_epoch
+from alerts.store import SORT_KEYS, TRANSITIONS, VERDICTS, AlertQuery, SortKey, to_epoch
 
 from ..auth import SESSION_COOKIE, AuthError, Principal, csrf_token_of, role_at_least
-from ..deps import AppContext, Ctx, request_id_of, require_role
+from ..deps import Analyst, AppContext, Ctx, request_id_of
 
 __all__ = ["router", "UI_PREFIX", "Baselines", "heatmap", "queue_query", "alert_matches"]
 
@@ -71,9 +71,8 @@ _FLASH: Final = {
     "verdict": "Verdict recorded.",
     "silenced": "Silence created: this detector no longer notifies for this identity.",
     "expired": "Silence expired.",
+    "created": "Silence created.",
 }
-
-Analyst = Annotated[Principal, Depends(require_role("analyst"))]
 
 
 class Baselines(Protocol):
@@ -130,6 +129,7 @@ def _page(
         "csrf_token": csrf_token_of(principal),
         "logout_action": LOGOUT_ACTION if principal and principal.method == "session" else None,
         "can_triage": bool(principal and role_at_least(principal.role, "analyst")),
+        "is_admin": bool(principal and role_at_least(principal.role, "admin")),
         "flash": flash,
         "flash_kind": "ok",
         **values,
@@ -211,7 +211,8 @@ def queue_query(params: Mapping[str, Sequence[str]], *, limit: int = PAGE_SIZE) 
     """The store query for the queue's URL parameters (unknown statuses and severities dropped).
 
     ``status`` and ``severity`` may repeat or be comma-separated; no ``status`` means open and
-    acknowledged alerts, ``status=any`` every status. ``q`` is the free-text filter.
+    acknowledged alerts, ``status=any`` every status. ``q`` is the free-text filter, ``sort`` one
+    of the store's sort keys (always descending: newest, highest, most severe first).
     """
     statuses = _split(params.get("status", ()))
     if not statuses:
@@ -224,7 +225,9 @@ def queue_query(params: Mapping[str, Sequence[str]], *, limit: int = PAGE_SIZE) 
     identity = (params.get("identity") or [""])[-1].strip() or None
     text = (params.get("q") or [""])[-1].strip()[:200] or None
     cursor = (params.get("cursor") or [""])[-1] or None
+    sort = (params.get("sort") or ["last_seen"])[-1]
     return AlertQuery(
+        sort=cast(SortKey, sort if sort in SORT_KEYS else "last_seen"),
         status=statuses,
         severity=severities,
         detector=_split(params.get("detector", ())),
@@ -383,6 +386,7 @@ def queue_page(request: Request, ctx: Ctx, who: PagePrincipal) -> Response:
         query=query,
         statuses=STATUSES,
         severities=SEVERITIES,
+        sort_keys=SORT_KEYS,
         first_page=query.cursor is None,
         first_url=first_url,
         next_url=next_url,
@@ -575,6 +579,8 @@ def channels_page(request: Request, ctx: Ctx, who: PagePrincipal) -> Response:
     """Configured channels and routes, delivery counts per endpoint and the latest deliveries."""
     if who is None:
         return _to_login(request)
+    if not role_at_least(who.role, "admin"):
+        return _error_page(request, who, 403, "Admins only", "Channel and route status is shown to admins.")
     o = t.outbox
     counts = (
         sa.select(o.c.receiver, o.c.channel, o.c.endpoint, o.c.state, sa.func.count().label("n"))
@@ -703,6 +709,33 @@ def silence_alert(
         "silenced",
         {"id": silence.id, "ends_at": silence.ends_at},
     )
+
+
+@router.post(f"{UI_PREFIX}/silences")
+def create_silence(
+    request: Request,
+    ctx: Ctx,
+    who: Analyst,
+    matchers: Annotated[str, Form(max_length=4000)],
+    hours: Annotated[int, Form(ge=1, le=24 * 90)] = 24,
+    comment: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """A silence from the form on the silences page: one matcher per line (``name=value``...)."""
+    lines = [line.strip() for line in matchers.splitlines() if line.strip()]
+    now = ctx.clock()
+    try:
+        silence = ctx.store.create_silence(
+            lines,
+            starts_at=now,
+            ends_at=now + hours * 3600.0,
+            created_by=who.subject,
+            comment=comment,
+            now=now,
+        )
+    except SilenceError as exc:
+        return _refuse(request, who, 422, str(exc))
+    _audit(ctx, request, who, "silence.create", silence.id, matchers=lines, hours=hours)
+    return _done(request, f"{UI_PREFIX}/silences", "created", {"id": silence.id, "ends_at": silence.ends_at})
 
 
 @router.post(f"{UI_PREFIX}/silences/{{silence_id}}/expire")
