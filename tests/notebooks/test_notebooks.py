@@ -27,7 +27,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
 def test_notebooks_are_committed_without_outputs() -> None:
     assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(NAMES)
     for name in NAMES:
-        nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+        nb = nbformat.read(NOTEBOOKS / name, as_version=4)  # type: ignore[no-untyped-call]
         nbformat.validate(nb)
         assert nb.metadata["kernelspec"]["name"] == "python3"
         code = [c for c in nb.cells if c.cell_type == "code"]
@@ -50,7 +50,7 @@ def test_notebook_runs_top_to_bottom(
 
     monkeypatch.setenv(NOTEBOOK_DATA_ENV, str(demo.workdir))
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # jupyter_core's own migration warning
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)  # type: ignore[no-untyped-call]
     client = NotebookClient(
         nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )

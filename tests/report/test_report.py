@@ -37,7 +37,7 @@ from vaultwatch.report import (
     report_outbox_entries,
 )
 from vaultwatch.report.data import config_changes, content_hash, status_at
-from vaultwatch.settings import Settings
+from vaultwatch.settings import ArchiveConfig, Settings, StoreConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -323,7 +323,9 @@ def test_pdf_pages_are_real_and_not_blank(rendered: Rendered, tmp_path: Path) ->
 
 # -- scheduling and delivery ----------------------------------------------------------------------
 def test_render_scheduled_writes_last_week_and_outbox_dedups(rendered: Rendered, tmp_path: Path) -> None:
-    settings = Settings(archive={"path": rendered.demo.archive}, store={"url": rendered.demo.store_url})
+    settings = Settings(
+        archive=ArchiveConfig(path=rendered.demo.archive), store=StoreConfig(url=rendered.demo.store_url)
+    )
     now = datetime(2026, 9, 22, 6, 30, tzinfo=UTC)
     result = render_scheduled(settings, "weekly", now, out=tmp_path)
     assert result.period.id == "weekly-2026-W38"
