@@ -116,6 +116,8 @@ class KafkaSource:
         self._batch: list[RawRecord] = []
         self._index: dict[KafkaPosition, int] | None = None
         self._committed: dict[tuple[str, int], int] = {}
+        # Rebalance callbacks run on the consumer's I/O thread; they touch _committed too.
+        self._lock = threading.Lock()
         self._closed = False
         k = _kafka()
         try:
@@ -167,13 +169,11 @@ class KafkaSource:
 
     def _revoked(self, pairs: list[tuple[str, int]], *, lost: bool) -> None:
         log.info("partitions %s: %s", "lost" if lost else "revoked", pairs)
-        gone = set(pairs)
         # Whatever of the current batch is not committed yet will be re-delivered to the new
-        # owner; it can no longer be committed from here.
-        self._batch = [r for r in self._batch if (r.position.topic, r.position.partition) not in gone]
-        self._index = None
-        for pair in pairs:
-            self._committed.pop(pair, None)
+        # owner; commit() skips partitions this consumer no longer owns.
+        with self._lock:
+            for pair in pairs:
+                self._committed.pop(pair, None)
         hook = self._on_lost if lost and self._on_lost is not None else self._on_revoked
         if hook is not None:
             hook(pairs)
@@ -216,7 +216,8 @@ class KafkaSource:
             p = r.position
             key = (p.topic, p.partition)
             upto[key] = max(upto.get(key, -1), p.offset + 1)
-        todo = {k: v for k, v in upto.items() if v > self._committed.get(k, -1)}
+        with self._lock:
+            todo = {k: v for k, v in upto.items() if v > self._committed.get(k, -1)}
         if not todo:
             return
         if self.settings.group_id is not None:
@@ -233,7 +234,9 @@ class KafkaSource:
                 except _kafka().errors.KafkaError as exc:
                     raise SourceError(f"committing offsets of {self.name} failed: {exc}") from exc
             todo = {k: v for k, v in todo.items() if k in owned}
-        self._committed.update(todo)
+        with self._lock:
+            for k, v in todo.items():
+                self._committed[k] = max(v, self._committed.get(k, -1))
 
     def _find(self, pos: KafkaPosition) -> int | None:
         if self._batch and self._batch[-1].position == pos:
@@ -250,7 +253,8 @@ class KafkaSource:
 
     def committed_offsets(self) -> dict[tuple[str, int], int]:
         """The next offset to read per partition, as committed through this source."""
-        return dict(self._committed)
+        with self._lock:
+            return dict(self._committed)
 
     def assignment(self) -> list[tuple[str, int]]:
         """The partitions this consumer currently owns."""

@@ -584,3 +584,29 @@ def test_cli_listens_as_a_socket_audit_device(
     assert keys <= got and len(keys) > 10
     assert all(CANARY_SECRET.encode() not in r.value for r in records)
     assert json.loads(out)["shipped"] >= len(keys)
+
+
+def test_stdin_source_cuts_lines_and_flags_too_large_ones() -> None:
+    from vaultwatch.commands.ship import StdinSource
+
+    r, w = os.pipe()
+    try:
+        os.write(w, b"one\r\n\n" + b"x" * 300 + b"\ntwo\nthr")
+        src = StdinSource(r, max_line_bytes=100)
+        it = src.batches(max_records=10, timeout=0.05)
+        got = next(it)
+        assert [x.data for x in got] == [b"one", b"x" * 300, b"two"]  # head kept: under 4 KiB
+        assert [x.position.too_large for x in got] == [0, 300, 0]
+        assert next(it) == []  # idle: the caller gets control back
+        os.write(w, b"ee\n" + b"y" * 250)
+        os.close(w)
+        w = -1
+        rest = [rec for batch in it for rec in batch]
+        assert [x.data for x in rest] == [b"three", b"y" * 250]
+        assert [x.position.too_large for x in rest] == [0, 250]
+        src.commit(rest[-1])
+        assert src.committed == rest[-1].position.offset == 5 + 1 + 301 + 4 + 6 + 250
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)

@@ -349,11 +349,15 @@ class StdinSource:
                     yield batch
                     batch = []
             if not cut and len(buf) > self._max:
-                cut, head, buf = len(buf), buf[:4096], b""
-                self._head = head
+                self._offset += len(buf)
+                cut, self._head, buf = len(buf), buf[:4096], b""
             elif cut:
+                self._offset += len(buf)
                 cut += len(buf)
                 buf = b""
+            if eof and cut:  # input ended inside a too-large line
+                batch.append(self._record(b"", cut))
+                cut = 0
             if batch:
                 yield batch
 
