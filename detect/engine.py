@@ -571,10 +571,13 @@ class Engine:
     def snapshot(self, identity_keys: Iterable[str] | None = None) -> bytes:
         """The engine state as msgpack; with ``identity_keys``, only those identities' state."""
         st = self._state
-        st.pending = list(self._pending.values())
         st.detectors = {getattr(d, "name", str(i)): d.state() for i, d in enumerate(self.detectors)}
+        st.pending = list(self._pending.values()) if identity_keys is None else []
         if identity_keys is None:
-            return msgspec.msgpack.encode(st)
+            try:
+                return msgspec.msgpack.encode(st)
+            finally:
+                st.pending = []  # the live copy is self._pending
         keys = set(identity_keys)
         beh = st.behaviour
         part = EngineState(
