@@ -103,7 +103,7 @@ def test_triage_actions_are_recorded_and_audited(make_app: AppFactory, creds: Cr
         r = cl.post(
             "/api/v1/alerts/bulk", json={"ids": [b, c], "action": "resolve", "confirm": False}, headers=h
         )
-        assert r.status_code == 400
+        assert r.status_code == 422
         r = cl.post(
             "/api/v1/alerts/bulk",
             json={"ids": [b, c, "va_missing"], "action": "resolve", "confirm": True},

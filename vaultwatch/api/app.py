@@ -27,6 +27,7 @@ from alerts.store import Store
 from .audit import ApiAudit
 from .auth import AuthConfig, Authenticator, RateLimiter
 from .deps import AppContext
+from .schemas import ErrorBody
 
 __all__ = ["create_app", "API_PREFIX"]
 
@@ -221,6 +222,11 @@ def create_app(
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        responses={
+            413: {"model": ErrorBody, "description": "request body too large"},
+            422: {"model": ErrorBody, "description": "invalid parameters or body"},
+            503: {"model": ErrorBody, "description": "the alert store or archive is unavailable"},
+        },
     )
     app.state.ctx = ctx
     from .routes.identities import CheckpointBaselines

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from alerts.store import Store
@@ -125,21 +126,16 @@ async def _csrf_ok(request: Request, expected: str) -> bool:
     return bool(sent) and hmac.compare_digest(str(sent), expected)
 
 
-async def optional_principal(
-    request: Request,
-    ctx: Ctx,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    api_key: Annotated[str | None, Depends(_api_key)],
-    session: Annotated[str | None, Depends(_session)],
-) -> Principal | None:
+async def optional_principal(request: Request, ctx: Ctx) -> Principal | None:
     """The caller, or None when no credential was sent; 401 for a bad one, 429 when throttled."""
-    del bearer  # the raw header is parsed below (it may also carry an ApiKey scheme)
     peer = request.client.host if request.client else None
     try:
-        principal = ctx.authn.authenticate(
+        # Off the event loop: an argon2 check takes tens of milliseconds.
+        principal = await run_in_threadpool(
+            ctx.authn.authenticate,
             authorization=request.headers.get("authorization"),
-            api_key=api_key,
-            session=session,
+            api_key=request.headers.get("x-api-key"),
+            session=request.cookies.get(SESSION_COOKIE),
             peer=peer,
             headers=request.headers,
         )
@@ -169,8 +165,17 @@ async def optional_principal(
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 
 
-def current_principal(principal: OptionalPrincipal) -> Principal:
-    """The authenticated caller (401 when anonymous)."""
+def current_principal(
+    principal: OptionalPrincipal,
+    _bearer_doc: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _key_doc: Annotated[str | None, Depends(_api_key)],
+    _session_doc: Annotated[str | None, Depends(_session)],
+) -> Principal:
+    """The authenticated caller (401 when anonymous).
+
+    The three security schemes are parameters only so that OpenAPI documents them on every
+    route that needs a credential; :func:`optional_principal` reads the headers itself.
+    """
     if principal is None:
         raise _unauthorized("authentication required")
     return principal

@@ -15,6 +15,7 @@ from alerts.model import Alert
 from alerts.silence import Silence
 
 __all__ = [
+    "AUTH_RESPONSES",
     "ErrorBody",
     "AlertIdentityPublic",
     "ReasonPublic",
@@ -66,6 +67,14 @@ class ErrorBody(BaseModel):
 
     detail: Any
     request_id: str | None = None
+
+
+#: Responses every authenticated route can give.
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "no or invalid credentials"},
+    403: {"model": ErrorBody, "description": "role too low, or missing CSRF token on a session"},
+    429: {"model": ErrorBody, "description": "rate limit exceeded"},
+}
 
 
 class AlertIdentityPublic(BaseModel):
@@ -187,7 +196,7 @@ class BulkActionRequest(_Body):
     ids: list[str] = Field(min_length=1, max_length=500)
     action: Literal["ack", "resolve", "false_positive", "reopen"]
     comment: str = Field(default="", max_length=2000)
-    confirm: bool = Field(description="must be true: bulk actions are never implicit")
+    confirm: Literal[True] = Field(description="must be true: bulk actions are never implicit")
 
 
 class BulkResult(BaseModel):

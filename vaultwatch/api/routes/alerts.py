@@ -21,6 +21,7 @@ from alerts.store import AlertQuery, to_epoch
 
 from ..deps import Analyst, AppContext, Ctx, Viewer, epoch_of, request_id_of
 from ..schemas import (
+    AUTH_RESPONSES,
     ActionRequest,
     AlertDetailPublic,
     AlertList,
@@ -28,6 +29,7 @@ from ..schemas import (
     AssignRequest,
     BulkActionRequest,
     BulkResult,
+    ErrorBody,
     StatusChangePublic,
     VerdictPublic,
     VerdictRequest,
@@ -49,7 +51,7 @@ _ACTIONS: Final = {
 }
 _EVENT_WINDOW: Final = timedelta(hours=1)
 
-router = APIRouter(prefix="/alerts", tags=["alerts"], responses={401: {}, 403: {}, 429: {}})
+router = APIRouter(prefix="/alerts", tags=["alerts"], responses=AUTH_RESPONSES)
 
 AlertId = Annotated[str, Path(min_length=1, max_length=128, description="the alert's id")]
 Severity = Literal["info", "low", "medium", "high", "critical"]
@@ -104,7 +106,10 @@ def list_alerts(
 
 
 @router.get(
-    "/{alert_id}", summary="One alert with its timeline and raw entries", response_model=AlertDetailPublic
+    "/{alert_id}",
+    summary="One alert with its timeline and raw entries",
+    response_model=AlertDetailPublic,
+    responses={404: {"model": ErrorBody}},
 )
 def get_alert(ctx: Ctx, who: Viewer, alert_id: AlertId) -> AlertDetailPublic:
     """The alert, its status history, verdicts and the archived entries behind ``event_ids``."""

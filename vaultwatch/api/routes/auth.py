@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import ValidationError
 
@@ -30,9 +31,13 @@ _LOGIN_BODY: dict[str, Any] = {
                     "type": "object",
                     "required": ["username", "password"],
                     "properties": {
-                        "username": {"type": "string"},
-                        "password": {"type": "string"},
-                        "next": {"type": "string", "description": "local path to redirect to (303)"},
+                        "username": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "password": {"type": "string", "minLength": 1, "maxLength": 1024},
+                        "next": {
+                            "type": "string",
+                            "maxLength": 2048,
+                            "description": "local path to redirect to (303)",
+                        },
                     },
                 }
             },
@@ -100,7 +105,7 @@ async def login(request: Request, ctx: Ctx) -> Response:
             422, [{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors(include_input=False)]
         ) from None
     try:
-        principal = ctx.authn.login(body.username, body.password)
+        principal = await run_in_threadpool(ctx.authn.login, body.username, body.password)
     except AuthError as exc:
         actor = body.username if ctx.authn.known_user(body.username) else "(unknown user)"
         _audit(ctx, request, actor, "", "login", "refused")

@@ -15,13 +15,13 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, HTTPException, Query
 
 from ..deps import Ctx, Viewer
-from ..schemas import EventPage, EventPublic
+from ..schemas import AUTH_RESPONSES, EventPage, EventPublic
 
 __all__ = ["router", "event_models"]
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/events", tags=["events"], responses={401: {}, 403: {}, 429: {}})
+router = APIRouter(prefix="/events", tags=["events"], responses=AUTH_RESPONSES)
 
 MAX_EVENTS_PAGE: Final = 500
 _DEFAULT_RANGE: Final = timedelta(hours=24)

@@ -18,13 +18,13 @@ from alerts import schema as t
 from alerts.store import AlertQuery
 
 from ..deps import AppContext, Ctx, Viewer
-from ..schemas import IdentityBrief, IdentityDetail, IdentityList, alert_public, iso
+from ..schemas import AUTH_RESPONSES, IdentityBrief, IdentityDetail, IdentityList, alert_public, iso
 
 __all__ = ["router", "load_engines", "CheckpointBaselines"]
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/identities", tags=["identities"], responses={401: {}, 403: {}, 429: {}})
+router = APIRouter(prefix="/identities", tags=["identities"], responses=AUTH_RESPONSES)
 
 _CACHE = "identities.engines"
 _SUMMARIES = "identities.summaries"

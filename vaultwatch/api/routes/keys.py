@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from ..deps import Admin, Ctx
-from ..schemas import AdminStatus, ApiKeyPublic, AuditEntryPublic, iso
+from ..schemas import AUTH_RESPONSES, AdminStatus, ApiKeyPublic, AuditEntryPublic, iso
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["admin"], responses={401: {}, 403: {}, 429: {}})
+router = APIRouter(tags=["admin"], responses=AUTH_RESPONSES)
 
 
 @router.get("/keys", summary="Configured API keys (metadata only)", response_model=list[ApiKeyPublic])

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 
 from ..deps import Analyst, Ctx, Viewer, epoch_of, request_id_of
-from ..schemas import SilenceCreate, SilencePublic, silence_public
+from ..schemas import AUTH_RESPONSES, SilenceCreate, SilencePublic, silence_public
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/silences", tags=["silences"], responses={401: {}, 403: {}, 429: {}})
+router = APIRouter(prefix="/silences", tags=["silences"], responses=AUTH_RESPONSES)
 
 SilenceId = Annotated[str, Path(min_length=1, max_length=64)]
 

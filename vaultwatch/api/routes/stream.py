@@ -23,13 +23,13 @@ from alerts import schema as t
 from alerts.model import decode_alert
 
 from ..deps import AppContext, Ctx, Viewer, epoch_of
-from ..schemas import alert_public
+from ..schemas import AUTH_RESPONSES, alert_public
 
 __all__ = ["router"]
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["stream"], responses={401: {}, 403: {}, 429: {}})
+router = APIRouter(tags=["stream"], responses=AUTH_RESPONSES)
 
 _HEARTBEAT: Final = 15.0
 _BATCH: Final = 200
