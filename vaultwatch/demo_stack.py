@@ -234,8 +234,24 @@ def _demo_auth(workdir: Path) -> tuple[Any, DemoLogin] | None:
     )
     digest = hashlib.sha256(login.api_key.encode()).hexdigest()
     _write_private(keys, f'[[keys]]\nid = "demo"\nhash = "sha256:{digest}"\nrole = "viewer"\n')
+    jwt_key = _jwt_key(workdir / "api-jwt.pem")
     # Plain http on loopback: a Secure cookie would never come back from the browser.
-    return AuthConfig(users_file=users, api_keys_file=keys, cookie_secure=False), login
+    cfg = AuthConfig(users_file=users, api_keys_file=keys, jwt_key_file=jwt_key, cookie_secure=False)
+    return cfg, login
+
+
+def _jwt_key(path: Path) -> Path | None:
+    """A fresh Ed25519 signing key for the API's tokens (None without ``cryptography``)."""
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    except ImportError:
+        return None
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write_private(path, pem.decode())
+    return path
 
 
 def _full_app(settings: Any, store: Any, auth: Any) -> Any | None:
@@ -524,42 +540,48 @@ class DemoStack:
     def stop(self, *, drain: bool = True, drain_timeout: float = 20.0) -> None:
         """Stop everything, the sources first; with ``drain``, let the pipeline finish first.
 
-        Idempotent; safe after a failed :meth:`start`."""
+        Idempotent; safe after a failed :meth:`start`. Every step is bounded and a failing step
+        (a broker that already died, say) does not keep the later ones from running, so no
+        server process outlives the demo.
+        """
         if self._stopped:
             return
         self._stopped = True
-        self.stop_openbao()
+        _quietly("OpenBao", self.stop_openbao)
         if drain and self.shipper is not None and self.worker is not None:
-            self.wait_drained(drain_timeout)
+            _quietly("pipeline drain", lambda: self.wait_drained(drain_timeout))
         if self.shipper is not None:
             self.shipper.stop()
         for t in self._threads:
             if t.name.endswith("shipper"):
-                t.join(timeout=15)
+                t.join(timeout=10)
         if self._producer is not None:
-            self._producer.close(timeout=5)
-            self._producer = None
+            _quietly("producer", lambda: self._producer.close(timeout=3))
         if self._socket is not None:
-            self._socket.close()
+            _quietly("socket listener", self._socket.close)
         if self._quarantine is not None:
-            self._quarantine.close()
-            self._quarantine = None
+            _quietly("quarantine", self._quarantine.close)
         if self.worker is not None:
-            self.worker.stop()
+            _quietly("worker", self.worker.stop)
         for t in self._threads:
-            t.join(timeout=20)
+            t.join(timeout=15)
         self._threads = []
-        if self.worker is not None:
-            dlq = getattr(self.worker, "dlq", None)
-            if dlq is not None:
-                dlq.close()
+        dlq = getattr(self.worker, "dlq", None)
+        if dlq is not None:
+            _quietly("dead-letter queue", dlq.close)
         if self._api is not None:
-            self._api.stop()
-            self._api = None
+            _quietly("API", self._api.stop)
         for store in (self._api_store, self.store):
             if store is not None:
-                store.close()
+                _quietly("store", store.close)
         if self.broker is not None:
-            self.broker.stop()
+            _quietly("broker", self.broker.stop)
         if self.bao is not None:
-            self.bao.cleanup()
+            _quietly("OpenBao", self.bao.cleanup)
+
+
+def _quietly(what: str, step: Callable[[], Any]) -> None:
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - shutting down: report and carry on
+        log.warning("stopping the demo's %s: %s", what, type(exc).__name__)

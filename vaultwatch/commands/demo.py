@@ -20,6 +20,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -203,6 +205,25 @@ def _install_signals(state: _Run) -> dict[int, Any]:
     return previous
 
 
+@contextmanager
+def _servers_ignore_ctrl_c() -> Iterator[None]:
+    """Start servers with SIGINT blocked, so that they inherit the blocked mask.
+
+    A terminal's Ctrl-C goes to the whole process group; it is meant for the demo, which then
+    stops OpenBao, the pipeline and the broker in order. A broker killed first would leave the
+    Kafka clients waiting on it. SIGTERM still reaches the servers. A Ctrl-C pressed meanwhile
+    is delivered to the demo when the mask is restored.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _drive(traffic: Any, days: int, warmup: int) -> None:
     from ..demo_stack import DemoStopped
 
@@ -271,6 +292,9 @@ def run(args: argparse.Namespace) -> int:
         log.error("--days must be at least 1 and --warmup-days at least 0")
         return 2
     exit_after = args.exit_after_traffic or (args.json and not args.duration)
+    if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
+        # kafka-python warns about its own event-loop timing under load; not the user's concern.
+        logging.getLogger("kafka").setLevel(logging.ERROR)
     out = make_console(stderr=bool(args.json))
     live_ok = out.is_terminal and not args.json
     state = _Run()
@@ -289,7 +313,8 @@ def run(args: argparse.Namespace) -> int:
     code = 0
     try:
         try:
-            stack.start(step=lambda msg: out.print(f"[dim]-[/dim] {msg}"))
+            with _servers_ignore_ctrl_c():
+                stack.start(step=lambda msg: out.print(f"[dim]-[/dim] {msg}"))
         except Exception as exc:  # noqa: BLE001 - one line, not a traceback
             if state.signalled:
                 return 0  # interrupted while starting: the half-started stack is stopped below
