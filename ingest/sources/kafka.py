@@ -160,6 +160,8 @@ class KafkaSource:
         return _Listener()
 
     def _assigned(self, pairs: list[tuple[str, int]]) -> None:
+        if not pairs:  # kafka-python reports empty changes too (eager rebalancing)
+            return
         log.info("partitions assigned: %s", pairs)
         for pair in pairs:
             if pair in self._start_offsets:
@@ -168,6 +170,8 @@ class KafkaSource:
             self._on_assigned(pairs)
 
     def _revoked(self, pairs: list[tuple[str, int]], *, lost: bool) -> None:
+        if not pairs:
+            return
         log.info("partitions %s: %s", "lost" if lost else "revoked", pairs)
         # Whatever of the current batch is not committed yet will be re-delivered to the new
         # owner; commit() skips partitions this consumer no longer owns.

@@ -270,3 +270,38 @@ def test_refused_kafka_records_go_to_the_dlq_with_reason_headers(
         assert int(h["vaultwatch.source_offset"]) == r.position.offset
         assert h["vaultwatch.position"] == str(r.position)
         assert m.key == f"kafka:{topic}".encode()  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_member_that_stops_polling_loses_its_partitions(
+    settings: KafkaSettings, kafka_broker: KafkaBroker, topic: str
+) -> None:
+    _produce(kafka_broker.bootstrap, topic, 8)
+    events: list[tuple[str, list[tuple[str, int]]]] = []
+    src = KafkaSource(
+        topic,
+        kafka=settings,
+        consumer=ConsumerSettings(group_id=f"g-{uuid.uuid4().hex[:8]}", timings=FAST_GROUP),
+        on_assigned=lambda p: events.append(("assigned", p)),
+        on_revoked=lambda p: events.append(("revoked", p)),
+        on_lost=lambda p: events.append(("lost", p)),
+    )
+    try:
+        it = src.batches(max_records=100, timeout=0.5)
+        got = _drain(src, 8)
+        assert len(got) == 8 and events and events[0][0] == "assigned"
+        time.sleep(FAST_GROUP.max_poll_interval_ms / 1000 + 2)  # a batch that took too long
+        again: list[RawRecord] = []
+        for _, batch in zip(range(40), it, strict=False):
+            again.extend(batch)
+            kinds = [kind for kind, _ in events]
+            if "lost" in kinds and kinds[-1] == "assigned" and len(again) >= 8:
+                break
+        kinds = [kind for kind, _ in events]
+        assert "lost" in kinds and kinds[-1] == "assigned"  # evicted, then rejoined
+        # Nothing was committed, so everything comes again after the rejoin (at-least-once).
+        assert sorted(r.data for r in again) == sorted(r.data for r in got)
+        src.commit(again[-1])
+    finally:
+        src.close()
