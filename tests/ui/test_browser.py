@@ -175,3 +175,26 @@ def test_identity_heatmap_renders(page: Any, ui_seed: Seed) -> None:
     page.wait_for_url("**/ui/login")
     page.goto("/ui/alerts")
     page.wait_for_url("**/ui/login?**")  # the session is gone
+
+
+UNLABELLED = """() => Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby'))
+  .map(e => e.outerHTML)"""
+
+
+def test_pages_have_landmarks_labels_and_visible_focus(page: Any, ui_seed: Seed) -> None:
+    a = ui_seed.alerts[0]
+    sign_in(page)
+    for url in ("/ui/alerts", f"/ui/alerts/{a.id}", "/ui/silences", f"/ui/identities/{a.identity.key}"):
+        page.goto(url)
+        assert page.locator("main#main").count() == 1
+        assert page.locator("header[role=banner] nav[aria-label=Main]").count() == 1
+        assert page.evaluate(UNLABELLED) == [], url
+        assert page.locator("h1").count() == 1
+    page.goto("/ui/alerts")
+    page.keyboard.press("Tab")  # the skip link comes first and shows itself with a focus ring
+    focused = page.evaluate(
+        "() => { const e = document.activeElement; const s = getComputedStyle(e);"
+        " return [e.textContent, s.outlineStyle, e.getBoundingClientRect().left]; }"
+    )
+    assert focused[0] == "Skip to content" and focused[1] == "solid" and focused[2] >= 0

@@ -431,10 +431,20 @@ def alert_page(alert_id: str, request: Request, ctx: Ctx, who: PagePrincipal) ->
     if archive is not None:
         cols = ["ts", "request_id", "type", "path", "operation", "remote_ip", "outcome"]
         try:
-            near = archive.query(
-                identity=a.identity.key, start=start, end=end, limit=TIMELINE_LIMIT, columns=cols
+            # Before and from the alert separately, so a busy identity's half hour before the
+            # alert cannot push the alert's own entries out of the limit.
+            before = archive.query(
+                identity=a.identity.key,
+                start=start,
+                end=first,
+                limit=TIMELINE_LIMIT // 3,
+                descending=True,
+                columns=cols,
             )
-            rows = _records(near)
+            after = archive.query(
+                identity=a.identity.key, start=first, end=end, limit=TIMELINE_LIMIT, columns=cols
+            )
+            rows = _records(before)[::-1] + _records(after)
             # One line per request: the response (it has the outcome), else the lone request.
             answered = {r["request_id"] for r in rows if r["type"] == "response"}
             for r in rows:
