@@ -79,12 +79,15 @@ def _processes_mentioning(text: str) -> list[int]:
 class _Demo:
     """``vaultwatch demo`` in a subprocess, its stdout and stderr read line by line as it runs."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, own_group: bool = False) -> None:
+        # own_group: a process group of its own, like a shell job, so that a "terminal Ctrl-C"
+        # (SIGINT to the whole group) can be sent without reaching pytest.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vaultwatch.cli", "demo", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=own_group,
         )
         self.out_lines: list[str] = []
         self.err_lines: list[str] = []
@@ -156,8 +159,8 @@ def run_demo() -> Iterator[Callable[..., _Demo]]:
     """Start demos; any still running at teardown (a failed test) is killed with its children."""
     made: list[_Demo] = []
 
-    def start(*args: str) -> _Demo:
-        demo = _Demo(*args)
+    def start(*args: str, own_group: bool = False) -> _Demo:
+        demo = _Demo(*args, own_group=own_group)
         made.append(demo)
         return demo
 
@@ -209,6 +212,15 @@ def test_demo_runs_the_stack_and_catches_the_attacks(tmp_path: Path, run_demo: C
     assert status == 200 and json.loads(body) is not None
     status, _ = _get(ui)
     assert status == 200
+    if "ui_login" in creds:  # the full API: the demo user can log in over plain http
+        req = urllib.request.Request(
+            ui + "api/v1/auth/login",
+            data=json.dumps(creds["ui_login"]).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+            assert resp.status == 200
+            assert "secure" not in (resp.headers.get("Set-Cookie") or "").lower()
     code = demo.finish(timeout=90)
     assert code == 0, demo.output[-3000:]
 
@@ -250,15 +262,73 @@ def test_demo_runs_the_stack_and_catches_the_attacks(tmp_path: Path, run_demo: C
     _assert_no_leftovers(demo, work)
 
 
-def test_sigterm_mid_scenario_stops_everything(tmp_path: Path, run_demo: Callable[..., _Demo]) -> None:
+@pytest.mark.parametrize("how", ["sigterm", "terminal-ctrl-c"])
+def test_signal_mid_scenario_stops_everything(
+    tmp_path: Path, run_demo: Callable[..., _Demo], how: str
+) -> None:
+    """SIGTERM to the demo, or Ctrl-C in a terminal (SIGINT to the whole process group, the
+    servers included): a clean exit with no server left behind."""
     work = tmp_path / "demo"
-    demo = run_demo("--keep", str(work), "--days", "3", "--warmup-days", "2", "--port", "0")
+    demo = run_demo("--keep", str(work), "--days", "3", "--warmup-days", "2", "--port", "0", own_group=True)
     demo.wait_for(r"traffic: warm-up", timeout=60)
     demo.children.update(_children(demo.proc.pid))
-    demo.proc.send_signal(signal.SIGTERM)
+    if how == "sigterm":
+        demo.proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(demo.proc.pid, signal.SIGINT)
     t0 = time.monotonic()
     code = demo.finish(timeout=45)
     assert code == 0, demo.output[-3000:]
     assert time.monotonic() - t0 < 40
     assert "stopped on request" in demo.output
+    assert "Traceback" not in demo.output
     _assert_no_leftovers(demo, work)
+
+
+def test_fallback_api_serves_the_store(tmp_path: Path) -> None:
+    """The minimal API used when the full one is unavailable: health, alerts as JSON, a page
+    that escapes what it shows."""
+    from alerts.model import Alert, AlertIdentity, alert_id
+    from vaultwatch.demo_stack import fallback_app
+    from vaultwatch.ops import BackgroundServer
+    from vaultwatch.servers import free_port
+
+    alert = Alert(
+        id=alert_id("root-token-use", "k1", "req-1"),
+        detector="root-token-use",
+        title="Root token used <script>",
+        severity="high",
+        score=80,
+        identity=AlertIdentity(key="root:token", display_name="root"),
+        first_seen="2026-11-28T10:00:00Z",
+        last_seen="2026-11-28T10:05:00Z",
+        event_ids=("req-1",),
+        dedup_key="k1",
+    )
+    with Store(f"sqlite:///{tmp_path / 'a.db'}") as store:
+        store.migrate()
+        store.add_alerts([alert])
+        port = free_port()
+        server = BackgroundServer(fallback_app(store), "127.0.0.1", port).start()
+        try:
+            base = f"http://127.0.0.1:{port}"
+            assert _get(base + "/healthz")[0] == 200
+            got = json.loads(_get(base + "/api/v1/alerts")[1])
+            assert [a["id"] for a in got] == [alert.id]
+            assert got[0]["schema"] == "vaultwatch.alert/v1"
+            page = _get(base + "/")[1].decode()
+            assert "Root token used &lt;script&gt;" in page and "<script>" not in page
+        finally:
+            server.stop()
+
+
+def test_traffic_progress_fraction() -> None:
+    from vaultwatch.demo_stack import TrafficProgress
+
+    p = TrafficProgress(warmup_days=2.0)
+    assert p.warmup_fraction == 0.0
+    p.sim_days = 1.0
+    assert p.warmup_fraction == 0.5
+    p.sim_days = 5.0
+    assert p.warmup_fraction == 1.0
+    assert TrafficProgress(warmup_days=0.0).warmup_fraction == 1.0
