@@ -167,6 +167,7 @@ class Shipper:
         self._last_stats = time.monotonic()
         self._reconnect = reconnect
         self._broken = False
+        self._refusal: Exception | None = None
 
     def __repr__(self) -> str:
         return f"Shipper(source={self.source.name!r}, topic={self.topic!r})"
@@ -213,6 +214,7 @@ class Shipper:
         parse = self.parser.parse
         seen = self.dedup.seen
         send = self._send
+        self._refusal = None
         if self._broken:
             self._replace_producer()
         for rec in batch:
@@ -250,9 +252,15 @@ class Shipper:
 
     # -- delivery -------------------------------------------------------------------------------
     def _send(self, item: _Outgoing) -> None:
+        if self._refusal is not None:
+            # send() blocks up to max_block_ms before refusing (no metadata for the topic, say):
+            # once it refused, the rest of this attempt is refused at once, not one by one.
+            item.future = _NotSent(self._refusal)
+            return
         try:
             item.future = self.producer.send(self.topic, value=item.value, key=item.key)
         except Exception as exc:  # noqa: BLE001 - any refusal to queue is retried below
+            self._refusal = exc
             item.future = _NotSent(exc)
 
     def _deliver(self, out: list[_Outgoing]) -> None:
@@ -292,6 +300,7 @@ class Shipper:
             if self._broken and self._replace_producer():
                 # The old producer's in-flight records died with it: send all of them again.
                 failed = waiting
+            self._refusal = None
             for item in failed:
                 self._send(item)
 

@@ -220,6 +220,28 @@ def FakeProducerRun(lines: list[bytes]) -> FakeProducer:  # noqa: N802 - reads l
     return p
 
 
+def test_a_producer_refusing_to_queue_is_asked_once_per_attempt(bao_logs: dict[str, Path]) -> None:
+    class Refusing(FakeProducer):
+        calls = 0
+        refusals = 2
+
+        def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> FakeFuture:
+            self.calls += 1
+            if self.refusals > 0:
+                self.refusals -= 1
+                raise TimeoutError("no metadata for the topic within max_block_ms")
+            return super().send(topic, value, key)
+
+    lines = bao_logs["hmac"].read_bytes().splitlines()[:10]
+    producer = Refusing()
+    source = ListSource(lines, producer)
+    stats = Shipper(source, producer, "t", quarantine=MemoryQuarantine(), sleep=lambda s: False).run()
+    # Attempt 1 and 2: one blocking refusal each, the rest refused at once; attempt 3 sends all.
+    assert producer.calls == 1 + 1 + 10
+    assert stats.retries == 2 and stats.shipped == 10 and source.commits == [9]
+    assert len(producer.acked) == 10
+
+
 def test_stop_while_the_broker_is_down_raises_and_leaves_the_source_uncommitted(
     bao_logs: dict[str, Path],
 ) -> None:
