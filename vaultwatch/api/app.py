@@ -171,6 +171,7 @@ def create_app(
     authenticator: Authenticator | None = None,
     metrics: Any = None,
     baselines: Any = None,
+    vault_client: Any = None,
 ) -> FastAPI:
     """The API app for ``settings`` (a :class:`vaultwatch.settings.Settings`).
 
@@ -178,7 +179,8 @@ def create_app(
     not closed by the app; otherwise the store is opened from ``settings.store.url`` (and
     migrated) and the archive from ``settings.archive`` when enabled, and both are closed at
     shutdown. ``baselines`` (anything with ``identities()`` and ``identity_summary(key)``)
-    replaces the engines read from the store's checkpoints.
+    replaces the engines read from the store's checkpoints. ``vault_client`` (an hvac client)
+    is where the signing key is read when ``auth.jwt_vault_path`` is set and no key file is.
     """
     from vaultwatch.metrics import Metrics
 
@@ -192,7 +194,7 @@ def create_app(
         from vaultwatch.archive import EventArchive
 
         archive = EventArchive(settings.archive.path, retention_days=settings.archive.retention_days)
-    authn = authenticator or Authenticator(cfg, clock=clock)
+    authn = authenticator or Authenticator(cfg, clock=clock, vault_client=vault_client)
     audit = ApiAudit(store.engine, clock=clock)
     audit.create_tables()
     ctx = AppContext(

@@ -524,6 +524,9 @@ class ApiKeyFile(_Reloading):
     def __init__(self, path: Path, *, check_seconds: float = 0.0) -> None:
         super().__init__(path, check_seconds=check_seconds)
         self.entries: dict[str, ApiKeyEntry] = {}
+        # sha256 of a presented key -> (entries it was checked against, entry id): an argon2
+        # check costs tens of milliseconds, and a reload replaces ``entries`` (invalidating it).
+        self._verified: dict[str, tuple[dict[str, ApiKeyEntry], str]] = {}
         self.refresh(force=True)
 
     def _parse(self) -> None:
@@ -548,12 +551,19 @@ class ApiKeyFile(_Reloading):
         self.refresh()
         key_id, dot, _ = presented.partition(".")
         entry = self.entries.get(key_id) if dot else None
+        digest = hashlib.sha256(presented.encode()).hexdigest()
         if entry is None:
             # Same work as a real check, so timing does not reveal which ids exist.
-            hmac.compare_digest(hashlib.sha256(presented.encode()).hexdigest(), "0" * 64)
+            hmac.compare_digest(digest, "0" * 64)
             raise AuthError("invalid API key")
-        if not entry.matches(presented):
-            raise AuthError("invalid API key")
+        entries = self.entries
+        cached = self._verified.get(digest)
+        if cached is None or cached[0] is not entries or cached[1] != entry.id:
+            if not entry.matches(presented):
+                raise AuthError("invalid API key")
+            if len(self._verified) > 10_000:
+                self._verified.clear()
+            self._verified[digest] = (entries, entry.id)
         if entry.not_after is not None and now >= entry.not_after:
             raise AuthError("API key expired")
         return entry

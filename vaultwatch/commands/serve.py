@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from typing import Any
 
 HELP = "the analyst API and web UI"
 DESCRIPTION = """\
@@ -55,16 +56,54 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < port < 65536:
         err.print(f"[red]error:[/red] port {port} is out of range")
         return 2
+    auth = AuthConfig.from_env(os.environ)
+    vault = None
     try:
-        app = create_app(settings, auth=AuthConfig.from_env(os.environ))
+        if auth.jwt_key_file is None and auth.jwt_vault_path:
+            vault = _vault_client(settings)
+        app = create_app(settings, auth=auth, vault_client=vault.hvac if vault else None)
     except AuthError as exc:
         err.print(f"[red]authentication setup failed:[/red] {exc}")
         return 2
     except Exception as exc:  # noqa: BLE001 - one line naming the cause, never a traceback
         err.print(f"[red]cannot start:[/red] {type(exc).__name__}")
         return 1
-    shown = f"[{host}]" if ":" in host else host
-    print(f"vaultwatch API on http://{shown}:{port}/ (docs at /docs)", flush=True)  # noqa: T201
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=False)
-    uvicorn.Server(config).run()
+    try:
+        shown = f"[{host}]" if ":" in host else host
+        print(f"vaultwatch API on http://{shown}:{port}/ (docs at /docs)", flush=True)  # noqa: T201
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=False)
+        uvicorn.Server(config).run()
+    finally:
+        if vault is not None:
+            vault.close()
     return 0
+
+
+def _vault_client(settings: Any) -> Any:
+    """A logged-in, self-renewing client for the JWT key in Vault (``[vault]`` settings)."""
+    from ..api.auth import AuthError
+    from ..vault import VaultAuth, VaultClient
+
+    cfg = settings.vault
+    if cfg is None:
+        raise AuthError("VAULTWATCH_API_JWT_VAULT_PATH needs a [vault] section to log in with")
+    a = cfg.auth
+    auth = VaultAuth(
+        method=a.method,
+        token=a.token.get_secret_value() if a.token else None,
+        token_file=str(a.token_file) if a.token_file else None,
+        role_id=a.role_id,
+        secret_id=a.secret_id.get_secret_value() if a.secret_id else None,
+        role=a.role,
+        jwt_file=str(a.jwt_path),
+        mount=a.mount,
+    )
+    verify: bool | str = str(cfg.ca_cert) if cfg.ca_cert and cfg.tls_verify else cfg.tls_verify
+    client = VaultClient(cfg.addr, auth, namespace=cfg.namespace, verify=verify)
+    try:
+        client.login()
+        client.start_renewal()
+    except Exception:
+        client.close()
+        raise
+    return client
