@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 from .codec import encode_entry
 from .dedup import Deduplicator
@@ -111,12 +111,24 @@ class _NotSent:
         return False
 
 
-class _Outgoing:
-    __slots__ = ("key", "value", "future")
+# Errors about one record itself (too big for the client or the broker, refused as invalid):
+# retrying cannot help, so the record is quarantined instead of blocking the stream forever.
+_RECORD_ERRORS: Final = frozenset(
+    {"MessageSizeTooLargeError", "RecordListTooLargeError", "InvalidRecordError"}
+)
 
-    def __init__(self, key: bytes, value: bytes) -> None:
+
+def _record_error(exc: BaseException | None) -> bool:
+    return type(exc).__name__ in _RECORD_ERRORS
+
+
+class _Outgoing:
+    __slots__ = ("key", "value", "record", "future")
+
+    def __init__(self, key: bytes, value: bytes, record: RawRecord) -> None:
         self.key = key
         self.value = value
+        self.record = record
         self.future: Any = None
 
 
@@ -236,16 +248,16 @@ class Shipper:
             if seen(event.dedup_key):
                 stats.duplicates += 1
                 continue
-            item = _Outgoing(event.identity.key.encode("utf-8"), encode_entry(event))
+            item = _Outgoing(event.identity.key.encode("utf-8"), encode_entry(event), rec)
             # Sent right away: the producer's I/O thread ships early records of the batch
             # while later ones are still being parsed.
             send(item)
             out.append(item)
         for rec, error in refused:
             self._quarantine(rec, error)
-        self._deliver(out)
+        rejected = self._deliver(out)
         self._flush_quarantine()
-        stats.shipped += len(out)
+        stats.shipped += len(out) - rejected
         stats.batches += 1
         self.source.commit(batch[-1])
         stats.commits += 1
@@ -260,13 +272,15 @@ class Shipper:
         try:
             item.future = self.producer.send(self.topic, value=item.value, key=item.key)
         except Exception as exc:  # noqa: BLE001 - any refusal to queue is retried below
-            self._refusal = exc
+            if not _record_error(exc):
+                self._refusal = exc
             item.future = _NotSent(exc)
 
-    def _deliver(self, out: list[_Outgoing]) -> None:
+    def _deliver(self, out: list[_Outgoing]) -> int:
         """Wait for every acknowledgement of ``out`` (already sent), re-sending failures after
-        a backoff."""
+        a backoff. Returns how many records Kafka refused for good (they are quarantined)."""
         attempt = 0
+        rejected = 0
         waiting = out
         while True:
             try:
@@ -274,10 +288,15 @@ class Shipper:
             except Exception as exc:  # noqa: BLE001 - a flush timeout: records still in flight
                 log.warning("Kafka has not acknowledged within %.0fs: %s", self.flush_timeout, exc)
             waiting = [i for i in waiting if not i.future.succeeded()]
+            for item in [i for i in waiting if i.future.is_done and _record_error(i.future.exception)]:
+                why = item.future.exception
+                self._quarantine(item.record, ParseError("too_large", f"refused by Kafka: {why}"))
+                waiting.remove(item)
+                rejected += 1
             if not waiting:
                 if attempt:
                     log.warning("Kafka delivery recovered after %d retries", attempt)
-                return
+                return rejected
             failed = [i for i in waiting if i.future.is_done]
             self.stats.produce_errors += len(failed)
             if failed:

@@ -21,6 +21,7 @@ from typing import Any
 import hvac.exceptions
 import pytest
 
+from ingest.codec import encode_entry
 from ingest.errors import ParseError
 from ingest.kafka_config import KafkaSettings, ProducerSettings, import_kafka, producer_config
 from ingest.parse import Parser
@@ -632,3 +633,27 @@ def test_stdin_source_cuts_lines_and_flags_too_large_ones() -> None:
         os.close(r)
         if w >= 0:
             os.close(w)
+
+
+@pytest.mark.integration
+def test_records_kafka_refuses_for_size_are_quarantined_not_retried_forever(
+    bao_logs: dict[str, Path], kafka_broker: KafkaBroker, topic: str
+) -> None:
+    lines = bao_logs["hmac"].read_bytes().splitlines()
+    parser = Parser()
+    sizes = sorted(len(encode_entry(parser.parse(line))) for line in lines)
+    limit = sizes[len(sizes) // 2]
+    kafka = KafkaSettings(kafka_broker.bootstrap)
+    producer = _kafka.KafkaProducer(**producer_config(kafka, ProducerSettings(max_request_size=limit)))
+    source = ListSource(lines)
+    quarantine = MemoryQuarantine()
+    try:
+        stats = Shipper(source, producer, topic, quarantine=quarantine, max_batch=10).run()
+    finally:
+        producer.close()
+    refused = stats.quarantined["too_large"]
+    assert 0 < refused < len(lines) and stats.shipped + refused == len(lines)
+    assert source.commits[-1] == len(lines) - 1 and stats.retries == 0
+    for rec in quarantine.records:
+        assert len(encode_entry(parser.parse(rec.line()))) > limit - 200  # record overhead
+        assert "max_request_size" in rec.detail
