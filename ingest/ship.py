@@ -9,8 +9,10 @@ the quarantine has them too does it commit the source. A ``kill -9`` at any poin
 nothing; the price is that the last batch may be sent twice (at-least-once), which the detector's
 deduplication absorbs.
 
-When the broker is unavailable the shipper keeps the batch, waits with exponential backoff
-(never a busy loop), re-sends what failed and does not commit until it succeeds. A producer can
+A record Kafka refuses for itself (too large for ``max_request_size`` or the broker's limit) is
+quarantined as ``too_large`` rather than retried forever. When the broker is unavailable the
+shipper keeps the batch, waits with exponential backoff (never a busy loop), re-sends what
+failed and does not commit until it succeeds. A producer can
 also end up in a state it never leaves by itself (an idempotent producer whose broker lost its
 producer state, say, fails every record at once with a non-retriable error); given a
 ``reconnect`` factory the shipper then replaces it.
