@@ -123,6 +123,13 @@ def test_keyboard_triage_changes_the_store(page: Any, store: Store, ui_seed: See
     assert detail.alert.status == "false_positive"
     assert detail.history[-1].comment == "backup job, expected" and detail.history[-1].actor == "ana"
     shot(page, "queue-triage")
+    page.keyboard.press("j")
+    other = page.locator("#queue-body tr.selected").get_attribute("data-alert-id")
+    assert other != target
+    page.keyboard.press("r")
+    page.locator(f'#queue-body tr[data-alert-id="{other}"] .status-resolved').wait_for()
+    assert store.get_alert(other).alert.status == "resolved"
+    page.keyboard.press("k")
     page.locator("#queue-body tr.selected").wait_for()
     page.keyboard.press("Enter")
     page.wait_for_url(f"**/ui/alerts/{target}")

@@ -339,3 +339,21 @@ def test_heatmap_grid() -> None:
     assert grid["rows"][0]["cells"][3]["fill"] not in ("#eef1f5", "#0b57d0")
     assert grid["rows"][6]["cells"][23]["fill"] == "#eef1f5"
     assert heatmap([])["peak_label"] == "no activity learned"
+
+
+def test_attacker_controlled_text_is_escaped(client: httpx.Client, store: Store, ui_seed: Seed) -> None:
+    src = ui_seed.alerts[0]
+    evil = "<img src=x onerror=alert(1)>"
+    alert = msgspec.structs.replace(
+        src,
+        id="va_escape000000000000000000000001",
+        title=f"read {evil}",
+        paths=(f"logos/data/{evil}",),
+        dedup_key=f"{src.dedup_key}/escape",
+    )
+    store.add_alerts([alert])
+    login(client)
+    for url in ("/ui/alerts?status=any", f"/ui/alerts/{alert.id}", f"/ui/alerts/{alert.id}/row?status=any"):
+        text = client.get(url).text
+        assert evil not in text
+        assert "&lt;img src=x onerror=alert(1)&gt;" in text
