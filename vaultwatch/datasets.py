@@ -139,8 +139,23 @@ def load_requests(
 
 # -- the alert store ----------------------------------------------------------------------------
 def _read_sql(store_url: str, query: Any) -> pd.DataFrame:
-    with Store(store_url) as store, store.engine.connect() as conn:
-        return pd.read_sql(query, conn)
+    import sqlalchemy as sa
+
+    from alerts.errors import StoreError
+
+    if store_url.startswith("sqlite:///") and not store_url.endswith(":memory:"):
+        # Reading must not leave an empty database file behind a typo.
+        db = Path(store_url.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise StoreError(f"no alert store at {db}")
+    try:
+        with Store(store_url) as store, store.engine.connect() as conn:
+            result = conn.execute(query)
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    except sa.exc.SQLAlchemyError as exc:
+        # The driver's message names the problem (missing table...), never the URL's password.
+        reason = str(getattr(exc, "orig", None) or type(exc).__name__).splitlines()[0]
+        raise StoreError(f"cannot read the alert store: {reason}") from exc
 
 
 def load_alerts(store_url: str) -> pd.DataFrame:

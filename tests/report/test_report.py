@@ -30,6 +30,7 @@ from vaultwatch.datasets import DemoData, generate_demo_data
 from vaultwatch.report import (
     Period,
     ReportError,
+    generate_report,
     load_check,
     period_for,
     previous_period,
@@ -426,3 +427,22 @@ def test_status_at_and_config_changes_on_small_frames() -> None:
         ("r2", "policy", "ok"),
         ("r3", "auth method", "denied"),
     ]
+
+
+def test_missing_store_is_refused_without_creating_it(rendered: Rendered, tmp_path: Path) -> None:
+    db = tmp_path / "typo.db"
+    args = ["report", "--period", "weekly", "--archive", str(rendered.demo.archive), "--out", str(tmp_path)]
+    assert main([*args, "--store", f"sqlite:///{db}"]) == 2
+    assert not db.exists()
+    db.touch()  # a file that is not a store
+    assert main([*args, "--store", f"sqlite:///{db}"]) == 2
+
+
+def test_a_quiet_period_renders_with_zeros(rendered: Rendered, tmp_path: Path) -> None:
+    quiet = Period("custom", datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC))
+    result = generate_report(rendered.demo.archive, None, quiet, tmp_path)
+    s = result.data["summary"]
+    assert (s["events"], s["identities"], s["alerts"]) == (0, 0, 0)
+    assert result.data["config_changes"] == [] and result.data["access"]["volume"] == []
+    assert result.pdf.read_bytes().startswith(b"%PDF-")
+    assert "No policy, auth method, mount or audit device changes." in result.html.read_text()
