@@ -240,19 +240,30 @@ def _drive(traffic: Any, days: int, warmup: int) -> None:
         log.warning("traffic stopped early: %s", type(exc).__name__)
 
 
-def _alert_table(alerts: list[Any], limit: int = 20) -> Any:
+def _alert_table(alerts: list[Any], limit: int = 20, width: int = 120) -> Any:
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
     colour = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
-    t = Table(title=f"{len(alerts)} alert(s), newest last", title_justify="left", expand=False)
-    for col in ("last seen", "severity", "detector", "identity", "title", "count"):
-        # One line per alert, so the newest stay on screen.
-        t.add_column(col, no_wrap=True, overflow="ellipsis", ratio=3 if col == "title" else None)
+    t = Table(title=f"{len(alerts)} alert(s), newest last", title_justify="left", box=box.SIMPLE_HEAD)
+    # One line per alert, so the newest stay on screen; the title gives way first, and on a
+    # narrow terminal the time and count columns go.
+    wide = width >= 110
+    cols = {"last seen": 8, "severity": 8, "detector": 22, "identity": 14, "title": 16, "count": 5}
+    if not wide:
+        cols = {k: v for k, v in cols.items() if k not in ("last seen", "count")}
+    fixed = sum(v for k, v in cols.items() if k != "title") + 3 * len(cols)
+    for col, w in cols.items():
+        if col == "title":
+            t.add_column(col, no_wrap=True, overflow="ellipsis", max_width=max(w, width - fixed))
+        else:
+            t.add_column(col, no_wrap=True, overflow="ellipsis", width=w)
     for a in alerts[-limit:]:
         sev = f"[{colour.get(a.severity, '')}]{a.severity}[/]"
-        who = a.identity.display_name or a.identity.key
-        t.add_row(a.last_seen[11:19], sev, a.detector, escape(who), escape(a.title), str(a.count))
+        who = escape(a.identity.display_name or a.identity.key)
+        row = [sev, a.detector, who, escape(a.title)]
+        t.add_row(*([a.last_seen[11:19], *row, str(a.count)] if wide else row))
     return t
 
 
@@ -396,7 +407,8 @@ def _watch(
                     caught_up = stack.wait_drained(10.0, state.stop)
             if live_ok:
                 rows = max(5, out.size.height - 10)
-                live.update(Group(_status_line(progress, counters, caught_up), _alert_table(alerts, rows)))
+                table = _alert_table(alerts, rows, out.size.width)
+                live.update(Group(_status_line(progress, counters, caught_up), table))
             else:
                 if progress.phase != shown_phase:
                     shown_phase = progress.phase
