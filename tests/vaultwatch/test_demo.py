@@ -332,3 +332,18 @@ def test_traffic_progress_fraction() -> None:
     p.sim_days = 5.0
     assert p.warmup_fraction == 1.0
     assert TrafficProgress(warmup_days=0.0).warmup_fraction == 1.0
+
+
+def test_keep_refuses_a_previous_run(tmp_path: Path) -> None:
+    """A kept directory with a previous run's store is refused (its checkpoints would shadow the
+    new run), and nothing in it is touched."""
+    (tmp_path / "vaultwatch.db").write_bytes(b"previous run")
+    proc = subprocess.run(
+        [sys.executable, "-m", "vaultwatch.cli", "demo", "--keep", str(tmp_path)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert b"previous demo run" in proc.stderr
+    assert (tmp_path / "vaultwatch.db").read_bytes() == b"previous run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vaultwatch.db"]

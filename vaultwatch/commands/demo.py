@@ -302,6 +302,11 @@ def run(args: argparse.Namespace) -> int:
     if args.warmup_days < 0 or args.days < 1:
         log.error("--days must be at least 1 and --warmup-days at least 0")
         return 2
+    if args.keep and (Path(args.keep) / "vaultwatch.db").exists():
+        # Its store holds the last run's alerts and engine checkpoints, which would shadow this
+        # run's (the new broker starts its offsets at zero again).
+        log.error("%s holds a previous demo run; give --keep a new directory", args.keep)
+        return 2
     exit_after = args.exit_after_traffic or (args.json and not args.duration)
     if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
         # kafka-python warns about its own event-loop timing under load; not the user's concern.
