@@ -1,20 +1,23 @@
 """The analysts' web UI: server-rendered pages over the alert store, the event archive and baselines.
 
-Pages live under ``/ui`` (``/`` redirects to the queue): the alert queue (filters in the query
-string, keyset pagination, keyboard triage and live rows through the SSE stream), one alert
-(actual vs typical, the identity's timeline from the archive, the entries that made it, triage,
-verdict and a one-click silence), identities with their baselines (hour-of-week heatmap, top
-paths, addresses, rate, peers, alert history), silences, and channel delivery status from the
-store's outbox. The login page posts to ``POST /api/v1/auth/login``.
+Pages live under ``/ui`` (``/`` redirects to the queue): the alert queue (filters and sort in the
+query string, keyset pagination, keyboard triage and live rows through the SSE stream), one
+alert (actual vs typical, the identity's timeline from the archive, the entries that made it,
+triage, verdict and a one-click silence), identities with their baselines (hour-of-week heatmap,
+top paths, addresses, rate, peers, alert history), silences (list, create, expire), and, for
+admins, channel delivery status from the store's outbox. The login page posts to
+``POST /api/v1/auth/login``.
 
 Pages authenticate like the JSON API (session cookie, bearer token, API key or SSO header); an
 anonymous or expired caller is sent to the login page. Every form carries the session's CSRF
-value and the state-changing routes use the API's ``Analyst`` dependency, which checks it. The
-templates are autoescaped Jinja2; ``static/app.js`` is the only script (a few dozen lines, no
-build step).
+value and the state-changing routes use the API's ``Analyst`` dependency, which checks it; they
+answer JSON to ``Accept: application/json`` (the keyboard triage) and a 303 back to the page
+otherwise. The templates are autoescaped Jinja2; ``static/app.js`` is the only script (plain
+``fetch`` and ``EventSource``, no build step), and every page works without it.
 
-Baselines come from whatever object ``create_app`` puts in ``ctx.extra["baselines"]`` with
-``identities()`` and ``identity_summary(key)`` (a :class:`detect.engine.Engine` qualifies).
+Baselines come from the object ``create_app`` puts in ``ctx.extra["baselines"]`` (by default
+the streaming workers' engine checkpoints), anything with ``identities()`` and
+``identity_summary(key)``.
 """
 
 from __future__ import annotations
@@ -104,6 +107,16 @@ def _epoch(value: float | None) -> str:
     return _fmt_dt(datetime.fromtimestamp(value, UTC))
 
 
+def _hours(value: int) -> str:
+    if value % 168 == 0:
+        n, unit = value // 168, "week"
+    elif value % 24 == 0:
+        n, unit = value // 24, "day"
+    else:
+        n, unit = value, "hour"
+    return f"{n} {unit}" + ("" if n == 1 else "s")
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_UI_DIR / "templates")),
@@ -113,6 +126,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["when"] = _when
     env.filters["epoch"] = _epoch
+    env.filters["hours"] = _hours
     return env
 
 
@@ -130,6 +144,7 @@ def _page(
         "logout_action": LOGOUT_ACTION if principal and principal.method == "session" else None,
         "can_triage": bool(principal and role_at_least(principal.role, "analyst")),
         "is_admin": bool(principal and role_at_least(principal.role, "admin")),
+        "silence_hours": SILENCE_HOURS,
         "flash": flash,
         "flash_kind": "ok",
         **values,
@@ -481,7 +496,6 @@ def alert_page(alert_id: str, request: Request, ctx: Ctx, who: PagePrincipal) ->
         next_statuses=sorted(TRANSITIONS.get(a.status, frozenset())),
         verdict_choices=[(v, _VERDICT_LABELS.get(v, v)) for v in VERDICTS],
         active_silences=active,
-        silence_hours=SILENCE_HOURS,
         raw_limit=RAW_LIMIT,
     )
 
