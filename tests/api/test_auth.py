@@ -233,18 +233,35 @@ def test_form_login_redirects_to_a_local_path_only(make_app: AppFactory, creds: 
         assert r.status_code == 200  # not a local path: no redirect, a JSON answer
 
 
-def test_trusted_header_sso(make_app: AppFactory) -> None:
+def test_trusted_header_sso_with_csrf(make_app: AppFactory) -> None:
     app, _ = make_app(
         sso_header="X-Forwarded-User", sso_role_header="X-Forwarded-Role", trusted_proxies=("10.0.0.0/8",)
     )
+    sso = {"X-Forwarded-User": "dora", "X-Forwarded-Role": "analyst"}
+    silence = {"matchers": [{"name": "detector", "value": "x"}], "ends_at": "2999-01-01T00:00:00Z"}
     with TestClient(app, client=("10.1.2.3", 40000)) as proxied:
-        me = proxied.get(
-            "/api/v1/auth/me", headers={"X-Forwarded-User": "dora", "X-Forwarded-Role": "analyst"}
-        )
+        me = proxied.get("/api/v1/auth/me", headers=sso)
         assert me.json()["subject"] == "dora" and me.json()["role"] == "analyst"
+        csrf = proxied.cookies["vw_csrf"]  # set on the first request
+        assert me.json()["csrf_token"] == csrf
         assert proxied.get("/api/v1/auth/me").status_code == 401
+        # The proxy authenticates every request, like a cookie: state changes need the CSRF value.
+        assert proxied.post("/api/v1/silences", json=silence, headers=sso).status_code == 403
+        r = proxied.post("/api/v1/silences", json=silence, headers={**sso, "X-CSRF-Token": csrf})
+        assert r.status_code == 201 and r.json()["created_by"] == "dora"
     with TestClient(app, client=("192.0.2.9", 40000)) as direct:
-        assert direct.get("/api/v1/auth/me", headers={"X-Forwarded-User": "dora"}).status_code == 401
+        assert direct.get("/api/v1/auth/me", headers=sso).status_code == 401
+
+
+def test_validation_errors_do_not_echo_input(client: TestClient, creds: Creds) -> None:
+    canary = creds.passwords["admin"]
+    r = client.post(
+        "/api/v1/silences",
+        json={"matchers": [{"name": "detector", "value": "x"}], "ends_at": canary},
+        headers=key_headers(creds, "analyst"),
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "ends_at"]
+    assert canary not in r.text
 
 
 def test_rate_limit_per_key(make_app: AppFactory, creds: Creds) -> None:

@@ -215,7 +215,11 @@ def test_stream_sends_changed_alerts(client: TestClient, creds: Creds, seed: See
 def test_health_ready_metrics_need_no_credentials(client: TestClient) -> None:
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
-    assert client.get("/metrics").status_code == 200
+    client.get("/api/v1/alerts", headers={"X-API-Key": "nope.nope"})
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert 'vaultwatch_api_requests_total{method="GET",status="401"} 1.0' in metrics.text
+    assert 'vaultwatch_api_auth_failures_total{reason="invalid"} 1.0' in metrics.text
     assert client.get("/openapi.json").json()["info"]["title"] == "vaultwatch"
 
 

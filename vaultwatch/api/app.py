@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -26,7 +27,7 @@ from alerts.store import Store
 
 from .audit import ApiAudit
 from .auth import AuthConfig, Authenticator, RateLimiter
-from .deps import AppContext
+from .deps import NEW_CSRF_COOKIE, ApiMetrics, AppContext
 from .schemas import ErrorBody
 
 __all__ = ["create_app", "API_PREFIX"]
@@ -46,8 +47,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class _Guards:
     """Pure ASGI middleware: request id and the body size cap (streams stay streams)."""
 
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
-        self.app, self.max_body = app, max_body
+    def __init__(
+        self, app: ASGIApp, max_body: int, on_status: Callable[[str, int], None] | None = None
+    ) -> None:
+        self.app, self.max_body, self.on_status = app, max_body, on_status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,8 +64,13 @@ class _Guards:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                extra = [(b"x-request-id", rid.encode())]
+                cookie = scope["state"].get(NEW_CSRF_COOKIE)
+                if cookie:
+                    extra.append((b"set-cookie", cookie.encode("latin-1")))
+                message["headers"] = [*message.get("headers", []), *extra]
+                if self.on_status is not None:
+                    self.on_status(scope["method"], int(message["status"]))
             await send(message)
 
         declared = headers.get("content-length")
@@ -133,6 +141,15 @@ def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(request, exc.status_code, exc.detail, dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Location and message only: echoing the input could hand a mistyped secret back.
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return _error(request, 422, errors)
 
     @app.exception_handler(AlertNotFound)
     async def not_found(request: Request, exc: AlertNotFound) -> JSONResponse:
@@ -254,5 +271,13 @@ def create_app(
         log.info("web UI not installed; serving the API only")
     else:
         app.include_router(ui.router)  # the UI module's contract: a module-level ``router``
-    app.add_middleware(_Guards, max_body=cfg.max_body_bytes)
+    registry = getattr(ctx.metrics, "registry", None)
+    on_status = None
+    if registry is not None:
+        api_metrics = ctx.api_metrics = ApiMetrics(registry)
+
+        def on_status(method: str, status: int) -> None:
+            api_metrics.requests.labels(method, str(status)).inc()
+
+    app.add_middleware(_Guards, max_body=cfg.max_body_bytes, on_status=on_status)
     return app

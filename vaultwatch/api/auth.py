@@ -37,15 +37,23 @@ Contract for the web UI (``vaultwatch/api/routes/ui.py``)
   the page, same attributes but not HttpOnly). Bad credentials: 401 for JSON; a 303 back to
   ``next`` with ``?error=login`` for forms. ``POST /api/v1/auth/logout`` clears both.
 * CSRF (double submit): every state-changing request (POST/PUT/PATCH/DELETE) authenticated by
-  the session cookie must carry the ``vw_csrf`` value in the ``X-CSRF-Token`` header or the
-  ``csrf_token`` form field; otherwise 403. Put ``<input type="hidden" name="csrf_token"
-  value="{{ csrf }}">`` in every form; :func:`csrf_token_of` gives the value for a request.
+  the session cookie or by the SSO header must carry the ``vw_csrf`` value in the
+  ``X-CSRF-Token`` header or the ``csrf_token`` form field; otherwise 403. (An SSO browser gets
+  its ``vw_csrf`` cookie on its first request; ``principal.csrf`` holds the value.) Bearer
+  tokens and API keys are not sent by browsers on their own and need no CSRF value. Put
+  ``<input type="hidden" name="csrf_token" value="{{ csrf }}">`` in every form;
+  :func:`csrf_token_of` gives the value for a principal.
+* ``GET /api/v1/auth/session`` answers the caller's :class:`~vaultwatch.api.schemas.Me` or
+  ``null`` (never 401); ``GET /api/v1/auth/me`` the same but 401 when anonymous.
 * Dependencies (``vaultwatch.api.deps``): ``CurrentPrincipal`` (any role, 401 without
   credentials), ``OptionalPrincipal`` (None when anonymous, e.g. to redirect to a login page),
   ``Viewer``, ``Analyst``, ``Admin`` (role at least that), ``Ctx`` (the :class:`AppContext`
   on ``app.state.ctx``: ``store``, ``archive``, ``authn``, ``audit``, ``limits``).
 * A :class:`Principal` has ``subject``, ``role``, ``method`` (``jwt``, ``api_key``,
   ``session``, ``sso``) and ``csrf`` (the session's CSRF value, or None).
+* ``create_app`` mounts ``vaultwatch.api.routes.ui.router`` when that module imports, and puts
+  the identity baselines (``identities()``, ``identity_summary(key)``, read from the workers'
+  engine checkpoints) in ``ctx.extra["baselines"]``.
 """
 
 from __future__ import annotations

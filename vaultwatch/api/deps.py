@@ -13,8 +13,10 @@ State-changing requests authenticated by the session cookie must pass the CSRF c
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +32,7 @@ from alerts.store import Store
 
 from .audit import ApiAudit
 from .auth import (
+    CSRF_COOKIE,
     CSRF_FORM_FIELD,
     CSRF_HEADER,
     SESSION_COOKIE,
@@ -43,6 +46,7 @@ from .auth import (
 )
 
 __all__ = [
+    "ApiMetrics",
     "AppContext",
     "Ctx",
     "CurrentPrincipal",
@@ -53,11 +57,34 @@ __all__ = [
     "require_role",
     "request_id_of",
     "epoch_of",
+    "NEW_CSRF_COOKIE",
 ]
 
 log = logging.getLogger(__name__)
 
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: ``request.state`` key: a ``Set-Cookie`` value the app's guard adds to the response.
+NEW_CSRF_COOKIE = "new_csrf_cookie"
+
+
+class ApiMetrics:
+    """The API's own Prometheus series, on the registry ``/metrics`` renders."""
+
+    def __init__(self, registry: Any) -> None:
+        from prometheus_client import Counter
+
+        self.requests = Counter(
+            "vaultwatch_api_requests",
+            "API responses by method and status",
+            ["method", "status"],
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "vaultwatch_api_auth_failures",
+            "refused credentials and throttled callers",
+            ["reason"],
+            registry=registry,
+        )
 
 
 @dataclass
@@ -74,6 +101,7 @@ class AppContext:
     rate: RateLimiter | None = None
     login_rate: RateLimiter | None = None
     metrics: Any = None
+    api_metrics: ApiMetrics | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -126,6 +154,17 @@ async def _csrf_ok(request: Request, expected: str) -> bool:
     return bool(sent) and hmac.compare_digest(str(sent), expected)
 
 
+def _sso_csrf(request: Request, ctx: AppContext, principal: Principal) -> Principal:
+    """The browser behind an SSO proxy is authenticated on every request, like a cookie: give it
+    a double-submit CSRF value (the ``vw_csrf`` cookie, set on its first request)."""
+    value = request.cookies.get(CSRF_COOKIE, "")
+    if len(value) < 16:
+        value = secrets.token_urlsafe(24)
+        attrs = f"{CSRF_COOKIE}={value}; Path=/; SameSite={ctx.limits.cookie_samesite.capitalize()}"
+        request.state.__setattr__(NEW_CSRF_COOKIE, attrs + ("; Secure" if ctx.limits.cookie_secure else ""))
+    return dataclasses.replace(principal, csrf=value)
+
+
 async def optional_principal(request: Request, ctx: Ctx) -> Principal | None:
     """The caller, or None when no credential was sent; 401 for a bad one, 429 when throttled."""
     peer = request.client.host if request.client else None
@@ -141,19 +180,25 @@ async def optional_principal(request: Request, ctx: Ctx) -> Principal | None:
         )
     except AuthError as exc:
         log.info("authentication refused from %s: %s", peer, exc)
+        if ctx.api_metrics is not None:
+            ctx.api_metrics.auth_failures.labels("invalid").inc()
         raise _unauthorized(str(exc)) from None
     if principal is None:
         return None
+    if principal.method == "sso":
+        principal = _sso_csrf(request, ctx, principal)
     if ctx.rate is not None:
         wait = ctx.rate.check(f"{principal.method}:{principal.subject}")
         if wait > 0:
+            if ctx.api_metrics is not None:
+                ctx.api_metrics.auth_failures.labels("rate_limited").inc()
             raise HTTPException(
                 status.HTTP_429_TOO_MANY_REQUESTS,
                 detail="rate limit exceeded",
                 headers={"Retry-After": str(max(1, int(wait + 0.999)))},
             )
     if (
-        principal.method == "session"
+        principal.method in ("session", "sso")
         and request.method in _UNSAFE
         and not await _csrf_ok(request, principal.csrf or "")
     ):
