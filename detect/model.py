@@ -8,8 +8,8 @@ forest is refit with the injected seed every ``model_refit_every`` windows on th
 model reports a tail probability like every other signal. It catches combinations no single
 signal flags (a busy hour *and* a new address *and* odd timing).
 
-Only the training matrix is kept in the snapshot; restoring refits from it with the same seed,
-which rebuilds the identical forest.
+Only the training matrix is kept in the snapshot; the first batch after a restore refits from it
+with the same seed, which rebuilds the identical forest.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ class WindowModel:
         self.state = state or ModelState()
         self._forest: Any = None
         self._train_scores: list[float] = []
-        if self.state.fit_matrix:
-            self._fit(self.state.fit_matrix)
+        # A restored model is refit lazily, on the next batch: restoring (e.g. for the API's
+        # baseline views) stays cheap, and the seed makes the refit identical.
 
     def add(self, row: ModelRow) -> None:
         """Queue one closed window."""
@@ -96,6 +96,8 @@ class WindowModel:
             st.since_fit = 0
             self._fit(st.fit_matrix)
         rows, st.pending = st.pending, []
+        if self._forest is None and st.fit_matrix:
+            self._fit(st.fit_matrix)
         if self._forest is None:
             return []
         import numpy as np
