@@ -30,6 +30,7 @@ from vaultwatch.datasets import DemoData, generate_demo_data
 from vaultwatch.report import (
     Period,
     ReportError,
+    enqueue_report,
     generate_report,
     load_check,
     period_for,
@@ -337,17 +338,27 @@ def test_render_scheduled_writes_last_week_and_outbox_dedups(rendered: Rendered,
     assert result.data["summary"] == rendered.data["summary"]
     assert result.data["signoff"]["generated_at"] == "2026-09-22T06:30:00Z"
     entries = report_outbox_entries(result, ["soc/webhook/0", "ops/slack/main"], "https://vw.example.test")
+    assert [e.endpoint for e in entries] == ["soc/webhook/0", "ops/slack/main"]
     assert (
         entries[0].payload["report"]["link"] == "https://vw.example.test/reports/weekly-2026-W38/report.html"
     )
     assert entries[0].payload["report"]["sha256"] == result.sha256
+    base = "https://vw.example.test"
+    assert enqueue_report(rendered.demo.store_url, result, ["soc/webhook/0", "ops/slack/main"], base) == 2
+    assert enqueue_report(rendered.demo.store_url, result, ["soc/webhook/0", "ops/slack/main"], base) == 0
+    # The CLI's --notify goes through the same outbox: the same report is not announced twice.
+    rc = main(
+        [
+            "report", "--period", "weekly", "--now", "2026-09-22T06:30:00Z",
+            "--archive", str(rendered.demo.archive), "--store", rendered.demo.store_url,
+            "--out", str(tmp_path / "cli"), "--notify", "soc/webhook/0", "--base-url", base,
+        ]
+    )  # fmt: skip
+    assert rc == 0
     with Store(rendered.demo.store_url) as store:
-        with store.transaction() as tx:
-            assert tx.enqueue(entries, now=now.timestamp()) == 2
-        with store.transaction() as tx:
-            assert tx.enqueue(entries, now=now.timestamp()) == 0
         items = store.outbox_items(endpoint="soc/webhook/0")
     assert len(items) == 1 and items[0].payload["status"] == "report"
+    assert items[0].payload["report"]["sha256"] == result.sha256
     with pytest.raises(ReportError):
         report_outbox_entries(result, ["not-an-endpoint"])
 

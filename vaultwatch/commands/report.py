@@ -50,6 +50,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--open-days", type=float, default=7.0, help="list open alerts older than this (default 7)"
     )
     p.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        metavar="ENDPOINT",
+        help="announce the report via the alert outbox to this endpoint (receiver/kind/index); repeatable",
+    )
+    p.add_argument("--base-url", help="public address of the API, for the link in --notify messages")
+    p.add_argument(
         "--work-hours",
         default="8-18",
         metavar="H-H",
@@ -67,7 +75,15 @@ def run(args: argparse.Namespace) -> int:
     from detect.policy import PolicyError
 
     from ..console import console
-    from ..report import Period, ReportError, ReportOptions, generate_report, load_check, period_for
+    from ..report import (
+        Period,
+        ReportError,
+        ReportOptions,
+        enqueue_report,
+        generate_report,
+        load_check,
+        period_for,
+    )
     from ..settings import ConfigError, load_settings
 
     err = console(stderr=True)
@@ -105,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
     archive = args.archive or (str(settings.archive.path) if settings else None)
     store = None if args.no_store else (args.store or (settings.store.url if settings else None))
     policy = None
+    if args.notify and not store:
+        err.print("[red]error:[/red] --notify needs the alert store (its outbox)")
+        return 2
     try:
         if settings is not None and settings.detect.policy_file:
             from detect.policy import load_policy
@@ -117,6 +136,13 @@ def run(args: argparse.Namespace) -> int:
     except (ReportError, StoreError, PolicyError, FileNotFoundError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         return 2
+    if args.notify and store:
+        base_url = args.base_url or (settings.api.public_base_url if settings else None)
+        try:
+            enqueue_report(store, result, args.notify, base_url)
+        except (ReportError, StoreError) as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            return 2
     s = result.data["summary"]
     err.print(
         f"report {period.id}: {s['events']} requests, {s['identities']} identities, {s['alerts']} alerts; "

@@ -36,6 +36,7 @@ __all__ = [
     "ReportError",
     "ReportOptions",
     "ReportResult",
+    "enqueue_report",
     "generate_report",
     "load_check",
     "period_for",
@@ -223,17 +224,20 @@ def render_scheduled(
     out: str | os.PathLike[str] = "var",
     check_path: str | os.PathLike[str] | None = None,
     options: ReportOptions | None = None,
+    notify: Sequence[str] = (),
 ) -> ReportResult:
     """Render the last complete ``period`` (``daily``/``weekly``/``monthly``) before ``now``.
 
     Reads the archive and the store named in ``settings`` (and KV metadata when
     ``settings.vault`` is set); call it from a scheduler shortly after each period ends.
+    ``notify`` lists outbox endpoint keys (``receiver/kind/index``) to announce the report to,
+    with a link under ``settings.api.public_base_url`` (see :func:`enqueue_report`).
     """
     from detect.policy import default_policy, load_policy
 
     policy = load_policy(settings.detect.policy_file) if settings.detect.policy_file else default_policy()
     check = load_check(check_path) if check_path else None
-    return generate_report(
+    result = generate_report(
         settings.archive.path,
         settings.store.url,
         period_for(period, now),
@@ -244,6 +248,32 @@ def render_scheduled(
         options=options,
         now=now,
     )
+    if notify:
+        enqueue_report(settings.store.url, result, notify, settings.api.public_base_url, now=now)
+    return result
+
+
+def enqueue_report(
+    store_url: str,
+    result: ReportResult,
+    endpoints: Sequence[str],
+    base_url: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> int:
+    """Put :func:`report_outbox_entries` into the store's outbox; returns how many were new.
+
+    The delivery worker sends them like any other notification; enqueueing the same report
+    twice adds nothing (the message id is derived from the content hash and the endpoint).
+    """
+    from alerts.store import Store
+
+    entries = report_outbox_entries(result, endpoints, base_url)
+    stamp = (now or datetime.now(UTC)).timestamp()
+    with Store(store_url) as store, store.transaction() as tx:
+        added = tx.enqueue(entries, now=stamp)
+    log.info("report %s announced to %d endpoints (%d new)", result.period.id, len(entries), added)
+    return added
 
 
 def report_notification(result: ReportResult, base_url: str | None = None) -> dict[str, Any]:
