@@ -177,6 +177,10 @@ def test_identity_heatmap_renders(page: Any, ui_seed: Seed) -> None:
     lit = [f for f in fills if f not in ("rgb(238, 241, 245)",)]
     assert lit, "no hour of the week is coloured"
     assert len(set(fills)) >= 2
+    heights = page.locator("svg#activity rect.bar").evaluate_all(
+        "els => els.map(e => e.getBoundingClientRect().height)"
+    )
+    assert len(heights) == 48 and max(heights) > 20
     shot(page, "identity")
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url("**/ui/login")

@@ -14,7 +14,7 @@ import pytest
 from alerts.model import SEVERITIES, Alert
 from alerts.store import AlertQuery, OutboxEntry, Store
 from tests.ui.conftest import PASSWORDS, LiveServer, Seed
-from vaultwatch.api.routes.ui import alert_matches, heatmap, queue_query
+from vaultwatch.api.routes.ui import activity, alert_matches, heatmap, queue_query
 
 pytestmark = pytest.mark.integration
 
@@ -211,6 +211,9 @@ def test_identity_page_draws_the_hour_of_week_heatmap(client: httpx.Client, ui_s
     assert f'href="/ui/alerts/{a.id}"' in page
     for value, _count in summary["addresses"][:1]:
         assert value in page
+    bars = [int(n) for n in re.findall(r'<rect class="bar" data-count="(\d+)"', page)]
+    assert len(bars) == 48
+    assert sum(bars) == len({e.request_id for e in ui_seed.events if e.identity.key == key})
     listing = client.get("/ui/identities").text
     assert key in listing
     unknown = client.get("/ui/identities/entity:nobody")
@@ -357,3 +360,13 @@ def test_attacker_controlled_text_is_escaped(client: httpx.Client, store: Store,
         text = client.get(url).text
         assert evil not in text
         assert "&lt;img src=x onerror=alert(1)&gt;" in text
+
+
+def test_activity_bars() -> None:
+    end = 1_800_000_000.0 + 1800  # half past an hour: the chart ends at the next whole hour
+    stamps = [end - 10, end - 20, end - 3600 * 5, end - 3600 * 60]
+    chart = activity(stamps, end, hours=48)
+    assert len(chart["bars"]) == 48 and chart["total"] == 3 and chart["peak"] == 2
+    assert chart["bars"][-1]["count"] == 2 and chart["bars"][-1]["h"] == 60
+    assert chart["bars"][-6]["count"] == 1 and 0 < chart["bars"][-6]["h"] < 60
+    assert activity([], end)["peak"] == 0

@@ -46,7 +46,7 @@ from alerts.store import SORT_KEYS, TRANSITIONS, VERDICTS, AlertQuery, SortKey, 
 from ..auth import SESSION_COOKIE, AuthError, Principal, csrf_token_of, role_at_least
 from ..deps import Analyst, AppContext, Ctx, request_id_of
 
-__all__ = ["router", "UI_PREFIX", "Baselines", "heatmap", "queue_query", "alert_matches"]
+__all__ = ["router", "UI_PREFIX", "Baselines", "heatmap", "activity", "queue_query", "alert_matches"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ TIMELINE_MARGIN: Final = timedelta(minutes=30)
 TIMELINE_LIMIT: Final = 400
 RAW_LIMIT: Final = 100
 SILENCE_HOURS: Final = (1, 24, 168)
+ACTIVITY_HOURS: Final = 48
 DAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _UI_DIR: Final = Path(__file__).resolve().parent.parent / "ui"
 _STATIC_TYPES: Final = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
@@ -304,6 +305,27 @@ def heatmap(values: Sequence[float]) -> dict[str, Any]:
     return {"rows": rows, "peak": peak, "peak_label": label}
 
 
+def activity(timestamps: Sequence[float], end: float, hours: int = ACTIVITY_HOURS) -> dict[str, Any]:
+    """Requests per hour for the ``hours`` hours before ``end`` (epoch seconds), as SVG bars.
+
+    ``end`` is rounded up to a whole hour; each bar carries its height (0-60 px, scaled to the
+    busiest hour), its count and a label for the tooltip.
+    """
+    stop = math.ceil(end / 3600) * 3600
+    start = stop - hours * 3600
+    counts = [0] * hours
+    for ts in timestamps:
+        if start <= ts < stop:
+            counts[int((ts - start) // 3600)] += 1
+    peak = max(counts) if counts else 0
+    bars = []
+    for i, n in enumerate(counts):
+        h = 0.0 if peak == 0 else max(1.5, round(60 * n / peak, 1)) if n else 0.0
+        label = f"{_epoch(start + i * 3600)}: {n} request" + ("" if n == 1 else "s")
+        bars.append({"x": 4 + i * 12, "h": h, "y": 64 - h, "count": n, "label": label})
+    return {"bars": bars, "peak": peak, "total": sum(counts), "start": _epoch(start), "end": _epoch(stop)}
+
+
 def _timeline_svg(events: list[dict[str, Any]], alert: Alert) -> dict[str, Any]:
     width = 800
     first, last = to_epoch(alert.first_seen), to_epoch(alert.last_seen)
@@ -543,6 +565,23 @@ def identity_page(key: str, request: Request, ctx: Ctx, who: PagePrincipal) -> R
                 if len(peers) >= 25:
                     break
     alerts = ctx.store.list_alerts(AlertQuery(identity=key, limit=20))
+    rate = None
+    if summary and ctx.archive is not None:
+        # The archive's last two days of this identity, ending at its last activity (event time,
+        # so a replayed log draws the same chart as a lived one).
+        end = float(summary.get("last_active") or ctx.clock())
+        try:
+            df = ctx.archive.query(
+                identity=key,
+                start=datetime.fromtimestamp(end - ACTIVITY_HOURS * 3600 - 3600, UTC),
+                end=datetime.fromtimestamp(end + 3600, UTC),
+                columns=["ts", "request_id"],
+                limit=500_000,
+            )
+            firsts = df.drop_duplicates("request_id")["ts"].tolist() if len(df) else []
+            rate = activity([float(x) for x in firsts], end)
+        except Exception as exc:  # noqa: BLE001 - the page renders without the chart
+            log.warning("archive read for identity %s failed: %s", key, exc)
     return _page(
         request,
         "identity.html",
@@ -551,6 +590,7 @@ def identity_page(key: str, request: Request, ctx: Ctx, who: PagePrincipal) -> R
         key=key,
         summary=summary,
         heat=heatmap(summary.get("hour_of_week", [])) if summary else None,
+        rate=rate,
         peers=peers,
         alerts=alerts.items,
         alerts_total=alerts.total,
