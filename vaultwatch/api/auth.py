@@ -201,6 +201,38 @@ class AuthConfig:
             kw["issuer"] = env["VAULTWATCH_API_ISSUER"]
         if env.get("VAULTWATCH_API_AUDIENCE"):
             kw["audience"] = env["VAULTWATCH_API_AUDIENCE"]
+        numbers: dict[str, type] = {
+            "token_ttl": float,
+            "session_ttl": float,
+            "rate_per_second": float,
+            "rate_burst": int,
+            "login_rate_per_second": float,
+            "login_burst": int,
+            "max_body_bytes": int,
+            "max_page_size": int,
+            "max_event_range_hours": float,
+            "stream_poll_seconds": float,
+        }
+        for name, kind in numbers.items():
+            var = f"VAULTWATCH_API_{name.upper()}"
+            if env.get(var):
+                try:
+                    value = kind(env[var])
+                except ValueError:
+                    raise AuthError(f"{var} must be a number") from None
+                if value <= 0:
+                    raise AuthError(f"{var} must be positive")
+                kw[name] = value
+        if env.get("VAULTWATCH_API_SSO_DEFAULT_ROLE"):
+            role = env["VAULTWATCH_API_SSO_DEFAULT_ROLE"].strip().lower()
+            if role not in ROLES:
+                raise AuthError(f"VAULTWATCH_API_SSO_DEFAULT_ROLE must be one of {', '.join(ROLES)}")
+            kw["sso_default_role"] = role
+        for cidr in kw["trusted_proxies"]:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise AuthError("VAULTWATCH_API_TRUSTED_PROXIES holds an invalid CIDR") from None
         kw.update(overrides)
         return cls(**kw)
 

@@ -20,7 +20,13 @@ Secrets are files, never values on the command line:
                              not_after; re-read when replaced
   VAULTWATCH_API_USERS_FILE  TOML [[users]]: name, password_hash (argon2), role
 Optional: VAULTWATCH_API_SSO_HEADER + VAULTWATCH_API_TRUSTED_PROXIES (CIDRs) for a trusted
-login proxy, VAULTWATCH_API_COOKIE_SECURE=false for plain http on 127.0.0.1 only.
+login proxy (VAULTWATCH_API_SSO_ROLE_HEADER, VAULTWATCH_API_SSO_DEFAULT_ROLE), and
+VAULTWATCH_API_COOKIE_SECURE=false for plain http on 127.0.0.1 only. Instead of JWT_KEY_FILE,
+VAULTWATCH_API_JWT_VAULT_PATH=mount/path#field reads the PEM from a KV v2 secret with the
+[vault] settings' login (re-read when its version changes).
+Limits: VAULTWATCH_API_TOKEN_TTL, _SESSION_TTL (seconds), _RATE_PER_SECOND, _RATE_BURST (per
+key), _LOGIN_RATE_PER_SECOND, _LOGIN_BURST (per address), _MAX_BODY_BYTES, _MAX_PAGE_SIZE,
+_MAX_EVENT_RANGE_HOURS.
 
 examples:
   JWT_KEY_FILE=/run/secrets/jwt_private_key API_KEYS_FILE=/run/secrets/api_keys \\
@@ -56,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < port < 65536:
         err.print(f"[red]error:[/red] port {port} is out of range")
         return 2
-    auth = AuthConfig.from_env(os.environ)
     vault = None
     try:
+        auth = AuthConfig.from_env(os.environ)
         if auth.jwt_key_file is None and auth.jwt_vault_path:
             vault = _vault_client(settings)
         app = create_app(settings, auth=auth, vault_client=vault.hvac if vault else None)
