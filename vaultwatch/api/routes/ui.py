@@ -529,7 +529,7 @@ def _baselines(ctx: AppContext) -> Baselines | None:
 
 @router.get(f"{UI_PREFIX}/identities", response_class=HTMLResponse)
 def identities_page(request: Request, ctx: Ctx, who: PagePrincipal) -> Response:
-    """Identities with a baseline, most recently active first (at most 500)."""
+    """Identities with a baseline, riskiest then most recently active first (at most 500)."""
     if who is None:
         return _to_login(request)
     source = _baselines(ctx)
@@ -539,7 +539,7 @@ def identities_page(request: Request, ctx: Ctx, who: PagePrincipal) -> Response:
             s = source.identity_summary(key)
             if s:
                 summaries.append(s)
-        summaries.sort(key=lambda s: -float(s.get("last_active") or 0))
+        summaries.sort(key=lambda s: (-float(s.get("risk") or 0), -float(s.get("last_active") or 0)))
     return _page(
         request,
         "identities.html",
