@@ -207,9 +207,14 @@ def test_alert_timing_and_false_positives_match_sql(rendered: Rendered) -> None:
     assert al["time_to_resolve"]["count"] == len(rh) > 3
     assert al["time_to_resolve"]["median_hours"] == round(float(np.median(rh)), 2)
     assert al["time_to_resolve"]["median_hours"] > al["time_to_acknowledge"]["median_hours"]
+    _check_false_positive_rates(rendered.demo, al, WEEK2)
+
+
+def _check_false_positive_rates(demo: DemoData, al: dict[str, Any], period: Period) -> int:
+    start, end = _ts(period.start), _ts(period.end)
     fp = dict(
         _sql(
-            rendered.demo,
+            demo,
             "SELECT a.detector, COUNT(DISTINCT a.id) FROM alerts a JOIN verdicts v ON v.alert_id = a.id "
             "WHERE a.first_seen >= ? AND a.first_seen < ? AND v.verdict = 'false_positive' AND v.at < ? "
             "GROUP BY a.detector",
@@ -220,7 +225,7 @@ def test_alert_timing_and_false_positives_match_sql(rendered: Rendered) -> None:
     )
     total = dict(
         _sql(
-            rendered.demo,
+            demo,
             "SELECT detector, COUNT(*) FROM alerts WHERE first_seen >= ? AND first_seen < ? GROUP BY detector",
             start,
             end,
@@ -232,6 +237,16 @@ def test_alert_timing_and_false_positives_match_sql(rendered: Rendered) -> None:
         assert got[det]["alerts"] == n
         assert got[det]["false_positive"] == fp.get(det, 0)
         assert got[det]["rate"] == round(fp.get(det, 0) / n, 4)
+    return sum(fp.values())
+
+
+def test_false_positive_rates_over_the_whole_run(rendered: Rendered, tmp_path: Path) -> None:
+    # The organisation's bootstrap (the day before the first week) raised alerts the simulated
+    # analyst marked false positive: the whole run has some, so the rate is not trivially zero.
+    whole = Period("custom", datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 9, 22, tzinfo=UTC))
+    result = generate_report(rendered.demo.archive, rendered.demo.store_url, whole, tmp_path)
+    assert _check_false_positive_rates(rendered.demo, result.data["alerts"], whole) > 0
+    assert any(0 < r["rate"] < 1 for r in result.data["alerts"]["false_positive_rate"])
 
 
 def test_access_config_and_rotation_match_the_archive(rendered: Rendered) -> None:
