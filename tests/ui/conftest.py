@@ -77,8 +77,10 @@ def ui_seed(tmp_path_factory: pytest.TempPathFactory) -> Seed:
     finally:
         srv.stop()
     audit_log = Path(srv.audit_log)
-    events, alerts, engine = _detect(audit_log)
-    srv.cleanup()
+    try:
+        events, alerts, engine = _detect(audit_log)
+    finally:
+        srv.cleanup()
     assert alerts, "the demo traffic's attacks raised no alert"
     archive_root = root / "archive"
     with EventArchive(archive_root, writer_id="uitest") as archive:
