@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from types import SimpleNamespace
@@ -160,8 +160,8 @@ class ReportOptions:
     dormant_days: float = 30.0
     #: An identity whose usual (look-back) share of off-hours requests is below this is flagged.
     unusual_off_hours_share: float = 0.2
+    #: Volume and trend buckets: ``1h``, ``1D`` or ``auto`` (hourly for periods up to two days).
     bucket: str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def identity_label(key: str, display_name: Any) -> str:
@@ -176,25 +176,6 @@ def _labels(df: pd.DataFrame) -> dict[str, str]:
         return {}
     last = df.sort_values("time").drop_duplicates("identity_key", keep="last")
     return {k: identity_label(k, n) for k, n in zip(last["identity_key"], last["display_name"], strict=True)}
-
-
-def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for row in df.to_dict(orient="records"):
-        clean: dict[str, Any] = {}
-        for k, v in row.items():
-            if isinstance(v, pd.Timestamp | datetime):
-                clean[str(k)] = _iso(v)
-            elif isinstance(v, np.integer):
-                clean[str(k)] = int(v)
-            elif isinstance(v, np.floating | float):
-                clean[str(k)] = None if math.isnan(float(v)) else round(float(v), 4)
-            elif v is None or (not isinstance(v, list | tuple | np.ndarray) and pd.isna(v)):
-                clean[str(k)] = None
-            else:
-                clean[str(k)] = v
-        out.append(clean)
-    return out
 
 
 def _in(df: pd.DataFrame, start: datetime, end: datetime, col: str = "time") -> pd.DataFrame:
