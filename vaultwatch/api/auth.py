@@ -59,6 +59,7 @@ Contract for the web UI (``vaultwatch/api/routes/ui.py``)
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -609,6 +610,12 @@ class ApiKeyFile(_Reloading):
         return entry
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    # Verified for unknown users, so a login takes as long whether or not the name exists.
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
 @dataclass(frozen=True)
 class _User:
     name: str
@@ -618,8 +625,6 @@ class _User:
 
 class UserFile(_Reloading):
     """Local users: ``[[users]] name, password_hash (argon2), role``."""
-
-    _DUMMY = _hasher.hash(secrets.token_urlsafe(16))
 
     def __init__(self, path: Path, *, check_seconds: float = 0.0) -> None:
         super().__init__(path, check_seconds=check_seconds)
@@ -640,7 +645,7 @@ class UserFile(_Reloading):
         self.refresh()
         user = self.users.get(name)
         try:
-            _hasher.verify(user.password_hash if user else self._DUMMY, password)
+            _hasher.verify(user.password_hash if user else _dummy_hash(), password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             raise AuthError("invalid username or password") from None
         if user is None:

@@ -37,6 +37,16 @@ class _Checkpoint(msgspec.Struct):
     engine: bytes
 
 
+def _detect_config(settings: Any) -> dict[str, Any]:
+    detect = getattr(settings, "detect", None)
+    if detect is None:
+        return {}
+    cfg: dict[str, Any] = detect.options()
+    if detect.policy_file is not None:
+        cfg["policy_file"] = str(detect.policy_file)
+    return cfg
+
+
 def load_engines(ctx: AppContext) -> list[Any]:
     """The engines of every partition checkpoint, restored (cached until a checkpoint changes)."""
     from detect.engine import Engine
@@ -63,7 +73,9 @@ def load_engines(ctx: AppContext) -> list[Any]:
             continue
         try:
             cp = msgspec.msgpack.decode(blob, type=_Checkpoint)
-            eng = Engine()
+            # The workers' detection settings (learning period, risk half-life) shape the
+            # summaries; the pluggable detectors are not needed to read baselines.
+            eng = Engine(_detect_config(ctx.settings), detectors=[])
             eng.restore(cp.engine)
         except Exception as exc:  # noqa: BLE001 - one unreadable checkpoint must not hide the rest
             log.warning("checkpoint %s not readable: %s", key, type(exc).__name__)
