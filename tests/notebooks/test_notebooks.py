@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from vaultwatch.datasets import NOTEBOOK_DATA_ENV, DemoData, generate_demo_data
 
+nbformat = pytest.importorskip("nbformat")
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NAMES = ("01-explore-archive.ipynb", "02-investigate-alert.ipynb", "03-tune-detectors.ipynb")
 
@@ -27,7 +27,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
 def test_notebooks_are_committed_without_outputs() -> None:
     assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(NAMES)
     for name in NAMES:
-        nb = nbformat.read(NOTEBOOKS / name, as_version=4)  # type: ignore[no-untyped-call]
+        nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         nbformat.validate(nb)
         assert nb.metadata["kernelspec"]["name"] == "python3"
         code = [c for c in nb.cells if c.cell_type == "code"]
@@ -46,12 +46,12 @@ def test_notebooks_are_committed_without_outputs() -> None:
 def test_notebook_runs_top_to_bottom(
     name: str, demo: DemoData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nbclient import NotebookClient
+    nbclient = pytest.importorskip("nbclient")
 
     monkeypatch.setenv(NOTEBOOK_DATA_ENV, str(demo.workdir))
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # jupyter_core's own migration warning
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)  # type: ignore[no-untyped-call]
-    client = NotebookClient(
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    client = nbclient.NotebookClient(
         nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
     client.execute()  # raises CellExecutionError, with the cell and traceback, on any failure
