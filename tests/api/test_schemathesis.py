@@ -64,3 +64,30 @@ def test_api_conforms_to_its_schema(make_app: AppFactory, creds: Creds) -> None:
             failures[operation.label] = f"{type(exc).__name__}: {str(exc)[:2000]}"
     assert operations >= 25
     assert not failures, "\n\n".join(f"{k}\n{v}" for k, v in failures.items())
+
+
+def test_the_harness_catches_an_auth_bypass(make_app: AppFactory, creds: Creds) -> None:
+    from fastapi import Depends, FastAPI
+    from fastapi.security import APIKeyHeader
+
+    app: FastAPI = make_app(seeded=False)[0]
+    declared_only = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+    @app.get("/api/v1/leaky", dependencies=[Depends(declared_only)])
+    def leaky() -> dict[str, str]:
+        return {"secret": "everyone sees this"}
+
+    app.openapi_schema = None
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app).include(path="/api/v1/leaky")
+    result = next(iter(schema.get_all_operations()))
+    assert isinstance(result, schemathesis.core.result.Ok)
+    operation = result.ok()
+
+    @settings(max_examples=1, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy())
+    def check(case: Any) -> None:
+        case.call_and_validate(headers={"X-API-Key": creds.api_keys["viewer"]}, checks=ALL_CHECKS)
+
+    with pytest.raises(BaseExceptionGroup) as caught:
+        check()
+    assert "API accepts requests without authentication" in str(caught.value)
