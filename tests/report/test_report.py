@@ -33,6 +33,7 @@ from vaultwatch.report import (
     enqueue_report,
     generate_report,
     load_check,
+    metadata_ages,
     period_for,
     previous_period,
     render_scheduled,
@@ -472,3 +473,37 @@ def test_a_quiet_period_renders_with_zeros(rendered: Rendered, tmp_path: Path) -
     assert result.data["config_changes"] == [] and result.data["access"]["volume"] == []
     assert result.pdf.read_bytes().startswith(b"%PDF-")
     assert "No policy, auth method, mount or audit device changes." in result.html.read_text()
+
+
+def test_kv_metadata_ages_from_a_real_openbao(
+    rendered: Rendered, openbao: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pydantic import SecretStr
+
+    from detect.policy import default_policy
+    from vaultwatch.commands.demo import setup_org
+    from vaultwatch.settings import VaultAuth as VaultAuthConfig
+    from vaultwatch.settings import VaultConfig
+
+    setup_org(openbao.client())  # logos/pxl-core/runtime/{jwt-key,api-keys,tls,db}, just written
+    now = datetime.now(UTC)
+
+    def settings(token: str) -> Settings:
+        auth = VaultAuthConfig(method="token", token=SecretStr(token))
+        return Settings(vault=VaultConfig(addr=openbao.addr, auth=auth))
+
+    ages = metadata_ages(settings(openbao.root_token), default_policy(), now)
+    assert ages is not None
+    by_path = {a.path: a for a in ages}
+    assert {"logos/pxl-core/runtime/jwt-key", "logos/pxl-core/runtime/tls"} <= set(by_path)
+    assert all(0 <= a.age_seconds < 600 and not a.overdue for a in ages if a.limit_seconds)
+    result = generate_report(rendered.demo.archive, None, WEEK2, tmp_path, metadata_ages=ages)
+    meta = result.data["rotation"]["metadata"]
+    assert result.data["rotation"]["metadata_checked"] and len(meta) == len(ages)
+    assert "KV metadata ages" in result.html.read_text()
+    # A refused login leaves the report without metadata, and the token out of the log.
+    canary = "hvs.report-canary-0a1b2c3d4e5f"
+    with caplog.at_level("DEBUG"):
+        assert metadata_ages(settings(canary), default_policy(), now) is None
+    assert "KV metadata ages not included" in caplog.text
+    assert canary not in caplog.text

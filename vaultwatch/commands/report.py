@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         enqueue_report,
         generate_report,
         load_check,
+        metadata_ages,
         period_for,
     )
     from ..settings import ConfigError, load_settings
@@ -130,8 +131,20 @@ def run(args: argparse.Namespace) -> int:
 
             policy = load_policy(settings.detect.policy_file)
         check = load_check(args.check_json) if args.check_json else None
+        ages = None
+        if settings is not None and settings.vault is not None:
+            from detect.policy import default_policy
+
+            ages = metadata_ages(settings, policy or default_policy(), now)
         result = generate_report(
-            archive or "var/archive", store, period, args.out, policy=policy, check=check, options=options
+            archive or "var/archive",
+            store,
+            period,
+            args.out,
+            policy=policy,
+            check=check,
+            metadata_ages=ages,
+            options=options,
         )
     except (ReportError, StoreError, PolicyError, FileNotFoundError) as exc:
         err.print(f"[red]error:[/red] {exc}")

@@ -39,6 +39,7 @@ __all__ = [
     "enqueue_report",
     "generate_report",
     "load_check",
+    "metadata_ages",
     "period_for",
     "previous_period",
     "render_scheduled",
@@ -187,8 +188,12 @@ def generate_report(
     return ReportResult(period, directory, paths["html"], paths["pdf"], paths["json"], data)
 
 
-def _metadata_ages(settings: Settings, policy: AccessPolicy, now: datetime) -> list[Any] | None:
-    """KV metadata ages through the configured Vault client; None (with a log line) if unavailable."""
+def metadata_ages(settings: Settings, policy: AccessPolicy, now: datetime) -> list[Any] | None:
+    """KV metadata ages of the policy's rotation-classed secrets through ``settings.vault``.
+
+    None when no Vault is configured or it cannot be read (logged, without any configured value):
+    the report then shows the archive's view only.
+    """
     if settings.vault is None:
         return None
     from ..rotation import RotationMonitor
@@ -244,7 +249,7 @@ def render_scheduled(
         out,
         policy=policy,
         check=check,
-        metadata_ages=_metadata_ages(settings, policy, now),
+        metadata_ages=metadata_ages(settings, policy, now),
         options=options,
         now=now,
     )

@@ -678,7 +678,9 @@ def rotation_section(
             "age_hours": round(a.age_seconds / HOUR, 2),
             "limit_hours": None if a.limit_seconds is None else round(a.limit_seconds / HOUR, 2),
             "overdue": bool(a.overdue),
-            "why": a.why,
+            "version": int(a.current_version),
+            "last_rotated": _iso(pd.Timestamp(a.last_rotated, unit="s", tz=UTC)),
+            "why": a.reason,
         }
         for a in (metadata_ages or [])
     ]
