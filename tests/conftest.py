@@ -82,3 +82,21 @@ def pg_url() -> Iterator[str]:
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
     engine.dispose()
+
+
+@pytest.fixture
+def pg_fresh_url() -> Iterator[str]:
+    """Like ``pg_url`` but with a schema of this test's own: its tables start empty."""
+    import sqlalchemy as sa
+
+    schema = f"vw_t_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(PG_BASE)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {PG_BASE} is required: {exc}")
+    yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()

@@ -251,10 +251,11 @@ def test_sigterm_twice_gives_the_same_alert_set(stream: dict[str, Any], kafka_br
 
 
 def test_two_workers_on_postgresql_survive_losing_one(
-    stream: dict[str, Any], kafka_broker: KafkaBroker, pg_url: str
+    stream: dict[str, Any], kafka_broker: KafkaBroker, pg_fresh_url: str
 ) -> None:
     """Scale-out: two workers share the group on PostgreSQL; one is killed; the other takes over."""
     tmp: Path = stream["tmp"]
+    pg_url = pg_fresh_url
     cfg = _config(tmp, kafka_broker, stream["topic"], "scale", pg_url)
     a = _start(cfg, tmp, "scale-a")
     b = _start(cfg, tmp, "scale-b")
