@@ -171,6 +171,22 @@ def seed_store(store: Store, seed: Seed) -> None:
 AppFactory = Callable[..., Any]
 
 
+def _empty(store: Store) -> None:
+    """Start a shared (PostgreSQL) database from no rows, so tests do not see each other's."""
+    import sqlalchemy as sa
+
+    from alerts import schema
+    from vaultwatch.api import audit
+
+    store.migrate()
+    names = set(sa.inspect(store.engine).get_table_names())
+    with store.engine.begin() as conn:
+        for meta in (audit.metadata, schema.metadata):
+            for table in reversed(meta.sorted_tables):
+                if table.name in names:
+                    conn.execute(table.delete())
+
+
 @pytest.fixture
 def make_app(tmp_path: Path, seed: Seed, creds: Creds) -> Iterator[AppFactory]:
     """``make_app(url=None, **auth_overrides) -> (app, store)``; stores are closed afterwards."""
@@ -181,6 +197,8 @@ def make_app(tmp_path: Path, seed: Seed, creds: Creds) -> Iterator[AppFactory]:
     def make(url: str | None = None, *, seeded: bool = True, **auth: Any) -> tuple[Any, Store]:
         store = Store(url or f"sqlite:///{tmp_path}/alerts-{len(stores)}.db")
         stores.append(store)
+        if url is not None:
+            _empty(store)
         if seeded:
             seed_store(store, seed)
         else:

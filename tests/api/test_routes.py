@@ -80,8 +80,19 @@ def test_detail_has_timeline_and_raw_entries_without_token_hmacs(
     assert client.get("/api/v1/alerts/va_nope", headers=key_headers(creds, "viewer")).status_code == 404
 
 
-def test_triage_actions_are_recorded_and_audited(make_app: AppFactory, creds: Creds, seed: Seed) -> None:
-    app, store = make_app()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> str | None:
+    """None for a fresh SQLite file, or the PostgreSQL test schema."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+def test_triage_actions_are_recorded_and_audited(
+    make_app: AppFactory, creds: Creds, seed: Seed, store_url: str | None
+) -> None:
+    app, store = make_app(store_url)
     a, b, c = (x.id for x in seed.alerts[:3])
     h = key_headers(creds, "analyst")
     with TestClient(app) as cl:
@@ -125,7 +136,12 @@ def test_triage_actions_are_recorded_and_audited(make_app: AppFactory, creds: Cr
     assert json.loads(bulk.detail)["ids"] == [b, c, "va_missing"]
 
 
-def test_silences_create_list_expire(client: TestClient, creds: Creds) -> None:
+def test_silences_create_list_expire(make_app: AppFactory, creds: Creds, store_url: str | None) -> None:
+    with TestClient(make_app(store_url)[0]) as client:
+        _silences(client, creds)
+
+
+def _silences(client: TestClient, creds: Creds) -> None:
     h = key_headers(creds, "analyst")
     body = {"matchers": [{"name": "detector", "value": "root-token-use"}], "ends_at": "2999-01-01T00:00:00Z"}
     r = client.post("/api/v1/silences", json={**body, "comment": "maintenance"}, headers=h)
@@ -210,6 +226,14 @@ def test_stream_sends_changed_alerts(client: TestClient, creds: Creds, seed: See
     )
     blocks = [b for b in changed.text.split("\n\n") if b.startswith("event: alert")]
     assert len(blocks) == 1 and f'"id":"{aid}"' in blocks[0] and '"status":"acknowledged"' in blocks[0]
+
+
+def test_public_surface() -> None:
+    import vaultwatch.api as api
+
+    assert sorted(api.__all__) == ["API_PREFIX", "AuthConfig", "Authenticator", "Principal", "create_app"]
+    for name in api.__all__:
+        assert getattr(api, name) is not None
 
 
 def test_health_ready_metrics_need_no_credentials(client: TestClient) -> None:
