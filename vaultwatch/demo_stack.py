@@ -139,12 +139,22 @@ class DemoTraffic(Traffic):
             p.attacks_started.append(call.label)
             p.phase = "attacks"
 
-    def play(self, days: int, warmup_days: int, attacks: Sequence[str] = DEMO_ATTACKS) -> int:
-        """Set up the organisation, run ``days`` days with ``attacks`` after ``warmup_days``."""
+    def play(
+        self,
+        days: int,
+        warmup_days: int,
+        attacks: Sequence[str] = DEMO_ATTACKS,
+        *,
+        on_setup: Callable[[], None] | None = None,
+    ) -> int:
+        """Set up the organisation (then call ``on_setup``), run ``days`` days with ``attacks``
+        after ``warmup_days``; returns the number of requests."""
         p = self.progress
         p.warmup_days = float(warmup_days)
         p.phase = "setup"
         self.setup()
+        if on_setup is not None:
+            on_setup()
         self.plan_benign(days)
         # Packed close together after the warm-up, so the demo does not wait on simulated days.
         self.plan_attacks(warmup_days, attacks, spacing=0.1)

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -224,11 +225,15 @@ def _servers_ignore_ctrl_c() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _drive(traffic: Any, days: int, warmup: int) -> None:
+def _after_setup(stack: Any, traffic: Any) -> None:
+    stack.write_credentials(traffic.passwords)
+
+
+def _drive(traffic: Any, days: int, warmup: int, on_setup: Any = None) -> None:
     from ..demo_stack import DemoStopped
 
     try:
-        traffic.play(days, warmup)
+        traffic.play(days, warmup, on_setup=on_setup)
     except DemoStopped:
         traffic.progress.phase = "stopped"
     except Exception as exc:  # noqa: BLE001 - shown to the user; the stack keeps serving
@@ -319,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
     if args.keep:
         workdir = Path(args.keep).resolve()
     else:
-        tmp = tempfile.TemporaryDirectory(prefix="vaultwatch-demo-")
+        tmp = tempfile.TemporaryDirectory(prefix="vaultwatch-demo-", ignore_cleanup_errors=True)
         workdir = Path(tmp.name)
     stack = DemoStack(workdir, partitions=args.partitions, api_port=args.port)
     progress = TrafficProgress()
@@ -350,7 +355,11 @@ def run(args: argparse.Namespace) -> int:
         traffic = DemoTraffic(
             stack.traffic_url, stack.root_token, seed=args.seed, stop=state.stop, progress=progress
         )
-        driver = threading.Thread(target=_drive, args=(traffic, args.days, args.warmup_days), daemon=True)
+        # The organisation's passwords join credentials.json as soon as they exist.
+        on_setup = partial(_after_setup, stack, traffic)
+        driver = threading.Thread(
+            target=_drive, args=(traffic, args.days, args.warmup_days, on_setup), daemon=True
+        )
         driver.start()
         caught_up = _watch(stack, progress, state, out, live_ok, exit_after, args.duration, t0)
         alerts = stack.alerts()
@@ -358,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
             stack.write_credentials(traffic.passwords)
         code = _report(args, out, stack, progress, alerts, caught_up, time.monotonic() - t0)
         if state.signalled:
-            # A terminal's Ctrl-C reaches the servers too, so failures after it are expected.
+            # Errors of parts cut short by the stop request are expected, not failures.
             out.print("stopped on request; shutting down")
             return 0
         for problem in stack.errors:
