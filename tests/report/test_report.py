@@ -476,7 +476,11 @@ def test_a_quiet_period_renders_with_zeros(rendered: Rendered, tmp_path: Path) -
 
 
 def test_kv_metadata_ages_from_a_real_openbao(
-    rendered: Rendered, openbao: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    rendered: Rendered,
+    openbao: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from pydantic import SecretStr
 
@@ -497,7 +501,24 @@ def test_kv_metadata_ages_from_a_real_openbao(
     by_path = {a.path: a for a in ages}
     assert {"logos/pxl-core/runtime/jwt-key", "logos/pxl-core/runtime/tls"} <= set(by_path)
     assert all(0 <= a.age_seconds < 600 and not a.overdue for a in ages if a.limit_seconds)
-    result = generate_report(rendered.demo.archive, None, WEEK2, tmp_path, metadata_ages=ages)
+    # The least-privilege section from the real `vaultwatch check --json` against the same server.
+    token_file = tmp_path / "token"
+    token_file.write_text(openbao.root_token)
+    main(["check", "--addr", openbao.addr, "--token-file", str(token_file), "--json"])
+    check = json.loads(capsys.readouterr().out)
+    (tmp_path / "check.json").write_text(json.dumps(check))
+    result = generate_report(
+        rendered.demo.archive,
+        None,
+        WEEK2,
+        tmp_path,
+        metadata_ages=ages,
+        check=load_check(tmp_path / "check.json"),
+    )
+    findings = result.data["findings"]
+    assert findings["available"] and sum(findings["counts"].values()) == len(check["results"]) > 0
+    # The demo's over-broad developer policy is a least-privilege failure.
+    assert any(r["check"].startswith("policy.") and r["status"] == "fail" for r in findings["results"])
     meta = result.data["rotation"]["metadata"]
     assert result.data["rotation"]["metadata_checked"] and len(meta) == len(ages)
     assert "KV metadata ages" in result.html.read_text()
