@@ -181,6 +181,19 @@ class Engine:
         st = self._state
         st.now = max(st.now, now)
         self._expire_pending(now)
+        # Deadline-driven detectors (rotation-overdue) fire on time even when the stream is quiet.
+        for det in self.detectors:
+            due = getattr(det, "due", None)
+            if due is None:
+                continue
+            try:
+                found = due(now)
+            except Exception:  # noqa: BLE001 - one faulty detector must not stop detection
+                self.stats["detector_errors"] += 1
+                log.exception("detector %s failed in due()", getattr(det, "name", det))
+                continue
+            for f in found:
+                self._finding(f)
         if self.behaviour_enabled:
             for row in self._behaviour.close_idle(now):
                 self._queue_row(row)
