@@ -213,9 +213,8 @@ def _marker_template(lines: list[bytes]) -> tuple[list[bytes], bytes]:
     parse = Parser().parse
     for line in lines:
         ev = parse(line)
-        if (ev.identity.display_name or "").startswith("userpass-") and "pxl-core/runtime/" in (
-            ev.path or ""
-        ):
+        developer = (ev.identity.display_name or "").startswith("userpass-")
+        if developer and ev.identity.entity_id and "pxl-core/runtime/" in (ev.path or ""):
             rid = _REQ_ID.search(line)
             assert rid is not None
             pair = [ln for ln in lines if rid.group(0) in ln]
