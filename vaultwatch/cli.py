@@ -20,19 +20,19 @@ __all__ = ["main", "VERBS"]
 
 #: verb -> (module, one-line help). Only verbs that exist are listed.
 VERBS: dict[str, tuple[str, str]] = {
-    "config": ("config", "validate a configuration file and print the effective settings, secrets redacted"),
     "demo": ("demo", "the embedded default: real OpenBao + traffic, show what vaultwatch sees"),
-    "exposure": ("exposure", "exposure scope of a secret path or a token, from the event archive"),
-    "inspect": ("inspect", "parse audit logs and summarise events, identities and parse failures"),
+    "run": ("run", "the streaming service: consume the audit topic, detect, store, route alerts"),
+    "ship": ("ship", "tail an audit file or listen as a socket audit device; produce to Kafka"),
     "replay": ("replay", "process recorded audit logs in event-time order; write every alert as JSON lines"),
+    "serve": ("serve", "the analyst API and web UI"),
+    "report": ("report", "render an audit review report (HTML and PDF) for a period"),
     "check": (
         "check",
         "pre-deployment checks through the Vault API: secrets, audit devices, least privilege",
     ),
-    "run": ("run", "the streaming service: consume the audit topic, detect, store, route alerts"),
-    "ship": ("ship", "tail an audit file or listen as a socket audit device; produce to Kafka"),
-    "report": ("report", "render an audit review report (HTML and PDF) for a period"),
-    "serve": ("serve", "the analyst API and web UI"),
+    "exposure": ("exposure", "exposure scope of a secret path or a token, from the event archive"),
+    "inspect": ("inspect", "parse audit logs and summarise events, identities and parse failures"),
+    "config": ("config", "validate a configuration file and print the effective settings, secrets redacted"),
 }
 
 
