@@ -211,6 +211,7 @@ def create_app(
         from vaultwatch.archive import EventArchive
 
         archive = EventArchive(settings.archive.path, retention_days=settings.archive.retention_days)
+        owned.append(archive)
     authn = authenticator or Authenticator(cfg, clock=clock, vault_client=vault_client)
     audit = ApiAudit(store.engine, clock=clock)
     audit.create_tables()

@@ -161,7 +161,7 @@ def _sso_csrf(request: Request, ctx: AppContext, principal: Principal) -> Princi
     if len(value) < 16:
         value = secrets.token_urlsafe(24)
         attrs = f"{CSRF_COOKIE}={value}; Path=/; SameSite={ctx.limits.cookie_samesite.capitalize()}"
-        request.state.__setattr__(NEW_CSRF_COOKIE, attrs + ("; Secure" if ctx.limits.cookie_secure else ""))
+        setattr(request.state, NEW_CSRF_COOKIE, attrs + ("; Secure" if ctx.limits.cookie_secure else ""))
     return dataclasses.replace(principal, csrf=value)
 
 
