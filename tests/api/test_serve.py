@@ -83,6 +83,36 @@ def test_serve_starts_prints_its_address_and_guards_the_api(tmp_path: Path, cred
         assert secret not in err
 
 
+def test_secret_tools(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import io
+    import tomllib
+
+    from vaultwatch.api.auth import ApiKeyFile, UserFile
+
+    assert main(["serve", "--new-api-key", "soc-bot", "--role", "analyst"]) == 0
+    out, err = capsys.readouterr()
+    key = err.split("API key (shown once): ", 1)[1].strip()
+    assert key not in out and tomllib.loads(out)["keys"][0]["role"] == "analyst"
+    (tmp_path / "keys.toml").write_text(out)
+    assert ApiKeyFile(tmp_path / "keys.toml").verify(key, time.time()).id == "soc-bot"
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse battery staple\n"))
+    assert main(["serve", "--hash-password"]) == 0
+    digest = capsys.readouterr().out.strip()
+    (tmp_path / "users.toml").write_text(
+        f'[[users]]\nname = "eve"\npassword_hash = "{digest}"\nrole = "viewer"\n'
+    )
+    assert UserFile(tmp_path / "users.toml").verify("eve", "correct horse battery staple").role == "viewer"
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["serve", "--hash-password"]) == 2
+
+    assert main(["serve", "--new-jwt-key", "ec"]) == 0
+    assert capsys.readouterr().out.startswith("-----BEGIN PRIVATE KEY-----")
+    assert main(["serve", "--new-api-key", "bad id!"]) == 2
+
+
 def test_serve_refuses_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[api]\nport = 0\n")

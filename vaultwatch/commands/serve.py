@@ -29,6 +29,8 @@ key), _LOGIN_RATE_PER_SECOND, _LOGIN_BURST (per address), _MAX_BODY_BYTES, _MAX_
 _MAX_EVENT_RANGE_HOURS.
 
 examples:
+  vaultwatch serve --new-jwt-key ed25519 > /run/secrets/jwt_private_key
+  vaultwatch serve --new-api-key soc-bot --role analyst >> api_keys.toml
   JWT_KEY_FILE=/run/secrets/jwt_private_key API_KEYS_FILE=/run/secrets/api_keys \\
       vaultwatch serve --config /etc/vaultwatch/vaultwatch.toml
   vaultwatch serve --host 127.0.0.1 --port 8080
@@ -41,9 +43,60 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML configuration file (default $VAULTWATCH_CONFIG)")
     p.add_argument("--host", default=None, help="address to bind (default: [api] host, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port to bind (default: [api] port, 8080)")
+    tools = p.add_argument_group("secret tools (print and exit; nothing is stored)")
+    tools.add_argument(
+        "--new-api-key",
+        metavar="ID",
+        help="generate an API key: print it once on stderr and its API_KEYS_FILE entry on stdout",
+    )
+    tools.add_argument(
+        "--role", choices=["viewer", "analyst", "admin"], default="viewer", help="role of --new-api-key"
+    )
+    tools.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="read a password on stdin, print its argon2 hash for VAULTWATCH_API_USERS_FILE",
+    )
+    tools.add_argument(
+        "--new-jwt-key",
+        choices=["ed25519", "rsa", "ec"],
+        help="print a new PEM private key for JWT_KEY_FILE",
+    )
+
+
+def _tools(args: argparse.Namespace) -> int | None:
+    """The secret helpers; None when none was asked for."""
+    import re
+    import secrets
+    import sys
+
+    from ..api.auth import generate_pem, hash_api_key, hash_password
+
+    if args.new_api_key is not None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.new_api_key):
+            print("error: the key id must be 1-64 letters, digits, '-' or '_'", file=sys.stderr)  # noqa: T201
+            return 2
+        key = f"{args.new_api_key}.{secrets.token_urlsafe(32)}"
+        print(f"API key (shown once): {key}", file=sys.stderr)  # noqa: T201
+        print(f'[[keys]]\nid = "{args.new_api_key}"\nhash = "{hash_api_key(key)}"\nrole = "{args.role}"')  # noqa: T201
+        return 0
+    if args.hash_password:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if len(password) < 12:
+            print("error: use a password of at least 12 characters", file=sys.stderr)  # noqa: T201
+            return 2
+        print(hash_password(password))  # noqa: T201
+        return 0
+    if args.new_jwt_key is not None:
+        sys.stdout.write(generate_pem(args.new_jwt_key).decode())
+        return 0
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
+    done = _tools(args)
+    if done is not None:
+        return done
     import uvicorn
 
     from ..api import AuthConfig, create_app
