@@ -20,7 +20,10 @@ __all__ = ["main", "VERBS"]
 
 #: verb -> (module, one-line help). Only verbs that exist are listed.
 VERBS: dict[str, tuple[str, str]] = {
-    "demo": ("demo", "the embedded default: real OpenBao + traffic, show what vaultwatch sees"),
+    "demo": (
+        "demo",
+        "the embedded default: OpenBao, broker, pipeline, UI, traffic and attacks on one machine",
+    ),
     "run": ("run", "the streaming service: consume the audit topic, detect, store, route alerts"),
     "ship": ("ship", "tail an audit file or listen as a socket audit device; produce to Kafka"),
     "replay": ("replay", "process recorded audit logs in event-time order; write every alert as JSON lines"),
