@@ -177,6 +177,10 @@ def test_api_keys_expiry_argon2_and_constant_time_lookup(tmp_path: Path) -> None
     with pytest.raises(AuthError, match="expired"):
         keys.verify("ci.s3cret", 1_800_000_000.0)
     assert "s3cret" not in repr(keys.entries) and "sha256" not in repr(keys.entries)
+    # A container secret without a suffix, in JSON.
+    bare = tmp_path / "api_keys"
+    bare.write_text(json.dumps([{"id": "ci", "hash": hash_api_key("ci.s3cret"), "role": "analyst"}]))
+    assert ApiKeyFile(bare).verify("ci.s3cret", before).role == "analyst"
 
 
 def test_login_session_cookie_and_csrf(make_app: AppFactory, creds: Creds) -> None:

@@ -497,7 +497,8 @@ class ApiKeyEntry:
 def _read_table(path: Path, key: str) -> list[dict[str, Any]]:
     with path.open("rb") as fh:
         raw = fh.read(_MAX_FILE)
-    if path.suffix.lower() == ".json":
+    # Container secrets often have no suffix: JSON is recognised by its first character.
+    if path.suffix.lower() == ".json" or raw.lstrip()[:1] in (b"{", b"["):
         data: Any = json.loads(raw)
     else:
         data = tomllib.loads(raw.decode())
