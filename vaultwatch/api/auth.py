@@ -497,11 +497,17 @@ class ApiKeyEntry:
 def _read_table(path: Path, key: str) -> list[dict[str, Any]]:
     with path.open("rb") as fh:
         raw = fh.read(_MAX_FILE)
-    # Container secrets often have no suffix: JSON is recognised by its first character.
-    if path.suffix.lower() == ".json" or raw.lstrip()[:1] in (b"{", b"["):
-        data: Any = json.loads(raw)
+    data: Any
+    if path.suffix.lower() == ".json":
+        data = json.loads(raw)
     else:
-        data = tomllib.loads(raw.decode())
+        try:
+            data = tomllib.loads(raw.decode())
+        except tomllib.TOMLDecodeError:
+            # Container secrets often have no suffix: JSON is the other format accepted.
+            if raw.lstrip()[:1] not in (b"{", b"["):
+                raise
+            data = json.loads(raw)
     if isinstance(data, dict):
         data = data.get(key, [])
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
