@@ -91,7 +91,10 @@ async def stream(
         deadline = time.monotonic() + max_seconds
         quiet_since = time.monotonic()
         yield b": connected\n\n"
-        while time.monotonic() < deadline:
+        first = True
+        # At least one poll, however short max_seconds is.
+        while first or time.monotonic() < deadline:
+            first = False
             if await request.is_disconnected():
                 return
             rows = await asyncio.to_thread(_changes, ctx, cursor)
