@@ -41,6 +41,7 @@ one vaultwatch.alert/v1 JSON object per line. Lines that do not parse are counte
 examples:
   vaultwatch replay audit.log.2.gz audit.log.1.gz audit.log --alerts-out alerts.jsonl
   vaultwatch replay audit.log --alerts-out alerts.jsonl --quarantine bad-lines.jsonl --seed 7
+  vaultwatch replay audit.log --alerts-out alerts.jsonl --deliver vaultwatch.toml
 """
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "replay", "ReplayResult", "read_events"]
@@ -59,6 +60,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", help="the audit device's `prefix` option, if one is set")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    p.add_argument(
+        "--deliver",
+        metavar="TOML",
+        help="also store the alerts and send them through the [routes] and [channels] of this vaultwatch "
+        "configuration (retries follow its schedule while the command runs)",
+    )
 
 
 class ReplayResult(msgspec.Struct, kw_only=True):
@@ -273,11 +280,62 @@ def run(args: argparse.Namespace) -> int:
         for a in result.alerts:
             f.write(enc.encode(a.to_dict()) + b"\n")
     summary = result.summary()
+    if args.deliver:
+        try:
+            summary["delivery"] = deliver(result.alerts, args.deliver)
+        except Exception as exc:  # noqa: BLE001 - configuration or store problems, in one line
+            print(f"vaultwatch replay: delivery failed: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
+            return 1
     if args.json:
         print(json.dumps(summary, indent=2))  # noqa: T201
     else:
         _print_summary(summary, out)
     return 0
+
+
+def deliver(alerts: list[Alert], config: str, *, settle: float = 30.0) -> dict[str, int]:
+    """Store ``alerts`` and deliver them through the configuration's routes and channels.
+
+    Groups are flushed at once (a replay has no reason to wait ``group_wait``); deliveries that
+    must be retried are retried while the schedule allows within ``settle`` seconds, and what is
+    still pending stays in the store's outbox for ``vaultwatch run`` to finish.
+    """
+    import time
+
+    from alerts.route import Router, RouterConfig
+
+    from ..service import build_delivery, open_store
+    from ..settings import load_settings
+
+    settings = load_settings(config)
+    if not settings.routes or not settings.channels:
+        raise ValueError(f"{config} has no [routes] or no [channels] to deliver to")
+    store = open_store(settings)
+    try:
+        with store.transaction() as tx:
+            tx.add_alerts(alerts)
+        router = Router(RouterConfig.from_dict(settings.routes), store)
+        now = time.time()
+        # As if the alerts had arrived a day ago: every group_wait has passed, one notification
+        # per group goes out now.
+        router.ingest(alerts, now - 86400.0)
+        router.tick(now)
+        worker = build_delivery(settings, store)
+        counts: dict[str, int] = {}
+        if worker is None:
+            return counts
+        deadline = time.monotonic() + settle
+        while True:
+            for k, v in worker.drain().items():
+                counts[k] = counts.get(k, 0) + v
+            with store.transaction(read_only=True) as tx:
+                pending = tx.depth()
+            if not pending or time.monotonic() >= deadline:
+                counts["pending"] = pending
+                return counts
+            time.sleep(0.5)
+    finally:
+        store.close()
 
 
 def _print_summary(s: dict[str, Any], out: Path) -> None:
@@ -297,5 +355,7 @@ def _print_summary(s: dict[str, Any], out: Path) -> None:
         t.add_row(f"  severity {k}", str(v))
     for k, v in s["alerts_by_detector"].items():
         t.add_row(f"  {k}", str(v))
+    if "delivery" in s:
+        t.add_row("deliveries", ", ".join(f"{k} {v}" for k, v in s["delivery"].items()) or "none")
     t.add_row("seconds", str(s["seconds"]))
     console.print(t)
