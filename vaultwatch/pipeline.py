@@ -47,7 +47,7 @@ from ingest.errors import ParseError, ShipError, SourceError
 from ingest.parse import Parser
 from ingest.sources.base import RawRecord
 
-__all__ = ["Worker", "WorkerConfig", "PartitionState", "checkpoint_key"]
+__all__ = ["Worker", "WorkerConfig", "PartitionState", "PeriodicTask", "checkpoint_key"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,21 @@ class WorkerConfig:
     detect_config: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+
+@dataclass
+class PeriodicTask:
+    """Housekeeping run by the worker's loop between batches (so it shares no state across
+    threads): e.g. the KV-metadata rotation scan or archive retention. ``fn(now)`` may return
+    alerts; they are stored and routed like the stream's. A failing task is logged and retried at
+    its next interval; it never stops the worker."""
+
+    name: str
+    interval: float
+    fn: Callable[[float], list[Alert] | None]
+    next_at: float = 0.0
+    runs: int = 0
+    failures: int = 0
 
 
 @dataclass
@@ -110,8 +125,10 @@ class Worker:
         metrics: Any | None = None,
         detectors_factory: Callable[[], list[Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        tasks: list[PeriodicTask] | None = None,
     ) -> None:
         self.cfg = config
+        self.tasks = list(tasks or [])
         self._source_factory = source_factory
         self.store = store
         self.archive = archive
@@ -270,6 +287,7 @@ class Worker:
                 st.last_record = rec
                 st.dirty = True
         alerts = list(latest.values())
+        alerts += self._run_tasks(self._clock())
         if self.dlq is not None and hasattr(self.dlq, "flush"):
             # Refused records must be safe in the DLQ before their offsets can be committed.
             self.dlq.flush()
@@ -291,6 +309,25 @@ class Worker:
         if self.metrics is not None:
             self.metrics.observe_batch(self, batch, alerts)
         return alerts
+
+    def _run_tasks(self, now: float) -> list[Alert]:
+        out: list[Alert] = []
+        for task in self.tasks:
+            if now < task.next_at:
+                continue
+            task.next_at = now + task.interval
+            try:
+                out.extend(task.fn(now) or [])
+                task.runs += 1
+            except Exception as exc:  # noqa: BLE001 - housekeeping must never stop detection
+                task.failures += 1
+                log.warning(
+                    "periodic task %s failed (%s); next try in %.0fs",
+                    task.name,
+                    type(exc).__name__,
+                    task.interval,
+                )
+        return out
 
     def _apply_verdicts(self, now: float) -> None:
         """Feed analysts' verdicts back to the engine owning the alert's identity.

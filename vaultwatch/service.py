@@ -116,3 +116,94 @@ def build_delivery(s: Settings, store: Any, *, vault: Any = None) -> Any | None:
         attempt_timeout=cfg.delivery.attempt_timeout,
         lease_seconds=cfg.delivery.lease_seconds,
     )
+
+
+def vault_auth(s: Settings) -> Any:
+    """The :class:`~vaultwatch.vault.VaultAuth` of ``[vault.auth]`` (secrets unwrapped here only)."""
+    from .vault import VaultAuth
+
+    if s.vault is None:
+        raise ValueError("no [vault] section configured")
+    a = s.vault.auth
+    return VaultAuth(
+        method=a.method,
+        token=a.token.get_secret_value() if a.token else None,
+        token_file=str(a.token_file) if a.token_file else None,
+        role_id=a.role_id,
+        secret_id=a.secret_id.get_secret_value() if a.secret_id else None,
+        role=a.role,
+        jwt_file=str(a.jwt_path),
+        mount=a.mount,
+    )
+
+
+def vault_client(s: Settings, *, login: bool = True, renew: bool = False) -> Any:
+    """A :class:`~vaultwatch.vault.VaultClient` for ``[vault]``; logged in and self-renewing on
+    request. The caller closes it."""
+    from .vault import VaultClient
+
+    if s.vault is None:
+        raise ValueError("no [vault] section configured")
+    cfg = s.vault
+    verify: bool | str = str(cfg.ca_cert) if cfg.ca_cert and cfg.tls_verify else cfg.tls_verify
+    client = VaultClient(cfg.addr, vault_auth(s), namespace=cfg.namespace, verify=verify)
+    try:
+        if login:
+            client.login()
+        if renew:
+            client.start_renewal()
+    except Exception:
+        client.close()
+        raise
+    return client
+
+
+def periodic_tasks(s: Settings, worker: Any, *, metrics: Any = None, vault: Any = None) -> list[Any]:
+    """The service's housekeeping: archive retention (daily) and, with ``[vault]``, the
+    KV-metadata rotation scan (every 10 minutes) whose alerts name the last write the archive saw.
+    """
+    from datetime import UTC, datetime
+
+    from .pipeline import PeriodicTask
+
+    tasks: list[Any] = []
+    archive = worker.archive
+    if archive is not None:
+
+        def retention(now: float) -> None:
+            archive.prune(datetime.fromtimestamp(now, UTC))
+
+        tasks.append(PeriodicTask("archive-retention", 86400.0, retention))
+    if vault is not None:
+        from detect.policy import default_policy, load_policy
+
+        from .rotation import RotationMonitor
+
+        policy = load_policy(s.detect.policy_file) if s.detect.policy_file else default_policy()
+
+        def last_write(path: str) -> float | None:
+            if archive is None:
+                return None
+            mount, _, rest = path.partition("/")
+            df = archive.query(
+                path_prefix=f"{mount}/data/{rest}",
+                operation=["create", "update", "patch"],
+                outcome="ok",
+                descending=True,
+                limit=1,
+                columns=["ts", "path"],
+            )
+            exact = df[df["path"] == f"{mount}/data/{rest}"]
+            return float(exact["ts"].iloc[0]) if len(exact) else None
+
+        monitor = RotationMonitor(vault, policy, last_stream_write=last_write)
+
+        def rotation(now: float) -> list[Any]:
+            ages = monitor.scan(now)
+            if metrics is not None:
+                for a in ages:
+                    metrics.secret_age.labels(a.path, a.rotation_class).set(a.age_seconds)
+            return monitor.alerts(now, ages)
+
+        tasks.append(PeriodicTask("rotation-metadata", 600.0, rotation))
+    return tasks

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..console import console
     from ..metrics import Metrics
     from ..ops import BackgroundServer, ops_app
-    from ..service import build_delivery, build_worker
+    from ..service import build_delivery, build_worker, periodic_tasks, vault_client
     from ..settings import ConfigError, load_settings
 
     err = console(stderr=True)
@@ -89,6 +89,15 @@ def run(args: argparse.Namespace) -> int:
         delivery.start()
     metrics = Metrics()
     worker.metrics = metrics
+    vault = None
+    if settings.vault is not None:
+        try:
+            vault = vault_client(settings, renew=True)
+        except Exception as exc:  # noqa: BLE001 - detection runs without Vault; say why once
+            err.print(
+                f"[yellow]warning:[/yellow] Vault unavailable, rotation scans off: {type(exc).__name__}"
+            )
+    worker.tasks = periodic_tasks(settings, worker, metrics=metrics, vault=vault)
     server = None
     port = args.ops_port or settings.metrics.port
     if port:
@@ -105,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"[red]worker stopped on an error:[/red] {type(exc).__name__}: {exc}")
         return 1
     finally:
+        if vault is not None:
+            vault.close()
         if delivery is not None:
             delivery.stop()
         if server is not None:

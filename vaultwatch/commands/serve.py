@@ -141,28 +141,8 @@ def run(args: argparse.Namespace) -> int:
 def _vault_client(settings: Any) -> Any:
     """A logged-in, self-renewing client for the JWT key in Vault (``[vault]`` settings)."""
     from ..api.auth import AuthError
-    from ..vault import VaultAuth, VaultClient
+    from ..service import vault_client
 
-    cfg = settings.vault
-    if cfg is None:
+    if settings.vault is None:
         raise AuthError("VAULTWATCH_API_JWT_VAULT_PATH needs a [vault] section to log in with")
-    a = cfg.auth
-    auth = VaultAuth(
-        method=a.method,
-        token=a.token.get_secret_value() if a.token else None,
-        token_file=str(a.token_file) if a.token_file else None,
-        role_id=a.role_id,
-        secret_id=a.secret_id.get_secret_value() if a.secret_id else None,
-        role=a.role,
-        jwt_file=str(a.jwt_path),
-        mount=a.mount,
-    )
-    verify: bool | str = str(cfg.ca_cert) if cfg.ca_cert and cfg.tls_verify else cfg.tls_verify
-    client = VaultClient(cfg.addr, auth, namespace=cfg.namespace, verify=verify)
-    try:
-        client.login()
-        client.start_renewal()
-    except Exception:
-        client.close()
-        raise
-    return client
+    return vault_client(settings, renew=True)

@@ -197,23 +197,11 @@ def metadata_ages(settings: Settings, policy: AccessPolicy, now: datetime) -> li
     if settings.vault is None:
         return None
     from ..rotation import RotationMonitor
-    from ..vault import VaultAuth, VaultClient, VaultClientError
+    from ..service import vault_client
+    from ..vault import VaultClientError
 
-    cfg = settings.vault
-    a = cfg.auth
-    auth = VaultAuth(
-        method=a.method,
-        token=a.token.get_secret_value() if a.token else None,
-        token_file=str(a.token_file) if a.token_file else None,
-        role_id=a.role_id,
-        secret_id=a.secret_id.get_secret_value() if a.secret_id else None,
-        role=a.role,
-        jwt_file=str(a.jwt_path),
-        mount=a.mount,
-    )
-    verify: bool | str = str(cfg.ca_cert) if cfg.ca_cert and cfg.tls_verify else cfg.tls_verify
     try:
-        with VaultClient(cfg.addr, auth, namespace=cfg.namespace, verify=verify) as vc:
+        with vault_client(settings, login=False) as vc:  # __enter__ logs in
             return RotationMonitor(vc, policy).scan(now.timestamp())
     except (VaultClientError, OSError) as exc:
         # The report still renders; the reason is logged without any configured value.
