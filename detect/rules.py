@@ -97,6 +97,8 @@ class RulesConfig(msgspec.Struct, frozen=True, kw_only=True):
     destruction_habit_min: int = 3
     mass_destruction_threshold: int = 10
     mass_destruction_window_minutes: float = 10.0
+    #: ``policy-change``: policies whose holders administer policies (their changes are low).
+    policy_admin_policies: tuple[str, ...] = ("admin", "root")
     #: Access model and rotation schedule (TOML); None means the packaged default.
     policy_file: str | None = None
     access_model_enabled: bool = True
@@ -386,15 +388,31 @@ class PolicyChange(_Rule):
     """``policy-change``: an ACL, Sentinel or password policy written or deleted.
 
     Catches privilege escalation by policy edit (widening one's own policy) and the removal of
-    policies that restrict. Even a planned change is a fact a SOC reviews (medium); a denied
-    attempt by someone without the right is worse (high); a change Vault rejected as invalid
-    (e.g. an HCL typo) changed nothing (low).
+    policies that restrict. Every change is reported; the severity says how unusual it is:
+
+    * high: the writer holds the policy it changed and is no administrator (self-escalation), or
+      it is the first policy change by an identity without an administrator policy, or a denied
+      attempt (someone without the right tried);
+    * medium: a change made with a root token;
+    * low: a change by an administrator (``policy_admin_policies``) or by an identity that has
+      changed policies before, and a change Vault rejected as invalid (nothing changed).
 
     Reads: namespace-relative ``request.path`` (the policy name is in the path, never HMAC'd),
-    ``operation``, ``outcome``; response entries.
+    ``operation``, ``outcome``, the writer's ``identity.policies``; response entries. State: when
+    each identity last changed a policy.
     """
 
     name = "policy-change"
+
+    def __init__(self, config: RulesConfig | None = None) -> None:
+        super().__init__(config)
+        self._writers: dict[str, float] = {}
+
+    def state(self) -> dict[str, Any]:
+        return {"writers": dict(self._writers)}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self._writers = {str(k): float(v) for k, v in (state.get("writers") or {}).items()}
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
         """Report a policy write or delete."""
@@ -404,7 +422,25 @@ class PolicyChange(_Rule):
         policy = _policy_name(rel)
         if policy is None:
             return []
-        severity = {"ok": "medium", "denied": "high"}.get(event.outcome, "low")
+        ident = event.identity
+        held = set(ident.policies)
+        admin = bool(held & set(self.cfg.policy_admin_policies))
+        if event.outcome == "denied":
+            severity, writer = "high", "denied: the writer lacks the right to change policies"
+        elif event.outcome != "ok":
+            severity, writer = "low", "rejected by Vault: nothing changed"
+        elif ident.is_root:
+            severity, writer = "medium", "written with a root token"
+        elif policy.rsplit("/", 1)[-1] in held and not admin:
+            severity, writer = "high", "the writer holds this policy and is no administrator: self-escalation"
+        elif admin:
+            severity, writer = "low", "an administrator's change"
+        elif ident.key in self._writers:
+            severity, writer = "low", "this identity has changed policies before"
+        else:
+            severity, writer = "high", "first policy change by an identity without an administrator policy"
+        if event.outcome == "ok":
+            self._writers[ident.key] = event.ts
         verb = "deleted" if event.operation == "delete" else "written"
         ns = f" in namespace {event.namespace}" if event.namespace else ""
         return [
@@ -415,6 +451,12 @@ class PolicyChange(_Rule):
                 key=f"{event.namespace or ''}{policy}",
                 reasons=[
                     Reason("policy", policy, "policies change only through reviewed changes", 1.0),
+                    Reason(
+                        "writer",
+                        writer,
+                        f"administrator policies: {', '.join(self.cfg.policy_admin_policies)}",
+                        0.8,
+                    ),
                     Reason("operation", event.operation or "", "read", 0.5),
                     Reason("outcome", event.outcome, "ok", 0.3),
                 ],
