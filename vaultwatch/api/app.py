@@ -197,7 +197,10 @@ def create_app(
     migrated) and the archive from ``settings.archive`` when enabled, and both are closed at
     shutdown. ``baselines`` (anything with ``identities()`` and ``identity_summary(key)``)
     replaces the engines read from the store's checkpoints. ``vault_client`` (an hvac client)
-    is where the signing key is read when ``auth.jwt_vault_path`` is set and no key file is.
+    is where the signing key is read when ``auth.jwt_vault_path`` is set and no key file is;
+    with one, ``POST /api/v1/exposure/token`` can compute audit HMACs and an
+    :class:`~vaultwatch.enrich.IdentityEnricher` (started and closed with the app) names
+    ``entity:<id>`` identities in the identities API and the UI.
     """
     from vaultwatch.metrics import Metrics
 
@@ -228,11 +231,28 @@ def create_app(
         metrics=metrics or Metrics(),
     )
 
+    enricher = None
+    if vault_client is not None:
+        from vaultwatch.enrich import IdentityEnricher
+
+        from .routes.exposure import VAULT_KEY, as_vault
+
+        vault = as_vault(vault_client)
+        ctx.extra[VAULT_KEY] = vault
+        # Entity names for the identity pages: looked up in the background, never waited for.
+        enricher = ctx.extra["enricher"] = IdentityEnricher(vault, ttl=3600.0)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
-        yield
-        for thing in owned:
-            thing.close()
+        if enricher is not None:
+            enricher.start()
+        try:
+            yield
+        finally:
+            if enricher is not None:
+                enricher.close()
+            for thing in owned:
+                thing.close()
 
     app = FastAPI(
         title="vaultwatch",
@@ -254,7 +274,7 @@ def create_app(
     ctx.extra["baselines"] = baselines if baselines is not None else CheckpointBaselines(ctx)
     _install_handlers(app)
 
-    from .routes import alerts, events, health, identities, keys, silences, stream
+    from .routes import alerts, events, exposure, health, identities, keys, reports, silences, stream
     from .routes import auth as auth_routes
 
     app.include_router(health.router)
@@ -263,6 +283,8 @@ def create_app(
     app.include_router(alerts.router, prefix=API_PREFIX)
     app.include_router(silences.router, prefix=API_PREFIX)
     app.include_router(identities.router, prefix=API_PREFIX)
+    app.include_router(exposure.router, prefix=API_PREFIX)
+    app.include_router(reports.router, prefix=API_PREFIX)
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(stream.router, prefix=API_PREFIX)
     app.include_router(keys.router, prefix=API_PREFIX)

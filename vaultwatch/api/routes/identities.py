@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import msgspec
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import Field
 
 from alerts import schema as t
 from alerts.store import AlertQuery
@@ -20,7 +21,7 @@ from alerts.store import AlertQuery
 from ..deps import AppContext, Ctx, Viewer
 from ..schemas import AUTH_RESPONSES, IdentityBrief, IdentityDetail, IdentityList, alert_public, iso
 
-__all__ = ["router", "load_engines", "CheckpointBaselines"]
+__all__ = ["router", "load_engines", "CheckpointBaselines", "identity_name", "NamedIdentityBrief"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,36 @@ router = APIRouter(prefix="/identities", tags=["identities"], responses=AUTH_RES
 
 _CACHE = "identities.engines"
 _SUMMARIES = "identities.summaries"
+
+
+_NAME_DOC = "the entity's name from the identity API (``alice (userpass)``), when a Vault client is set"
+
+
+class NamedIdentityBrief(IdentityBrief):
+    name: str | None = Field(default=None, description=_NAME_DOC)
+
+
+class NamedIdentityList(IdentityList):
+    items: list[NamedIdentityBrief]  # type: ignore[assignment]
+
+
+class NamedIdentityDetail(IdentityDetail):
+    name: str | None = Field(default=None, description=_NAME_DOC)
+
+
+def identity_name(ctx: AppContext, key: str) -> str | None:
+    """The label of an ``entity:<id>`` identity from the app's enricher, or None.
+
+    None without a Vault client, for other identity kinds, and while the look-up (queued in the
+    background, never waited for) has not answered yet or found no named entity.
+    """
+    enricher = ctx.extra.get("enricher")
+    if enricher is None or not key.startswith("entity:"):
+        return None
+    info = enricher.get(key.removeprefix("entity:"))
+    if info is None or not info.found or not info.name:
+        return None
+    return str(info.label)
 
 
 class _Checkpoint(msgspec.Struct):
@@ -129,11 +160,12 @@ def _peers(summaries: dict[str, dict[str, Any]], key: str, limit: int = 20) -> l
     return sorted(k for k, s in summaries.items() if k != key and s.get("group") == group)[:limit]
 
 
-def _brief(summaries: dict[str, dict[str, Any]], key: str) -> IdentityBrief:
+def _brief(ctx: AppContext, summaries: dict[str, dict[str, Any]], key: str) -> NamedIdentityBrief:
     s = summaries[key]
     last = s.get("last_active")
-    return IdentityBrief(
+    return NamedIdentityBrief(
         key=key,
+        name=identity_name(ctx, key),
         group=s.get("group"),
         risk=float(s.get("risk", 0.0)),
         last_seen=iso(float(last)) if last else None,
@@ -143,7 +175,7 @@ def _brief(summaries: dict[str, dict[str, Any]], key: str) -> IdentityBrief:
     )
 
 
-@router.get("", summary="Identities with a baseline", response_model=IdentityList)
+@router.get("", summary="Identities with a baseline", response_model=NamedIdentityList)
 def list_identities(
     ctx: Ctx,
     who: Viewer,
@@ -152,7 +184,7 @@ def list_identities(
     q: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
-) -> IdentityList:
+) -> NamedIdentityList:
     """Identities by risk (default), last activity, event count or key."""
     summaries = _summaries(ctx)
     keys = [
@@ -167,23 +199,26 @@ def list_identities(
         "key": lambda k: (0.0, k),
     }[sort]
     keys.sort(key=order)
-    return IdentityList(items=[_brief(summaries, k) for k in keys[offset : offset + limit]], total=len(keys))
+    return NamedIdentityList(
+        items=[_brief(ctx, summaries, k) for k in keys[offset : offset + limit]], total=len(keys)
+    )
 
 
 @router.get(
-    "/{key:path}", summary="One identity's baseline", response_model=IdentityDetail, responses={404: {}}
+    "/{key:path}", summary="One identity's baseline", response_model=NamedIdentityDetail, responses={404: {}}
 )
 def get_identity(
     ctx: Ctx, who: Viewer, key: Annotated[str, Path(min_length=1, max_length=512)]
-) -> IdentityDetail:
+) -> NamedIdentityDetail:
     """Top templates, mounts, operations, addresses, hour-of-week heatmap, rate and recent alerts."""
     summaries = _summaries(ctx)
     if key not in summaries:
         raise HTTPException(404, "no baseline for this identity")
     page = ctx.store.list_alerts(AlertQuery(identity=key, limit=50))
     assignees = ctx.audit.assignees([a.id for a in page.items])
-    return IdentityDetail(
+    return NamedIdentityDetail(
         key=key,
+        name=identity_name(ctx, key),
         summary=summaries[key],
         peers=_peers(summaries, key),
         alerts=[alert_public(a, assignees.get(a.id)) for a in page.items],

@@ -1,0 +1,209 @@
+"""Exposure scope after a compromise (:mod:`vaultwatch.exposure`) over the app's event archive.
+
+``GET /exposure?path=...`` (viewer): who read secrets under a path prefix, when and from where.
+``POST /exposure/token`` (analyst): every archived request made with a leaked token or accessor.
+The token travels in the JSON body only (never a URL, so no access log or proxy keeps it); it is
+turned into each audit device's HMAC by the Vault/OpenBao server (``sys/audit-hash``) through the
+client ``create_app`` was given, and never logged, stored or echoed. Without a client: 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from ..deps import Analyst, AppContext, Ctx, Viewer, epoch_of, request_id_of
+from ..schemas import AUTH_RESPONSES
+
+__all__ = ["router", "HvacVault", "TokenExposureRequest", "as_vault", "path_exposure", "token_exposure"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/exposure", tags=["exposure"], responses=AUTH_RESPONSES)
+
+#: ``ctx.extra`` key of the :class:`vaultwatch.vault.VaultClient`-like object (set by ``create_app``).
+VAULT_KEY = "vault"
+NO_VAULT = "no Vault/OpenBao client is configured: token exposure needs one to compute audit HMACs"
+
+
+class HvacVault:
+    """The :class:`vaultwatch.vault.VaultClient` surface (``hvac``, ``call``, ``audit_hash``,
+    ``audit_devices``) over an hvac client someone else logged in and will close."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.RLock()
+        self.addr = str(getattr(getattr(client, "adapter", None), "base_uri", "") or "vault")
+
+    @property
+    def hvac(self) -> Any:
+        """The hvac client."""
+        return self._client
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run an hvac call under a lock, mapping its errors to ``VaultClientError`` (no values)."""
+        import hvac.exceptions
+        import requests
+
+        from vaultwatch.vault import VaultClientError
+
+        try:
+            with self._lock:
+                return fn(*args, **kwargs)
+        except hvac.exceptions.VaultError as exc:
+            errors = "; ".join(str(e) for e in (getattr(exc, "errors", None) or []))[:300]
+            name = getattr(fn, "__name__", "vault call")
+            raise VaultClientError(f"{name}: {type(exc).__name__}: {errors}") from None
+        except (requests.RequestException, OSError) as exc:
+            raise VaultClientError(f"vault unreachable at {self.addr}: {type(exc).__name__}") from None
+
+    def audit_hash(self, device: str, value: str) -> str:
+        """HMAC of ``value`` as audit device ``device`` writes it."""
+        from vaultwatch.vault import VaultClientError
+
+        resp = self.call(self._client.sys.calculate_hash, path=device.rstrip("/"), input_to_hash=value)
+        h = resp.get("hash") or resp.get("data", {}).get("hash")
+        if not isinstance(h, str):
+            raise VaultClientError("sys/audit-hash returned no hash")
+        return h
+
+    def audit_devices(self) -> dict[str, dict[str, Any]]:
+        """The enabled audit devices by path."""
+        resp = self.call(self._client.sys.list_enabled_audit_devices)
+        data = resp.get("data", resp)
+        return {k: v for k, v in data.items() if isinstance(v, dict) and "type" in v}
+
+
+def as_vault(client: Any) -> Any:
+    """``client`` if it already is a ``VaultClient`` (has ``audit_hash``), else an :class:`HvacVault`."""
+    return client if hasattr(client, "audit_hash") and hasattr(client, "call") else HvacVault(client)
+
+
+class TokenExposureRequest(BaseModel):
+    """A leaked token or accessor (one of them), and an optional time range."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    token: SecretStr | None = Field(default=None, min_length=1, max_length=512)
+    accessor: SecretStr | None = Field(default=None, min_length=1, max_length=512)
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> TokenExposureRequest:
+        if self.token is None and self.accessor is None:
+            raise ValueError("give a token or an accessor")
+        return self
+
+
+def _archive(ctx: AppContext) -> Any:
+    if ctx.archive is None:
+        raise HTTPException(503, "no event archive is configured")
+    return ctx.archive
+
+
+def _range(since: datetime | None, until: datetime | None) -> None:
+    start, end = epoch_of(since, "since"), epoch_of(until, "until")
+    if start is not None and end is not None and end <= start:
+        raise HTTPException(422, "until must be after since")
+
+
+def path_exposure(
+    ctx: AppContext,
+    prefix: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    since_last_rotation: bool = False,
+) -> dict[str, Any]:
+    """The exposure report of a path prefix as a dict (shared by the API and the UI)."""
+    from vaultwatch.archive import ArchiveError
+    from vaultwatch.exposure import exposure_for_path
+
+    _range(since, until)
+    try:
+        report = exposure_for_path(
+            _archive(ctx), prefix, start=since, end=until, since_last_rotation=since_last_rotation
+        )
+    except ArchiveError as exc:
+        log.warning("exposure query on the archive failed: %s", type(exc).__name__)
+        raise HTTPException(503, "event archive unavailable") from None
+    return report.to_dict()
+
+
+def token_exposure(ctx: AppContext, body: TokenExposureRequest) -> dict[str, Any]:
+    """The exposure report of a token or accessor as a dict (shared by the API and the UI).
+
+    503 without a Vault client or archive, 502 when the server refuses or cannot be reached.
+    """
+    from vaultwatch.archive import ArchiveError
+    from vaultwatch.exposure import exposure_for_token
+    from vaultwatch.vault import VaultClientError
+
+    _range(body.since, body.until)
+    vault = ctx.extra.get(VAULT_KEY)
+    if vault is None:
+        raise HTTPException(503, NO_VAULT)
+    archive = _archive(ctx)
+    try:
+        report = exposure_for_token(
+            archive,
+            vault,
+            token=body.token.get_secret_value() if body.token else None,
+            accessor=body.accessor.get_secret_value() if body.accessor else None,
+            start=body.since,
+            end=body.until,
+        )
+    except VaultClientError as exc:
+        # The class only: the server's message is not ours to pass on.
+        log.warning("token exposure: Vault/OpenBao call failed: %s", type(exc).__name__)
+        raise HTTPException(
+            502, "the Vault/OpenBao server refused or could not compute the audit HMACs"
+        ) from None
+    except ArchiveError as exc:
+        log.warning("token exposure query on the archive failed: %s", type(exc).__name__)
+        raise HTTPException(503, "event archive unavailable") from None
+    return report.to_dict()
+
+
+@router.get("", summary="Exposure of secrets under a path prefix", responses={503: {}})
+def get_path_exposure(
+    ctx: Ctx,
+    who: Viewer,
+    path: Annotated[str, Query(min_length=1, max_length=512, description="secret path or prefix")],
+    since: datetime | None = None,
+    until: datetime | None = None,
+    since_last_rotation: bool = False,
+) -> dict[str, Any]:
+    """Who read secrets under ``path`` (KV v2 ``data/`` form included), when and from where,
+    grouped by identity, with the secrets to rotate and the owners to notify."""
+    return path_exposure(ctx, path.strip(), since, until, since_last_rotation)
+
+
+@router.post(
+    "/token",
+    summary="Exposure of a leaked token or accessor",
+    responses={502: {}, 503: {"description": "no Vault/OpenBao client or archive"}},
+)
+def post_token_exposure(
+    ctx: Ctx, who: Analyst, request: Request, body: TokenExposureRequest
+) -> dict[str, Any]:
+    """Every archived request made with the token (or accessor) in the body, matched by its
+    HMAC on every enabled audit device. The value is never logged, stored or returned."""
+    report = token_exposure(ctx, body)
+    ctx.audit.record(
+        actor=who.subject,
+        role=who.role,
+        method=who.method,
+        action="exposure.token",
+        target="token" if body.token else "accessor",
+        outcome="ok",
+        request_id=request_id_of(request),
+        detail={"events": report["events"]},
+    )
+    return report
