@@ -519,6 +519,7 @@ def alert_page(alert_id: str, request: Request, ctx: Ctx, who: PagePrincipal) ->
         verdict_choices=[(v, _VERDICT_LABELS.get(v, v)) for v in VERDICTS],
         active_silences=active,
         raw_limit=RAW_LIMIT,
+        entity_name=_entity_names(ctx, [a.identity.key]).get(a.identity.key),
     )
 
 
@@ -546,6 +547,7 @@ def identities_page(request: Request, ctx: Ctx, who: PagePrincipal) -> Response:
         who,
         nav="identities",
         identities=summaries[:500],
+        names=_entity_names(ctx, [str(s.get("key", "")) for s in summaries[:500]]),
         engine_available=source is not None,
     )
 
@@ -588,6 +590,7 @@ def identity_page(key: str, request: Request, ctx: Ctx, who: PagePrincipal) -> R
         who,
         nav="identities",
         key=key,
+        entity_name=_entity_names(ctx, [key]).get(key),
         summary=summary,
         heat=heatmap(summary.get("hour_of_week", [])) if summary else None,
         rate=rate,
@@ -811,3 +814,133 @@ def expire_silence(silence_id: str, request: Request, ctx: Ctx, who: Analyst) ->
         return _refuse(request, who, 404, "The silence does not exist.")
     _audit(ctx, request, who, "silence.expire", silence_id)
     return _done(request, f"{UI_PREFIX}/silences", "expired", {"id": silence_id, "expired": True})
+
+
+# -- exposure and audit review reports ----------------------------------------------------------
+
+
+def _entity_names(ctx: AppContext, keys: Sequence[str]) -> dict[str, str]:
+    """Entity labels for ``entity:<id>`` keys the enricher already knows (none without Vault)."""
+    from .identities import identity_name
+
+    names = {}
+    for key in dict.fromkeys(keys):
+        name = identity_name(ctx, key)
+        if name:
+            names[key] = name
+    return names
+
+
+def _report_names(ctx: AppContext, report: dict[str, Any] | None) -> dict[str, str]:
+    return _entity_names(ctx, [i["identity"] for i in report["identities"]]) if report else {}
+
+
+def _date_param(value: str, name: str) -> datetime | None:
+    """A ``datetime-local`` or RFC 3339 form value as UTC (naive means UTC); 422 when unreadable."""
+    if not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise HTTPException(422, f"{name} is not a date and time") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+@router.get(f"{UI_PREFIX}/exposure", response_class=HTMLResponse)
+def exposure_page(
+    request: Request,
+    ctx: Ctx,
+    who: PagePrincipal,
+    path: str = "",
+    since: str = "",
+    until: str = "",
+    since_last_rotation: bool = False,
+) -> Response:
+    """Exposure scope: who read secrets under a path prefix (and, for analysts, a token form)."""
+    from .exposure import path_exposure
+
+    if who is None:
+        return _to_login(request)
+    path = path.strip()[:512]
+    report = None
+    error = None
+    code = 200
+    if path:
+        try:
+            report = path_exposure(
+                ctx, path, _date_param(since, "since"), _date_param(until, "until"), since_last_rotation
+            )
+        except HTTPException as exc:
+            error, code = str(exc.detail), exc.status_code
+    return _page(
+        request,
+        "exposure.html",
+        who,
+        status_code=code,
+        nav="exposure",
+        form={"path": path, "since": since, "until": until, "since_last_rotation": since_last_rotation},
+        report=report,
+        names=_report_names(ctx, report),
+        error=error,
+        token_available=ctx.extra.get("vault") is not None,
+    )
+
+
+@router.post(f"{UI_PREFIX}/exposure/token", response_class=HTMLResponse)
+def token_exposure_page(
+    request: Request,
+    ctx: Ctx,
+    who: Analyst,
+    token: Annotated[str, Form(max_length=512)] = "",
+    accessor: Annotated[str, Form(max_length=512)] = "",
+) -> Response:
+    """The token form's answer: the report in the page (the token is in no URL, log or page)."""
+    from pydantic import SecretStr
+
+    from .exposure import TokenExposureRequest, token_exposure
+
+    report = None
+    error = None
+    code = 200
+    if not token.strip() and not accessor.strip():
+        error, code = "Give a token or an accessor.", 422
+    else:
+        body = TokenExposureRequest(
+            token=SecretStr(token.strip()) if token.strip() else None,
+            accessor=SecretStr(accessor.strip()) if accessor.strip() else None,
+        )
+        try:
+            report = token_exposure(ctx, body)
+        except HTTPException as exc:
+            error, code = str(exc.detail), exc.status_code
+        else:
+            _audit(ctx, request, who, "exposure.token", "token" if token.strip() else "accessor")
+    return _page(
+        request,
+        "exposure.html",
+        who,
+        status_code=code,
+        nav="exposure",
+        form={"path": "", "since": "", "until": "", "since_last_rotation": False},
+        report=report,
+        names=_report_names(ctx, report),
+        error=error,
+        token_available=ctx.extra.get("vault") is not None,
+    )
+
+
+@router.get(f"{UI_PREFIX}/reports", response_class=HTMLResponse)
+def reports_page(request: Request, ctx: Ctx, who: PagePrincipal) -> Response:
+    """Stored audit review reports, latest period first, with links to their HTML, PDF and JSON."""
+    from .reports import list_reports
+
+    if who is None:
+        return _to_login(request)
+    return _page(
+        request,
+        "reports.html",
+        who,
+        nav="reports",
+        reports=list_reports(ctx),
+        api_base="/api/v1/reports",
+    )
