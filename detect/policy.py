@@ -75,6 +75,34 @@ _KV2_OPS: Final[dict[str, dict[str, str]]] = {
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS: Final = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _SEVERITY_SCORE: Final = {"info": 10.0, "low": 30.0, "medium": 55.0, "high": 80.0, "critical": 95.0}
+#: Entries kept by each per-path / per-identity answer cache before it starts afresh. Paths and
+#: identities repeat enormously in audit logs, and every answer is a pure function of its key.
+_CACHE_LIMIT: Final = 65_536
+
+
+def _memo() -> Any:
+    """A per-instance answer cache on a frozen dataclass (not part of equality, hash or repr)."""
+    return field(default_factory=dict, init=False, repr=False, compare=False)
+
+
+def _identity_key(identity: Identity) -> tuple[Any, ...] | None:
+    """Everything role matching reads of ``identity``, hashable; None when metadata is not."""
+    md = identity.metadata
+    if md:
+        try:
+            md_key: Any = frozenset(md.items())
+        except TypeError:
+            return None
+    else:
+        md_key = None
+    return (
+        identity.kind,
+        identity.policies,
+        identity.entity_id,
+        identity.display_name,
+        identity.auth_mount,
+        md_key,
+    )
 
 
 class PolicyError(ConfigError):
@@ -94,8 +122,25 @@ class SecretTarget(NamedTuple):
     api: str
 
 
+_last_target: tuple[Any, Any] = (None, None)
+
+
 def secret_target(event: AuditEvent) -> SecretTarget:
     """Map an event to its logical secret path and operation (KV v2 API segment removed)."""
+    # The access model and the rotation tracker both ask about the same event in turn; the memo
+    # holds the event itself, so an identity match is the same (immutable) event.
+    # One tuple, rebound at once: safe when engines run in several threads.
+    global _last_target
+    last = _last_target
+    if last[0] is event:
+        found: SecretTarget = last[1]
+        return found
+    target = _secret_target(event)
+    _last_target = (event, target)
+    return target
+
+
+def _secret_target(event: AuditEvent) -> SecretTarget:
     path = event.path
     op = event.operation or ""
     mount = event.mount_point or ""
@@ -207,6 +252,7 @@ class Role:
     confined: bool = False
     max_token_ttl: float | None = None
     description: str = ""
+    _permits: dict[tuple[str, str], bool] = _memo()
 
     def matches(self, identity: Identity) -> bool:
         """True when any matcher recognises ``identity``."""
@@ -214,7 +260,14 @@ class Role:
 
     def permits(self, target: SecretTarget) -> bool:
         """True when an allow entry covers ``target``."""
-        return any(a.permits(target) for a in self.allow)
+        key = (target.op, target.path)
+        cache = self._permits
+        hit = cache.get(key)
+        if hit is None:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            hit = cache[key] = any(a.permits(target) for a in self.allow)
+        return hit
 
     def describe(self) -> str:
         """The allow list in one line, for explanations."""
@@ -255,9 +308,19 @@ class DeployMarker:
     operations: frozenset[str] = frozenset({"read"})
     roles: tuple[str, ...] = ()
 
+    _paths: dict[str, bool] = _memo()
+
     def matches(self, target: SecretTarget) -> bool:
         """True when ``target`` is a deploy marker's path and operation (roles checked apart)."""
-        return target.op in self.operations and any(fnmatchcase(target.path, p) for p in self.paths)
+        if target.op not in self.operations:
+            return False
+        cache = self._paths
+        hit = cache.get(target.path)
+        if hit is None:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            hit = cache[target.path] = any(fnmatchcase(target.path, p) for p in self.paths)
+        return hit
 
     def accepts(self, role: Role | None) -> bool:
         """True when an identity of ``role`` may mark a deploy."""
@@ -274,9 +337,25 @@ class AccessPolicy:
     rotation: tuple[RotationClass, ...] = ()
     deploy: DeployMarker = field(default_factory=DeployMarker)
     source: str = "<policy>"
+    _roles: dict[tuple[Any, ...], Role | None] = _memo()
+    _protected: dict[str, bool] = _memo()
+    _housekeeping: dict[str, bool] = _memo()
+    _rotation: dict[str, RotationClass | None] = _memo()
 
     def role_for(self, identity: Identity) -> Role | None:
         """The first role whose matchers recognise ``identity``, or None."""
+        key = _identity_key(identity)
+        if key is None:
+            return self._role_for(identity)
+        cache = self._roles
+        if key in cache:
+            return cache[key]
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        role = cache[key] = self._role_for(identity)
+        return role
+
+    def _role_for(self, identity: Identity) -> Role | None:
         for role in self.roles:
             if role.matches(identity):
                 return role
@@ -284,18 +363,33 @@ class AccessPolicy:
 
     def is_protected(self, path: str) -> bool:
         """True when the model governs ``path`` for every role."""
-        return any(fnmatchcase(path, p) for p in self.protected)
+        cache = self._protected
+        hit = cache.get(path)
+        if hit is None:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            hit = cache[path] = any(fnmatchcase(path, p) for p in self.protected)
+        return hit
 
     def is_housekeeping(self, path: str) -> bool:
         """True for token self-maintenance and login paths, allowed to every role."""
-        return any(fnmatchcase(path, p) for p in self.housekeeping)
+        cache = self._housekeeping
+        hit = cache.get(path)
+        if hit is None:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            hit = cache[path] = any(fnmatchcase(path, p) for p in self.housekeeping)
+        return hit
 
     def rotation_class(self, path: str) -> RotationClass | None:
         """The first rotation class covering ``path``, or None."""
-        for cls in self.rotation:
-            if cls.covers(path):
-                return cls
-        return None
+        cache = self._rotation
+        if path in cache:
+            return cache[path]
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        found = cache[path] = next((cls for cls in self.rotation if cls.covers(path)), None)
+        return found
 
 
 # -- loading --------------------------------------------------------------------------------------
