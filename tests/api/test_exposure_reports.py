@@ -179,7 +179,9 @@ def test_token_exposure_and_entity_names_against_openbao(
         )
         url = "/api/v1/exposure/token"
         responses = []
+        enricher = app.state.ctx.extra["enricher"]
         with TestClient(app) as c:
+            assert enricher._thread is not None and enricher._thread.is_alive()  # started with the app
             analyst = key_headers(creds, "analyst")
             r = c.post(url, json={"token": leaked}, headers=analyst)
             responses.append(r)
@@ -201,12 +203,13 @@ def test_token_exposure_and_entity_names_against_openbao(
             # The identities API names the userpass entity once the enricher has looked it up.
             key = f"entity:{entity_id}"
             c.get("/api/v1/identities", headers=analyst)
-            app.state.ctx.extra["enricher"].drain(10)
+            enricher.drain(10)
             items = {i["key"]: i for i in c.get("/api/v1/identities", headers=analyst).json()["items"]}
             assert items[key]["name"] == "alice (userpass)"
             assert all(i["name"] is None for k, i in items.items() if not k.startswith("entity:"))
             one = c.get(f"/api/v1/identities/{key}", headers=analyst).json()
             assert one["name"] == "alice (userpass)"
+        assert enricher._thread is None  # closed at shutdown
         with store.engine.connect() as conn:
             trail = [str(tuple(row)) for row in conn.execute(sa.select(api_audit))]
         assert any("exposure.token" in row for row in trail)

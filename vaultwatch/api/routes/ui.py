@@ -4,9 +4,11 @@ Pages live under ``/ui`` (``/`` redirects to the queue): the alert queue (filter
 query string, keyset pagination, keyboard triage and live rows through the SSE stream), one
 alert (actual vs typical, the identity's timeline from the archive, the entries that made it,
 triage, verdict and a one-click silence), identities with their baselines (hour-of-week heatmap,
-top paths, addresses, rate, peers, alert history), silences (list, create, expire), and, for
-admins, channel delivery status from the store's outbox. The login page posts to
-``POST /api/v1/auth/login``.
+top paths, addresses, rate, peers, alert history), silences (list, create, expire), exposure
+scope (who read secrets under a path; for analysts, every request made with a leaked token,
+posted in a form body), the stored audit review reports, and, for admins, channel delivery
+status from the store's outbox. The login page posts to ``POST /api/v1/auth/login``. With a
+Vault client, ``entity:<id>`` identities show their entity's name next to the id.
 
 Pages authenticate like the JSON API (session cookie, bearer token, API key or SSO header); an
 anonymous or expired caller is sent to the login page. Every form carries the session's CSRF
