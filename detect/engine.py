@@ -53,6 +53,7 @@ _MAX_ALERT_SIGNALS: Final = 20_000
 _MAX_PENDING: Final = 100_000
 _MAX_ALERT_CONTRIBS: Final = 64
 _UPDATE_MIN_POINTS: Final = 10.0
+_MAX_ROUTES: Final = 1024
 
 
 class OpenAlert(msgspec.Struct, kw_only=True):
@@ -107,6 +108,10 @@ def _merge(old: tuple[str, ...], new: Iterable[str], limit: int) -> tuple[str, .
     return tuple(out)
 
 
+def _admits(allowed: frozenset[str] | None, value: str) -> bool:
+    return allowed is None or value in allowed
+
+
 def _default_detectors(config: dict[str, Any]) -> list[Detector]:
     try:
         from . import rules  # type: ignore[attr-defined,unused-ignore]
@@ -144,6 +149,8 @@ class Engine:
         self._model = WindowModel(self.cfg, seed)
         self._state = EngineState(behaviour=self._behaviour.state, model=self._model.state)
         self._pending: OrderedDict[str, AuditEvent] = OrderedDict()
+        self._routed_ids: tuple[int, ...] = ()
+        self._routes: dict[tuple[str, str, str], list[Detector]] = {}
         self._out: dict[str, Alert] = {}
         #: Findings produced by the last call (behavioural signals included), for inspection.
         self.last_findings: list[Finding] = []
@@ -208,7 +215,7 @@ class Engine:
         if ts > st.now:
             st.now = ts
         self.stats["events"] += 1
-        for det in self.detectors:
+        for det in self._route(ev):
             try:
                 found = det.observe(ev, self)
             except Exception:  # noqa: BLE001 - one faulty detector must not stop detection
@@ -231,6 +238,30 @@ class Engine:
             self._behave(ev)
         if self._pending:
             self._expire_pending(ts)
+
+    def _route(self, ev: AuditEvent) -> list[Detector]:
+        """The detectors that can judge ``ev`` (by entry type, operation and outcome), in order."""
+        dets = self.detectors
+        ids = tuple(map(id, dets))
+        if ids != self._routed_ids:
+            # The list was replaced or changed in place: the routes no longer hold.
+            self._routed_ids = ids
+            self._routes = {}
+        key = (ev.type, ev.operation or "", ev.outcome)
+        route = self._routes.get(key)
+        if route is None:
+            resp = ev.is_response
+            route = [
+                d
+                for d in dets
+                if (resp or not getattr(d, "only_responses", False))
+                and _admits(getattr(d, "only_operations", None), key[1])
+                and _admits(getattr(d, "only_outcomes", None), key[2])
+            ]
+            if len(self._routes) >= _MAX_ROUTES:
+                self._routes.clear()
+            self._routes[key] = route
+        return route
 
     def _expire_pending(self, now: float) -> None:
         # A request entry whose response has not come within the wait never will (sys/seal,

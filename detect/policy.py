@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, ClassVar, Final, NamedTuple
 
 from alerts.model import Reason
 from ingest.event import AuditEvent, Identity
@@ -675,6 +675,8 @@ class AccessModelDetector:
 
     name = "access-model-violation"
     family = "policy"
+    #: Judges response entries only (the engine skips request entries).
+    only_responses: ClassVar[bool] = True
 
     def __init__(self, policy: AccessPolicy | None = None) -> None:
         self.policy = policy if policy is not None else default_policy()

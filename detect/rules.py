@@ -177,6 +177,11 @@ class _Rule:
 
     name: str = ""
     family: str = "rule"
+    #: Which entries the rule can judge at all (see :class:`~detect.types.Detector`): the engine
+    #: does not call ``observe`` for others, which every rule would answer with no finding.
+    only_responses: ClassVar[bool] = False
+    only_operations: ClassVar[frozenset[str] | None] = None
+    only_outcomes: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, config: RulesConfig | None = None) -> None:
         self.cfg = config or RulesConfig()
@@ -332,6 +337,8 @@ class AuditTampering(_PairedRule):
     response entries (disabling the last device loses its response entry).
     """
 
+    only_operations: ClassVar[frozenset[str] | None] = _CHANGE_OPS
+
     name = "audit-tampering"
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
@@ -401,6 +408,9 @@ class PolicyChange(_Rule):
     ``operation``, ``outcome``, the writer's ``identity.policies``; response entries. State: when
     each identity last changed a policy.
     """
+
+    only_responses: ClassVar[bool] = True
+    only_operations: ClassVar[frozenset[str] | None] = _CHANGE_OPS
 
     name = "policy-change"
 
@@ -484,6 +494,8 @@ def _hmac_exceptions(data: dict[str, Any] | None) -> list[str]:
 
 
 class _MountChange(_Rule):
+    only_responses: ClassVar[bool] = True
+    only_operations: ClassVar[frozenset[str] | None] = _CHANGE_OPS
     prefixes: ClassVar[tuple[str, ...]] = ()
     noun: ClassVar[str] = ""
 
@@ -579,6 +591,8 @@ class PlaintextSecretInAudit(_Rule):
     request's fields). Grouped per log source and mount, since the cause is configuration.
     """
 
+    only_responses: ClassVar[bool] = True
+
     name = "plaintext-secret-in-audit"
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
@@ -631,6 +645,9 @@ class TokenExcessiveTtl(_Rule):
     ``auth/token/create*`` responses, ``outcome``.
     """
 
+    only_responses: ClassVar[bool] = True
+    only_outcomes: ClassVar[frozenset[str] | None] = frozenset({"ok"})
+
     name = "token-excessive-ttl"
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
@@ -665,6 +682,9 @@ class OrphanToken(_Rule):
     Reads: namespace-relative ``request.path`` (``auth/token/create-orphan``),
     ``request.data.no_parent`` (a bool, never HMAC'd), ``response.auth`` presence, ``outcome``.
     """
+
+    only_responses: ClassVar[bool] = True
+    only_outcomes: ClassVar[frozenset[str] | None] = frozenset({"ok"})
 
     name = "orphan-token"
 
@@ -704,6 +724,9 @@ class TokenPrivilegeEscalation(_Rule):
     responses, ``identity.key``; asks ``ctx.baselines.count(identity, "granted_policy", p)`` and
     ``in_learning``, and keeps its own per-creator record of granted policies.
     """
+
+    only_responses: ClassVar[bool] = True
+    only_outcomes: ClassVar[frozenset[str] | None] = frozenset({"ok"})
 
     name = "token-privilege-escalation"
     _MAX_CREATORS: ClassVar[int] = 10_000
@@ -798,6 +821,9 @@ class LoginFailureBurst(_Rule):
     ``remote_ip``, ``path`` + ``request`` (login target of a success), ``request_id``, ``ts``;
     response entries.
     """
+
+    only_responses: ClassVar[bool] = True
+    only_outcomes: ClassVar[frozenset[str] | None] = frozenset({"ok", "login_failed"})
 
     name = "login-failure-burst"
 
@@ -913,6 +939,9 @@ class PermissionDeniedBurst(_Rule):
     entries.
     """
 
+    only_responses: ClassVar[bool] = True
+    only_outcomes: ClassVar[frozenset[str] | None] = frozenset({"denied"})
+
     name = "permission-denied-burst"
 
     def __init__(self, config: RulesConfig | None = None) -> None:
@@ -975,6 +1004,9 @@ class ListSweep(_Rule):
     outcome (denied lists are enumeration too).
     """
 
+    only_responses: ClassVar[bool] = True
+    only_operations: ClassVar[frozenset[str] | None] = frozenset({"list"})
+
     name = "list-sweep"
 
     def __init__(self, config: RulesConfig | None = None) -> None:
@@ -1033,6 +1065,9 @@ class SecretDestruction(_Rule):
     ``identity.key``; asks ``ctx.baselines.count(identity, "op_template", "<op> <path template>")``
     and keeps its own per-identity counts of ``"<kind> <mount>"``; response entries.
     """
+
+    only_responses: ClassVar[bool] = True
+    only_outcomes: ClassVar[frozenset[str] | None] = frozenset({"ok"})
 
     name = "secret-destruction"
     _MAX_IDENTITIES: ClassVar[int] = 10_000
@@ -1154,6 +1189,8 @@ class RaftSnapshot(_Rule):
     ``outcome``; response entries.
     """
 
+    only_responses: ClassVar[bool] = True
+
     name = "raft-snapshot"
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
@@ -1199,6 +1236,8 @@ class KeyExport(_Rule):
     ``request.data.exportable`` / ``allow_plaintext_backup`` (bools, never HMAC'd), ``outcome``;
     response entries.
     """
+
+    only_responses: ClassVar[bool] = True
 
     name = "key-export"
 

@@ -73,7 +73,13 @@ class DetectContext(Protocol):
 
 
 class Detector(Protocol):
-    """One detector: ``observe`` is called once per event in event-time order."""
+    """One detector: ``observe`` is called once per event in event-time order.
+
+    A detector may also declare, as class attributes, which entries it can judge at all; the
+    engine then skips ``observe`` for the others (a promise that ``observe`` would return no
+    finding and change no state for them): ``only_responses`` (bool), ``only_operations`` and
+    ``only_outcomes`` (frozensets; None means any; an entry without operation counts as ``""``).
+    """
 
     name: str
 
