@@ -120,6 +120,15 @@ def run(args: argparse.Namespace) -> int:
         auth = AuthConfig.from_env(os.environ)
         if auth.jwt_key_file is None and auth.jwt_vault_path:
             vault = _vault_client(settings)
+        elif settings.vault is not None:
+            # Token exposure queries and entity names need Vault; the API serves without it.
+            try:
+                vault = _vault_client(settings)
+            except Exception as exc:  # noqa: BLE001 - say why once, in one line
+                err.print(
+                    f"[yellow]warning:[/yellow] Vault unavailable ({type(exc).__name__}): "
+                    "token exposure and entity names are off"
+                )
         app = create_app(settings, auth=auth, vault_client=vault.hvac if vault else None)
     except AuthError as exc:
         err.print(f"[red]authentication setup failed:[/red] {exc}")
