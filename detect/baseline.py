@@ -61,7 +61,7 @@ def hour_of_week(ts: float) -> int:
     return (int(ts // 3600) + 72) % 168
 
 
-class Clock(msgspec.Struct, kw_only=True):
+class Clock(msgspec.Struct, kw_only=True, gc=False):
     """The forward-decay landmark and time constants shared by all counters of an engine."""
 
     t0: float
@@ -82,7 +82,7 @@ class Clock(msgspec.Struct, kw_only=True):
         return (ts - self.t0) / self.tau_short > _MAX_EXP
 
 
-class TopK(msgspec.Struct, kw_only=True):
+class TopK(msgspec.Struct, kw_only=True, gc=False):
     """Space-saving counter with two decayed counts per value and novelty tracking.
 
     ``items[value] = [long, short, error]`` where ``error`` is the count inherited on eviction
@@ -154,7 +154,7 @@ class TopK(msgspec.Struct, kw_only=True):
         return [(v, round(c[0] * scale_long, 3)) for v, c in best]
 
 
-class HourStats(msgspec.Struct, kw_only=True):
+class HourStats(msgspec.Struct, kw_only=True, gc=False):
     """Decayed moments of ``log1p(metric)`` over the identity's active hours."""
 
     s0: float = 0.0
@@ -183,7 +183,7 @@ class HourStats(msgspec.Struct, kw_only=True):
         self.s2 = [x * fs for x in self.s2]
 
 
-class Window(msgspec.Struct, kw_only=True):
+class Window(msgspec.Struct, kw_only=True, gc=False):
     """The identity's current event-time hour: what volume and the model look at."""
 
     hour: int = -1
@@ -203,7 +203,7 @@ class Window(msgspec.Struct, kw_only=True):
         return (self.events, len(self.reads), self.lists, self.errors)
 
 
-class Baseline(msgspec.Struct, kw_only=True):
+class Baseline(msgspec.Struct, kw_only=True, gc=False):
     """One identity's behavioural state."""
 
     key: str
@@ -215,7 +215,9 @@ class Baseline(msgspec.Struct, kw_only=True):
     learn_n: int = 0
     n: int = 0
     feats: dict[str, TopK] = msgspec.field(default_factory=dict)
-    how: list[float] = msgspec.field(default_factory=lambda: [0.0] * 168)
+    #: Decayed activity per hour-of-week (0..167). Sparse: most hours are never active, and a
+    #: dense list cost about 1.4 KB per identity. Snapshots from before hold a dense list.
+    how: dict[int, float] | list[float] = msgspec.field(default_factory=dict)
     how_total: float = 0.0
     hstats: HourStats = msgspec.field(default_factory=HourStats)
     window: Window = msgspec.field(default_factory=Window)
@@ -231,12 +233,29 @@ class Baseline(msgspec.Struct, kw_only=True):
     def rescale(self, fl: float, fs: float) -> None:
         for c in self.feats.values():
             c.rescale(fl, fs)
-        self.how = [x * fl for x in self.how]
+        self.how = {i: x * fl for i, x in self.hours().items()}
         self.how_total *= fl
         self.hstats.rescale(fs)
         self.day_s0 *= fs
         self.day_s1 *= fs
         self.day_s2 *= fs
+
+    def __post_init__(self) -> None:
+        self.hours()
+
+    def hours(self) -> dict[int, float]:
+        """The hour-of-week histogram, sparse (a dense list from an old snapshot is converted)."""
+        h = self.how
+        if isinstance(h, list):
+            h = self.how = {i: x for i, x in enumerate(h) if x}
+        return h
+
+    def hours_dense(self) -> list[float]:
+        """The hour-of-week histogram as 168 values."""
+        out = [0.0] * 168
+        for i, x in self.hours().items():
+            out[i] = x
+        return out
 
     def learning(
         self, now: float, learning_days: float, min_events: int, events: int, min_days: float
@@ -248,7 +267,7 @@ class Baseline(msgspec.Struct, kw_only=True):
         return not (self.learn_n >= events and age >= min_days)
 
 
-class GroupBaseline(msgspec.Struct, kw_only=True):
+class GroupBaseline(msgspec.Struct, kw_only=True, gc=False):
     """A peer group's (or the organisation's) counters and its members."""
 
     key: str

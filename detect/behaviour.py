@@ -28,6 +28,7 @@ peer group count; they never alert on their own (the engine enforces that).
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, NamedTuple
 
 import msgspec
@@ -62,6 +63,11 @@ _PRIOR_SD = (1.2, 1.0, 1.0, 1.0)
 _PRIOR_HOURS = 4.0
 _MIN_SD = 0.35
 _DAY_PRIOR_MEAN = math.log1p(3)
+#: Feature values (mounts, addresses, ``"op template"``) are stored once per identity that has
+#: seen them; sharing one string object between identities saves most of their memory.
+_intern = sys.intern
+_OP_TEMPLATES: dict[str, dict[str, str]] = {}
+_MAX_OP_TEMPLATES = 65_536
 
 
 class Signal(NamedTuple):
@@ -112,15 +118,23 @@ def extract(ev: AuditEvent, names: tuple[str, ...]) -> dict[str, str]:
     tpl = template_path(path, names)
     op = ev.operation or "?"
     mount = ev.mount_point or (path.split("/", 1)[0] + "/")
+    by_tpl = _OP_TEMPLATES.get(op)
+    if by_tpl is None:
+        by_tpl = _OP_TEMPLATES[op] = {}
+    op_tpl = by_tpl.get(tpl)
+    if op_tpl is None:
+        if len(by_tpl) >= _MAX_OP_TEMPLATES:
+            by_tpl.clear()
+        op_tpl = by_tpl[tpl] = f"{op} {tpl}"
     out = {
         "dir": directory_of(tpl),
         "area": area_of(tpl),
-        "op_template": f"{op} {tpl}",
-        "mount": mount,
+        "op_template": op_tpl,
+        "mount": _intern(mount),
     }
     ip = ev.remote_ip
     if ip:
-        out["address"] = ip
+        out["address"] = _intern(ip)
         out["subnet"] = subnet_of(ip)
     return out
 
@@ -276,9 +290,13 @@ class Behaviour:
             b.learn_n = 0
         prev = st.last_identity.get(key)
         if prev is None or prev.display_name != ident.display_name or prev.policies != ident.policies:
-            st.last_identity[key] = msgspec.structs.replace(ident, metadata=None)
+            # Identities are immutable and shared by the parser: keep the event's own when it
+            # carries no metadata (the common case) rather than a copy per identity.
+            st.last_identity[key] = (
+                ident if ident.metadata is None else msgspec.structs.replace(ident, metadata=None)
+            )
             b.names = own_names(ident.display_name)
-            g = group_key(ident)
+            g = _intern(group_key(ident))
             if g != b.group:
                 if b.group and b.group in st.groups and key in st.groups[b.group].members:
                     st.groups[b.group].members.remove(key)
@@ -357,7 +375,9 @@ class Behaviour:
             win = b.window = Window(hour=hour, first_ts=ts)
             if not learning:
                 self._time_signal(b, ts, signals)
-            b.how[hour_of_week(ts)] += wl
+            hist = b.hours()
+            how = hour_of_week(ts)
+            hist[how] = hist.get(how, 0.0) + wl
             b.how_total += wl
         day = int(ts // 86400)
         if day > b.day:
@@ -387,7 +407,7 @@ class Behaviour:
         if op == "list":
             win.lists += 1
         elif op == "read" and ev.outcome == "ok" and len(win.reads) < _MAX_READS:
-            win.reads.add(ev.path)
+            win.reads.add(_intern(ev.path))
         if ev.outcome in _ERRORS:
             win.errors += 1
         if new["op_template"]:
@@ -397,7 +417,7 @@ class Behaviour:
                 b.new_times.append(ts)
         ip = ev.remote_ip
         if ip and ip not in win.addresses and len(win.addresses) < 32:
-            win.addresses.append(ip)
+            win.addresses.append(_intern(ip))
         if ev.request_id and len(win.event_ids) < _MAX_IDS:
             win.event_ids.append(ev.request_id)
         self._volume(b, ws, learning, signals)
@@ -547,10 +567,11 @@ class Behaviour:
         how = hour_of_week(ts)
         # Cheap bound first: the tail includes this hour's own share (at least a quarter of its
         # histogram share), so a habitual hour can never be rare enough to report.
-        if 0.25 * b.how[how] >= b.how_total * 10 ** (-self.cfg.min_surprise):
+        mine = b.hours().get(how, 0.0)
+        if 0.25 * mine >= b.how_total * 10 ** (-self.cfg.min_surprise):
             return
         # Never more confident than "not once in all these hours" allows (rule of succession).
-        p = max(how_tail(b.how, how), 0.5 / (hours + 1.0))
+        p = max(how_tail(b.hours_dense(), how), 0.5 / (hours + 1.0))
         s = -math.log10(p)
         if s < self.cfg.min_surprise:
             return
@@ -564,7 +585,7 @@ class Behaviour:
                 label,
                 s,
                 f"active {label}",
-                f"{fmt_count(b.how[how] * sl)} of {fmt_count(hours)} active hours in this hour-of-week; "
+                f"{fmt_count(mine * sl)} of {fmt_count(hours)} active hours in this hour-of-week; "
                 f"p={p:.2g} ({self.cfg.long_horizon_days:.0f} d)",
             )
         )
@@ -705,7 +726,7 @@ class Behaviour:
             "mounts": feats["mount"],
             "addresses": feats["address"],
             "subnets": feats["subnet"],
-            "hour_of_week": [round(x * sl, 3) for x in b.how],
+            "hour_of_week": [round(x * sl, 3) for x in b.hours_dense()],
             "rate_per_active_hour": round(math.expm1(mean), 3) if b.hstats.hours else 0.0,
             "active_hours": b.hstats.hours,
             "error_rate": _error_rate(b),

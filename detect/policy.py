@@ -85,26 +85,6 @@ def _memo() -> Any:
     return field(default_factory=dict, init=False, repr=False, compare=False)
 
 
-def _identity_key(identity: Identity) -> tuple[Any, ...] | None:
-    """Everything role matching reads of ``identity``, hashable; None when metadata is not."""
-    md = identity.metadata
-    if md:
-        try:
-            md_key: Any = frozenset(md.items())
-        except TypeError:
-            return None
-    else:
-        md_key = None
-    return (
-        identity.kind,
-        identity.policies,
-        identity.entity_id,
-        identity.display_name,
-        identity.auth_mount,
-        md_key,
-    )
-
-
 class PolicyError(ConfigError):
     """The policy file cannot be read or is invalid; the message names the file and the entry."""
 
@@ -338,22 +318,44 @@ class AccessPolicy:
     deploy: DeployMarker = field(default_factory=DeployMarker)
     source: str = "<policy>"
     _roles: dict[tuple[Any, ...], Role | None] = _memo()
+    _reads: dict[str, Any] = _memo()
     _protected: dict[str, bool] = _memo()
     _housekeeping: dict[str, bool] = _memo()
     _rotation: dict[str, RotationClass | None] = _memo()
 
     def role_for(self, identity: Identity) -> Role | None:
         """The first role whose matchers recognise ``identity``, or None."""
-        key = _identity_key(identity)
-        if key is None:
-            return self._role_for(identity)
+        key = self._identity_key(identity)
         cache = self._roles
-        if key in cache:
-            return cache[key]
+        try:
+            if key in cache:
+                return cache[key]
+        except TypeError:  # unhashable metadata values: answer without the cache
+            return self._role_for(identity)
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
         role = cache[key] = self._role_for(identity)
         return role
+
+    def _identity_key(self, identity: Identity) -> tuple[Any, ...]:
+        # Only what some matcher reads, so that identities alike for the model (every service
+        # of one AppRole role) share one entry instead of one entry per entity.
+        reads = self._reads
+        if not reads:
+            ms = [m for r in self.roles for m in r.match]
+            reads["entity"] = any(m.entity_id is not None for m in ms)
+            reads["names"] = any(m.display_name is not None or m.auth_mount is not None for m in ms)
+            reads["metadata"] = tuple(sorted({k for m in ms for k, _ in m.metadata}))
+        md = identity.metadata or {}
+        names = reads["names"]
+        return (
+            identity.kind,
+            identity.policies,
+            identity.entity_id if reads["entity"] else None,
+            identity.display_name if names else None,
+            identity.auth_mount if names else None,
+            tuple(md.get(k) for k in reads["metadata"]),
+        )
 
     def _role_for(self, identity: Identity) -> Role | None:
         for role in self.roles:
