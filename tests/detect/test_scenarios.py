@@ -180,11 +180,6 @@ def test_engine_catches_every_scenario_kind(results: Results) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=False,
-    reason="engine above target: policy-change alerts medium on an admin's legitimate office-hours policy "
-    "writes (the developer policy update, the new hire's user policy); see test-artifacts/scenario-report.md",
-)
 def test_engine_false_alert_rate(results: Results) -> None:
     ev = _engine(results)
     assert ev.false_per_10k <= 0.05, (
