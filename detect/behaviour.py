@@ -693,6 +693,10 @@ class Behaviour:
 
     def close_idle(self, now: float) -> list[WindowRow]:
         """Close every window whose hour has passed at ``now`` (end of stream, quiet identities)."""
+        if not self.state.identities:
+            # Nothing to close; and before the first event the decay landmark is unset, so a
+            # weight at ``now`` could overflow.
+            return []
         hour = int(now // 3600)
         rows: list[WindowRow] = []
         _, ws = self.state.clock.weights(now)

@@ -130,8 +130,8 @@ class Engine:
     behavioural core is always on unless ``config["behaviour_enabled"]`` is false.
 
     >>> eng = Engine({"model_enabled": False}, detectors=[])
-    >>> eng.flush(0.0)
-    []
+    >>> eng.flush(0.0), eng.flush(1.8e9)
+    ([], [])
     """
 
     def __init__(
