@@ -176,6 +176,13 @@ def _learn(
     ws: float,
 ) -> None:
     # The hot path: an inlined TopK.observe (most values are already present).
+    # Counters of one identity mostly hold equal sums (every feature counts every event; a
+    # feature with one value counts it as often as in total). An equal result reuses the float
+    # object already made for it, which keeps one boxed float where there were up to a dozen.
+    pl: float | None = None
+    ps: float | None = None
+    nl: float | None = None
+    ns: float | None = None
     for f in which:
         v = values.get(f)
         if v is None:
@@ -183,14 +190,28 @@ def _learn(
         c = feats.get(f)
         if c is None:
             c = feats[f] = TopK(k=k[f])
-        c.tot_l += wl
-        c.tot_s += ws
+        tl = c.tot_l + wl
+        if tl == pl:
+            tl = pl
+        c.tot_l = pl = tl
+        ts = c.tot_s + ws
+        if ts == ps:
+            ts = ps
+        c.tot_s = ps = ts
         it = c.items.get(v)
         if it is None:
             c.insert(v, wl, ws)
+            if c.new_l == nl:
+                c.new_l = nl
+            nl = c.new_l
+            if c.new_s == ns:
+                c.new_s = ns
+            ns = c.new_s
         else:
-            it[0] += wl
-            it[1] += ws
+            il = it[0] + wl
+            it[0] = tl if il == tl else il
+            is_ = it[1] + ws
+            it[1] = ts if is_ == ts else is_
 
 
 def _first_use(feats: dict[str, TopK], f: str, v: str, k: int, wl: float, ws: float) -> None:
