@@ -55,7 +55,7 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     work = tmp_path_factory.mktemp("scenarios")
     server, url = traffic_server(work / "bao")
     t0 = time.monotonic()
@@ -88,7 +88,7 @@ class Results:
 
 
 @pytest.fixture(scope="module")
-def results(run: Run) -> Results:
+def results(scenario_run: Run) -> Results:
     engine: Any = None
     note = ""
     try:
@@ -97,8 +97,8 @@ def results(run: Run) -> Results:
         note = f"detect.engine not importable: {exc}"
     else:
         engine = Engine(seed=SEED)
-    report = evaluate(run.generated, run.events, engine=engine, seed=SEED)
-    report.timings = {**run.timings, **report.timings}
+    report = evaluate(scenario_run.generated, scenario_run.events, engine=engine, seed=SEED)
+    report.timings = {**scenario_run.timings, **report.timings}
     report.engine_note = note or report.engine_note
     text = report.markdown()
     REPORT.parent.mkdir(parents=True, exist_ok=True)
@@ -117,48 +117,48 @@ def _engine(results: Results) -> Evaluation:
 
 # -- the generated data is real and labelled -----------------------------------------------------
 @pytest.mark.integration
-def test_traffic_is_real_labelled_and_on_the_simulated_clock(run: Run) -> None:
-    gen = run.generated
+def test_traffic_is_real_labelled_and_on_the_simulated_clock(scenario_run: Run) -> None:
+    gen = scenario_run.generated
     assert 5_000 <= gen.requests <= 20_000
-    assert len(run.events) == gen.entries == len(run.labels)
+    assert len(scenario_run.events) == gen.entries == len(scenario_run.labels)
     # Every attack kind ran and is labelled with the request ids it made.
     assert set(gen.scenarios) == set(ATTACK_KINDS)
     for kind, sc in gen.scenarios.items():
         assert sc.request_ids, kind
         assert all(gen.labels[rid] == kind for rid in sc.request_ids)
     # Event time is simulated, ordered, and spans the weeks asked for.
-    ts = [e.ts for e in run.events]
+    ts = [e.ts for e in scenario_run.events]
     assert ts == sorted(ts)
     assert ts[-1] - ts[0] >= (DAYS - 1) * 86400
     # Identities speak from their own forwarded addresses; attack networks only in attacks.
-    addresses = {e.remote_ip for e in run.events if e.remote_ip}
+    addresses = {e.remote_ip for e in scenario_run.events if e.remote_ip}
     assert len(addresses) > 30
-    for ev, label in zip(run.events, run.labels, strict=True):
+    for ev, label in zip(scenario_run.events, scenario_run.labels, strict=True):
         if ev.remote_ip and ev.remote_ip.startswith(ATTACK_NETS):
             assert label in ATTACK_KINDS, (ev.request_id, label)
     # Weekends are quiet: humans (userpass) work on weekdays.
     human = [
         e
-        for e, lab in zip(run.events, run.labels, strict=True)
+        for e, lab in zip(scenario_run.events, scenario_run.labels, strict=True)
         if lab == BENIGN and "userpass" in (e.mount_point or "")
     ]
     weekend = [e for e in human if e.time.weekday() >= 5]
     assert human and len(weekend) < 0.05 * len(human)
     # Tokens are issued before they are used, on the simulated clock too.
-    for ev in run.events:
+    for ev in scenario_run.events:
         issued = ev.auth.token_issue_time
         if issued:
             assert datetime.fromisoformat(issued.replace("Z", "+00:00")).timestamp() <= ev.ts + 1
     # Nothing invented: the output is the server's own log, only its clock fields moved.
-    raw_lines = [ln for ln in run.raw.splitlines() if ln.strip()]
+    raw_lines = [ln for ln in scenario_run.raw.splitlines() if ln.strip()]
     with open(gen.path, "rb") as fh:
         new_lines = [ln for ln in fh.read().splitlines() if ln.strip()]
     assert len(raw_lines) == len(new_lines)
     for before, after in zip(raw_lines, new_lines, strict=True):
         assert _without_clock(before) == _without_clock(after)
     # The HMAC-disabled attack really leaked: the server wrote the canary in plaintext.
-    assert gen.canaries and all(c.encode() in run.raw for c in gen.canaries)
-    assert any(e.plaintext_fields for e in run.events)
+    assert gen.canaries and all(c.encode() in scenario_run.raw for c in gen.canaries)
+    assert any(e.plaintext_fields for e in scenario_run.events)
 
 
 def _without_clock(line: bytes) -> dict[str, Any]:
@@ -197,10 +197,10 @@ def test_engine_catches_single_event_attacks_on_the_trigger(results: Results) ->
 
 
 @pytest.mark.integration
-def test_no_canary_secret_in_any_alert(run: Run, results: Results) -> None:
+def test_no_canary_secret_in_any_alert(scenario_run: Run, results: Results) -> None:
     _engine(results)
     for blob in results.alerts_json:
-        for canary in run.generated.canaries:
+        for canary in scenario_run.generated.canaries:
             assert canary.encode() not in blob
 
 
