@@ -158,11 +158,15 @@ class HourStats(msgspec.Struct, kw_only=True, gc=False):
     """Decayed moments of ``log1p(metric)`` over the identity's active hours."""
 
     s0: float = 0.0
-    s1: list[float] = msgspec.field(default_factory=lambda: [0.0] * len(METRICS))
-    s2: list[float] = msgspec.field(default_factory=lambda: [0.0] * len(METRICS))
+    #: Empty until the first hour is added (many identities are seen within one hour only).
+    s1: list[float] = msgspec.field(default_factory=list)
+    s2: list[float] = msgspec.field(default_factory=list)
     hours: int = 0
 
     def add(self, values: tuple[int, ...], w: float) -> None:
+        if not self.s1:
+            self.s1 = [0.0] * len(METRICS)
+            self.s2 = [0.0] * len(METRICS)
         self.s0 += w
         self.hours += 1
         for i, v in enumerate(values):
@@ -171,7 +175,7 @@ class HourStats(msgspec.Struct, kw_only=True, gc=False):
             self.s2[i] += w * x * x
 
     def moments(self, i: int) -> tuple[float, float]:
-        if self.s0 <= 0:
+        if self.s0 <= 0 or not self.s1:
             return 0.0, 0.0
         mean = self.s1[i] / self.s0
         var = max(self.s2[i] / self.s0 - mean * mean, 0.0)
