@@ -28,6 +28,7 @@ True
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import msgspec
@@ -113,6 +114,9 @@ class TopK(msgspec.Struct, kw_only=True, gc=False):
     def insert(self, value: str, wl: float, ws: float) -> None:
         """Add a value that is not present (totals already counted), evicting the smallest if full."""
         items = self.items
+        # Values repeat across identities (mounts, paths, addresses): one shared string each.
+        if type(value) is str:  # sys.intern refuses str subclasses
+            value = sys.intern(value)
         self.new_l += wl
         self.new_s += ws
         if len(items) >= self.k:

@@ -63,8 +63,8 @@ _PRIOR_SD = (1.2, 1.0, 1.0, 1.0)
 _PRIOR_HOURS = 4.0
 _MIN_SD = 0.35
 _DAY_PRIOR_MEAN = math.log1p(3)
-#: Feature values (mounts, addresses, ``"op template"``) are stored once per identity that has
-#: seen them; sharing one string object between identities saves most of their memory.
+#: Strings kept in the state (paths, addresses) are interned where they are stored: sharing one
+#: object between identities saves most of their memory (counters intern their values too).
 _intern = sys.intern
 _OP_TEMPLATES: dict[str, dict[str, str]] = {}
 _MAX_OP_TEMPLATES = 65_536
@@ -130,11 +130,11 @@ def extract(ev: AuditEvent, names: tuple[str, ...]) -> dict[str, str]:
         "dir": directory_of(tpl),
         "area": area_of(tpl),
         "op_template": op_tpl,
-        "mount": _intern(mount),
+        "mount": mount,
     }
     ip = ev.remote_ip
     if ip:
-        out["address"] = _intern(ip)
+        out["address"] = ip
         out["subnet"] = subnet_of(ip)
     return out
 

@@ -242,6 +242,8 @@ class Engine:
     def _route(self, ev: AuditEvent) -> list[Detector]:
         """The detectors that can judge ``ev`` (by entry type, operation and outcome), in order."""
         dets = self.detectors
+        if not dets:
+            return dets
         ids = tuple(map(id, dets))
         if ids != self._routed_ids:
             # The list was replaced or changed in place: the routes no longer hold.
