@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["VaultAuth", "VaultClient", "VaultClientError", "renew_delay"]
+__all__ = ["VaultAuth", "VaultCalls", "VaultClient", "VaultClientError", "renew_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,49 @@ class _TokenState:
     history: list[str] = field(default_factory=list)
 
 
-class VaultClient:
+class VaultCalls:
+    """The Vault API calls vaultwatch makes, over an hvac client, with errors mapped to
+    :class:`VaultClientError` (no values in messages). :class:`VaultClient` is one; wrap an hvac
+    client that something else logged in (and will close) with ``VaultCalls(client)``."""
+
+    def __init__(self, client: Any, addr: str | None = None) -> None:
+        self._client = client
+        self._lock = threading.RLock()
+        self.addr = addr or str(getattr(getattr(client, "adapter", None), "base_uri", "") or "vault")
+
+    @property
+    def hvac(self) -> Any:
+        """The underlying hvac client (authenticated)."""
+        return self._client
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run an hvac call with the client lock held, mapping errors to VaultClientError."""
+        import hvac.exceptions
+        import requests
+
+        try:
+            with self._lock:
+                return fn(*args, **kwargs)
+        except hvac.exceptions.VaultError as exc:
+            raise VaultClientError(f"{getattr(fn, '__name__', 'vault call')}: {_safe_error(exc)}") from None
+        except (requests.RequestException, OSError) as exc:
+            raise VaultClientError(f"vault unreachable at {self.addr}: {type(exc).__name__}") from None
+
+    def audit_hash(self, device: str, value: str) -> str:
+        """HMAC of ``value`` as audit device ``device`` writes it (``sys/audit-hash``)."""
+        resp = self.call(self._client.sys.calculate_hash, path=device.rstrip("/"), input_to_hash=value)
+        h = resp.get("hash") or resp.get("data", {}).get("hash")
+        if not isinstance(h, str):
+            raise VaultClientError("sys/audit-hash returned no hash")
+        return h
+
+    def audit_devices(self) -> dict[str, dict[str, Any]]:
+        resp = self.call(self._client.sys.list_enabled_audit_devices)
+        data = resp.get("data", resp)
+        return {k: v for k, v in data.items() if isinstance(v, dict) and "type" in v}
+
+
+class VaultClient(VaultCalls):
     """An authenticated hvac client with automatic renewal. Use as a context manager or call
     :meth:`close` to stop the renewal thread.
 
@@ -108,19 +150,19 @@ class VaultClient:
         import hvac
 
         auth.validate()
-        self.addr = addr
+        # token="" so hvac never falls back to $VAULT_TOKEN or ~/.vault-token.
+        super().__init__(
+            hvac.Client(url=addr, token="", namespace=namespace, verify=verify, timeout=timeout), addr
+        )
         self.auth = auth
         self.namespace = namespace
         self._clock = clock
         self._rng = rng or random.Random()
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
-        self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.state = _TokenState()
-        # token="" so hvac never falls back to $VAULT_TOKEN or ~/.vault-token.
-        self._client = hvac.Client(url=addr, token="", namespace=namespace, verify=verify, timeout=timeout)
         self._token_file_mtime: float | None = None
 
     def __repr__(self) -> str:
@@ -249,38 +291,6 @@ class VaultClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- calls ---------------------------------------------------------------------------------
-    @property
-    def hvac(self) -> Any:
-        """The underlying hvac client (authenticated)."""
-        return self._client
-
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run an hvac call with the client lock held, mapping errors to VaultClientError."""
-        import hvac.exceptions
-        import requests
-
-        try:
-            with self._lock:
-                return fn(*args, **kwargs)
-        except hvac.exceptions.VaultError as exc:
-            raise VaultClientError(f"{getattr(fn, '__name__', 'vault call')}: {_safe_error(exc)}") from None
-        except (requests.RequestException, OSError) as exc:
-            raise VaultClientError(f"vault unreachable at {self.addr}: {type(exc).__name__}") from None
-
-    def audit_hash(self, device: str, value: str) -> str:
-        """HMAC of ``value`` as audit device ``device`` writes it (``sys/audit-hash``)."""
-        resp = self.call(self._client.sys.calculate_hash, path=device.rstrip("/"), input_to_hash=value)
-        h = resp.get("hash") or resp.get("data", {}).get("hash")
-        if not isinstance(h, str):
-            raise VaultClientError("sys/audit-hash returned no hash")
-        return h
-
-    def audit_devices(self) -> dict[str, dict[str, Any]]:
-        resp = self.call(self._client.sys.list_enabled_audit_devices)
-        data = resp.get("data", resp)
-        return {k: v for k, v in data.items() if isinstance(v, dict) and "type" in v}
 
 
 def _read_secret_file(path: str | None, what: str) -> str:

@@ -10,8 +10,6 @@ client ``create_app`` was given, and never logged, stored or echoed. Without a c
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from ..deps import Analyst, AppContext, Ctx, Viewer, epoch_of, request_id_of
 from ..schemas import AUTH_RESPONSES
 
-__all__ = ["router", "HvacVault", "TokenExposureRequest", "as_vault", "path_exposure", "token_exposure"]
+__all__ = ["router", "TokenExposureRequest", "as_vault", "path_exposure", "token_exposure"]
 
 log = logging.getLogger(__name__)
 
@@ -32,57 +30,12 @@ VAULT_KEY = "vault"
 NO_VAULT = "no Vault/OpenBao client is configured: token exposure needs one to compute audit HMACs"
 
 
-class HvacVault:
-    """The :class:`vaultwatch.vault.VaultClient` surface (``hvac``, ``call``, ``audit_hash``,
-    ``audit_devices``) over an hvac client someone else logged in and will close."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._lock = threading.RLock()
-        self.addr = str(getattr(getattr(client, "adapter", None), "base_uri", "") or "vault")
-
-    @property
-    def hvac(self) -> Any:
-        """The hvac client."""
-        return self._client
-
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run an hvac call under a lock, mapping its errors to ``VaultClientError`` (no values)."""
-        import hvac.exceptions
-        import requests
-
-        from vaultwatch.vault import VaultClientError
-
-        try:
-            with self._lock:
-                return fn(*args, **kwargs)
-        except hvac.exceptions.VaultError as exc:
-            errors = "; ".join(str(e) for e in (getattr(exc, "errors", None) or []))[:300]
-            name = getattr(fn, "__name__", "vault call")
-            raise VaultClientError(f"{name}: {type(exc).__name__}: {errors}") from None
-        except (requests.RequestException, OSError) as exc:
-            raise VaultClientError(f"vault unreachable at {self.addr}: {type(exc).__name__}") from None
-
-    def audit_hash(self, device: str, value: str) -> str:
-        """HMAC of ``value`` as audit device ``device`` writes it."""
-        from vaultwatch.vault import VaultClientError
-
-        resp = self.call(self._client.sys.calculate_hash, path=device.rstrip("/"), input_to_hash=value)
-        h = resp.get("hash") or resp.get("data", {}).get("hash")
-        if not isinstance(h, str):
-            raise VaultClientError("sys/audit-hash returned no hash")
-        return h
-
-    def audit_devices(self) -> dict[str, dict[str, Any]]:
-        """The enabled audit devices by path."""
-        resp = self.call(self._client.sys.list_enabled_audit_devices)
-        data = resp.get("data", resp)
-        return {k: v for k, v in data.items() if isinstance(v, dict) and "type" in v}
-
-
 def as_vault(client: Any) -> Any:
-    """``client`` if it already is a ``VaultClient`` (has ``audit_hash``), else an :class:`HvacVault`."""
-    return client if hasattr(client, "audit_hash") and hasattr(client, "call") else HvacVault(client)
+    """``client`` if it already is a ``VaultClient`` (has ``audit_hash``), else a
+    :class:`~vaultwatch.vault.VaultCalls` over the hvac client (which its owner logged in and closes)."""
+    from vaultwatch.vault import VaultCalls
+
+    return client if hasattr(client, "audit_hash") and hasattr(client, "call") else VaultCalls(client)
 
 
 class TokenExposureRequest(BaseModel):
