@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -65,38 +66,35 @@ def topic() -> str:
     return f"vault-audit-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose connections use a fresh schema (dropped at the end)."""
+@contextmanager
+def _pg_schema(prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL schema; yields a URL whose connections use it; drops it after."""
     import sqlalchemy as sa
 
-    schema = f"vw_test_{uuid.uuid4().hex[:10]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     engine = sa.create_engine(PG_BASE)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     except Exception as exc:  # noqa: BLE001
         pytest.fail(f"PostgreSQL at {PG_BASE} is required for the store tests: {exc}")
-    url = f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    yield url
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
+    try:
+        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose connections use a schema of this test session (dropped at the end)."""
+    with _pg_schema("vw_test") as url:
+        yield url
 
 
 @pytest.fixture
 def pg_fresh_url() -> Iterator[str]:
     """Like ``pg_url`` but with a schema of this test's own: its tables start empty."""
-    import sqlalchemy as sa
-
-    schema = f"vw_t_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(PG_BASE)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"PostgreSQL at {PG_BASE} is required: {exc}")
-    yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
+    with _pg_schema("vw_t") as url:
+        yield url
