@@ -12,13 +12,28 @@ injected attacks (the target is at most 0.05 false medium+ alerts per 10k benign
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from .errors import ConfigError
 
 __all__ = ["DetectConfig"]
+
+
+_S = TypeVar("_S", bound=msgspec.Struct)
+
+
+def convert_known(cls: type[_S], data: dict[str, Any] | None, what: str) -> _S:
+    """``cls`` built from the keys of ``data`` it declares (other detectors own the rest);
+    a bad value raises :class:`~detect.errors.ConfigError` naming the setting."""
+    if not data:
+        return cls()
+    known = {k: v for k, v in data.items() if k in cls.__struct_fields__}
+    try:
+        return msgspec.convert(known, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid {what}: {exc}") from None
 
 
 class DetectConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,13 +105,7 @@ class DetectConfig(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> DetectConfig:
         """Build from a mapping, ignoring keys that other detectors own."""
-        if not data:
-            return cls()
-        known = {k: v for k, v in data.items() if k in cls.__struct_fields__}
-        try:
-            cfg = msgspec.convert(known, cls, strict=False)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(f"invalid detection setting: {exc}") from None
+        cfg = convert_known(cls, data, "detection setting")
         if cfg.short_horizon_days <= 0 or cfg.long_horizon_days <= cfg.short_horizon_days:
             raise ConfigError("horizons must satisfy 0 < short_horizon_days < long_horizon_days")
         if cfg.risk_threshold <= 0 or cfg.risk_half_life_hours <= 0:

@@ -27,6 +27,7 @@ from alerts.model import Reason
 from ingest.event import AuditEvent, Identity
 from ingest.identity import login_target
 
+from .config import convert_known
 from .errors import ConfigError
 from .policy import (
     AccessModelDetector,
@@ -107,13 +108,7 @@ class RulesConfig(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RulesConfig:
         """Build from a mapping, ignoring keys that other detectors own."""
-        if not data:
-            return cls()
-        known = {k: v for k, v in data.items() if k in cls.__struct_fields__}
-        try:
-            cfg = msgspec.convert(known, cls, strict=False)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(f"invalid rule setting: {exc}") from None
+        cfg = convert_known(cls, data, "rule setting")
         for fname in cls.__struct_fields__:
             value = getattr(cfg, fname)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
