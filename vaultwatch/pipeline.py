@@ -151,6 +151,7 @@ class Worker:
         self.last_progress_at: float = clock()
         self.stats: dict[str, int] = defaultdict(int)
         self._verdicts_at = 0.0
+        self._verdicts_seen_at = 0.0
         self._lag: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
 
@@ -338,7 +339,10 @@ class Worker:
         """
         floor = min(st.verdict_id for st in self.parts.values())
         try:
-            records = [v for v in self.store.verdicts_since(0.0) if v.id > floor]
+            # Read from a little before the newest verdict seen (API servers' clocks differ);
+            # the per-partition id watermark makes re-reading harmless.
+            since = max(0.0, self._verdicts_seen_at - 300.0) if floor else 0.0
+            records = [v for v in self.store.verdicts_since(since) if v.id > floor]
         except StoreError as exc:
             log.warning("cannot read verdicts: %s", exc)
             return
@@ -355,6 +359,8 @@ class Worker:
                     log.warning("verdict %d on %s not applied: %s", v.id, v.alert_id, type(exc).__name__)
                 st.dirty = True
                 self.stats["verdicts"] += 1
+        if records:
+            self._verdicts_seen_at = max(self._verdicts_seen_at, max(v.at for v in records))
         for st in self.parts.values():
             if records:
                 st.verdict_id = max(st.verdict_id, records[-1].id)
