@@ -206,4 +206,25 @@ def periodic_tasks(s: Settings, worker: Any, *, metrics: Any = None, vault: Any 
             return monitor.alerts(now, ages)
 
         tasks.append(PeriodicTask("rotation-metadata", 600.0, rotation))
+    for period in s.reports.periods:
+        tasks.append(PeriodicTask(f"report-{period}", 3600.0, _report_task(s, period)))
     return tasks
+
+
+def _report_task(s: Settings, period: str) -> Any:
+    """Render the last complete ``period`` once, when its report does not exist yet."""
+    from datetime import UTC, datetime
+
+    def render(now: float) -> None:
+        from .report import period_for, render_scheduled
+
+        when = datetime.fromtimestamp(now, UTC)
+        out = s.reports.directory(s.archive)
+        if (out / "reports" / period_for(period, when).id / "report.json").exists():
+            return
+        result = render_scheduled(
+            s, period, when, out=out, check_path=s.reports.check_json, notify=s.reports.notify
+        )
+        log.info("audit review report %s written to %s", result.period.id, result.directory)
+
+    return render

@@ -298,6 +298,24 @@ class VaultConfig(_Section):
         return v.rstrip("/")
 
 
+class ReportsConfig(_Section):
+    """Audit review reports that ``vaultwatch run`` renders on a schedule.
+
+    Each listed period is rendered once, shortly after it ends, under ``<out>/reports/<id>/``
+    (``out`` defaults to the archive directory's parent, where ``vaultwatch report`` and the API
+    look too); ``notify`` lists outbox endpoints (``receiver/kind/index``) to announce it to.
+    """
+
+    periods: list[Literal["daily", "weekly", "monthly"]] = Field(default_factory=list)
+    out: Path | None = None
+    notify: list[str] = Field(default_factory=list)
+    check_json: Path | None = None
+
+    def directory(self, archive: ArchiveConfig) -> Path:
+        """The base directory reports go under (``<it>/reports/<period-id>``)."""
+        return self.out if self.out is not None else archive.path.parent
+
+
 class MetricsConfig(_Section):
     """Prometheus metrics: served by the API at ``/metrics``, or on their own ``port``."""
 
@@ -351,6 +369,7 @@ class Settings(BaseSettings):
     vault: VaultConfig | None = None
     channels: dict[str, Any] = Field(default_factory=dict)
     routes: dict[str, Any] = Field(default_factory=dict)
+    reports: ReportsConfig = Field(default_factory=ReportsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

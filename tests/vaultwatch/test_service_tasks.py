@@ -3,6 +3,7 @@ the last write taken from the event archive, stored through the worker's normal 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -94,3 +95,56 @@ def test_a_failing_task_never_stops_the_worker(tmp_path: Path) -> None:
     worker.process_batch([])
     assert worker.tasks[0].failures == 2
     store.close()
+
+
+def test_scheduled_daily_report_is_rendered_once(openbao: Any, tmp_path: Path) -> None:
+    import msgspec
+
+    from vaultwatch.commands.demo import drive_traffic, setup_org
+
+    drive_traffic(openbao, setup_org(openbao.client()), 3)
+    now = time.time()
+    yesterday = (now // 86400 - 1) * 86400 + 10 * 3600  # 10:00 UTC yesterday
+    archive = EventArchive(tmp_path / "var" / "archive")
+    parser, dedup = Parser(), Deduplicator()
+    events = [
+        e
+        for e in (parser.parse(line) for line in openbao.audit_log.read_bytes().splitlines())
+        if not dedup.is_duplicate(e)
+    ]
+    shift = yesterday - events[0].ts
+    from datetime import UTC, datetime
+
+    for ev in events:
+        ts = ev.ts + shift
+        archive.append(msgspec.structs.replace(ev, ts=ts, time=datetime.fromtimestamp(ts, UTC)))
+    archive.flush()
+    cfg = tmp_path / "vw.toml"
+    cfg.write_text(f"""
+[store]
+url = "sqlite:///{tmp_path / "var" / "vw.db"}"
+[archive]
+path = "{tmp_path / "var" / "archive"}"
+[reports]
+periods = ["daily"]
+""")
+    settings = load_settings(cfg)
+    store = Store(settings.store.url)
+    store.migrate()
+    worker = Worker(
+        WorkerConfig(), source_factory=lambda **k: None, store=store, archive=archive, clock=lambda: now
+    )
+    try:
+        (task,) = [t for t in periodic_tasks(settings, worker) if t.name == "report-daily"]
+        task.fn(now)
+        day = datetime.fromtimestamp(yesterday, UTC).date().isoformat()
+        folder = tmp_path / "var" / "reports" / f"daily-{day}"
+        assert {p.name for p in folder.iterdir()} >= {"report.html", "report.pdf", "report.json"}
+        data = json.loads((folder / "report.json").read_text())
+        assert 0 < data["summary"]["events"] <= len(events)  # the day's events, from the archive
+        stamp = (folder / "report.json").stat().st_mtime_ns
+        task.fn(now + 60)  # already there: not rendered again
+        assert (folder / "report.json").stat().st_mtime_ns == stamp
+    finally:
+        archive.close()
+        store.close()

@@ -60,11 +60,15 @@ class ReportInfo(BaseModel):
 
 
 def reports_dir(ctx: AppContext) -> Path:
-    """Where the reports are: ``<archive path parent>/reports`` (``ctx.extra["reports_dir"]`` wins)."""
+    """Where the reports are: ``<[reports] out, else archive path parent>/reports``
+    (``ctx.extra["reports_dir"]`` wins)."""
     override = ctx.extra.get("reports_dir")
     if override is not None:
         return Path(override)
+    reports = getattr(ctx.settings, "reports", None)
     archive = getattr(ctx.settings, "archive", None)
+    if reports is not None and archive is not None:
+        return Path(reports.directory(archive)) / "reports"
     base = Path(archive.path) if archive is not None else Path("./var/archive")
     return base.parent / "reports"
 
