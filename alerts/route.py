@@ -111,6 +111,14 @@ class Integration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     channel: str
     name: str = "0"
+    #: Also notify when an alert of the group is acknowledged, resolved or marked a false
+    #: positive (like Alertmanager's ``send_resolved``). None: on for PagerDuty, whose incidents
+    #: follow the alert's status, off for the others.
+    send_status: bool | None = None
+
+    @property
+    def sends_status(self) -> bool:
+        return self.send_status if self.send_status is not None else self.channel == "pagerduty"
 
     @property
     def key(self) -> str:
@@ -269,13 +277,14 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
     content_hash: str
     sequence: int
     alerts: tuple[Alert, ...]
+    status: str = "firing"  # "changed": alerts whose status moved on (each carries its own)
 
     def payload(self) -> dict[str, Any]:
         """The outbox payload: ``{"group_key", "receiver", "status", "alerts": [alert/v1 dicts]}``."""
         return {
             "group_key": self.group_key,
             "receiver": self.receiver,
-            "status": "firing",
+            "status": self.status,
             "alerts": [a.to_dict() for a in self.alerts],
         }
 
@@ -303,6 +312,8 @@ class _Group:
     labels: dict[str, str]
     next_flush: float
     alerts: dict[str, Alert] = field(default_factory=dict)
+    #: Alerts acknowledged out of the group, followed until they resolve (for status followers).
+    followed: dict[str, Alert] = field(default_factory=dict)
 
 
 def _content_hash(alert_ids: Sequence[str]) -> str:
@@ -402,7 +413,7 @@ class Router:
     def _tick(self, now: float, tx: Transaction) -> list[Notification]:
         if not any(g.next_flush <= now for g in self._groups.values()):
             return []
-        self._refresh(now, tx)
+        changed = self._refresh(now, tx)
         firing = {a.id: a for g in self._groups.values() for a in g.alerts.values()}
         inhibited = self._inhibited(firing.values())
         silences = tx.list_silences(active_at=now)
@@ -413,7 +424,7 @@ class Router:
         for key in due:
             group = self._groups[key]
             group.next_flush = now + group.node.group_interval
-            if not group.alerts:
+            if not group.alerts and not group.followed:
                 del self._groups[key]
                 continue
             # Most severe first: channels that show only the top few alerts show these.
@@ -423,17 +434,18 @@ class Router:
                 key=lambda a: (-severity_rank(a.severity), -a.score, a.id),
             )
             out.extend(self._notify(group, visible, now, sent, records))
+        out.extend(self._status_changes(changed))
         if out:
             tx.nflog_record(*records)
             tx.enqueue([n.to_outbox() for n in out], now=now)
             log.info("enqueued %d notifications", len(out))
         return out
 
-    def _refresh(self, now: float, tx: Transaction) -> None:
+    def _refresh(self, now: float, tx: Transaction) -> list[tuple[_Group, Alert]]:
         # The store is the authority: statuses change through the API (acknowledge, resolve) and
         # repeats of an alert merge there (count, last seen, event ids), so notifications carry
         # the stored version. Alerts the store does not hold stay as ingested.
-        ids = sorted({i for g in self._groups.values() for i in g.alerts})
+        ids = sorted({i for g in self._groups.values() for i in (*g.alerts, *g.followed)})
         stored: dict[str, Alert] = {}
         a = t.alerts
         for chunk in range(0, len(ids), 500):
@@ -443,14 +455,53 @@ class Router:
             for r in rows:
                 alert = msgspec.json.decode(r.alert_json, type=Alert)
                 stored[r.id] = msgspec.structs.replace(alert, status=r.status)
+        changed: list[tuple[_Group, Alert]] = []
         for group in self._groups.values():
             for alert_id, alert in list(group.alerts.items()):
                 current = stored.get(alert_id, alert)
                 stale = now - to_epoch(current.last_seen) > self.resolve_timeout
                 if stale or current.status != "open":
                     del group.alerts[alert_id]
+                    if current.status != "open":
+                        changed.append((group, current))
+                        if current.status == "acknowledged":
+                            group.followed[alert_id] = current
                 else:
                     group.alerts[alert_id] = current
+            for alert_id, seen in list(group.followed.items()):
+                now_stored = stored.get(alert_id)
+                if now_stored is None or now_stored.status == seen.status:
+                    continue
+                changed.append((group, now_stored))
+                if now_stored.status == "acknowledged":
+                    group.followed[alert_id] = now_stored
+                else:  # resolved, false positive, suppressed, or reopened: no longer followed
+                    del group.followed[alert_id]
+        return changed
+
+    @staticmethod
+    def _status_changes(changed: list[tuple[_Group, Alert]]) -> Iterator[Notification]:
+        """One notification per alert whose status moved on, to integrations that follow status.
+
+        The message id names the alert and its new status, so a restart or a repeated tick
+        enqueues it once (the outbox ignores a repeated id)."""
+        for group, alert in changed:
+            receiver = group.node.receiver
+            for integration in receiver.integrations:
+                if not integration.sends_status:
+                    continue
+                content = _content_hash([f"{alert.id}:{alert.status}"])
+                yield Notification(
+                    group_key=group.key,
+                    receiver=receiver.name,
+                    integration=integration,
+                    endpoint=f"{receiver.name}/{integration.key}",
+                    message_id=_message_id(group.key, receiver.name, integration.key, content, 0),
+                    content_hash=content,
+                    sequence=0,
+                    alerts=(alert,),
+                    status="changed",
+                )
 
     def _inhibited(self, alerts: Iterable[Alert]) -> set[str]:
         labelled = [(a.id, labels_of(a)) for a in alerts]
