@@ -189,7 +189,8 @@ class Parser:
             port = req.remote_port
         error = entry.error or None
         token = auth.client_token
-        if token:
+        # Only an HMAC names one token; a redacted plaintext token ([REDACTED]) names none.
+        if token and token.startswith("hmac-sha256:"):
             ck = (token, auth.accessor, req.client_id, raw_path.startswith("auth/") and "/login" in raw_path)
             identity = self._identities.get(ck)
             if identity is None:
