@@ -6,7 +6,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.errors import ParseError
 from ingest.event import AuditEvent
 
 __all__ = ["Summary"]
@@ -43,13 +42,11 @@ class Summary:
         if self.last_ts is None or ev.ts > self.last_ts:
             self.last_ts = ev.ts
 
-    def add_duplicate(self) -> None:
-        self.lines += 1
-        self.duplicates += 1
-
-    def add_failure(self, err: ParseError) -> None:
-        self.lines += 1
-        self.failures[err.reason] += 1
+    def add_skipped(self, *, duplicates: int, failures: Counter[str]) -> None:
+        """Count lines that became no event: duplicates dropped, and parse failures by reason."""
+        self.duplicates += duplicates
+        self.failures.update(failures)
+        self.lines += duplicates + sum(failures.values())
 
     def to_dict(self, top: int = 20) -> dict[str, Any]:
         kinds = Counter(self.identity_kinds.values())

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import IO, cast
+from collections import Counter
 
 from ingest.dedup import Deduplicator
-from ingest.errors import ParseError
+from ingest.errors import SourceError
 from ingest.parse import DEFAULT_MAX_LINE_BYTES, Parser
 from ingest.quarantine import FileQuarantine, MemoryQuarantine, Quarantine
 
@@ -44,51 +41,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=int, default=15, help="how many identities to list (default 15)")
 
 
-def _files(paths: list[str]) -> Iterator[Path | None]:
-    for raw in paths:
-        if raw == "-":
-            yield None
-            continue
-        p = Path(raw)
-        if p.is_dir():
-            yield from sorted(f for f in p.iterdir() if f.is_file())
-        elif p.exists():
-            yield p
-        else:
-            raise FileNotFoundError(raw)
-
-
-def _open(p: Path | None) -> IO[bytes]:
-    if p is None:
-        return sys.stdin.buffer
-    if p.suffix == ".gz":
-        return cast(IO[bytes], gzip.open(p, "rb"))
-    return open(p, "rb")  # noqa: SIM115 - closed by the caller
-
-
 def summarise(
-    paths: list[str], parser: Parser, quarantine: Quarantine, summary: Summary | None = None
+    paths: list[str],
+    parser: Parser,
+    quarantine: Quarantine,
+    summary: Summary | None = None,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Summary:
-    """Read every line of ``paths`` into a :class:`Summary`, quarantining what fails to parse."""
+    """Read every entry of ``paths`` (files, ``.gz``, directories, ``-`` for stdin) into a
+    :class:`Summary` through the ingest pipeline; what fails to parse goes to ``quarantine``."""
+    from ingest.pipeline import iter_events
+    from ingest.sources.file import FileSource
+    from ingest.sources.stdin import StdinSource
+
     summary = summary or Summary()
     dedup = Deduplicator()
-    for path in _files(paths):
-        name = "stdin" if path is None else str(path)
-        with _open(path) as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.rstrip(b"\r\n")
-                if not line.strip():
-                    continue
-                try:
-                    ev = parser.parse(line, source=name)
-                except ParseError as err:
-                    quarantine.put(line, err, source=name, position=f"line {lineno}")
-                    summary.add_failure(err)
-                    continue
-                if dedup.is_duplicate(ev):
-                    summary.add_duplicate()
-                else:
-                    summary.add_event(ev)
+    before = Counter(quarantine.counts)
+    for raw in paths:
+        source = (
+            StdinSource(max_line_bytes=max_line_bytes)
+            if raw == "-"
+            else FileSource(raw, max_line_bytes=max_line_bytes)
+        )
+        for ev in iter_events(source, parser=parser, quarantine=quarantine, dedup=dedup):
+            summary.add_event(ev)
+    failures = Counter(quarantine.counts)
+    failures.subtract(before)
+    summary.add_skipped(duplicates=dedup.duplicates, failures=+failures)
     return summary
 
 
@@ -99,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
     quarantine: Quarantine = FileQuarantine(args.quarantine) if args.quarantine else MemoryQuarantine()
     err = console(stderr=True)
     try:
-        summary = summarise(args.paths, parser, quarantine)
-    except FileNotFoundError as exc:
-        err.print(f"[red]error:[/red] no such file or directory: {exc}")
+        summary = summarise(args.paths, parser, quarantine, max_line_bytes=args.max_line_bytes)
+    except SourceError as exc:
+        err.print(f"[red]error:[/red] {exc}")
         return 2
     except OSError as exc:
         err.print(f"[red]error:[/red] cannot read input: {exc.strerror or exc}")
