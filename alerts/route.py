@@ -53,7 +53,7 @@ import sqlalchemy as sa
 
 from alerts import schema as t
 from alerts.errors import RouteConfigError, SilenceError
-from alerts.model import SEVERITIES, Alert, severity_rank
+from detect.alert import SEVERITIES, Alert, severity_rank
 from alerts.silence import Matcher, Silence, labels_of, matches_all, parse_matchers
 from alerts.store import NflogEntry, OutboxEntry, Transaction, to_epoch
 

@@ -23,7 +23,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from alerts.errors import SilenceError
-from alerts.model import Alert
+from detect.alert import Alert
 
 __all__ = ["OPERATORS", "Matcher", "Silence", "labels_of", "parse_matcher", "parse_matchers", "matches_all"]
 

@@ -17,7 +17,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from alerts.model import Alert
+from detect.alert import Alert
 from bench.common import real_openbao_log, scaled_lines
 from detect.engine import Engine
 from ingest.event import AuditEvent

@@ -6,7 +6,7 @@ injected seed. The public surface::
     from detect import Engine
     engine = Engine(config, seed=0)            # behaviour + detect.rules.default_rules(config)
     for event in events:
-        for alert in engine.process(event):    # new or updated alerts.model.Alert objects
+        for alert in engine.process(event):    # new or updated detect.alert.Alert objects
             ...
     engine.flush(now)                          # time-driven work at the end of a stream
 """

@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import msgspec
 
-from alerts.model import MAX_EVENT_IDS, Alert, AlertIdentity, Severity, alert_id
+from detect.alert import MAX_EVENT_IDS, Alert, AlertIdentity, Severity, alert_id
 from ingest.event import AuditEvent, Identity
 
 from .behaviour import Behaviour, BehaviourState, Signal, WindowRow

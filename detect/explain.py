@@ -1,4 +1,4 @@
-"""Explanations: turn signal contributions into 1-5 ranked :class:`~alerts.model.Reason` objects.
+"""Explanations: turn signal contributions into 1-5 ranked :class:`~detect.alert.Reason` objects.
 
 A reason says what was observed against what is typical, with its window, e.g.
 ``first read of secret/data/logos/pxl-core/runtime/* by this identity`` against
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from alerts.model import Reason
+from detect.alert import Reason
 
 from .risk import Contribution
 

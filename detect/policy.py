@@ -33,7 +33,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, ClassVar, Final, NamedTuple
 
-from alerts.model import Reason
+from detect.alert import Reason
 from ingest.event import AuditEvent, Identity
 
 from .errors import ConfigError

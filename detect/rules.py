@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Final
 
 import msgspec
 
-from alerts.model import Reason
+from detect.alert import Reason
 from ingest.event import AuditEvent, Identity
 from ingest.identity import login_target
 

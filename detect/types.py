@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from alerts.model import Reason
+from detect.alert import Reason
 from ingest.event import AuditEvent, Identity
 
 __all__ = ["Finding", "Detector", "DetectContext", "BaselineView", "FAMILIES"]

@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from alerts.model import Alert
+from detect.alert import Alert
 from alerts.store import Store, to_epoch
 from ingest.event import AuditEvent
 

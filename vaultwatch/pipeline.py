@@ -41,7 +41,7 @@ from typing import Any
 import msgspec
 
 from alerts.errors import StoreError
-from alerts.model import Alert
+from detect.alert import Alert
 from detect.engine import Engine
 from ingest.errors import ParseError, ShipError, SourceError
 from ingest.parse import Parser

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
-from alerts.model import Alert, AlertIdentity, Reason, alert_id
+from detect.alert import Alert, AlertIdentity, Reason, alert_id
 from detect.policy import AccessPolicy, RotationClass, default_policy
 
 __all__ = ["SecretAge", "RotationMonitor", "human"]

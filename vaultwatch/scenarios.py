@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alerts.model import Alert, severity_rank
+from detect.alert import Alert, severity_rank
 from ingest.event import AuditEvent
 
 from .traffic import BENIGN, SETUP, GeneratedLog, Scenario

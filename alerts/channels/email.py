@@ -73,7 +73,7 @@ def render_email(
 
 
 def _rank(sev: str) -> int:
-    from alerts.model import severity_rank
+    from detect.alert import severity_rank
 
     return severity_rank(sev)
 

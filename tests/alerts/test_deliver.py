@@ -26,7 +26,7 @@ from alerts.deliver import (
     classify_status,
     parse_retry_after,
 )
-from alerts.model import Alert, AlertIdentity, Reason, alert_id
+from detect.alert import Alert, AlertIdentity, Reason, alert_id
 from alerts.outbox import OutboxItem
 from alerts.secrets import Secret, SecretResolver
 from alerts.ssrf import Guard

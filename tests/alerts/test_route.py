@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from alerts.errors import RouteConfigError
-from alerts.model import Alert, AlertIdentity
+from detect.alert import Alert, AlertIdentity
 from alerts.route import Notification, Router, RouterConfig, parse_duration
 from alerts.store import Store, to_epoch
 

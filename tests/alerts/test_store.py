@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from alerts import schema
 from alerts.errors import AlertNotFound, InvalidTransition, SilenceError, StoreError
-from alerts.model import MAX_EVENT_IDS, Alert, AlertIdentity
+from detect.alert import MAX_EVENT_IDS, Alert, AlertIdentity
 from alerts.outbox import Outbox
 from alerts.store import VERSION_TABLE, AlertQuery, OutboxEntry, Store, merge_occurrences, to_epoch
 

@@ -17,7 +17,7 @@ from alerts.channels.syslog import (
     format_record,
     frame_octet_counting,
 )
-from alerts.model import AlertIdentity, Reason
+from detect.alert import AlertIdentity, Reason
 from alerts.ssrf import Guard
 from tests.alerts.receivers import (
     ParseFailure,

@@ -23,7 +23,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from alerts.model import Alert
+from detect.alert import Alert
 from alerts.store import Store
 from vaultwatch.api import AuthConfig, create_app
 from vaultwatch.api.auth import generate_pem, hash_api_key, hash_password

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from alerts.model import Alert, Reason
+from detect.alert import Alert, Reason
 from detect.engine import Engine
 from detect.errors import VerdictError
 from detect.types import Finding

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from alerts.model import SCHEMA, decode_alert
+from detect.alert import SCHEMA, decode_alert
 from detect.engine import Engine
 from ingest.quarantine import FileQuarantine
 from vaultwatch.cli import main

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alerts.model import SEVERITIES
+from detect.alert import SEVERITIES
 from detect.errors import ConfigError
 from detect.rules import (
     AuditTampering,

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from alerts.model import Alert, AlertIdentity, encode_alert
+from detect.alert import Alert, AlertIdentity, encode_alert
 from ingest.event import AuditEvent
 from ingest.parse import Parser
 from vaultwatch.scenarios import Evaluation, NaiveAlert, Scorer, evaluate, render, score_naive

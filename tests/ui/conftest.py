@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from alerts.model import Alert
+from detect.alert import Alert
 from alerts.store import Store
 from detect.engine import Engine
 from ingest.dedup import Deduplicator

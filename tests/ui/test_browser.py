@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from alerts.model import Alert
+from detect.alert import Alert
 from alerts.store import Store
 from tests.ui.conftest import PASSWORDS, LiveServer, Seed
 

@@ -11,7 +11,7 @@ import httpx
 import msgspec
 import pytest
 
-from alerts.model import SEVERITIES, Alert
+from detect.alert import SEVERITIES, Alert
 from alerts.store import AlertQuery, OutboxEntry, Store
 from tests.ui.conftest import PASSWORDS, LiveServer, Seed
 from vaultwatch.api.routes.ui import activity, alert_matches, heatmap, queue_query

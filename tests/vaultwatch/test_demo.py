@@ -288,7 +288,7 @@ def test_signal_mid_scenario_stops_everything(
 def test_fallback_api_serves_the_store(tmp_path: Path) -> None:
     """The minimal API used when the full one is unavailable: health, alerts as JSON, a page
     that escapes what it shows."""
-    from alerts.model import Alert, AlertIdentity, alert_id
+    from detect.alert import Alert, AlertIdentity, alert_id
     from vaultwatch.demo_stack import fallback_app
     from vaultwatch.ops import BackgroundServer
     from vaultwatch.servers import free_port

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from alerts.model import Alert
+from detect.alert import Alert
 from alerts.silence import Silence
 
 __all__ = [

@@ -24,7 +24,7 @@ from typing import IO, Any, cast
 
 import msgspec
 
-from alerts.model import Alert
+from detect.alert import Alert
 from detect.engine import Engine
 from ingest.dedup import Deduplicator
 from ingest.errors import ParseError

@@ -16,7 +16,7 @@ import msgspec
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from alerts.errors import AlertNotFound, AlertsError, InvalidTransition
-from alerts.model import Alert
+from detect.alert import Alert
 from alerts.store import AlertQuery, to_epoch
 
 from ..deps import Analyst, AppContext, Ctx, Viewer, epoch_of, request_id_of

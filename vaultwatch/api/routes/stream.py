@@ -20,7 +20,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from alerts import schema as t
-from alerts.model import decode_alert
+from detect.alert import decode_alert
 
 from ..deps import AppContext, Ctx, Viewer, epoch_of
 from ..schemas import AUTH_RESPONSES, alert_public

@@ -41,7 +41,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from alerts import schema as t
 from alerts.errors import AlertNotFound, InvalidTransition, SilenceError, StoreError
-from alerts.model import SEVERITIES, STATUSES, Alert
+from detect.alert import SEVERITIES, STATUSES, Alert
 from alerts.silence import labels_of
 from alerts.store import SORT_KEYS, TRANSITIONS, VERDICTS, AlertQuery, SortKey, to_epoch
 
