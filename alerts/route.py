@@ -53,9 +53,9 @@ import sqlalchemy as sa
 
 from alerts import schema as t
 from alerts.errors import RouteConfigError, SilenceError
-from detect.alert import SEVERITIES, Alert, severity_rank
 from alerts.silence import Matcher, Silence, labels_of, matches_all, parse_matchers
 from alerts.store import NflogEntry, OutboxEntry, Transaction, to_epoch
+from detect.alert import SEVERITIES, Alert, severity_rank
 
 __all__ = [
     "DEFAULT_GROUP_BY",

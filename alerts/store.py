@@ -39,9 +39,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from alerts import schema as t
 from alerts.errors import AlertNotFound, InvalidTransition, MigrationError, StoreError
-from detect.alert import MAX_EVENT_IDS, SEVERITIES, STATUSES, Alert, decode_alert, encode_alert, severity_rank
 from alerts.outbox import Outbox, OutboxItem
 from alerts.silence import Matcher, Silence, labels_of, parse_matchers
+from detect.alert import MAX_EVENT_IDS, SEVERITIES, STATUSES, Alert, decode_alert, encode_alert, severity_rank
 
 __all__ = [
     "DEFAULT_URL",

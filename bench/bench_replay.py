@@ -17,8 +17,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from detect.alert import Alert
 from bench.common import real_openbao_log, scaled_lines
+from detect.alert import Alert
 from detect.engine import Engine
 from ingest.event import AuditEvent
 from ingest.parse import Parser

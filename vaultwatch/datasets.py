@@ -31,8 +31,8 @@ from typing import Any
 
 import pandas as pd
 
-from detect.alert import Alert
 from alerts.store import Store, to_epoch
+from detect.alert import Alert
 from ingest.event import AuditEvent
 
 from .archive import EventArchive

@@ -26,10 +26,10 @@ from alerts.deliver import (
     classify_status,
     parse_retry_after,
 )
-from detect.alert import Alert, AlertIdentity, Reason, alert_id
 from alerts.outbox import OutboxItem
 from alerts.secrets import Secret, SecretResolver
 from alerts.ssrf import Guard
+from detect.alert import Alert, AlertIdentity, Reason, alert_id
 from tests.alerts.receivers import HttpReceiver, Reply, SmtpReceiver, SyslogTcpReceiver, free_port
 
 WHSEC_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -18,9 +18,9 @@ import pytest
 import sqlalchemy as sa
 
 from alerts.errors import RouteConfigError
-from detect.alert import Alert, AlertIdentity
 from alerts.route import Notification, Router, RouterConfig, parse_duration
 from alerts.store import Store, to_epoch
+from detect.alert import Alert, AlertIdentity
 
 T0 = to_epoch("2026-01-01T00:00:00Z")
 WAIT, INTERVAL, REPEAT = 2.0, 5.0, 20.0

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from alerts import schema
 from alerts.errors import AlertNotFound, InvalidTransition, SilenceError, StoreError
-from detect.alert import MAX_EVENT_IDS, Alert, AlertIdentity
 from alerts.outbox import Outbox
 from alerts.store import VERSION_TABLE, AlertQuery, OutboxEntry, Store, merge_occurrences, to_epoch
+from detect.alert import MAX_EVENT_IDS, Alert, AlertIdentity
 
 T0 = to_epoch("2026-01-01T00:00:00Z")
 

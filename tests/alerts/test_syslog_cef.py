@@ -17,8 +17,8 @@ from alerts.channels.syslog import (
     format_record,
     frame_octet_counting,
 )
-from detect.alert import AlertIdentity, Reason
 from alerts.ssrf import Guard
+from detect.alert import AlertIdentity, Reason
 from tests.alerts.receivers import (
     ParseFailure,
     SyslogTcpReceiver,

@@ -23,8 +23,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from detect.alert import Alert
 from alerts.store import Store
+from detect.alert import Alert
 from vaultwatch.api import AuthConfig, create_app
 from vaultwatch.api.auth import generate_pem, hash_api_key, hash_password
 from vaultwatch.settings import ArchiveConfig, Settings, StoreConfig

@@ -18,8 +18,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from detect.alert import Alert
 from alerts.store import Store
+from detect.alert import Alert
 from detect.engine import Engine
 from ingest.dedup import Deduplicator
 from ingest.errors import ParseError

@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from detect.alert import Alert
 from alerts.store import Store
+from detect.alert import Alert
 from tests.ui.conftest import PASSWORDS, LiveServer, Seed
 
 CHROMIUM = Path("/usr/bin/chromium")

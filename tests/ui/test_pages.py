@@ -11,8 +11,8 @@ import httpx
 import msgspec
 import pytest
 
-from detect.alert import SEVERITIES, Alert
 from alerts.store import AlertQuery, OutboxEntry, Store
+from detect.alert import SEVERITIES, Alert
 from tests.ui.conftest import PASSWORDS, LiveServer, Seed
 from vaultwatch.api.routes.ui import activity, alert_matches, heatmap, queue_query
 

@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from detect.alert import Alert
 from alerts.silence import Silence
+from detect.alert import Alert
 
 __all__ = [
     "AUTH_RESPONSES",

@@ -16,8 +16,8 @@ import msgspec
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from alerts.errors import AlertNotFound, AlertsError, InvalidTransition
-from detect.alert import Alert
 from alerts.store import AlertQuery, to_epoch
+from detect.alert import Alert
 
 from ..deps import Analyst, AppContext, Ctx, Viewer, epoch_of, request_id_of
 from ..schemas import (

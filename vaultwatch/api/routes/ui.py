@@ -41,9 +41,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from alerts import schema as t
 from alerts.errors import AlertNotFound, InvalidTransition, SilenceError, StoreError
-from detect.alert import SEVERITIES, STATUSES, Alert
 from alerts.silence import labels_of
 from alerts.store import SORT_KEYS, TRANSITIONS, VERDICTS, AlertQuery, SortKey, to_epoch
+from detect.alert import SEVERITIES, STATUSES, Alert
 
 from ..auth import SESSION_COOKIE, AuthError, Principal, csrf_token_of, role_at_least
 from ..deps import Analyst, AppContext, Ctx, request_id_of
