@@ -1,22 +1,10 @@
 """Delivery: take due items from the outbox, hand them to their channel, record the outcome.
 
-::
-
-    alerts.errors.AlertsError
-    └── alerts.errors.DeliveryError  root of every error raised by delivery and the channels
-        ├── ConfigError              a channel configuration is invalid (never quotes a secret value)
-        ├── SecretError              a secret could not be loaded (names the source, never the value)
-        └── BlockedDestination       the SSRF guard refused a destination
-
-One status classifier (:func:`classify_status`) decides what an HTTP answer means for every
-HTTP channel: 2xx done, 429 and 5xx retried, 410 disables the endpoint, every other 4xx and every
-3xx fails permanently (redirects are never followed: a webhook that redirects is misconfigured or
-hijacked, and following it would defeat the SSRF guard).
-
-Retries follow a bounded schedule (:class:`RetryPolicy`, by default the Standard Webhooks one:
-immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) with jitter, a cap, and ``Retry-After``
-honoured. When the schedule is exhausted the item ends ``failed`` in the outbox, is counted, and
-logged; nothing is dropped silently.
+What an answer means is decided by the one status classifier in :mod:`alerts.channels._http`;
+how long to wait before the next attempt by :class:`alerts.retry.RetryPolicy` (bounded, with
+jitter, a cap, and ``Retry-After`` honoured). When the schedule is exhausted the item ends
+``failed`` in the outbox, is counted, and logged; nothing is dropped silently. Errors raised here
+are :class:`alerts.errors.ChannelConfigError` (an invalid worker configuration).
 
 :class:`DeliveryWorker` runs one lane (a thread) per endpoint, so a slow or unreachable endpoint
 only ever delays its own items. Within a lane items go out in creation order; after a retryable
@@ -25,178 +13,28 @@ failure the lane stops and the remaining items wait behind the failed one.
 
 from __future__ import annotations
 
-import email.utils
-import errno
 import logging
-import math
 import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
 
-from alerts.errors import DeliveryError
-
-if TYPE_CHECKING:
-    from alerts.channels.base import Channel, Delivery
-    from alerts.outbox import Outbox, OutboxItem
+from alerts.channels._http import describe_exception
+from alerts.channels.base import Channel, Delivery
+from alerts.errors import ChannelConfigError
+from alerts.outbox import Outbox, OutboxItem
+from alerts.retry import RetryPolicy
 
 __all__ = [
-    "DEFAULT_SCHEDULE",
-    "BlockedDestination",
-    "ConfigError",
-    "DeliveryError",
+    "ChannelLookup",
     "DeliveryStats",
     "DeliveryWorker",
-    "RetryPolicy",
-    "SecretError",
-    "Verdict",
-    "classify_status",
-    "describe_exception",
-    "parse_retry_after",
+    "lookup_by_endpoint",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class ConfigError(DeliveryError):
-    """A channel or delivery configuration is invalid."""
-
-
-class SecretError(DeliveryError):
-    """A secret could not be loaded. The message names where it was looked for, never a value."""
-
-
-class BlockedDestination(DeliveryError):
-    """The SSRF guard refused a URL or host (scheme, or an address in a blocked range)."""
-
-
-# --- the status classifier ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What an HTTP status means for delivery."""
-
-    ok: bool
-    retryable: bool
-    disable: bool = False
-
-
-def classify_status(status: int) -> Verdict:
-    """Classify an HTTP status code: 2xx ok; 429/5xx retry; 410 disable; other 3xx/4xx (and 1xx,
-    which a finished exchange should never end with) fail permanently."""
-    if 200 <= status <= 299:
-        return Verdict(ok=True, retryable=False)
-    if status == 429 or 500 <= status <= 599:
-        return Verdict(ok=False, retryable=True)
-    if status == 410:
-        return Verdict(ok=False, retryable=False, disable=True)
-    return Verdict(ok=False, retryable=False)
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent
-    or unparseable. A date in the past yields 0."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(int(value))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is always GMT
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-def describe_exception(exc: BaseException) -> str:
-    """A short, secret-free description of a transport exception: its class and, for OS errors,
-    the errno name. Exception messages are not used because some libraries quote the URL."""
-    name = type(exc).__name__
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.errno is not None:
-            return f"{name} ({errno.errorcode.get(cause.errno, str(cause.errno))})"
-        cause = cause.__cause__ or cause.__context__
-    return name
-
-
-# --- retry schedule -------------------------------------------------------------------------------
-
-#: Standard Webhooks' example schedule: the delay before each attempt, the first is immediate.
-DEFAULT_SCHEDULE: Final = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """A bounded retry schedule.
-
-    ``schedule[i]`` is the delay before attempt ``i`` (the first entry is the initial attempt, so
-    ``len(schedule)`` is the number of attempts). Each retry delay is spread by ``jitter`` (a
-    fraction, so many items failing together do not retry in lockstep), raised to ``Retry-After``
-    when the receiver asked for longer, and capped at ``cap`` seconds.
-
-    >>> RetryPolicy(schedule=(0, 1, 2), jitter=0.0).delay_after(1)
-    1.0
-    >>> RetryPolicy(schedule=(0, 1, 2), jitter=0.0).delay_after(3) is None
-    True
-    """
-
-    schedule: tuple[float, ...] = DEFAULT_SCHEDULE
-    jitter: float = 0.1
-    cap: float = 36000.0
-
-    def __post_init__(self) -> None:
-        if not self.schedule:
-            raise ConfigError("retry schedule must have at least one attempt")
-        if any(d < 0 or not math.isfinite(d) for d in self.schedule):
-            raise ConfigError("retry delays must be finite and >= 0")
-        if not 0.0 <= self.jitter <= 1.0:
-            raise ConfigError("retry jitter must be within [0, 1]")
-        if self.cap <= 0:
-            raise ConfigError("retry cap must be > 0")
-
-    @classmethod
-    def exponential(
-        cls, *, attempts: int, base: float, factor: float = 2.0, cap: float = 36000.0, jitter: float = 0.1
-    ) -> RetryPolicy:
-        """``attempts`` attempts, the first immediate, then ``base * factor**k`` capped."""
-        if attempts < 1:
-            raise ConfigError("attempts must be >= 1")
-        delays = (0.0, *(min(cap, base * factor**k) for k in range(attempts - 1)))
-        return cls(schedule=delays, jitter=jitter, cap=cap)
-
-    def scaled(self, factor: float) -> RetryPolicy:
-        """The same schedule compressed (or stretched) by ``factor``; for tests and drills."""
-        return RetryPolicy(
-            schedule=tuple(d * factor for d in self.schedule), jitter=self.jitter, cap=self.cap * factor
-        )
-
-    @property
-    def max_attempts(self) -> int:
-        return len(self.schedule)
-
-    def delay_after(
-        self, attempts_made: int, retry_after: float | None = None, rng: random.Random | None = None
-    ) -> float | None:
-        """Delay before the next attempt once ``attempts_made`` attempts failed; None once the
-        schedule is exhausted (the item must then end ``failed``)."""
-        if attempts_made >= len(self.schedule):
-            return None
-        delay = self.schedule[attempts_made]
-        if self.jitter and delay > 0:
-            r = (rng or random).random()
-            delay *= 1.0 + self.jitter * (2.0 * r - 1.0)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        return min(delay, self.cap)
 
 
 # --- the worker -----------------------------------------------------------------------------------
@@ -226,7 +64,7 @@ class DeliveryStats:
             }
 
 
-ChannelLookup = Callable[["OutboxItem"], "Channel | None"]
+ChannelLookup = Callable[[OutboxItem], Channel | None]
 
 
 def lookup_by_endpoint(channels: Mapping[str, Channel]) -> ChannelLookup:
@@ -320,7 +158,7 @@ class DeliveryWorker:
         rng: random.Random | None = None,
     ) -> None:
         if lease_seconds <= attempt_timeout:
-            raise ConfigError("lease_seconds must exceed attempt_timeout")
+            raise ChannelConfigError("lease_seconds must exceed attempt_timeout")
         self.outbox = outbox
         self.lookup: ChannelLookup = (
             lookup_by_endpoint(channels) if isinstance(channels, Mapping) else channels
@@ -356,9 +194,7 @@ class DeliveryWorker:
             result: Delivery = channel.send(item.payload, message_id=item.message_id)
         except Exception as exc:  # a channel bug is retried like a transport error, never lost
             logger.exception("channel %s raised on item %d", item.channel, item.id)
-            from alerts.channels.base import Delivery as _Delivery
-
-            result = _Delivery(ok=False, retryable=True, reason=f"channel error: {describe_exception(exc)}")
+            result = Delivery(ok=False, retryable=True, reason=f"channel error: {describe_exception(exc)}")
         now = self.clock()
         attempts_made = item.attempts + 1
         if result.ok:

@@ -14,7 +14,13 @@ messages never carry secret values (webhook URLs, tokens, passwords).
      │    └── MigrationError        the schema could not be brought to the current revision
      ├── RouteConfigError           the routing configuration is invalid
      ├── SilenceError               a silence or matcher is invalid
-     └── DeliveryError              delivery and channel failures (subclassed by ``alerts.deliver``)
+     └── DeliveryError              delivery and channel failures
+          ├── ChannelConfigError    a channel or delivery configuration is invalid
+          ├── SecretError           a secret could not be loaded (names the source, never the value)
+          └── BlockedDestination    the SSRF guard refused a destination
+
+``ChannelConfigError`` is deliberately not called ``ConfigError``: ``detect.errors.ConfigError`` and
+``vaultwatch.settings.ConfigError`` are different classes, and one name for three meanings misleads.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ __all__ = [
     "RouteConfigError",
     "SilenceError",
     "DeliveryError",
+    "ChannelConfigError",
+    "SecretError",
+    "BlockedDestination",
 ]
 
 
@@ -60,4 +69,16 @@ class SilenceError(AlertsError):
 
 
 class DeliveryError(AlertsError):
-    """Root of delivery and channel errors; ``alerts.deliver`` and the channels subclass it."""
+    """Root of delivery and channel errors."""
+
+
+class ChannelConfigError(DeliveryError):
+    """A channel or delivery configuration is invalid (never quotes a secret value)."""
+
+
+class SecretError(DeliveryError):
+    """A secret could not be loaded. The message names where it was looked for, never a value."""
+
+
+class BlockedDestination(DeliveryError):
+    """The SSRF guard refused a URL or host (scheme, or an address in a blocked range)."""

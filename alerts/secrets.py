@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from alerts.deliver import SecretError
+from alerts.errors import SecretError
 
 __all__ = ["REDACTED", "Secret", "SecretResolver"]
 

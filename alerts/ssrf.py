@@ -37,7 +37,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from alerts.deliver import BlockedDestination
+from alerts.errors import BlockedDestination
 
 __all__ = ["Guard", "GuardedTransport", "Resolved", "attempt_deadline", "blocked_reason", "guarded_client"]
 

@@ -22,7 +22,7 @@ from detect.alert import Alert
 from detect.engine import Engine
 from ingest.event import AuditEvent
 from ingest.parse import Parser
-from vaultwatch.commands.replay import replay
+from vaultwatch.service.replay import replay
 
 
 class _NullEngine(Engine):

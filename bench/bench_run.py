@@ -1,6 +1,6 @@
 """The streaming service (``vaultwatch run``'s worker) against the real broker, in one run.
 
-* **Throughput**: the pipeline worker (built by :func:`vaultwatch.service.build_worker`: SQLite
+* **Throughput**: the pipeline worker (built by :func:`vaultwatch.service.wiring.build_worker`: SQLite
   store, event archive on) consuming a pre-filled topic, as a ratio to a bare kafka-python
   consumer reading the same topic in the same run. Target: 0.6. Both rates are measured from the
   end of the first batch to the end of the last, so the ~3 s consumer-group join is left out of
@@ -153,7 +153,7 @@ def bare_consume(bootstrap: str, topic: str, total: int) -> float:
 
 
 def _run_worker(settings: Any, until: Any, timeout: float = 180) -> tuple[Any, _BatchClock]:
-    from vaultwatch.service import build_worker
+    from vaultwatch.service.wiring import build_worker
 
     worker = build_worker(settings, checkpoint_interval=5.0)
     clock = _BatchClock()
@@ -343,7 +343,7 @@ def latency(
 
     import sqlalchemy as sa
 
-    from vaultwatch.service import build_worker, open_store
+    from vaultwatch.service.wiring import build_worker, open_store
 
     topic = f"bench-lat-{uuid.uuid4().hex[:6]}"
     _create_topic(bootstrap, topic, 1)
@@ -495,7 +495,7 @@ def memory(identities: int) -> dict[str, float]:
 def main(
     n: int = 30_000, rate: int = 2000, seconds: float = 20.0, identities: int = 20_000
 ) -> dict[str, float]:
-    from vaultwatch.servers import KafkaBroker
+    from vaultwatch.demo.servers import KafkaBroker
 
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, KafkaBroker() as broker:

@@ -32,7 +32,7 @@ from ingest.parse import Parser
 from ingest.quarantine import MemoryQuarantine
 from ingest.ship import Shipper
 from ingest.sources.base import RawRecord
-from vaultwatch.servers import KafkaBroker
+from vaultwatch.demo.servers import KafkaBroker
 
 from .common import real_openbao_log, scaled_lines
 

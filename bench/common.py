@@ -12,8 +12,8 @@ CACHE = Path(__file__).resolve().parent.parent / "var" / "bench"
 
 def real_openbao_log(rounds: int = 60) -> Path:
     """An audit log written by a real OpenBao server driven through its API (cached)."""
-    from vaultwatch.commands.demo import drive_traffic, setup_org
-    from vaultwatch.servers import OpenBaoServer
+    from vaultwatch.cli.demo import drive_traffic, setup_org
+    from vaultwatch.demo.servers import OpenBaoServer
 
     out = CACHE / f"openbao-audit-{rounds}.log"
     if out.exists():

@@ -30,15 +30,18 @@ from typing import Any, Final
 
 import msgspec
 
-from detect.alert import MAX_EVENT_IDS, Alert, AlertIdentity, Severity, alert_id
+from detect.alert import MAX_EVENT_IDS, Alert, AlertIdentity, Reason, Severity, alert_id
 from ingest.event import AuditEvent, Identity
 
 from .behaviour import Behaviour, BehaviourState, Signal, WindowRow
 from .config import DetectConfig
 from .errors import StateError, VerdictError
 from .explain import rank_reasons, title_for
+from .habit import HABIT_LABEL, MIN_EARLIER_DAYS, HabitBook, habit_key
 from .model import ModelRow, ModelState, WindowModel
 from .risk import Contribution, RiskState, to_score
+from .rules import UNANSWERED_TYPE, default_rules
+from .templates import subnet_of
 from .types import BaselineView, Detector, Finding
 
 __all__ = ["Engine", "STATE_VERSION", "BEHAVIOUR_DETECTOR"]
@@ -54,6 +57,8 @@ _MAX_PENDING: Final = 100_000
 _MAX_ALERT_CONTRIBS: Final = 64
 _UPDATE_MIN_POINTS: Final = 10.0
 _MAX_ROUTES: Final = 1024
+_MAX_UNANSWERED: Final = 50_000
+_SEVERITY_SCORE: Final = {"info": 10.0, "low": 30.0, "medium": 55.0, "high": 80.0, "critical": 95.0}
 
 
 class OpenAlert(msgspec.Struct, kw_only=True):
@@ -77,6 +82,10 @@ class EngineState(msgspec.Struct, kw_only=True):
     pending: list[AuditEvent] = msgspec.field(default_factory=list)
     detectors: dict[str, Any] = msgspec.field(default_factory=dict)
     now: float = 0.0
+    #: Habit records (:class:`detect.habit.HabitBook` dump) and request ids judged without a
+    #: response (so a late response is not judged again), by event time.
+    habits: dict[str, Any] = msgspec.field(default_factory=dict)
+    unanswered: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 def rfc3339(ts: float) -> str:
@@ -112,16 +121,6 @@ def _admits(allowed: frozenset[str] | None, value: str) -> bool:
     return allowed is None or value in allowed
 
 
-def _default_detectors(config: dict[str, Any]) -> list[Detector]:
-    try:
-        from . import rules  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        log.warning("detect.rules is not available; running behavioural detection only")
-        return []
-    made: list[Detector] = rules.default_rules(config)
-    return made
-
-
 class Engine:
     """Behavioural detection plus pluggable detectors, with risk-based alerting.
 
@@ -142,13 +141,12 @@ class Engine:
         self._config = {**self.cfg.to_dict(), **raw}
         self.seed = seed
         self.behaviour_enabled = bool(raw.get("behaviour_enabled", True))
-        self.detectors: list[Detector] = (
-            _default_detectors(self._config) if detectors is None else list(detectors)
-        )
+        self.detectors: list[Detector] = default_rules(self._config) if detectors is None else list(detectors)
         self._behaviour = Behaviour(self.cfg)
         self._model = WindowModel(self.cfg, seed)
         self._state = EngineState(behaviour=self._behaviour.state, model=self._model.state)
         self._pending: OrderedDict[str, AuditEvent] = OrderedDict()
+        self._habits = HabitBook()
         self._routed_ids: tuple[int, ...] = ()
         self._routes: dict[tuple[str, str, str], list[Detector]] = {}
         self._out: dict[str, Alert] = {}
@@ -209,13 +207,50 @@ class Engine:
         self._prune(now)
         return list(self._out.values())
 
+    def external(self, finding: Finding, now: float, *, evidence: str | None = None) -> list[Alert]:
+        """Alerts for a finding made outside the event stream (a Vault metadata scan, say).
+
+        The finding goes through exactly what a detector's finding goes through: analyst
+        suppressions, aggregation with an open alert of the same dedup key, the deterministic
+        alert id, and the scopes a later :meth:`verdict` acts on; a non-alerting finding feeds
+        the identity's risk. ``now`` advances the engine's clock (the finding's ``last_ts``, when
+        set, is its time). ``evidence`` names what triggered it when that is not an audit
+        request (``"metadata:3"``): it then stands in for the first event id in the alert id.
+        """
+        self._out = {}
+        self.last_findings = []
+        st = self._state
+        st.now = max(st.now, now)
+        self._finding(finding, evidence=evidence)
+        return list(self._out.values())
+
     def _process(self, ev: AuditEvent) -> None:
         st = self._state
         ts = ev.ts
         if ts > st.now:
             st.now = ts
         self.stats["events"] += 1
-        for det in self._route(ev):
+        rid = ev.request_id
+        if rid and ev.is_response and st.unanswered.pop(rid, None) is not None:
+            # The request was already judged without its response (and learned): once is enough.
+            self.stats["late_responses"] = self.stats.get("late_responses", 0) + 1
+            return
+        self._observe(ev, self._route(ev))
+        if ev.is_request and rid:
+            self._pending[rid] = ev
+            if len(self._pending) > _MAX_PENDING:
+                _, old = self._pending.popitem(last=False)
+                self._unanswered(old)
+        else:
+            if rid:
+                self._pending.pop(rid, None)
+            if self.behaviour_enabled:
+                self._behave(ev)
+        if self._pending:
+            self._expire_pending(ts)
+
+    def _observe(self, ev: AuditEvent, detectors: list[Detector]) -> None:
+        for det in detectors:
             try:
                 found = det.observe(ev, self)
             except Exception:  # noqa: BLE001 - one faulty detector must not stop detection
@@ -223,21 +258,30 @@ class Engine:
                 log.exception("detector %s failed on request %s", getattr(det, "name", det), ev.request_id)
                 continue
             for f in found:
-                self._finding(f)
-        if not self.behaviour_enabled:
-            return
+                self._finding(self._habit(f, ev))
+
+    def _unanswered(self, ev: AuditEvent) -> None:
+        """Judge a request entry whose response never came, as the only record of its request.
+
+        Detectors that judge only responses (and those declaring ``judges_unanswered``) see it once,
+        as the same entry typed :data:`~detect.rules.UNANSWERED_TYPE`; its outcome stays what the
+        request says (usually ``pending``). A response arriving later is then skipped.
+        """
+        marked = msgspec.structs.replace(ev, type=UNANSWERED_TYPE)
+        dets = [
+            d
+            for d in self._route(marked)
+            if getattr(d, "only_responses", False) or getattr(d, "judges_unanswered", False)
+        ]
+        self._observe(marked, dets)
         rid = ev.request_id
-        if ev.is_request and rid:
-            self._pending[rid] = ev
-            if len(self._pending) > _MAX_PENDING:
-                _, old = self._pending.popitem(last=False)
-                self._behave(old)
-        else:
-            if rid:
-                self._pending.pop(rid, None)
+        if rid:
+            un = self._state.unanswered
+            un[rid] = ev.ts
+            if len(un) > _MAX_UNANSWERED:
+                del un[next(iter(un))]
+        if self.behaviour_enabled:
             self._behave(ev)
-        if self._pending:
-            self._expire_pending(ts)
 
     def _route(self, ev: AuditEvent) -> list[Detector]:
         """The detectors that can judge ``ev`` (by entry type, operation and outcome), in order."""
@@ -275,7 +319,65 @@ class Engine:
             if ev.ts > now - wait:
                 break
             del pend[rid]
-            self._behave(ev)
+            self._unanswered(ev)
+
+    # -- habits ---------------------------------------------------------------------------------
+    def _habit(self, f: Finding, ev: AuditEvent) -> Finding:
+        """``f`` lowered to ``low`` when its act is the identity's habit and nothing else is unusual.
+
+        A finding declares its act in the ``habit_act`` label (see :mod:`detect.habit`). Only a
+        successful act (outcome ``ok`` on a response) counts as done and can be lowered; a medium
+        or high finding drops to ``low`` when the same identity did the same act successfully on
+        at least two earlier days, from a subnet it did it from before, and is not learning (new
+        or back from dormancy). Critical findings are never lowered.
+        """
+        act = f.labels.get(HABIT_LABEL)
+        if not act or not f.alerting:
+            return f
+        ident = f.identity.key
+        key = habit_key(ident, f.detector, act)
+        subnet = subnet_of(ev.remote_ip) if ev.remote_ip else None
+        if ev.outcome != "ok" or not ev.is_response or ev.type == UNANSWERED_TYPE:
+            return f
+        out = f
+        if f.severity in ("medium", "high"):
+            earlier = self._habits.earlier_days(key, ev.ts)
+            known = subnet is None or self._habits.knows_subnet(key, subnet)
+            if earlier >= MIN_EARLIER_DAYS and known and not self._habit_learning(ident, ev.ts):
+                out = self._lowered(f, key, earlier, ev.ts, subnet)
+        self._habits.record(key, ev.ts, subnet)
+        return out
+
+    def _habit_learning(self, key: str, ts: float) -> bool:
+        """True while the identity's baseline is young (new, or back from dormancy).
+
+        A quiet administrator with few events is not "learning" here: its habit record is the
+        evidence. Without the behavioural core there is no baseline to be young.
+        """
+        if not self.behaviour_enabled:
+            return False
+        b = self._state.behaviour.identities.get(key)
+        return b is None or ts - b.learn_start < self.cfg.learning_days * 86400.0
+
+    def _lowered(self, f: Finding, key: str, earlier: int, ts: float, subnet: str | None) -> Finding:
+        last = self._habits.last_earlier(key, ts)
+        ago = _ago(ts - last) if last is not None else "?"
+        where = f" from {subnet}" if subnet else ""
+        reason = Reason(
+            "habit",
+            f"done on {earlier} earlier days, last {ago} ago{where}",
+            f"normal severity {f.severity}: first occurrences, new addresses, "
+            "learning identities and failed attempts",
+            1.0,
+        )
+        return msgspec.structs.replace(
+            f,
+            severity="low",
+            score=min(f.score, _SEVERITY_SCORE["low"]),
+            title=f"{f.title} (habitual)",
+            reasons=(reason, *f.reasons)[:5],
+            labels={**f.labels, "habitual": "true", "normal_severity": f.severity},
+        )
 
     def _behave(self, ev: AuditEvent) -> None:
         self.stats["behaviour_events"] += 1
@@ -494,7 +596,7 @@ class Engine:
         self._emit(new)
 
     # -- alerting findings (rules, policy) ------------------------------------------------------
-    def _finding(self, f: Finding) -> None:
+    def _finding(self, f: Finding, *, evidence: str | None = None) -> None:
         self.last_findings.append(f)
         self.stats["findings"] += 1
         if not f.alerting:
@@ -529,8 +631,12 @@ class Engine:
         sev = f.severity if f.severity in ("info", "low", "medium", "high", "critical") else "medium"
         if open_ is not None and ts - open_.last_ts <= self.cfg.aggregation_hours * 3600:
             old = open_.alert
+            # The alert reads as its latest evidence unless that is weaker (a habitual repeat).
+            latest = _rank(sev) >= _rank(old.severity)
             new = msgspec.structs.replace(
                 old,
+                title=f.title if latest else old.title,
+                explanation=tuple(f.reasons[:5]) if latest and f.reasons else old.explanation,
                 last_seen=rfc3339(max(ts, open_.last_ts)),
                 count=old.count + 1,
                 event_ids=_merge(old.event_ids, f.event_ids, MAX_EVENT_IDS),
@@ -543,7 +649,7 @@ class Engine:
             open_.last_ts = max(ts, open_.last_ts)
             self._emit(new)
             return
-        first_eid = f.event_ids[0] if f.event_ids else rfc3339(first_ts)
+        first_eid = evidence or (f.event_ids[0] if f.event_ids else rfc3339(first_ts))
         alert = Alert(
             id=alert_id(f.detector, f.dedup_key, first_eid),
             detector=f.detector,
@@ -582,6 +688,9 @@ class Engine:
         agg = self.cfg.aggregation_hours * 3600
         st.open_alerts = {k: v for k, v in st.open_alerts.items() if now - v.last_ts <= agg}
         st.suppressions = {k: v for k, v in st.suppressions.items() if v > now}
+        keep = now - max(agg, 100 * self.cfg.request_wait_seconds)
+        if st.unanswered and next(iter(st.unanswered.values())) < keep:
+            st.unanswered = {k: v for k, v in st.unanswered.items() if v >= keep}
         window = self.cfg.risk_window_hours * 3600
         for key in [k for k, r in st.risk.items() if not r.items or r.items[-1].ts < now - window]:
             del st.risk[key]
@@ -618,6 +727,7 @@ class Engine:
         """The engine state as msgpack; with ``identity_keys``, only those identities' state."""
         st = self._state
         st.detectors = {getattr(d, "name", str(i)): d.state() for i, d in enumerate(self.detectors)}
+        st.habits = self._habits.dump()
         st.pending = list(self._pending.values()) if identity_keys is None else []
         if identity_keys is None:
             try:
@@ -655,6 +765,9 @@ class Engine:
         self._model = WindowModel(self.cfg, self.seed, st.model)
         self._pending = OrderedDict((e.request_id or "", e) for e in st.pending)
         st.pending = []
+        self._habits = HabitBook()
+        self._habits.load(st.habits)
+        st.habits = {}
         for i, d in enumerate(self.detectors):
             saved = st.detectors.get(getattr(d, "name", str(i)))
             if saved is not None:
@@ -675,6 +788,13 @@ class Engine:
     def identities(self) -> list[str]:
         """Every identity key with a baseline."""
         return sorted(self._state.behaviour.identities)
+
+
+def _ago(seconds: float) -> str:
+    """Whole days (or hours below two days): ``7d``, ``30h``."""
+    if seconds >= 2 * 86400.0:
+        return f"{seconds / 86400.0:.0f}d"
+    return f"{max(seconds, 0.0) / 3600.0:.0f}h"
 
 
 def _rank(sev: str) -> int:

@@ -3,14 +3,18 @@
 One root, so a caller can catch everything the detection core raises::
 
     DetectError
-    ├── ConfigError      a configuration value is missing, of the wrong type or out of range
-    ├── StateError       a snapshot cannot be decoded or belongs to an incompatible version
-    └── VerdictError     feedback refers to an unknown verdict
+    ├── ConfigError          a setting is missing, of the wrong type or out of range (also a ValueError)
+    │   └── PolicyError      an access-model policy is not valid TOML or breaks a rule of its schema
+    ├── StateError           a snapshot cannot be decoded or belongs to an incompatible version
+    └── VerdictError         feedback names an unknown verdict (also a ValueError)
+
+The detection core does no I/O, so nothing here wraps an ``OSError``: reading a policy file is
+the shell's job (``vaultwatch.settings.load_policy``), which reports its own errors.
 """
 
 from __future__ import annotations
 
-__all__ = ["DetectError", "ConfigError", "StateError", "VerdictError"]
+__all__ = ["DetectError", "ConfigError", "PolicyError", "StateError", "VerdictError"]
 
 
 class DetectError(Exception):
@@ -19,6 +23,10 @@ class DetectError(Exception):
 
 class ConfigError(DetectError, ValueError):
     """A detection setting is invalid."""
+
+
+class PolicyError(ConfigError):
+    """An access-model policy is invalid; the message names its source, the entry and the fault."""
 
 
 class StateError(DetectError):

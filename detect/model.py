@@ -20,6 +20,8 @@ import math
 from typing import Any
 
 import msgspec
+import numpy as np
+from sklearn.ensemble import IsolationForest
 
 from ingest.event import Identity
 
@@ -100,8 +102,6 @@ class WindowModel:
             self._fit(st.fit_matrix)
         if self._forest is None:
             return []
-        import numpy as np
-
         scores = self._forest.score_samples(np.asarray([r.features for r in rows], dtype=np.float64))
         n = len(self._train_scores)
         out: list[tuple[ModelRow, float]] = []
@@ -111,9 +111,6 @@ class WindowModel:
         return out
 
     def _fit(self, matrix: list[list[float]]) -> None:
-        import numpy as np
-        from sklearn.ensemble import IsolationForest
-
         x = np.asarray(matrix, dtype=np.float64)
         forest = IsolationForest(
             n_estimators=self.cfg.model_trees, max_samples=min(256, len(x)), random_state=self.seed, n_jobs=1

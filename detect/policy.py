@@ -1,8 +1,8 @@
 """The organisation's access model and rotation schedule, and the detectors that enforce them.
 
-A policy file (TOML; the default, :file:`default_policy.toml`, encodes the LOGOS PXL Core secrets
-policy) maps *roles* to identity matchers and to what each role may do, and classifies secrets
-by path into rotation classes. Two detectors use it:
+A policy (TOML text; the default, :data:`detect.policy_data.DEFAULT_POLICY_TOML`, encodes the
+LOGOS PXL Core secrets policy) maps *roles* to identity matchers and to what each role may do, and
+classifies secrets by path into rotation classes. Two detectors use it:
 
 * :class:`AccessModelDetector` (``access-model-violation``) flags any access outside an
   identity's role, including one that Vault's ACL allowed: policies drift, the model does not.
@@ -11,8 +11,9 @@ by path into rotation classes. Two detectors use it:
 
 Paths are judged as *logical* secret paths: for a KV v2 mount the API segment is removed
 (``logos/data/pxl-core/runtime/jwt-key`` is ``logos/pxl-core/runtime/jwt-key``), see
-:func:`secret_target`. Loading is strict: a bad file raises :class:`PolicyError` naming the file,
-the entry and what is wrong.
+:func:`secret_target`. Parsing is strict: bad text raises :class:`PolicyError` naming its source,
+the entry and what is wrong. This module reads no file: the shell reads an operator's policy file
+(``vaultwatch.settings.load_policy``) and passes the text to :func:`parse_policy`.
 
 >>> policy = default_policy()
 >>> [r.name for r in policy.roles]
@@ -23,20 +24,19 @@ the entry and what is wrong.
 
 from __future__ import annotations
 
-import importlib.resources
 import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any, ClassVar, Final, NamedTuple
 
 from detect.alert import Reason
 from ingest.event import AuditEvent, Identity
 
-from .errors import ConfigError
+from .errors import PolicyError
+from .policy_data import DEFAULT_POLICY_SOURCE, DEFAULT_POLICY_TOML
 from .types import DetectContext, Finding
 
 __all__ = [
@@ -50,11 +50,15 @@ __all__ = [
     "SecretTarget",
     "OPERATIONS",
     "secret_target",
+    "glob_match",
+    "peer_group",
+    "describe_peers",
+    "SYSTEM_ROOTS",
     "parse_duration",
     "parse_policy",
-    "load_policy",
     "default_policy",
     "AccessModelDetector",
+    "RoleInference",
     "RotationTracker",
 ]
 
@@ -72,6 +76,11 @@ _KV2_OPS: Final[dict[str, dict[str, str]]] = {
     "undelete": {"update": "update", "create": "update"},
     "subkeys": {"read": "read"},
 }  # fmt: skip
+#: First path segments that are never a KV mount (used to recognise KV v2 paths in entries that
+#: name no mount).
+_NON_KV_ROOTS: Final = frozenset({"sys", "auth", "identity", "cubbyhole"})
+#: Vault's own built-in path roots: never a secret area of the organisation.
+SYSTEM_ROOTS: Final = tuple(f"{r}/" for r in sorted(_NON_KV_ROOTS))
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS: Final = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _SEVERITY_SCORE: Final = {"info": 10.0, "low": 30.0, "medium": 55.0, "high": 80.0, "critical": 95.0}
@@ -85,10 +94,6 @@ def _memo() -> Any:
     return field(default_factory=dict, init=False, repr=False, compare=False)
 
 
-class PolicyError(ConfigError):
-    """The policy file cannot be read or is invalid; the message names the file and the entry."""
-
-
 # -- logical secret paths ------------------------------------------------------------------------
 class SecretTarget(NamedTuple):
     """The secret an event touches: logical path, what happened to it, and which API was used.
@@ -100,6 +105,36 @@ class SecretTarget(NamedTuple):
     path: str
     op: str
     api: str
+    #: The mount the path lives under (``"secret/"``), or ``""`` when it is not known.
+    mount: str = ""
+
+    @property
+    def inner(self) -> str:
+        """The logical path inside its mount (``logos/pxl-core/x`` for ``secret/logos/pxl-core/x``)."""
+        m = self.mount
+        return self.path[len(m) :] if m and self.path.startswith(m) else self.path
+
+
+def glob_match(glob: str, path: str, mount: str = "") -> bool:
+    """True when ``glob`` matches the logical ``path`` or the path inside its ``mount``.
+
+    A policy names secrets the way its authors think of them (``logos/pxl-core/*``): that works
+    whether ``logos/`` is the KV mount itself (the path is ``logos/pxl-core/...``) or a prefix
+    inside any other mount (``secret/logos/pxl-core/...``). A glob ``MOUNT::GLOB``
+    (``secret/::logos/pxl-core/*``) pins the mount: only that mount's paths match.
+
+    >>> glob_match("logos/pxl-core/*", "secret/logos/pxl-core/runtime/jwt", "secret/")
+    True
+    >>> glob_match("logos/pxl-core/*", "logos/pxl-core/runtime/jwt", "logos/")
+    True
+    >>> glob_match("kv/::logos/pxl-core/*", "secret/logos/pxl-core/runtime/jwt", "secret/")
+    False
+    """
+    pin, sep, pattern = glob.partition("::")
+    inside = path[len(mount) :] if mount and path.startswith(mount) else None
+    if sep:
+        return inside is not None and mount == pin.rstrip("/") + "/" and fnmatchcase(inside, pattern)
+    return fnmatchcase(path, glob) or (inside is not None and fnmatchcase(inside, glob))
 
 
 _last_target: tuple[Any, Any] = (None, None)
@@ -124,12 +159,77 @@ def _secret_target(event: AuditEvent) -> SecretTarget:
     path = event.path
     op = event.operation or ""
     mount = event.mount_point or ""
-    if event.mount_type == "kv" and mount and path.startswith(mount):
+    mount_type = event.mount_type
+    if not mount and not mount_type:
+        # Entries written before Vault logged mounts (1.12 and older) name none: a path shaped
+        # like a KV v2 call (``<mount>/data/...``, ``<mount>/metadata/...``) is taken as one.
+        first, sep, rest = path.partition("/")
+        if sep and first not in _NON_KV_ROOTS and rest.partition("/")[0] in _KV2_OPS:
+            mount, mount_type = first + "/", "kv"
+    if mount_type == "kv" and mount and path.startswith(mount):
         segment, _, tail = path[len(mount) :].partition("/")
         ops = _KV2_OPS.get(segment)
         if ops is not None:
-            return SecretTarget(mount + tail, ops.get(op, op), segment)
-    return SecretTarget(path, op, "plain")
+            return SecretTarget(mount + tail, ops.get(op, op), segment, mount)
+    return SecretTarget(path, op, "plain", mount if path.startswith(mount) else "")
+
+
+# -- peers ----------------------------------------------------------------------------------------
+_peer_cache: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def peer_group(identity: Identity) -> str:
+    """The identity's peer group: identities Vault treats alike, whatever they are named.
+
+    ``policies:<sorted set>`` for identities sharing a policy set (``default`` left out), else
+    ``role:<auth mount>:<role>`` for tokens of one AppRole (or other auth) role, else
+    ``self:<identity key>`` (an identity with no peers).
+
+    >>> peer_group(Identity(key="entity:a", kind="entity", policies=("default", "b", "a")))
+    'policies:a,b'
+    >>> peer_group(Identity(key="token:approle", kind="token", display_name="approle",
+    ...                     metadata={"role_name": "web"}))
+    'role:approle:web'
+    """
+    ck = (identity.key, identity.policies)
+    hit = _peer_cache.get(ck)
+    if hit is not None:
+        return hit
+    pol = sorted({p for p in identity.policies if p != "default"})
+    if pol:
+        out = "policies:" + ",".join(pol)
+    else:
+        md = identity.metadata or {}
+        role = md.get("role_name") or md.get("role")
+        if isinstance(role, str) and role:
+            mount = (identity.auth_mount or "").removeprefix("auth/").strip("/")
+            mount = mount or (identity.display_name or "").split("-", 1)[0] or "?"
+            out = f"role:{mount}:{role}"
+        else:
+            out = "self:" + identity.key
+    if len(_peer_cache) >= _CACHE_LIMIT:
+        _peer_cache.clear()
+    _peer_cache[ck] = out
+    return out
+
+
+def describe_peers(group: str, members: int | None = None) -> str:
+    """A peer group as a person reads it: ``12 identities sharing policies eng, oncall``.
+
+    >>> describe_peers("policies:eng,oncall", 12)
+    '12 identities sharing policies eng, oncall'
+    >>> describe_peers("role:approle:web")
+    'identities of auth role web on approle'
+    """
+    kind, _, rest = group.partition(":")
+    count = f"{members} " if members is not None else ""
+    plural = "identity" if members == 1 else "identities"
+    if kind == "policies":
+        return f"{count}{plural} sharing policies {rest.replace(',', ', ')}"
+    if kind == "role":
+        mount, _, role = rest.partition(":")
+        return f"{count}{plural} of auth role {role} on {mount}"
+    return f"no peers (identity {rest} holds no policy beyond default)"
 
 
 def parse_duration(value: Any, where: str = "duration") -> float:
@@ -215,7 +315,7 @@ class Allow:
 
     def permits(self, target: SecretTarget) -> bool:
         """True when this entry allows ``target``."""
-        return target.op in self.operations and fnmatchcase(target.path, self.path)
+        return target.op in self.operations and glob_match(self.path, target.path, target.mount)
 
     def describe(self) -> str:
         """``path [ops]`` for explanations."""
@@ -232,7 +332,7 @@ class Role:
     confined: bool = False
     max_token_ttl: float | None = None
     description: str = ""
-    _permits: dict[tuple[str, str], bool] = _memo()
+    _permits: dict[tuple[str, str, str], bool] = _memo()
 
     def matches(self, identity: Identity) -> bool:
         """True when any matcher recognises ``identity``."""
@@ -240,7 +340,7 @@ class Role:
 
     def permits(self, target: SecretTarget) -> bool:
         """True when an allow entry covers ``target``."""
-        key = (target.op, target.path)
+        key = (target.op, target.path, target.mount)
         cache = self._permits
         hit = cache.get(key)
         if hit is None:
@@ -274,9 +374,9 @@ class RotationClass:
             return self.grace
         return 0.1 * self.every if self.every is not None else 0.0
 
-    def covers(self, path: str) -> bool:
-        """True when ``path`` belongs to this class."""
-        return any(fnmatchcase(path, p) for p in self.paths)
+    def covers(self, path: str, mount: str = "") -> bool:
+        """True when ``path`` (under ``mount``, when known) belongs to this class."""
+        return any(glob_match(p, path, mount) for p in self.paths)
 
 
 @dataclass(frozen=True)
@@ -288,18 +388,19 @@ class DeployMarker:
     operations: frozenset[str] = frozenset({"read"})
     roles: tuple[str, ...] = ()
 
-    _paths: dict[str, bool] = _memo()
+    _paths: dict[tuple[str, str], bool] = _memo()
 
     def matches(self, target: SecretTarget) -> bool:
         """True when ``target`` is a deploy marker's path and operation (roles checked apart)."""
         if target.op not in self.operations:
             return False
         cache = self._paths
-        hit = cache.get(target.path)
+        key = (target.path, target.mount)
+        hit = cache.get(key)
         if hit is None:
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
-            hit = cache[target.path] = any(fnmatchcase(target.path, p) for p in self.paths)
+            hit = cache[key] = any(glob_match(p, target.path, target.mount) for p in self.paths)
         return hit
 
     def accepts(self, role: Role | None) -> bool:
@@ -319,9 +420,9 @@ class AccessPolicy:
     source: str = "<policy>"
     _roles: dict[tuple[Any, ...], Role | None] = _memo()
     _reads: dict[str, Any] = _memo()
-    _protected: dict[str, bool] = _memo()
+    _protected: dict[tuple[str, str], bool] = _memo()
     _housekeeping: dict[str, bool] = _memo()
-    _rotation: dict[str, RotationClass | None] = _memo()
+    _rotation: dict[tuple[str, str], RotationClass | None] = _memo()
 
     def role_for(self, identity: Identity) -> Role | None:
         """The first role whose matchers recognise ``identity``, or None."""
@@ -363,14 +464,15 @@ class AccessPolicy:
                 return role
         return None
 
-    def is_protected(self, path: str) -> bool:
-        """True when the model governs ``path`` for every role."""
+    def is_protected(self, path: str, mount: str = "") -> bool:
+        """True when the model governs ``path`` (under ``mount``, when known) for every role."""
         cache = self._protected
-        hit = cache.get(path)
+        key = (path, mount)
+        hit = cache.get(key)
         if hit is None:
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
-            hit = cache[path] = any(fnmatchcase(path, p) for p in self.protected)
+            hit = cache[key] = any(glob_match(p, path, mount) for p in self.protected)
         return hit
 
     def is_housekeeping(self, path: str) -> bool:
@@ -383,14 +485,15 @@ class AccessPolicy:
             hit = cache[path] = any(fnmatchcase(path, p) for p in self.housekeeping)
         return hit
 
-    def rotation_class(self, path: str) -> RotationClass | None:
-        """The first rotation class covering ``path``, or None."""
+    def rotation_class(self, path: str, mount: str = "") -> RotationClass | None:
+        """The first rotation class covering ``path`` (under ``mount``, when known), or None."""
         cache = self._rotation
-        if path in cache:
-            return cache[path]
+        key = (path, mount)
+        if key in cache:
+            return cache[key]
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
-        found = cache[path] = next((cls for cls in self.rotation if cls.covers(path)), None)
+        found = cache[key] = next((cls for cls in self.rotation if cls.covers(path, mount)), None)
         return found
 
 
@@ -567,20 +670,10 @@ def parse_policy(text: str, source: str = "<policy>") -> AccessPolicy:
         raise PolicyError(f"{source}: {exc}") from None
 
 
-def load_policy(path: str | Path) -> AccessPolicy:
-    """Read and parse a policy file; a missing or unreadable file is a :class:`PolicyError`."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{p}: cannot read policy file: {exc.__class__.__name__}: {exc}") from None
-    return parse_policy(text, str(p))
-
-
 def default_policy() -> AccessPolicy:
-    """The packaged default policy (the LOGOS PXL Core secrets-management model)."""
-    res = importlib.resources.files("detect").joinpath("default_policy.toml")
-    return parse_policy(res.read_text(encoding="utf-8"), "default_policy.toml")
+    """The packaged default policy (the LOGOS PXL Core secrets-management model), parsed from
+    :data:`detect.policy_data.DEFAULT_POLICY_TOML`: data, not a file."""
+    return parse_policy(DEFAULT_POLICY_TOML, DEFAULT_POLICY_SOURCE)
 
 
 # -- detectors ------------------------------------------------------------------------------------
@@ -661,6 +754,145 @@ class _Recent:
             self._keys = dict.fromkeys((str(k) for k in keys), 0.0)
 
 
+def _day(ts: float) -> int:
+    return int(ts // 86400.0)
+
+
+def _parent(path: str) -> str:
+    """The directory of a logical path (``a/b/c`` → ``a/b/``; a listed ``a/b/`` stays)."""
+    if path.endswith("/"):
+        return path
+    idx = path.rfind("/")
+    return path[: idx + 1] if idx >= 0 else ""
+
+
+class RoleInference:
+    """Roles of identities that no matcher recognises, inferred from their peer group's behaviour.
+
+    Over each peer group's first ``learning_days`` (event time, and at least two distinct days
+    and ``min_events`` events: never from one event), it records which protected areas the
+    group's members read successfully and whether they did anything else to protected paths.
+    Then, once:
+
+    * reads only, on areas one *confined* role of the model allows → that role (runtime-like when
+      it reads what the runtime role may read, CI-like for the build area; names never matter);
+    * never touched a protected path → the first non-confined role that allows nothing
+      (developer-like);
+    * anything else → no role (nothing is checked).
+
+    State is plain data, bounded by ``max_groups``.
+    """
+
+    def __init__(
+        self,
+        policy: AccessPolicy,
+        *,
+        learning_days: float = 2.0,
+        min_events: int = 5,
+        min_reads: int = 3,
+        max_groups: int = 4096,
+    ) -> None:
+        self.policy = policy
+        self.learn = learning_days * 86400.0
+        self.min_events = min_events
+        self.min_reads = min_reads
+        self.max_groups = max_groups
+        self._groups: dict[str, dict[str, Any]] = {}
+        self._roles = {r.name: r for r in policy.roles}
+
+    def observe(self, event: AuditEvent) -> tuple[Role, str] | None:
+        """Learn from one response entry of an unmatched identity; its group's inferred role
+        (and how it was inferred) when one has been decided, else None."""
+        identity = event.identity
+        if identity.is_root:
+            return None
+        gk = peer_group(identity)
+        g = self._groups.get(gk)
+        ts = event.ts
+        if g is None:
+            if len(self._groups) >= self.max_groups:
+                del self._groups[next(iter(self._groups))]
+            g = self._groups[gk] = {
+                "first": ts, "n": 0, "days": [], "members": [], "reads": {}, "other": 0,
+                "decided": False, "role": None, "basis": "",
+            }  # fmt: skip
+        if not g["decided"]:
+            self._learn(g, event)
+            if ts - g["first"] >= self.learn and len(g["days"]) >= 2 and g["n"] >= self.min_events:
+                self._decide(gk, g, ts)
+        role = self._roles.get(g["role"]) if g["role"] is not None else None
+        return (role, str(g["basis"])) if role is not None else None
+
+    def _learn(self, g: dict[str, Any], event: AuditEvent) -> None:
+        g["n"] += 1
+        day = _day(event.ts)
+        if day not in g["days"] and len(g["days"]) < 3:
+            g["days"].append(day)
+        key = event.identity.key
+        if key not in g["members"] and len(g["members"]) < 64:
+            g["members"].append(key)
+        if self.policy.is_housekeeping(event.path):
+            return
+        target = secret_target(event)
+        if not self.policy.is_protected(target.path, target.mount):
+            return
+        if target.op == "read" and event.outcome == "ok":
+            reads: dict[str, list[Any]] = g["reads"]
+            area = _parent(target.path)
+            hit = reads.get(area)
+            if hit is not None:
+                hit[0] += 1
+            elif len(reads) < 16:
+                reads[area] = [1, target.path, target.mount]
+            else:
+                g["other"] += 1  # reads spread over many areas: not one consumer
+        else:
+            g["other"] += 1
+
+    def _decide(self, gk: str, g: dict[str, Any], ts: float) -> None:
+        g["decided"] = True
+        reads: dict[str, list[Any]] = g["reads"]
+        peers = describe_peers(gk, len(g["members"]))
+        days = _human(ts - g["first"])
+        if g["other"]:
+            g["basis"] = f"no role inferred: {peers} did more than read protected paths"
+            return
+        if not reads:
+            role = next((r for r in self.policy.roles if not r.confined and not r.allow), None)
+            if role is not None:
+                g["role"] = role.name
+                g["basis"] = (
+                    f"role inferred from behaviour: never touched a protected path in {days} "
+                    f"({g['n']} events) like its peers ({peers})"
+                )
+            return
+        if sum(int(v[0]) for v in reads.values()) < self.min_reads:
+            return
+        samples = [SecretTarget(str(v[1]), "read", "data", str(v[2])) for v in reads.values()]
+        for role in self.policy.roles:
+            if role.confined and all(role.permits(t) for t in samples):
+                g["role"] = role.name
+                areas = ", ".join(f"{a}*" for a in sorted(reads))
+                g["basis"] = f"role inferred from behaviour: reads only {areas} like its peers ({peers})"
+                return
+
+    def dump(self) -> dict[str, Any]:
+        """Plain-data state."""
+        return {
+            k: {**v, "days": list(v["days"]), "members": list(v["members"]),
+                "reads": {a: list(r) for a, r in v["reads"].items()}}
+            for k, v in self._groups.items()
+        }  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load :meth:`dump` output."""
+        self._groups = {
+            str(k): {**v, "days": list(v["days"]), "members": list(v["members"]),
+                     "reads": {str(a): list(r) for a, r in dict(v["reads"]).items()}}
+            for k, v in dict(state).items()
+        }  # fmt: skip
+
+
 class AccessModelDetector:
     """``access-model-violation``: any access outside the identity's role in the access model.
 
@@ -680,9 +912,10 @@ class AccessModelDetector:
     #: Judges response entries only (the engine skips request entries).
     only_responses: ClassVar[bool] = True
 
-    def __init__(self, policy: AccessPolicy | None = None) -> None:
+    def __init__(self, policy: AccessPolicy | None = None, *, role_learning_days: float = 2.0) -> None:
         self.policy = policy if policy is not None else default_policy()
         self._ttl_reported = _Recent()
+        self._inferred = RoleInference(self.policy, learning_days=role_learning_days)
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
         """Judge one event against the model."""
@@ -694,6 +927,13 @@ class AccessModelDetector:
             out.append(issued)
         role = self.policy.role_for(event.identity)
         if role is None:
+            # No matcher fits (the organisation names its policies otherwise): judge by the
+            # role the identity's peer group has shown, once it has shown one.
+            guess = self._inferred.observe(event)
+            if guess is not None:
+                found = self._inferred_violation(event, *guess)
+                if found is not None:
+                    out.append(found)
             return out
         caller_ttl = self._caller_ttl(event, role)
         if caller_ttl is not None:
@@ -707,7 +947,7 @@ class AccessModelDetector:
         if self.policy.is_housekeeping(event.path):
             return None
         target = secret_target(event)
-        if not role.confined and not self.policy.is_protected(target.path):
+        if not role.confined and not self.policy.is_protected(target.path, target.mount):
             return None
         if role.permits(target):
             return None
@@ -724,14 +964,46 @@ class AccessModelDetector:
             severity=severity,
             dedup_key=f"{self.name}:{identity.key}:{role.name}:{target.op}:{target.path}",
             reasons=[
-                Reason("role", role.name, role.describe(), 1.0),
+                Reason("role", role.name, f"role from the access model's matcher: {role.describe()}", 1.0),
                 Reason("operation", f"{target.op} {target.path}", "not allowed for the role", 0.9),
                 Reason("outcome", event.outcome, "the model applies whatever the ACL allowed", 0.4),
             ],
             paths=(event.path,),
             first_ts=event.ts,
             last_ts=event.ts,
-            labels={"role": role.name, "operation": target.op},
+            labels={"role": role.name, "operation": target.op, "role_source": "config"},
+        )
+
+    def _inferred_violation(self, event: AuditEvent, role: Role, basis: str) -> Finding | None:
+        """A protected access outside a role inferred from behaviour (never anything else: an
+        inferred role does not confine the identity beyond the protected paths)."""
+        if self.policy.is_housekeeping(event.path):
+            return None
+        target = secret_target(event)
+        if not self.policy.is_protected(target.path, target.mount) or role.permits(target):
+            return None
+        allowed_by_vault = event.outcome in ("ok", "pending")
+        severity = "high" if allowed_by_vault else "medium"
+        verdict = "Vault allowed it" if allowed_by_vault else f"Vault answered {event.outcome}"
+        identity = event.identity
+        who = identity.display_name or identity.key
+        return _finding(
+            self.name,
+            self.family,
+            event,
+            identity=identity,
+            title=f"{role.name}-like identity {who} {target.op} {target.path} outside its role ({verdict})",
+            severity=severity,
+            dedup_key=f"{self.name}:{identity.key}:{role.name}~:{target.op}:{target.path}",
+            reasons=[
+                Reason("role", f"{role.name} (inferred)", basis, 1.0),
+                Reason("operation", f"{target.op} {target.path}", f"{role.name}: {role.describe()}", 0.9),
+                Reason("outcome", event.outcome, "the model applies whatever the ACL allowed", 0.4),
+            ],
+            paths=(event.path,),
+            first_ts=event.ts,
+            last_ts=event.ts,
+            labels={"role": role.name, "operation": target.op, "role_source": "behaviour"},
         )
 
     def _caller_ttl(self, event: AuditEvent, role: Role) -> Finding | None:
@@ -783,12 +1055,14 @@ class AccessModelDetector:
         )
 
     def state(self) -> dict[str, Any]:
-        """Plain-data state: token accessors already reported for an over-long TTL."""
-        return {"ttl_reported": self._ttl_reported.dump()}
+        """Plain-data state: token accessors already reported for an over-long TTL, and what
+        each unmatched peer group has shown of its role."""
+        return {"ttl_reported": self._ttl_reported.dump(), "inferred": self._inferred.dump()}
 
     def load(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` output."""
         self._ttl_reported.restore(state.get("ttl_reported", {}))
+        self._inferred.restore(state.get("inferred", {}))
 
 
 class RotationTracker:
@@ -830,7 +1104,7 @@ class RotationTracker:
                     tracked["deploy"] = event.ts
                     tracked["reported"] = None
             self._recompute()
-        cls_ = self.policy.rotation_class(target.path)
+        cls_ = self.policy.rotation_class(target.path, target.mount)
         if cls_ is None or target.api not in ("data", "plain"):
             if cls_ is not None and target.api == "metadata" and target.op == "delete":
                 self._secrets.pop(target.path, None)  # every version gone: nothing left to rotate

@@ -28,7 +28,9 @@ from ingest.event import AuditEvent, Identity
 from ingest.identity import login_target
 
 from .config import convert_known
+from .correlate import correlate_rules
 from .errors import ConfigError
+from .habit import HABIT_LABEL
 from .policy import (
     AccessModelDetector,
     AccessPolicy,
@@ -37,14 +39,16 @@ from .policy import (
     _human,
     _Recent,
     default_policy,
-    load_policy,
     secret_target,
 )
+from .sensitive import SensitiveFirstAccess
 from .templates import own_names, template_path
 from .types import DetectContext, Detector, Finding
 from .windows import Cooldown, DistinctCount, SlidingCount
 
 __all__ = [
+    "UNANSWERED_TYPE",
+    "who",
     "RulesConfig",
     "default_rules",
     "RootTokenUse",
@@ -64,7 +68,12 @@ __all__ = [
     "KeyExport",
 ]
 
+#: The type the engine gives a request entry whose response never came (the request's outcome
+#: stays): rules that judge responses judge it once, as the only record of its request.
+UNANSWERED_TYPE: Final = "unanswered-response"
 _CHANGE_OPS: Final = frozenset({"create", "update", "delete", "patch"})
+_MAX_PLAINTEXT_FIELDS: Final = 64
+_MAX_GROUPS: Final = 10_000
 _HMAC_EXCEPTION_KEYS: Final = ("audit_non_hmac_request_keys", "audit_non_hmac_response_keys")
 _MAX_EVENT_IDS: Final = 50
 # PKI endpoints that return a generated private key: .../(root|intermediate|keys)/generate/exported,
@@ -99,9 +108,8 @@ class RulesConfig(msgspec.Struct, frozen=True, kw_only=True):
     mass_destruction_threshold: int = 10
     mass_destruction_window_minutes: float = 10.0
     #: ``policy-change``: policies whose holders administer policies (their changes are low).
-    policy_admin_policies: tuple[str, ...] = ("admin", "root")
-    #: Access model and rotation schedule (TOML); None means the packaged default.
-    policy_file: str | None = None
+    #: None by default: names differ in every organisation (root tokens are recognised anyway).
+    policy_admin_policies: tuple[str, ...] = ()
     access_model_enabled: bool = True
     rotation_enabled: bool = True
 
@@ -120,9 +128,17 @@ def default_rules(config: dict[str, Any] | None = None) -> list[Detector]:
     """Every rule, plus the access model and rotation tracker, configured from ``config``.
 
     ``config`` is the flat detection settings mapping (see :class:`RulesConfig`); it may also hold
-    ``policy``, an already loaded :class:`~detect.policy.AccessPolicy`. A bad policy file raises
-    :class:`~detect.policy.PolicyError`.
+    ``policy``, the access model and rotation schedule as data: an
+    :class:`~detect.policy.AccessPolicy` (from :func:`~detect.policy.parse_policy`), or absent for
+    the packaged :func:`~detect.policy.default_policy`. Detection reads no files: a
+    ``policy_file`` key is refused with :class:`~detect.errors.ConfigError` (the shell reads the
+    file, ``vaultwatch.settings.load_policy``, and passes the parsed policy).
     """
+    if config and "policy_file" in config:
+        raise ConfigError(
+            "detect reads no files: load policy_file in the caller (vaultwatch.settings.load_policy) "
+            "and pass the parsed AccessPolicy as config['policy']"
+        )
     cfg = RulesConfig.from_dict(config)
     rules: list[Detector] = [
         RootTokenUse(cfg),
@@ -140,19 +156,21 @@ def default_rules(config: dict[str, Any] | None = None) -> list[Detector]:
         SecretDestruction(cfg),
         RaftSnapshot(cfg),
         KeyExport(cfg),
+        *correlate_rules(config),
     ]
     if cfg.access_model_enabled or cfg.rotation_enabled:
         given = (config or {}).get("policy")
-        if isinstance(given, AccessPolicy):
-            policy = given
-        elif cfg.policy_file:
-            policy = load_policy(cfg.policy_file)
-        else:
+        if given is None:
             policy = default_policy()
+        elif isinstance(given, AccessPolicy):
+            policy = given
+        else:
+            raise ConfigError(f"config['policy'] must be an AccessPolicy, got {type(given).__name__}")
         if cfg.access_model_enabled:
             rules.append(AccessModelDetector(policy))
         if cfg.rotation_enabled:
             rules.append(RotationTracker(policy))
+    rules.append(SensitiveFirstAccess(config))
     return rules
 
 
@@ -165,6 +183,56 @@ def _rel(event: AuditEvent) -> str:
 def _where(event: AuditEvent) -> str:
     """The full path, for titles and dedup keys (namespace included)."""
     return event.path or _rel(event)
+
+
+def _meta(ident: Identity, key: str) -> str:
+    value = (ident.metadata or {}).get(key)
+    return value if isinstance(value, str) and value and not value.startswith("hmac-") else ""
+
+
+def who(ident: Identity) -> str:
+    """The identity as a person reads it: AppRole role, user and auth mount, token name, address.
+
+    Built from what the entry says (``display_name``, the auth ``metadata`` ``role_name`` /
+    ``username``, ``auth_mount``), never from a raw key when a name is known.
+
+    >>> who(Identity(key="e:1", kind="entity", display_name="approle", metadata={"role_name": "api"}))
+    'AppRole role api'
+    >>> who(Identity(key="e:2", kind="entity", display_name="userpass-dana", metadata={"username": "dana"}))
+    'userpass user dana'
+    >>> who(Identity(key="anon:10.0.0.9", kind="anonymous"))
+    'an unauthenticated client at 10.0.0.9'
+    """
+    dn = ident.display_name or ""
+    if ident.kind == "anonymous":
+        return f"an unauthenticated client at {ident.key.removeprefix('anon:')}"
+    if ident.kind == "login":
+        mount = (ident.auth_mount or "").removeprefix("auth/").rstrip("/") or "auth"
+        return f"login {dn or '?'} on {mount}"
+    if ident.is_root:
+        return "a root token" if dn in ("", "root", "token") else f"a root token ({dn})"
+    role = _meta(ident, "role_name") or _meta(ident, "role")
+    if role:
+        return f"AppRole role {role}" if dn.startswith("approle") or not dn else f"{dn} role {role}"
+    user = _meta(ident, "username")
+    if user:
+        mount = dn[: -len(user) - 1] if dn.endswith("-" + user) else ""
+        return f"{mount} user {user}" if mount else f"user {user}"
+    if dn:
+        if dn == "token" or dn.startswith("token-"):
+            return f"token {dn.removeprefix('token-')}" if dn != "token" else f"a token ({_short(ident)})"
+        return dn
+    return _short(ident)
+
+
+def _short(ident: Identity) -> str:
+    """A short form of the key when nothing names the identity."""
+    kind, _, rest = ident.key.partition(":")
+    if kind == "entity" and ident.entity_id:
+        return f"entity {ident.entity_id[:8]}"
+    if ident.accessor:
+        return f"accessor {ident.accessor[:12]}"
+    return ident.key if len(ident.key) <= 40 else f"{kind}:{rest[:24]}…"
 
 
 class _Rule:
@@ -246,7 +314,13 @@ class _PairedRule(_Rule):
 
 
 def _verdict(event: AuditEvent) -> str:
-    return {"ok": "succeeded", "pending": "attempted", "denied": "denied"}.get(event.outcome, "failed")
+    verdict = {"ok": "succeeded", "pending": "attempted", "denied": "denied"}.get(event.outcome, "failed")
+    return f"{verdict}, no response logged" if event.type == UNANSWERED_TYPE else verdict
+
+
+def _policies(policies: tuple[str, ...] | set[str] | list[str]) -> str:
+    """An issued policy set as text, Vault's ``default`` and ``response-wrapping`` left out."""
+    return ",".join(sorted(p for p in policies if p not in ("default", "response-wrapping"))) or "default"
 
 
 # -- rules ----------------------------------------------------------------------------------------
@@ -283,7 +357,7 @@ class RootTokenUse(_PairedRule):
             return [
                 self._make(
                     event,
-                    title=f"Root token generation {_verdict(event)}: {event.operation} {rel}",
+                    title=f"Root token generation {_verdict(event)} by {who(ident)}: {event.operation} {rel}",
                     severity="critical",
                     key="generate-root",
                     reasons=[
@@ -296,7 +370,7 @@ class RootTokenUse(_PairedRule):
             return [
                 self._make(
                     event,
-                    title=f"Root token created by {ident.display_name or ident.key} via {rel}",
+                    title=f"Root token created by {who(ident)} via {rel}",
                     severity="critical",
                     key="create",
                     reasons=[
@@ -308,7 +382,7 @@ class RootTokenUse(_PairedRule):
         return [
             self._make(
                 event,
-                title=f"Root token used: {event.operation} {_where(event)}",
+                title=f"Root token used by {ident.display_name or 'root'}: {event.operation} {_where(event)}",
                 severity="high",
                 key=f"use:{event.auth.accessor or '-'}",
                 reasons=[
@@ -322,19 +396,39 @@ class RootTokenUse(_PairedRule):
 class AuditTampering(_PairedRule):
     """``audit-tampering``: audit devices or audited headers changed, or an attempt to.
 
-    Catches an attacker blinding the audit trail (disabling a device, adding one that ships to
-    them, changing which request headers are audited), including refused and denied attempts,
-    which show intent. The device's own start-up test (``sys/audit/test`` with no token and no
-    caller) is not an attack. ``sys/audit`` listing and ``sys/audit-hash`` are read-only.
+    Catches an attacker blinding the audit trail: disabling a device (critical, reported on the
+    request entry: disabling the last device loses its response), changing a device's options
+    (re-enabling a path that exists or existed: critical), adding a device (medium: an admin adds
+    one on purpose, an attacker adds one that ships to them, a SOC must see both), changing which
+    request headers are audited (high). An attempt without the right (denied) is high whatever
+    the act. The device's own start-up test (``sys/audit/test`` with no token and no caller) is
+    not an attack; ``sys/audit`` listing and ``sys/audit-hash`` are read-only.
 
     Reads: namespace-relative ``request.path``, ``operation``, ``auth.client_token`` /
-    ``auth.accessor`` / ``remote_ip`` (to recognise the test message), ``outcome``; request and
-    response entries (disabling the last device loses its response entry).
+    ``auth.accessor`` / ``remote_ip`` (to recognise the test message), ``outcome``; request
+    entries of disables, response entries (or a request never answered) of the rest. State: the
+    device paths seen enabled or disabled.
     """
 
     only_operations: ClassVar[frozenset[str] | None] = _CHANGE_OPS
+    #: An enable whose response never came is still judged (see :data:`UNANSWERED_TYPE`).
+    judges_unanswered: ClassVar[bool] = True
 
     name = "audit-tampering"
+    _MAX_DEVICES: ClassVar[int] = 1024
+
+    def __init__(self, config: RulesConfig | None = None) -> None:
+        super().__init__(config)
+        self._devices: dict[str, float] = {}
+
+    def state(self) -> dict[str, Any]:
+        """Plain-data state: reported requests and the known device paths."""
+        return {**super().state(), "devices": dict(self._devices)}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output."""
+        super().load(state)
+        self._devices = {str(k): float(v) for k, v in dict(state.get("devices") or {}).items()}
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
         """Report a change or attempted change to audit devices or audited headers."""
@@ -342,25 +436,42 @@ class AuditTampering(_PairedRule):
         op = event.operation or ""
         if op not in _CHANGE_OPS:
             return []
+        ns = event.namespace or ""
+        denied = event.outcome == "denied"
         if rel.startswith("sys/audit/"):
             device = rel[len("sys/audit/") :]
             if device == "test" and not (event.auth.client_token or event.auth.accessor or event.remote_ip):
                 return []  # the device's own test message written when it is enabled
-            what, severity = f"audit device {device!r}", "critical"
-            verb = "disable" if op == "delete" else "enable or modify"
+            known = f"{ns}{device}" in self._devices
+            if op == "delete":
+                kind, severity, act = "disable", "critical", f"audit device {device!r} disabled"
+            elif not (event.is_response or denied):
+                return []  # an enable is judged on its outcome (or when it never gets one)
+            elif known:
+                kind, severity = "change", "critical"
+                act = f"audit device {device!r} re-enabled with other options"
+            else:
+                kind, severity, act = "add", "medium", f"audit device {device!r} added"
+            if event.outcome in ("ok", "pending") and len(self._devices) < self._MAX_DEVICES or known:
+                self._devices[f"{ns}{device}"] = event.ts
         elif rel.startswith("sys/config/auditing/"):
-            what, severity = f"audited headers ({rel.rsplit('/', 1)[-1]})", "high"
-            verb = "remove" if op == "delete" else "change"
+            if not (event.is_response or denied):
+                return []
+            header = rel.rsplit("/", 1)[-1]
+            kind, severity = "headers", "high"
+            act = f"audited header {header!r} {'removed' if op == 'delete' else 'changed'}"
         else:
             return []
-        # The request entry reports the attempt at once: disabling the last device loses the
-        # response entry. One request is one finding.
+        if denied:
+            severity = "high"
+        # One request is one finding (its request and response entries, or the request alone).
         if self._first(event, ["change"]) is None:
             return []
+        head = act[0].upper() + act[1:] if kind == "add" else f"Audit tampering: {act}"
         return [
             self._make(
                 event,
-                title=f"Audit tampering {_verdict(event)}: {verb} {what}",
+                title=f"{head} ({_verdict(event)}) by {who(event.identity)}",
                 severity=severity,
                 key=rel,
                 reasons=[
@@ -370,9 +481,15 @@ class AuditTampering(_PairedRule):
                         "audit configuration is changed only by declared change",
                         1.0,
                     ),
-                    Reason("outcome", event.outcome, "any attempt shows intent", 0.6),
+                    Reason(
+                        "device" if kind != "headers" else "header",
+                        "known device path" if kind in ("change", "disable") and known else kind,
+                        "a new device adds a copy of the trail; disabling or changing one removes it",
+                        0.6,
+                    ),
+                    Reason("outcome", event.outcome, "any attempt shows intent", 0.5),
                 ],
-                labels={"outcome": event.outcome},
+                labels={"outcome": event.outcome, "kind": kind},
             )
         ]
 
@@ -396,12 +513,16 @@ class PolicyChange(_Rule):
       it is the first policy change by an identity without an administrator policy, or a denied
       attempt (someone without the right tried);
     * medium: a change made with a root token;
-    * low: a change by an administrator (``policy_admin_policies``) or by an identity that has
-      changed policies before, and a change Vault rejected as invalid (nothing changed).
+    * medium: a change by an identity that has changed policies before (the engine lowers a
+      change to the same policy it made on two earlier days to low: its habit);
+    * low: a change by an administrator (``policy_admin_policies``, none by default), and a change
+      Vault rejected as invalid (nothing changed).
+
+    A write logged only as a request (its response lost) is judged as an attempt.
 
     Reads: namespace-relative ``request.path`` (the policy name is in the path, never HMAC'd),
-    ``operation``, ``outcome``, the writer's ``identity.policies``; response entries. State: when
-    each identity last changed a policy.
+    ``operation``, ``outcome``, the writer's ``identity.policies``; response entries (or a request
+    never answered). State: when each identity last changed a policy.
     """
 
     only_responses: ClassVar[bool] = True
@@ -432,7 +553,7 @@ class PolicyChange(_Rule):
         admin = bool(held & set(self.cfg.policy_admin_policies))
         if event.outcome == "denied":
             severity, writer = "high", "denied: the writer lacks the right to change policies"
-        elif event.outcome != "ok":
+        elif event.outcome not in ("ok", "pending"):
             severity, writer = "low", "rejected by Vault: nothing changed"
         elif ident.is_root:
             severity, writer = "medium", "written with a root token"
@@ -441,7 +562,7 @@ class PolicyChange(_Rule):
         elif admin:
             severity, writer = "low", "an administrator's change"
         elif ident.key in self._writers:
-            severity, writer = "low", "this identity has changed policies before"
+            severity, writer = "medium", "this identity has changed policies before"
         else:
             severity, writer = "high", "first policy change by an identity without an administrator policy"
         if event.outcome == "ok":
@@ -451,7 +572,7 @@ class PolicyChange(_Rule):
         return [
             self._make(
                 event,
-                title=f"Policy {policy}{ns} {verb} ({_verdict(event)})",
+                title=f"Policy {policy}{ns} {verb} ({_verdict(event)}) by {who(ident)}",
                 severity=severity,
                 key=f"{event.namespace or ''}{policy}",
                 reasons=[
@@ -465,7 +586,7 @@ class PolicyChange(_Rule):
                     Reason("operation", event.operation or "", "read", 0.5),
                     Reason("outcome", event.outcome, "ok", 0.3),
                 ],
-                labels={"policy": policy},
+                labels={"policy": policy, HABIT_LABEL: f"{verb} {event.namespace or ''}{policy}"},
             )
         ]
 
@@ -528,6 +649,11 @@ class _MountChange(_Rule):
             severity = "high"
         elif event.outcome not in ("ok", "pending", "denied") and severity != "critical":
             severity = "low"
+        title = f"{title} by {who(event.identity)}"
+        labels = {"mount": mount}
+        if not exceptions:
+            # A habit: the same change to the same mount (a planned tune) done again and again.
+            labels[HABIT_LABEL] = f"{'tune' if tune else op} {event.namespace or ''}{mount}"
         reasons.append(Reason("operation", f"{op} {rel}", "mounts change only through reviewed changes", 0.8))
         reasons.append(Reason("outcome", event.outcome, "ok", 0.3))
         return [
@@ -537,7 +663,7 @@ class _MountChange(_Rule):
                 severity=severity,
                 key=f"{event.namespace or ''}{mount}:{'hmac' if exceptions else op}",
                 reasons=reasons,
-                labels={"mount": mount},
+                labels=labels,
             )
         ]
 
@@ -582,41 +708,66 @@ class PlaintextSecretInAudit(_Rule):
     headers carrying credentials: anyone who can read the log can read the secrets. The parser has
     already redacted the values; only the field paths are reported.
 
-    Reads: ``plaintext_fields``, ``source``, ``mount_point``; response entries (they repeat the
-    request's fields). Grouped per log source and mount, since the cause is configuration.
+    Grouped per log source, mount and identity: each alert is about one caller's entries, and
+    lists every field path those entries wrote in clear so far (the union, bounded), next to the
+    fields of the entry that raised it.
+
+    Reads: ``plaintext_fields``, ``source``, ``mount_point``, ``identity``; response entries (they
+    repeat the request's fields). State: the field paths seen per group.
     """
 
     only_responses: ClassVar[bool] = True
 
     name = "plaintext-secret-in-audit"
 
+    def __init__(self, config: RulesConfig | None = None) -> None:
+        super().__init__(config)
+        self._fields: dict[str, list[str]] = {}
+
+    def state(self) -> dict[str, Any]:
+        """Plain-data state: the field paths seen per source, mount and identity."""
+        return {"fields": {k: list(v) for k, v in self._fields.items()}}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output."""
+        self._fields = {str(k): [str(f) for f in v] for k, v in dict(state.get("fields") or {}).items()}
+
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
         """Report the field paths that were written unhashed."""
         if not event.is_response or not event.plaintext_fields:
             return []
         fields = sorted(set(event.plaintext_fields))
-        headers_only = all(f.startswith("request.headers.") for f in fields)
-        tokens = [f for f in fields if f.endswith(("client_token", ".token"))]
         mount = event.mount_point or "-"
         source = event.source or "audit log"
-        reasons = [Reason("plaintext_fields", ", ".join(fields[:12]), "none (all values HMAC'd)", 1.0)]
+        group = f"{source}\x1f{mount}\x1f{event.identity.key}"
+        seen = self._fields.pop(group, [])
+        self._fields[group] = seen  # most recently active group last
+        for f in fields:
+            if f not in seen and len(seen) < _MAX_PLAINTEXT_FIELDS:
+                seen.append(f)
+        seen.sort()
+        if len(self._fields) > _MAX_GROUPS:
+            del self._fields[next(iter(self._fields))]
+        headers_only = all(f.startswith("request.headers.") for f in seen)
+        tokens = [f for f in seen if f.endswith(("client_token", ".token"))]
+        more = "" if len(seen) < _MAX_PLAINTEXT_FIELDS else " (and more)"
+        reasons = [
+            Reason("plaintext_fields", ", ".join(seen) + more, "none (all values HMAC'd)", 1.0),
+            Reason("this_entry", ", ".join(fields[:16]), "", 0.5),
+        ]
         if tokens:
             reasons.append(Reason("tokens_in_clear", str(len(tokens)), "0", 0.8))
         return [
             self._make(
                 event,
-                title=f"{len(fields)} secret field(s) written in clear to {source} (mount {mount})",
+                title=f"{len(seen)} secret field(s) of {who(event.identity)} written in clear to "
+                f"{source} (mount {mount})",
                 severity="high" if headers_only else "critical",
                 key=f"{source}:{mount}",
                 reasons=reasons,
                 labels={"mount": mount},
             )
         ]
-
-    def _make(self, event: AuditEvent, **kw: Any) -> Finding:
-        # The cause is a device or mount setting, not the caller: group per source and mount.
-        finding = super()._make(event, **kw)
-        return msgspec.structs.replace(finding, dedup_key=f"{self.name}:{kw['key']}")
 
 
 def _issued(event: AuditEvent) -> tuple[tuple[str, ...], int | None] | None:
@@ -657,13 +808,15 @@ class TokenExcessiveTtl(_Rule):
         return [
             self._make(
                 event,
-                title=f"Token created with TTL {_human(ttl)} (maximum {_human(limit)})",
+                title=f"Token with TTL {_human(ttl)} (maximum {_human(limit)}) created by "
+                f"{who(event.identity)} for policies {_policies(policies)}",
                 severity="high" if ttl >= 10 * limit else "medium",
                 key=",".join(sorted(policies)),
                 reasons=[
                     Reason("token_ttl", _human(ttl), f"at most {_human(limit)}", 1.0),
                     Reason("issued_policies", ", ".join(policies) or "-", "", 0.3),
                 ],
+                labels={HABIT_LABEL: f"ttl {_human(ttl)} {_policies(policies)}"},
             )
         ]
 
@@ -696,13 +849,14 @@ class OrphanToken(_Rule):
         return [
             self._make(
                 event,
-                title=f"Orphan token created with policies {', '.join(policies) or '-'}",
+                title=f"Orphan token for policies {_policies(policies)} created by {who(event.identity)}",
                 severity="medium",
                 key=",".join(sorted(policies)),
                 reasons=[
                     Reason("orphan", "create-orphan" if via_path else "no_parent=true", "child tokens", 1.0),
                     Reason("token_ttl", _human(ttl) if ttl else "none", "", 0.3),
                 ],
+                labels={HABIT_LABEL: f"orphan {_policies(policies)}"},
             )
         ]
 
@@ -746,7 +900,8 @@ class TokenPrivilegeEscalation(_Rule):
             out.append(
                 self._make(
                     event,
-                    title=f"Token issued with policies its creator does not hold: {', '.join(beyond)}",
+                    title=f"{who(creator)} issued a token with policies it does not hold: "
+                    f"{', '.join(beyond)}",
                     severity="high",
                     key="beyond-own:" + ",".join(beyond),
                     reasons=[
@@ -756,6 +911,7 @@ class TokenPrivilegeEscalation(_Rule):
                         Reason("creator_policies", ", ".join(sorted(own)) or "-", "", 0.6),
                         Reason("via", _rel(event), "auth/token/create", 0.3),
                     ],
+                    labels={HABIT_LABEL: f"issue {_policies(policies)}"},
                 )
             )
         else:
@@ -770,13 +926,15 @@ class TokenPrivilegeEscalation(_Rule):
                 out.append(
                     self._make(
                         event,
-                        title=f"Token issued with a policy its creator never granted: {', '.join(novel)}",
+                        title=f"{who(creator)} issued a token with a policy it never granted: "
+                        f"{', '.join(novel)}",
                         severity="medium",
                         key="novel:" + ",".join(novel),
                         reasons=[
                             Reason("granted_policy", ", ".join(novel), f"usually grants: {usual}", 1.0),
                             Reason("via", _rel(event), "", 0.3),
                         ],
+                        labels={HABIT_LABEL: f"issue {_policies(policies)}"},
                     )
                 )
         self._remember(creator.key, policies)
@@ -847,7 +1005,7 @@ class LoginFailureBurst(_Rule):
             out.append(
                 self._make(
                     event,
-                    title=f"{n} failed logins for {event.identity.display_name or target} within {window}",
+                    title=f"{n} failed logins for {who(event.identity)} within {window}",
                     severity="high",
                     key="target",
                     reasons=[
@@ -962,7 +1120,7 @@ class PermissionDeniedBurst(_Rule):
         return [
             self._make(
                 event,
-                title=f"{n} permission denials across {d} path(s) within {window}",
+                title=f"{n} permission denials for {who(event.identity)} across {d} path(s) within {window}",
                 severity="high" if d >= 4 * c.denied_distinct_paths else "medium",
                 key="burst",
                 reasons=[
@@ -1025,7 +1183,7 @@ class ListSweep(_Rule):
         return [
             self._make(
                 event,
-                title=f"Enumeration: {d} distinct paths listed within {window}",
+                title=f"Enumeration by {who(event.identity)}: {d} distinct paths listed within {window}",
                 severity="medium",
                 key="sweep",
                 reasons=[
@@ -1114,7 +1272,7 @@ class SecretDestruction(_Rule):
             out.append(
                 self._make(
                     event,
-                    title=f"Mass secret destruction: {n} deletions within {window}",
+                    title=f"Mass secret destruction by {who(ident)}: {n} deletions within {window}",
                     severity="critical",
                     key="mass",
                     reasons=[
@@ -1128,7 +1286,8 @@ class SecretDestruction(_Rule):
             out.append(
                 self._make(
                     event,
-                    title=f"Secret {'destroyed' if permanent else 'deleted'}: {what} {target}",
+                    title=f"Secret {'destroyed' if permanent else 'deleted'} by {who(ident)}: "
+                    f"{what} {target}",
                     severity="high" if permanent else "medium",
                     key=target,
                     reasons=[
@@ -1207,7 +1366,7 @@ class RaftSnapshot(_Rule):
         return [
             self._make(
                 event,
-                title=f"Raft {what} ({_verdict(event)})",
+                title=f"Raft {what} ({_verdict(event)}) by {who(event.identity)}",
                 severity=severity,
                 key=rel,
                 reasons=[
@@ -1273,7 +1432,7 @@ class KeyExport(_Rule):
         return [
             self._make(
                 event,
-                title=f"Key material export {_verdict(event)}: {what}",
+                title=f"Key material export {_verdict(event)} by {who(event.identity)}: {what}",
                 severity=severity,
                 key=_where(event),
                 reasons=[

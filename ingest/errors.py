@@ -27,6 +27,7 @@ REASONS: Final = (
     "wrong_type",  # valid JSON, but a field has the wrong type or a required field is missing
     "too_deep",  # nesting deeper than the configured limit
     "not_audit",  # a JSON object that is not an audit entry (e.g. jsonx, unknown shape)
+    "internal",  # an unexpected error on this line (a bug): kept, counted, never a traceback
 )
 
 

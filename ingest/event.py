@@ -12,11 +12,14 @@ from it once, at the edge (identity, outcome, normalised address, full path, red
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Final
 
 import msgspec
 
 __all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "Int64",
     "AuditEvent",
     "Auth",
     "GrantingPolicy",
@@ -29,6 +32,12 @@ __all__ = [
     "WrapInfo",
     "Entry",
 ]
+
+
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+#: Counts and TTLs are Go ``int``/``int64`` in Vault and OpenBao: anything outside is not theirs.
+Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
 
 
 class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -60,12 +69,12 @@ class Auth(_Strict, frozen=True):
     no_default_policy: bool | None = None
     policy_results: PolicyResults | None = None
     metadata: dict[str, Any] | None = None
-    num_uses: int | None = None
-    remaining_uses: int | None = None
+    num_uses: Int64 | None = None
+    remaining_uses: Int64 | None = None
     entity_id: str | None = None
     entity_created: bool | None = None
     token_type: str | None = None
-    token_ttl: int | None = None
+    token_ttl: Int64 | None = None
     token_issue_time: str | None = None
     authorization_details: Any = None
 
@@ -94,7 +103,7 @@ class Request(_Strict, frozen=True):
     policy_override: bool | None = None
     remote_address: str | None = None
     remote_port: int | None = None
-    wrap_ttl: int | None = None
+    wrap_ttl: Int64 | None = None
     headers: dict[str, Any] | None = None
     replication_cluster: str | None = None
     client_certificate_serial_number: str | None = None
@@ -107,7 +116,7 @@ class Secret(_Strict, frozen=True):
 
 
 class WrapInfo(_Strict, frozen=True):
-    ttl: int | None = None
+    ttl: Int64 | None = None
     token: str | None = None
     accessor: str | None = None
     creation_time: str | None = None

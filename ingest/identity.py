@@ -13,7 +13,19 @@ from typing import Final
 
 from .event import Auth, Identity, Request, Response
 
-__all__ = ["resolve_identity", "classify_outcome", "split_address", "login_target", "LOGIN_FAILURE_ERRORS"]
+__all__ = [
+    "resolve_identity",
+    "classify_outcome",
+    "split_address",
+    "parse_port",
+    "valid_port",
+    "login_target",
+    "LOGIN_FAILURE_ERRORS",
+    "MAX_PORT",
+]
+
+#: The largest TCP/UDP port. A port outside ``0..MAX_PORT`` is not a port: it is dropped, not kept.
+MAX_PORT: Final = 65535
 
 #: Error substrings that mean a login was refused (``sdk/logical/error.go`` and auth plugins).
 LOGIN_FAILURE_ERRORS: Final = (
@@ -30,8 +42,31 @@ _WRAPPING_POLICY: Final = "response-wrapping"
 _NAMED_LOGIN_MOUNT_TYPES: Final = frozenset({"userpass", "ldap", "okta", "radius"})
 
 
+def parse_port(text: str) -> int | None:
+    """A port from 1 to 5 ASCII digits in ``0..MAX_PORT``, else None.
+
+    ``str.isdigit`` alone is not enough: it accepts superscripts and other Unicode digits, some
+    of which ``int`` refuses, and ``int`` refuses strings past 4,300 digits.
+
+    >>> parse_port("8200"), parse_port("\u00b2"), parse_port("65536"), parse_port("9" * 5000)
+    (8200, None, None, None)
+    """
+    if 0 < len(text) <= 5 and text.isascii() and text.isdigit():
+        port = int(text)
+        return port if port <= MAX_PORT else None
+    return None
+
+
+def valid_port(port: int | None) -> int | None:
+    """``port`` when it is in ``0..MAX_PORT``, else None."""
+    return port if port is not None and 0 <= port <= MAX_PORT else None
+
+
 def split_address(addr: str | None) -> tuple[str | None, int | None]:
-    """Split ``ip``, ``ip:port`` or ``[v6]:port`` into (ip, port). Bare IPv6 stays whole."""
+    """Split ``ip``, ``ip:port`` or ``[v6]:port`` into (ip, port). Bare IPv6 stays whole.
+
+    A port that is not 1-5 ASCII digits in ``0..65535`` is dropped (the address is kept).
+    """
     if not addr:
         return None, None
     if addr.startswith("["):
@@ -39,12 +74,12 @@ def split_address(addr: str | None) -> tuple[str | None, int | None]:
         if end < 0:
             return addr, None
         host, rest = addr[1:end], addr[end + 1 :]
-        if rest.startswith(":") and rest[1:].isdigit():
-            return host, int(rest[1:])
+        if rest.startswith(":"):
+            return host, parse_port(rest[1:])
         return host, None
     if addr.count(":") == 1:
         host, _, port = addr.partition(":")
-        return host, int(port) if port.isdigit() else None
+        return host, parse_port(port)
     return addr, None
 
 

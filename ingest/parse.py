@@ -16,6 +16,8 @@ nothing else escapes :meth:`Parser.parse`.
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -34,13 +36,28 @@ from .event import (
     Secret,
     WrapInfo,
 )
-from .identity import classify_outcome, resolve_identity, split_address
-from .redact import REDACTED, SAFE_HEADERS, has_plaintext, is_protected, redact_path, redact_tree
+from .identity import classify_outcome, resolve_identity, split_address, valid_port
+from .redact import (
+    REDACTED,
+    SAFE_HEADERS,
+    check_depth,
+    has_plaintext,
+    is_protected,
+    redact_path,
+    redact_text,
+    redact_tree,
+)
 
-__all__ = ["Parser", "DEFAULT_MAX_LINE_BYTES", "DEFAULT_MAX_DEPTH"]
+__all__ = ["Parser", "DEFAULT_MAX_LINE_BYTES", "DEFAULT_MAX_DEPTH", "MIN_TIME", "MAX_TIME"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_LINE_BYTES: Final = 2 * 1024 * 1024
 DEFAULT_MAX_DEPTH: Final = 32
+#: Entry times outside ``[MIN_TIME, MAX_TIME)`` are refused (``wrong_type``): no audit device
+#: wrote them, and near the calendar's edges every conversion to UTC or POSIX time can overflow.
+MIN_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIME: Final = datetime(2200, 1, 1, tzinfo=UTC)
 _EMPTY_AUTH: Final = Auth()
 _EMPTY_REQUEST: Final = Request()
 
@@ -53,6 +70,7 @@ _CHILDREN: Final[dict[type[msgspec.Struct], dict[str, type[msgspec.Struct]]]] = 
     Response: {"auth": Auth, "secret": Secret, "wrap_info": WrapInfo},
 }
 _IDENTITY_CACHE: Final = 50_000
+_RESP_ERROR: Final = "response.data.error"
 
 
 class Parser:
@@ -79,7 +97,22 @@ class Parser:
 
     # -- public -------------------------------------------------------------------------------
     def parse(self, line: bytes | str, *, source: str | None = None) -> AuditEvent:
-        """Parse one line; raise :class:`ParseError` with a reason code on any failure."""
+        """Parse one line; raise :class:`ParseError` with a reason code on any failure.
+
+        Any other exception would be a bug: it is logged (its type only, never the line) and
+        raised as ``ParseError("internal")``, so that one line can never stop a pipeline.
+        """
+        try:
+            return self.parse_unguarded(line, source=source)
+        except ParseError:
+            raise
+        except Exception as exc:
+            log.error("parser bug on a line from %s: %s (line quarantined)", source, type(exc).__name__)
+            raise ParseError("internal", f"unexpected {type(exc).__name__}") from None
+
+    def parse_unguarded(self, line: bytes | str, *, source: str | None = None) -> AuditEvent:
+        """:meth:`parse` without its last-resort guard: for the fuzz campaign, which must see any
+        exception other than :class:`ParseError` as the bug it is."""
         if isinstance(line, str):
             line = line.encode("utf-8", "surrogatepass")
         if len(line) > self.max_line_bytes:
@@ -140,43 +173,57 @@ class Parser:
     def _build(self, entry: Entry, extra: dict[str, Any] | None, source: str | None) -> AuditEvent:
         if not entry.type:
             raise ParseError("not_audit", "empty entry type")
+        time = _bounded_time(entry.time)
         auth = entry.auth or _EMPTY_AUTH
         req = entry.request or _EMPTY_REQUEST
         resp = entry.response
         found: list[str] = []
+        # Plaintext values redacted from this entry (memory only), scrubbed from ``error`` too.
+        plain: list[str] = []
         md = self.max_depth
+        _check_free_form(auth, req, resp, md)
 
         # Redact plaintext values where Vault would have written HMACs.
         new_req: dict[str, Any] = {}
         if req.data is not None and has_plaintext(req.data, md):
-            new_req["data"] = redact_tree(req.data, "request.data", found, md)
+            new_req["data"] = redact_tree(req.data, "request.data", found, md, values=plain)
         if req.client_token and not is_protected(req.client_token):
             found.append("request.client_token")
+            plain.append(req.client_token)
             new_req["client_token"] = REDACTED
+        if req.remote_port is not None and valid_port(req.remote_port) is None:
+            new_req["remote_port"] = None
         if req.headers:
-            h = _redact_headers(req.headers, found)
+            h = _redact_headers(req.headers, found, plain)
             if h is not req.headers:
                 new_req["headers"] = h
         raw_path = req.path or ""
         red = redact_path(raw_path) if raw_path.startswith("auth/token/") else None
         if red is not None:
             found.append("request.path")
+            plain.append(raw_path.rsplit("/", 1)[-1])
             new_req["path"] = red
             raw_path = red
         if new_req:
             req = msgspec.structs.replace(req, **new_req)
-        auth = _redact_auth(auth, "auth", found)
+        auth = _redact_auth(auth, "auth", found, plain)
         if resp is not None:
             new_resp: dict[str, Any] = {}
             if resp.data is not None and has_plaintext(resp.data, md):
-                new_resp["data"] = redact_tree(resp.data, "response.data", found, md)
+                rfound: list[str] = []
+                rvalues: list[str] = []
+                new_resp["data"] = redact_tree(resp.data, "response.data", rfound, md, values=rvalues)
+                found += rfound
+                # ``response.data.error`` is the error message itself, not a secret to scrub.
+                plain += [v for f, v in zip(rfound, rvalues, strict=True) if not f.startswith(_RESP_ERROR)]
             if resp.auth is not None:
-                ra = _redact_auth(resp.auth, "response.auth", found)
+                ra = _redact_auth(resp.auth, "response.auth", found, plain)
                 if ra is not resp.auth:
                     new_resp["auth"] = ra
             wi = resp.wrap_info
             if wi is not None and wi.token and not is_protected(wi.token):
                 found.append("response.wrap_info.token")
+                plain.append(wi.token)
                 new_resp["wrap_info"] = msgspec.structs.replace(wi, token=REDACTED)
             if new_resp:
                 resp = msgspec.structs.replace(resp, **new_resp)
@@ -187,7 +234,13 @@ class Parser:
         ip, port = split_address(req.remote_address)
         if port is None:
             port = req.remote_port
-        error = entry.error or None
+        raw_error = entry.error or None
+        error = raw_error
+        if raw_error is not None:
+            error = redact_text(raw_error, plain)
+            # Marked like data: a redaction mark (new, or from a re-encoded entry) flags the field.
+            if REDACTED in error:
+                found.append("error")
         token = auth.client_token
         # Only an HMAC names one token; a redacted plaintext token ([REDACTED]) names none.
         if token and token.startswith("hmac-sha256:"):
@@ -200,10 +253,11 @@ class Parser:
                 self._identities[ck] = identity
         else:
             identity = resolve_identity(auth, req, raw_path, ip)
-        outcome = classify_outcome(entry.type, error, auth, resp, raw_path)
+        # Classified on the error as written: redaction never changes an outcome.
+        outcome = classify_outcome(entry.type, raw_error, auth, resp, raw_path)
         return AuditEvent(
-            time=entry.time,
-            ts=entry.time.timestamp(),
+            time=time,
+            ts=time.timestamp(),
             type=entry.type,
             identity=identity,
             outcome=outcome,
@@ -223,14 +277,56 @@ class Parser:
         )
 
 
-def _redact_auth(auth: Auth, where: str, found: list[str]) -> Auth:
+def _bounded_time(t: datetime) -> datetime:
+    """``t`` (a zoneless time read as UTC) when within ``[MIN_TIME, MAX_TIME)``; else ParseError."""
+    # The year is checked first: comparing or converting a time near year 1 or 9999 can overflow.
+    if not MIN_TIME.year <= t.year < MAX_TIME.year:
+        raise ParseError("wrong_type", f"entry time out of range (year {t.year})")
+    if t.tzinfo is None or t.utcoffset() is None:
+        t = t.replace(tzinfo=UTC)
+    if not MIN_TIME <= t < MAX_TIME:
+        raise ParseError("wrong_type", "entry time out of range")
+    return t
+
+
+def _check_free_form(auth: Auth, req: Request, resp: Response | None, max_depth: int) -> None:
+    """Bound the nesting of the fields typed ``Any``/``dict`` that redaction does not walk."""
+    for node, where in (
+        (auth.metadata, "auth.metadata"),
+        (auth.external_namespace_policies, "auth.external_namespace_policies"),
+        (auth.authorization_details, "auth.authorization_details"),
+        (req.headers, "request.headers"),
+        (req.supplemental_audit_data, "request.supplemental_audit_data"),
+    ):
+        if node is not None:
+            check_depth(node, max_depth, where)
+    if resp is not None:
+        for node, where in (
+            (resp.headers, "response.headers"),
+            (resp.supplemental_audit_data, "response.supplemental_audit_data"),
+        ):
+            if node is not None:
+                check_depth(node, max_depth, where)
+        if resp.auth is not None:
+            ra = resp.auth
+            for node, where in (
+                (ra.metadata, "response.auth.metadata"),
+                (ra.external_namespace_policies, "response.auth.external_namespace_policies"),
+                (ra.authorization_details, "response.auth.authorization_details"),
+            ):
+                if node is not None:
+                    check_depth(node, max_depth, where)
+
+
+def _redact_auth(auth: Auth, where: str, found: list[str], plain: list[str]) -> Auth:
     if auth.client_token and not is_protected(auth.client_token):
         found.append(f"{where}.client_token")
+        plain.append(auth.client_token)
         return msgspec.structs.replace(auth, client_token=REDACTED)
     return auth
 
 
-def _redact_headers(headers: dict[str, Any], found: list[str]) -> dict[str, Any]:
+def _redact_headers(headers: dict[str, Any], found: list[str], plain: list[str]) -> dict[str, Any]:
     out: dict[str, Any] | None = None
     for name, value in headers.items():
         if name.lower() in SAFE_HEADERS:
@@ -241,6 +337,7 @@ def _redact_headers(headers: dict[str, Any], found: list[str]) -> dict[str, Any]
         if out is None:
             out = dict(headers)
         found.append(f"request.headers.{name}")
+        plain.extend(v for v in values if isinstance(v, str))
         out[name] = [REDACTED]
     return headers if out is None else out
 

@@ -15,6 +15,7 @@ an entry written by two audit devices (same ``request.id`` and ``type``) are dro
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from .sources.checkpoint import too_large_size
 from .sources.file import FileSource
 
 __all__ = ["IngestPipeline", "IngestStats", "iter_events"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,17 +81,24 @@ class IngestPipeline:
                 if size:
                     raise ParseError("too_large", f"{size} bytes > limit {self.parser.max_line_bytes}")
                 event = parse(rec.data, source=rec.source)
+                if dedup is not None and dedup.is_duplicate(event):
+                    stats.duplicates += 1
+                    continue
             except ParseError as exc:
-                self.quarantine.put(rec.data, exc, source=rec.source, position=str(rec.position))
-                stats.quarantined[exc.reason] += 1
+                self._refuse(rec, exc, stats)
                 continue
-            if dedup is not None and dedup.is_duplicate(event):
-                stats.duplicates += 1
+            except Exception as exc:  # a bug on one record: quarantined and counted, never fatal
+                log.error("record at %s: unexpected %s (quarantined)", rec.position, type(exc).__name__)
+                self._refuse(rec, ParseError("internal", f"unexpected {type(exc).__name__}"), stats)
                 continue
             events.append(event)
         stats.events = len(events)
         self.stats.add(stats)
         return events, stats
+
+    def _refuse(self, rec: RawRecord, exc: ParseError, stats: IngestStats) -> None:
+        self.quarantine.put(rec.data, exc, source=rec.source, position=str(rec.position))
+        stats.quarantined[exc.reason] += 1
 
 
 def iter_events(

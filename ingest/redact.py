@@ -23,6 +23,8 @@ __all__ = [
     "redact_tree",
     "redact_path",
     "SAFE_HEADERS",
+    "check_depth",
+    "redact_text",
 ]
 
 REDACTED: Final = "[REDACTED]"
@@ -61,11 +63,21 @@ def has_plaintext(node: Any, max_depth: int, depth: int = 0) -> bool:
     return False
 
 
-def redact_tree(node: Any, path: str, found: list[str], max_depth: int, depth: int = 0) -> Any:
+def redact_tree(
+    node: Any,
+    path: str,
+    found: list[str],
+    max_depth: int,
+    depth: int = 0,
+    *,
+    values: list[str] | None = None,
+) -> Any:
     """Return ``node`` with every unprotected string replaced; append their paths to ``found``.
 
     Returns the same object when nothing needed redaction, so the common all-HMAC case allocates
-    nothing. Raises :class:`ParseError` (``too_deep``) past ``max_depth`` levels.
+    nothing. Raises :class:`ParseError` (``too_deep``) past ``max_depth`` levels. ``values``, when
+    given, receives the plaintext strings replaced (in memory only), so that the same values can be
+    scrubbed from free text such as the entry's ``error`` (see :func:`redact_text`).
     """
     if depth > max_depth:
         raise ParseError("too_deep", f"nesting deeper than {max_depth} at {path}")
@@ -73,13 +85,15 @@ def redact_tree(node: Any, path: str, found: list[str], max_depth: int, depth: i
         if is_protected(node):
             return node
         found.append(path)
+        if values is not None:
+            values.append(node)
         return REDACTED
     if isinstance(node, dict):
         out: dict[str, Any] | None = None
         for k, v in node.items():
             if isinstance(v, (int, float, bool)) or v is None:
                 continue
-            nv = redact_tree(v, f"{path}.{k}", found, max_depth, depth + 1)
+            nv = redact_tree(v, f"{path}.{k}", found, max_depth, depth + 1, values=values)
             if nv is not v:
                 if out is None:
                     out = dict(node)
@@ -90,7 +104,7 @@ def redact_tree(node: Any, path: str, found: list[str], max_depth: int, depth: i
         for i, v in enumerate(node):
             if isinstance(v, (int, float, bool)) or v is None:
                 continue
-            nv = redact_tree(v, f"{path}[]", found, max_depth, depth + 1)
+            nv = redact_tree(v, f"{path}[]", found, max_depth, depth + 1, values=values)
             if nv is not v:
                 if lout is None:
                     lout = list(node)
@@ -105,3 +119,70 @@ def redact_path(path: str) -> str | None:
     if m is None or m.group(2).startswith(HMAC_PREFIX):
         return None
     return f"{m.group(1)}/{REDACTED}"
+
+
+def check_depth(node: Any, max_depth: int, where: str, depth: int = 0) -> None:
+    """Raise :class:`ParseError` (``too_deep``) when a decoded tree nests past ``max_depth``.
+
+    For the free-form fields (``metadata``, ``headers``, ``supplemental_audit_data``...) that are
+    not otherwise walked, so that no consumer ever meets an entry nested deeper than the limit.
+    """
+    if depth > max_depth:
+        raise ParseError("too_deep", f"nesting deeper than {max_depth} in {where}")
+    t = type(node)
+    if t is dict:
+        for v in node.values():
+            if type(v) is dict or type(v) is list:
+                check_depth(v, max_depth, where, depth + 1)
+    elif t is list:
+        for v in node:
+            if type(v) is dict or type(v) is list:
+                check_depth(v, max_depth, where, depth + 1)
+
+
+# Secret-shaped substrings of free text (the top-level ``error``): Vault and OpenBao tokens,
+# bearer tokens, JWTs, AWS access keys, PEM private keys, URL credentials and key=value pairs
+# whose key names a credential. Every pattern is linear (no nested quantifiers).
+_TEXT_SECRETS: Final = (
+    re.compile(r"-----BEGIN[^-\n]{0,40}PRIVATE KEY-----[\s\S]*?(?:-----END[^-\n]{0,40}-----|\Z)"),
+    re.compile(r"\b(?:hv[sbr]|s|b|r|sb)\.[A-Za-z0-9_-]{20,}"),
+    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+    re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),
+    re.compile(r"(?i)(?<=\bbearer )[^\s\"',;]+"),
+    re.compile(r"(?<=://)[^/\s:@]{0,256}:[^/\s@]{1,256}(?=@)"),
+    re.compile(
+        r"(?i)(?<![A-Za-z0-9])(?:password|passwd|pwd|secret(?:_id|_key)?|client_secret|token|api[_-]?key|"
+        r"access[_-]?key|private[_-]?key|credentials?|auth)[\"']?\s{0,4}[:=]\s{0,4}[\"']?"
+        r"(?!hmac-sha256:|\[REDACTED\])([^\s\"',;&)}\]]+)"
+    ),
+)
+_MIN_KNOWN: Final = 4
+
+
+def redact_text(text: str, known: list[str] | tuple[str, ...] = ()) -> str:
+    """``text`` with secret-shaped substrings and every ``known`` plaintext value replaced.
+
+    ``known`` holds the values redacted from the same entry's data, tokens and headers (values
+    shorter than four characters are skipped: they would mangle ordinary words). HMACs are kept.
+
+    >>> redact_text("connect failed: postgres://app:s3cret-pw@db:5432/x password=hunter2!")
+    'connect failed: postgres://[REDACTED]@db:5432/x password=[REDACTED]'
+    >>> redact_text("1 error occurred: permission denied")
+    '1 error occurred: permission denied'
+    """
+    out = text
+    for value in sorted({v for v in known if len(v) >= _MIN_KNOWN}, key=len, reverse=True):
+        if value in out:
+            out = out.replace(value, REDACTED)
+    for pattern in _TEXT_SECRETS:
+        if pattern.groups:
+            out = pattern.sub(_replace_group, out)
+        else:
+            out = pattern.sub(REDACTED, out)
+    return out
+
+
+def _replace_group(m: re.Match[str]) -> str:
+    whole = m.group(0)
+    start = m.start(1) - m.start(0)
+    return whole[:start] + REDACTED

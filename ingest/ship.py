@@ -244,13 +244,17 @@ class Shipper:
                 continue
             try:
                 event = parse(rec.data, source=rec.source)
+                if seen(event.dedup_key):
+                    stats.duplicates += 1
+                    continue
+                item = _Outgoing(event.identity.key.encode("utf-8"), encode_entry(event), rec)
             except ParseError as exc:
                 refused.append((rec, exc))
                 continue
-            if seen(event.dedup_key):
-                stats.duplicates += 1
+            except Exception as exc:  # a bug on one record: quarantined and counted, never fatal
+                log.error("record at %s: unexpected %s (quarantined)", rec.position, type(exc).__name__)
+                refused.append((rec, ParseError("internal", f"unexpected {type(exc).__name__}")))
                 continue
-            item = _Outgoing(event.identity.key.encode("utf-8"), encode_entry(event), rec)
             # Sent right away: the producer's I/O thread ships early records of the batch
             # while later ones are still being parsed.
             send(item)

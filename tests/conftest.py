@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultwatch.servers import AuditDevice, KafkaBroker, OpenBaoServer
+from vaultwatch.demo.servers import AuditDevice, KafkaBroker, OpenBaoServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

@@ -16,14 +16,25 @@ secret-looking key (``url``, ``token``, ``password``, ``routing_key``...) given 
 becomes ``X = "file:<path>"`` after checking that the file can be read, so the value itself is
 only read by the channel that uses it.
 
-Every error is a :class:`ConfigError` listing ``(key, problem)`` pairs. Problems name the key
-and say what is wrong; they never contain a value, so a misplaced secret cannot leak through
-an error message. Placeholder secrets (``changeme``, ``secret``, ``password``, empty) are
-refused. :meth:`Settings.redacted` is the effective configuration safe to print.
+Every error is a :class:`~vaultwatch.errors.ConfigError` listing ``(key, problem)`` pairs.
+Problems name the key and say what is wrong; they never contain a value, so a misplaced secret
+cannot leak through an error message. Placeholder secrets (``changeme``, ``secret``,
+``password``, empty) are refused. :meth:`Settings.redacted` is the effective configuration safe
+to print.
+
+The API's authentication (``[api.auth]``, :class:`ApiAuthConfig`) is part of the same model. Its
+long-standing environment names are read here too, below the nested ``VAULTWATCH_API__AUTH__*``
+form: ``JWT_KEY_FILE``, ``API_KEYS_FILE`` and ``VAULTWATCH_API_<FIELD>`` (``VAULTWATCH_API_USERS_FILE``,
+``VAULTWATCH_API_TRUSTED_PROXIES``...). There is no other configuration path.
+
+The module is longer than most (about 700 lines) because it is the one settings model: every
+typed section and the loader that merges file, ``X_file`` secrets and environment live together,
+so a newcomer finds the whole configuration surface in one place.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -46,9 +57,13 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from detect.policy import AccessPolicy, PolicyError, default_policy, parse_policy
 from ingest.kafka_config import ConsumerSettings, GroupTimings, KafkaSettings
 
+from .errors import ConfigError
+
 __all__ = [
+    "ApiAuthConfig",
     "ApiConfig",
     "ArchiveConfig",
     "ConfigError",
@@ -63,6 +78,7 @@ __all__ = [
     "StoreConfig",
     "VaultAuth",
     "VaultConfig",
+    "load_policy",
     "load_settings",
 ]
 
@@ -79,20 +95,6 @@ _SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 _REFERENCE = re.compile(r"^(env|file|vault):")
-
-
-class ConfigError(Exception):
-    """The configuration is invalid. ``problems`` holds ``(key, what is wrong)`` pairs.
-
-    The message names keys and files, never a configured value.
-    """
-
-    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
-        self.problems = problems
-        self.source = source
-        where = f" in {source}" if source else ""
-        lines = "\n".join(f"  {k or '(file)'}: {msg}" for k, msg in problems)
-        super().__init__(f"invalid configuration{where}:\n{lines}")
 
 
 def _refuse_placeholder(value: SecretStr) -> SecretStr:
@@ -156,11 +158,15 @@ class KafkaConfig(_Section):
         return self
 
     def servers(self) -> list[str]:
-        """The bootstrap servers as a list."""
-        return self.bootstrap.split(",")
+        """The bootstrap servers as a list, blanks around and between entries dropped."""
+        return [b.strip() for b in self.bootstrap.split(",") if b.strip()]
 
     def client_settings(self) -> KafkaSettings:
-        """The settings shared by every Kafka client (the password is revealed only here)."""
+        """The settings shared by every Kafka client (the password is revealed only here).
+
+        This is the one mapping from configuration to :class:`~ingest.kafka_config.KafkaSettings`:
+        the worker, the demo's shipper and the tests all build their clients from it.
+        """
         return KafkaSettings(
             bootstrap=self.servers(),
             client_id=self.client_id,
@@ -201,7 +207,7 @@ class StoreConfig(_Section):
 
 
 class ArchiveConfig(_Section):
-    """The Parquet event archive (see :mod:`vaultwatch.archive`)."""
+    """The Parquet event archive (see :mod:`vaultwatch.service.archive`)."""
 
     enabled: bool = True
     path: Path = Path("./var/archive")
@@ -221,6 +227,83 @@ class DetectSettings(BaseModel):
         """Every key but ``policy_file``, for the engine's own config parser."""
         return dict(self.model_extra or {})
 
+    def engine_config(self) -> dict[str, Any]:
+        """:meth:`options` plus ``policy``, the access model read from ``policy_file`` (or the
+        packaged default): the detection engine takes it as data and reads no file itself."""
+        return {**self.options(), "policy": load_policy(self.policy_file)}
+
+
+def load_policy(path: str | os.PathLike[str] | None) -> AccessPolicy:
+    """The access model and rotation schedule read from the TOML file at ``path``, or the packaged
+    default (:func:`detect.policy.default_policy`) when ``path`` is None.
+
+    This is where a policy file is read: :mod:`detect` only parses text. A missing or unreadable
+    file raises :class:`detect.errors.PolicyError` naming the file; so does invalid content.
+    """
+    if path is None:
+        return default_policy()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{p}: cannot read policy file: {exc.__class__.__name__}: {exc}") from None
+    return parse_policy(text, str(p))
+
+
+class ApiAuthConfig(_Section):
+    """How the API authenticates (see :mod:`vaultwatch.api.auth`); secrets are file paths.
+
+    ``jwt_key_file`` (or ``jwt_vault_path``, ``mount/path#field`` of a PEM in KV v2) signs tokens
+    and sessions, ``api_keys_file`` holds hashed API keys, ``users_file`` argon2 password hashes.
+    ``sso_header`` is trusted only from ``trusted_proxies`` (CIDRs). The rest are limits.
+    """
+
+    jwt_key_file: Path | None = None
+    jwt_vault_path: str | None = None
+    issuer: str = "vaultwatch"
+    audience: str = "vaultwatch-api"
+    token_ttl: float = Field(default=3600.0, gt=0)
+    session_ttl: float = Field(default=8 * 3600.0, gt=0)
+    api_keys_file: Path | None = None
+    users_file: Path | None = None
+    sso_header: str | None = None
+    sso_role_header: str | None = None
+    sso_default_role: Literal["viewer", "analyst", "admin"] = "viewer"
+    trusted_proxies: tuple[str, ...] = ()
+    cookie_secure: bool = True
+    cookie_samesite: Literal["lax", "strict"] = "lax"
+    rate_per_second: float = Field(default=20.0, gt=0)
+    rate_burst: int = Field(default=100, gt=0)
+    login_rate_per_second: float = Field(default=1.0, gt=0)
+    login_burst: int = Field(default=10, gt=0)
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    max_page_size: int = Field(default=200, gt=0)
+    max_event_range_hours: float = Field(default=7 * 24.0, gt=0)
+    stream_poll_seconds: float = Field(default=1.0, gt=0)
+    reload_check_seconds: float = Field(default=0.0, ge=0)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return tuple(p.strip() for p in v.split(",") if p.strip())
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError("holds an invalid CIDR") from None
+        return v
+
+    @field_validator("sso_default_role", "cookie_samesite", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
 
 class ApiConfig(_Section):
     """The HTTP API and web UI."""
@@ -228,6 +311,7 @@ class ApiConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     public_base_url: str | None = None
+    auth: ApiAuthConfig = Field(default_factory=ApiAuthConfig)
 
     @field_validator("public_base_url")
     @classmethod
@@ -565,6 +649,23 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+#: The API's authentication settings under their historical environment names.
+_LEGACY_API_ENV: Final = {
+    "JWT_KEY_FILE": "jwt_key_file",
+    "API_KEYS_FILE": "api_keys_file",
+    **{f"VAULTWATCH_API_{name.upper()}": name for name in ApiAuthConfig.model_fields},
+}
+
+
+def _legacy_api_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """``JWT_KEY_FILE``, ``API_KEYS_FILE`` and ``VAULTWATCH_API_<FIELD>`` as ``api.auth`` keys.
+
+    Empty values are ignored, as they always were.
+    """
+    auth = {field: env[name] for name, field in _LEGACY_API_ENV.items() if env.get(name)}
+    return {"api": {"auth": auth}} if auth else {}
+
+
 def _validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
     problems = []
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
@@ -607,6 +708,7 @@ def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] = 
         except UnicodeDecodeError:
             raise ConfigError([("", "not valid TOML: not UTF-8")], source) from None
     try:
+        _merge(data, _legacy_api_env(env))
         _merge(data, _env_overrides(env))
     except ConfigError as exc:
         raise ConfigError(exc.problems, source) from None

@@ -8,6 +8,7 @@ problem and never puts a secret (URL, key, password) into ``Delivery.reason``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 from urllib.parse import quote
@@ -15,7 +16,8 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from alerts.deliver import BlockedDestination, classify_status, describe_exception, parse_retry_after
+from alerts.channels._http import classify_status, describe_exception, parse_retry_after
+from alerts.errors import BlockedDestination
 from alerts.secrets import Secret
 from alerts.ssrf import Guard, attempt_deadline, guarded_client
 
@@ -90,8 +92,6 @@ class HttpPoster:
         clock: Any = None,
         client: httpx.Client | None = None,
     ) -> None:
-        import time
-
         self.clock = clock or time.time
         self.timeout = timeout
         self.client = client or guarded_client(guard, timeout=timeout)

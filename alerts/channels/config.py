@@ -31,7 +31,8 @@ from alerts.channels.slack import SlackChannel
 from alerts.channels.syslog import SyslogChannel
 from alerts.channels.teams import TeamsChannel
 from alerts.channels.webhook import WebhookChannel
-from alerts.deliver import DEFAULT_SCHEDULE, ConfigError, RetryPolicy
+from alerts.errors import ChannelConfigError
+from alerts.retry import DEFAULT_SCHEDULE, RetryPolicy
 from alerts.secrets import SecretResolver
 from alerts.ssrf import Guard
 
@@ -149,33 +150,39 @@ def _key(receiver: str, kind: str, index: int, cfg: Any) -> str:
 
 def _check_ref(value: str | None, where: str) -> None:
     if value is not None and not value.startswith(_SECRET_PREFIXES):
-        raise ConfigError(f"{where} must be a secret reference (env:NAME, file:PATH or vault:PATH#KEY)")
+        raise ChannelConfigError(
+            f"{where} must be a secret reference (env:NAME, file:PATH or vault:PATH#KEY)"
+        )
 
 
 def load_config(data: Mapping[str, Any]) -> ChannelsConfig:
-    """Validate a parsed configuration document; raises :class:`ConfigError`."""
+    """Validate a parsed configuration document; raises :class:`ChannelConfigError`."""
     try:
         cfg = msgspec.convert(dict(data), ChannelsConfig)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid channel configuration: {exc}") from None
+        raise ChannelConfigError(f"invalid channel configuration: {exc}") from None
     names: set[str] = set()
     for r in cfg.receivers:
         if not r.name or "/" in r.name:
-            raise ConfigError("receiver names must be non-empty and contain no '/'")
+            raise ChannelConfigError("receiver names must be non-empty and contain no '/'")
         if r.name in names:
-            raise ConfigError(f"duplicate receiver {r.name!r}")
+            raise ChannelConfigError(f"duplicate receiver {r.name!r}")
         names.add(r.name)
         for kind in ("webhook", "slack", "pagerduty", "teams", "email", "syslog"):
             entries: list[Any] = getattr(r, kind)
             keys = [e.name if e.name is not None else str(i) for i, e in enumerate(entries)]
             if any(not k or "/" in k for k in keys) or len(set(keys)) != len(keys):
-                raise ConfigError(f"{r.name}.{kind}: channel names must be unique, non-empty, without '/'")
+                raise ChannelConfigError(
+                    f"{r.name}.{kind}: channel names must be unique, non-empty, without '/'"
+                )
         for i, w in enumerate(r.webhook):
             _check_ref(w.url, f"{r.name}.webhook[{i}].url")
             if not w.signing_secrets:
-                raise ConfigError(f"{r.name}.webhook[{i}] needs signing_secrets")
+                raise ChannelConfigError(f"{r.name}.webhook[{i}] needs signing_secrets")
             if len(w.signing_secrets) > 2:
-                raise ConfigError(f"{r.name}.webhook[{i}]: at most two signing secrets (during a rotation)")
+                raise ChannelConfigError(
+                    f"{r.name}.webhook[{i}]: at most two signing secrets (during a rotation)"
+                )
             for j, s in enumerate(w.signing_secrets):
                 _check_ref(s, f"{r.name}.webhook[{i}].signing_secrets[{j}]")
         for i, s_cfg in enumerate(r.slack):
@@ -185,14 +192,14 @@ def load_config(data: Mapping[str, Any]) -> ChannelsConfig:
         for i, p in enumerate(r.pagerduty):
             _check_ref(p.routing_key, f"{r.name}.pagerduty[{i}].routing_key")
             if not 0 < p.events_per_minute <= 120:
-                raise ConfigError(f"{r.name}.pagerduty[{i}].events_per_minute must be within (0, 120]")
+                raise ChannelConfigError(f"{r.name}.pagerduty[{i}].events_per_minute must be within (0, 120]")
         for i, e in enumerate(r.email):
             _check_ref(e.password, f"{r.name}.email[{i}].password")
             if not e.to:
-                raise ConfigError(f"{r.name}.email[{i}] needs at least one recipient")
+                raise ChannelConfigError(f"{r.name}.email[{i}] needs at least one recipient")
     d = cfg.delivery
     if d.attempt_timeout <= 0 or d.lease_seconds <= d.attempt_timeout:
-        raise ConfigError("delivery: attempt_timeout must be > 0 and lease_seconds > attempt_timeout")
+        raise ChannelConfigError("delivery: attempt_timeout must be > 0 and lease_seconds > attempt_timeout")
     cfg.retry_policy()  # validates the schedule
     return cfg
 
@@ -205,13 +212,13 @@ def build_channels(
     guard: Guard | None = None,
 ) -> dict[str, Channel]:
     """Resolve secrets and build every configured channel, keyed by :func:`endpoint_key`.
-    Raises :class:`ConfigError`/:class:`SecretError` before anything is sent."""
+    Raises :class:`ChannelConfigError`/:class:`SecretError` before anything is sent."""
     d = cfg.delivery
     if guard is None:
         try:
             ctx = ssl.create_default_context(cafile=d.ca_file) if d.ca_file else None
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"delivery.ca_file cannot be loaded ({type(exc).__name__})") from None
+            raise ChannelConfigError(f"delivery.ca_file cannot be loaded ({type(exc).__name__})") from None
         guard = Guard(allow_loopback=d.allow_loopback, tls_context=ctx)
     timeout = d.attempt_timeout
     buckets: dict[str, TokenBucket] = {}
@@ -278,7 +285,7 @@ def build_channels(
                     sctx = ssl.create_default_context(cafile=y.ca_file) if y.ca_file else None
                 except (OSError, ssl.SSLError) as exc:
                     where = f"{r.name}.syslog[{i}].ca_file"
-                    raise ConfigError(f"{where} cannot be loaded ({type(exc).__name__})") from None
+                    raise ChannelConfigError(f"{where} cannot be loaded ({type(exc).__name__})") from None
                 out[_key(r.name, "syslog", i, y)] = SyslogChannel(
                     host=y.host,
                     port=y.port,

@@ -16,10 +16,12 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, Literal
 
+from alerts.channels._http import describe_exception
 from alerts.channels.base import Delivery, alert_link, alerts_of, identity_label, top_reasons, truncate
-from alerts.deliver import BlockedDestination, ConfigError, describe_exception
+from alerts.errors import BlockedDestination, ChannelConfigError
 from alerts.secrets import Secret
 from alerts.ssrf import Guard
+from detect.alert import severity_rank
 
 __all__ = ["EmailChannel", "render_email"]
 
@@ -36,7 +38,7 @@ def render_email(
 ) -> EmailMessage:
     """The message for one group payload (text first, HTML alternative)."""
     alerts = alerts_of(payload)
-    worst = max((str(a.get("severity", "info")) for a in alerts), key=_rank, default="info")
+    worst = max((str(a.get("severity", "info")) for a in alerts), key=severity_rank, default="info")
     first = str(alerts[0].get("title", "")) if alerts else "no alerts"
     more = f" (+{len(alerts) - 1} more)" if len(alerts) > 1 else ""
     msg = EmailMessage()
@@ -72,12 +74,6 @@ def render_email(
     return msg
 
 
-def _rank(sev: str) -> int:
-    from detect.alert import severity_rank
-
-    return severity_rank(sev)
-
-
 class EmailChannel:
     """Sends one mail per group through an SMTP server."""
 
@@ -100,11 +96,11 @@ class EmailChannel:
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
         if security not in ("starttls", "tls", "plain"):
-            raise ConfigError("email security must be starttls, tls or plain")
+            raise ChannelConfigError("email security must be starttls, tls or plain")
         if not recipients:
-            raise ConfigError("email needs at least one recipient")
+            raise ChannelConfigError("email needs at least one recipient")
         if (username is None) != (password is None):
-            raise ConfigError("email username and password go together")
+            raise ChannelConfigError("email username and password go together")
         self.host = host
         self.port = port
         self.sender = sender

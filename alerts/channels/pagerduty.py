@@ -26,7 +26,7 @@ from alerts.channels.base import (
     top_reasons,
     truncate,
 )
-from alerts.deliver import ConfigError
+from alerts.errors import ChannelConfigError
 from alerts.secrets import Secret
 from alerts.ssrf import Guard
 
@@ -58,7 +58,7 @@ class TokenBucket:
 
     def __init__(self, *, rate: float, capacity: float, clock: Callable[[], float]) -> None:
         if rate <= 0 or capacity < 1:
-            raise ConfigError("token bucket needs rate > 0 and capacity >= 1")
+            raise ChannelConfigError("token bucket needs rate > 0 and capacity >= 1")
         self.rate = rate
         self.capacity = capacity
         self.clock = clock
@@ -160,7 +160,7 @@ class PagerDutyChannel:
         bucket: TokenBucket | None = None,
     ) -> None:
         if not 0 < events_per_minute <= 120:
-            raise ConfigError("pagerduty events_per_minute must be within (0, 120]")
+            raise ChannelConfigError("pagerduty events_per_minute must be within (0, 120]")
         self._routing_key = routing_key
         self.ui_base_url = ui_base_url
         self._events_url = Secret(events_url)

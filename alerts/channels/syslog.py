@@ -24,8 +24,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Literal
 
+from alerts.channels._http import describe_exception
 from alerts.channels.base import Delivery, alerts_of, identity_label, top_reasons, truncate
-from alerts.deliver import BlockedDestination, ConfigError, describe_exception
+from alerts.errors import BlockedDestination, ChannelConfigError
 from alerts.ssrf import Guard
 
 __all__ = [
@@ -163,9 +164,9 @@ class SyslogChannel:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if transport not in ("udp", "tcp", "tls"):
-            raise ConfigError("syslog transport must be udp, tcp or tls")
+            raise ChannelConfigError("syslog transport must be udp, tcp or tls")
         if not 0 <= facility <= 23:
-            raise ConfigError("syslog facility must be within 0..23")
+            raise ChannelConfigError("syslog facility must be within 0..23")
         self.host = host
         self.port = port
         self.guard = guard

@@ -23,7 +23,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from alerts.channels.base import Delivery, HttpPoster, alerts_of
-from alerts.deliver import ConfigError
+from alerts.errors import ChannelConfigError
 from alerts.secrets import Secret
 from alerts.ssrf import Guard
 
@@ -34,16 +34,16 @@ _encoder = msgspec.json.Encoder()
 
 
 def signing_key(secret: Secret) -> bytes:
-    """The HMAC key of a ``whsec_`` secret (base64 after the prefix); raises ConfigError."""
+    """The HMAC key of a ``whsec_`` secret (base64 after the prefix); raises ChannelConfigError."""
     raw = secret.reveal()
     if not raw.startswith(_PREFIX):
-        raise ConfigError("webhook signing secret must start with 'whsec_'")
+        raise ChannelConfigError("webhook signing secret must start with 'whsec_'")
     try:
         key = base64.b64decode(raw[len(_PREFIX) :] + "==", validate=False)
     except (binascii.Error, ValueError):
-        raise ConfigError("webhook signing secret is not base64 after 'whsec_'") from None
+        raise ChannelConfigError("webhook signing secret is not base64 after 'whsec_'") from None
     if len(key) < 16:
-        raise ConfigError("webhook signing secret must decode to at least 16 bytes")
+        raise ChannelConfigError("webhook signing secret must decode to at least 16 bytes")
     return key
 
 
@@ -70,9 +70,9 @@ class WebhookChannel:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not secrets:
-            raise ConfigError("webhook needs at least one signing secret")
+            raise ChannelConfigError("webhook needs at least one signing secret")
         if body not in ("group", "alert"):
-            raise ConfigError("webhook body must be 'group' or 'alert'")
+            raise ChannelConfigError("webhook body must be 'group' or 'alert'")
         self._url = url
         for s in secrets:
             signing_key(s)  # validate now; the key bytes are derived per request, never stored bare

@@ -362,7 +362,7 @@ def parse_5424(data: bytes) -> SyslogRecord:
             raise ParseFailure("no space before MSG")
         msg = text[i + 1 :]
     header, ext = parse_cef(msg)
-    return SyslogRecord(int(m.group(1)), *m.groups()[1:], sd=sd, msg=msg, cef_header=header, cef_ext=ext)  # type: ignore[arg-type]
+    return SyslogRecord(int(m.group(1)), *m.groups()[1:], sd=sd, msg=msg, cef_header=header, cef_ext=ext)  # type: ignore[arg-type, misc]
 
 
 def split_octet_counted(stream: bytes) -> Iterator[bytes]:

@@ -31,7 +31,7 @@ from alerts.channels import (
 )
 from alerts.channels.pagerduty import BODY_LIMIT, render_event
 from alerts.channels.webhook import sign, signing_key
-from alerts.deliver import BlockedDestination, ConfigError, SecretError
+from alerts.errors import BlockedDestination, ChannelConfigError, SecretError
 from alerts.secrets import Secret, SecretResolver
 from alerts.ssrf import Guard, blocked_reason
 from tests.alerts.receivers import HttpReceiver, Reply, SmtpReceiver, TlsPair, free_port, make_tls
@@ -72,7 +72,7 @@ def test_standard_webhooks_test_vector() -> None:
 
 @pytest.mark.parametrize("bad", ["MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_", "whsec_c2hvcnQ="])
 def test_bad_signing_secret_is_refused_without_echo(bad: str) -> None:
-    with pytest.raises(ConfigError) as ei:
+    with pytest.raises(ChannelConfigError) as ei:
         signing_key(Secret(bad))
     assert bad.removeprefix("whsec_") not in str(ei.value) or bad == "whsec_"
 
@@ -257,8 +257,8 @@ def test_pagerduty_rate_limit_is_retryable_with_retry_after() -> None:
 
 def _parts(msg: Message) -> dict[str, str]:
     return {
-        p.get_content_type(): p.get_payload(decode=True).decode()
-        for p in msg.walk()  # type: ignore[union-attr]
+        p.get_content_type(): p.get_payload(decode=True).decode()  # type: ignore[union-attr]
+        for p in msg.walk()
         if not p.is_multipart()
     }
 
@@ -590,7 +590,7 @@ def test_example_configuration_loads_and_builds() -> None:
     ],
 )
 def test_invalid_configuration(doc: dict[str, Any], match: str) -> None:
-    with pytest.raises(ConfigError, match=match) as ei:
+    with pytest.raises(ChannelConfigError, match=match) as ei:
         load_config(doc)
     assert "LITERAL" not in str(ei.value)
 

@@ -14,21 +14,19 @@ from typing import Any
 
 import msgspec
 import pytest
+from standardwebhooks import Webhook
 
 from alerts.channels import Delivery, build_channels, load_config
+from alerts.channels._http import classify_status, parse_retry_after
 from alerts.channels.webhook import WebhookChannel
-from alerts.deliver import (
-    DEFAULT_SCHEDULE,
-    ConfigError,
-    DeliveryWorker,
-    RetryPolicy,
-    SecretError,
-    classify_status,
-    parse_retry_after,
-)
+from alerts.deliver import DeliveryWorker
+from alerts.errors import ChannelConfigError, SecretError
 from alerts.outbox import OutboxItem
+from alerts.retry import DEFAULT_SCHEDULE, RetryPolicy
+from alerts.route import Router
 from alerts.secrets import Secret, SecretResolver
 from alerts.ssrf import Guard
+from alerts.store import OutboxEntry, Store, to_epoch
 from detect.alert import Alert, AlertIdentity, Reason, alert_id
 from tests.alerts.receivers import HttpReceiver, Reply, SmtpReceiver, SyslogTcpReceiver, free_port
 
@@ -219,9 +217,9 @@ def test_exponential_and_scaled() -> None:
     p = RetryPolicy.exponential(attempts=5, base=2, factor=3, cap=30, jitter=0)
     assert p.schedule == (0, 2, 6, 18, 30)
     assert RetryPolicy(jitter=0).scaled(0.001).schedule[2] == pytest.approx(0.3)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ChannelConfigError):
         RetryPolicy(schedule=())
-    with pytest.raises(ConfigError):
+    with pytest.raises(ChannelConfigError):
         RetryPolicy(jitter=2.0)
 
 
@@ -301,7 +299,7 @@ def test_channel_exception_is_retried_not_lost() -> None:
 
 
 def test_lease_must_exceed_attempt_timeout() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ChannelConfigError):
         DeliveryWorker(MemoryOutbox(), {}, attempt_timeout=10, lease_seconds=5)
 
 
@@ -434,12 +432,11 @@ def test_redirect_not_followed_and_410_disables() -> None:
 
 @pytest.mark.integration
 def test_worker_over_real_sqlite_store(tmp_path: Path) -> None:
-    store_mod = pytest.importorskip("alerts.store")
-    store = store_mod.Store(f"sqlite:///{tmp_path / 'alerts.db'}")
+    store = Store(f"sqlite:///{tmp_path / 'alerts.db'}")
     try:
         store.migrate()
         entries = [
-            store_mod.OutboxEntry(
+            OutboxEntry(
                 receiver="soc",
                 channel="webhook",
                 endpoint="soc/webhook/0",
@@ -551,10 +548,10 @@ def test_canary_secrets_never_leak(caplog: pytest.LogCaptureFixture, canary_env:
             {"receivers": [{"name": "x", "slack": [{"url": env["SLACK_URL"]}]}]},
             {"receivers": [{"name": "x", "slack": [{"url": 5}]}], "nope": env["WH_URL"]},
         ):
-            with pytest.raises(ConfigError) as ei:
+            with pytest.raises(ChannelConfigError) as ei:
                 load_config(bad)
             seen.append(str(ei.value))
-        with pytest.raises(ConfigError) as ce:
+        with pytest.raises(ChannelConfigError) as ce:
             WebhookChannel(url=Secret(env["WH_URL"]), secrets=[Secret(f"{CANARY}-not-whsec")], guard=Guard())
         seen.append(str(ce.value))
         with pytest.raises(SecretError) as se:
@@ -572,28 +569,17 @@ def test_canary_secrets_never_leak(caplog: pytest.LogCaptureFixture, canary_env:
     assert "pdkey" not in text and "-signing-key" not in text
 
 
-def test_public_surface() -> None:
-    import alerts.channels
-    import alerts.deliver
-
-    for mod in (alerts.channels, alerts.deliver):
-        assert sorted(mod.__all__) == sorted(set(mod.__all__))
-        for name in mod.__all__:
-            assert getattr(mod, name) is not None
+def test_delivery_positional_and_keyword_forms_agree() -> None:
     assert Delivery(False, True, "http 503") == Delivery(ok=False, retryable=True, reason="http 503")
 
 
 @pytest.mark.integration
 def test_router_store_worker_end_to_end(tmp_path: Path) -> None:
     """Alerts → router → outbox in a real SQLite store → worker → signed webhook and PagerDuty."""
-    store_mod = pytest.importorskip("alerts.store")
-    route_mod = pytest.importorskip("alerts.route")
-    from standardwebhooks import Webhook
-
-    store = store_mod.Store(f"sqlite:///{tmp_path / 'alerts.db'}")
+    store = Store(f"sqlite:///{tmp_path / 'alerts.db'}")
     try:
         store.migrate()
-        router = route_mod.Router(
+        router = Router(
             {
                 "receivers": [
                     {
@@ -612,7 +598,7 @@ def test_router_store_worker_end_to_end(tmp_path: Path) -> None:
             store,
         )
         alerts = [msgspec.convert(make_alert(n), Alert) for n in range(2)]
-        t0 = store_mod.to_epoch(alerts[0].last_seen) + 1  # event time, as the pipeline runs
+        t0 = to_epoch(alerts[0].last_seen) + 1  # event time, as the pipeline runs
         store.add_alerts(alerts, now=t0)
         router.ingest(alerts, t0)
         assert len(router.tick(t0 + 1)) == 2  # one notification per integration

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,10 @@ from tests.alerts.test_route import INTERVAL, T0, WAIT, config, make_alert
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(f"sqlite:///{tmp_path / 'route.db'}")
     s.migrate()
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from alerts import schema
 from alerts.errors import AlertNotFound, InvalidTransition, SilenceError, StoreError
 from alerts.outbox import Outbox
+from alerts.silence import Matcher, parse_matcher
 from alerts.store import VERSION_TABLE, AlertQuery, OutboxEntry, Store, merge_occurrences, to_epoch
 from detect.alert import MAX_EVENT_IDS, Alert, AlertIdentity
 
@@ -610,8 +611,6 @@ def test_workers_migrating_at_once_on_postgresql_all_succeed(pg_url: str) -> Non
 
 
 def test_matchers_from_dicts_and_quoted_text() -> None:
-    from alerts.silence import Matcher, parse_matcher
-
     assert parse_matcher({"name": "env", "op": "!=", "value": "dev"}) == Matcher("env", "!=", "dev")
     assert parse_matcher('team = "blue team"') == Matcher("team", "=", "blue team")
     assert parse_matcher("severity!~info|low").matches({"severity": "high"})

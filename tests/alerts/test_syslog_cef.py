@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -37,7 +37,7 @@ NOW = 1_764_325_800.123
 nasty = st.text(
     alphabet=st.one_of(
         st.sampled_from(list('|=\\]["\n\r\x00 \t=|\\CEF:<>1-') + ["\u2028", "é", "😀", "\x7f", "\x1b"]),
-        st.characters(codec="utf-8", exclude_categories=("Cs",)),
+        st.characters(codec="utf-8", exclude_categories=["Cs"]),
     ),
     max_size=60,
 )
@@ -121,7 +121,7 @@ def test_cef_known_output() -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_records_reach_a_real_listener(transport: str) -> None:
+def test_records_reach_a_real_listener(transport: Literal["udp", "tcp"]) -> None:
     receiver = SyslogUdpReceiver() if transport == "udp" else SyslogTcpReceiver()
     with receiver as rx:
         ch = SyslogChannel(

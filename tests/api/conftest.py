@@ -88,9 +88,9 @@ def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seed]:
     from ingest.dedup import Deduplicator
     from ingest.errors import ParseError
     from ingest.parse import Parser
-    from vaultwatch.archive import EventArchive
-    from vaultwatch.commands.demo import drive_traffic, setup_org
-    from vaultwatch.servers import OpenBaoServer
+    from vaultwatch.cli.demo import drive_traffic, setup_org
+    from vaultwatch.demo.servers import OpenBaoServer
+    from vaultwatch.service.archive import EventArchive
 
     work = tmp_path_factory.mktemp("api-seed")
     for attempt in range(3):
@@ -190,7 +190,7 @@ def _empty(store: Store) -> None:
 @pytest.fixture
 def make_app(tmp_path: Path, seed: Seed, creds: Creds) -> Iterator[AppFactory]:
     """``make_app(url=None, **auth_overrides) -> (app, store)``; stores are closed afterwards."""
-    from vaultwatch.archive import EventArchive
+    from vaultwatch.service.archive import EventArchive
 
     stores: list[Store] = []
 

@@ -352,25 +352,6 @@ def test_canary_secrets_never_leak(
         assert secret not in caplog.text
 
 
-def test_auth_config_from_env() -> None:
-    env = {
-        "JWT_KEY_FILE": "/run/secrets/jwt_private_key",
-        "API_KEYS_FILE": "/run/secrets/api_keys",
-        "VAULTWATCH_API_RATE_BURST": "7",
-        "VAULTWATCH_API_TOKEN_TTL": "120",
-        "VAULTWATCH_API_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1",
-        "VAULTWATCH_API_COOKIE_SECURE": "false",
-    }
-    cfg = AuthConfig.from_env(env)
-    assert cfg.jwt_key_file == Path("/run/secrets/jwt_private_key")
-    assert cfg.api_keys_file == Path("/run/secrets/api_keys")
-    assert (cfg.rate_burst, cfg.token_ttl, cfg.cookie_secure) == (7, 120.0, False)
-    assert cfg.trusted_proxies == ("10.0.0.0/8", "192.168.1.1")
-    for bad in ({"VAULTWATCH_API_RATE_BURST": "many"}, {"VAULTWATCH_API_TRUSTED_PROXIES": "10.0.0.0/99"}):
-        with pytest.raises(AuthError, match="VAULTWATCH_API_"):
-            AuthConfig.from_env(bad)
-
-
 def test_jwks_is_public_and_matches_the_signing_key(client: TestClient) -> None:
     a = client.get("/api/v1/auth/jwks").json()
     b = client.get("/.well-known/jwks.json").json()

@@ -104,7 +104,7 @@ def _archive_log(audit_log: Path, root: Path) -> tuple[Any, bytes]:
     from ingest.dedup import Deduplicator
     from ingest.errors import ParseError
     from ingest.parse import Parser
-    from vaultwatch.archive import EventArchive
+    from vaultwatch.service.archive import EventArchive
 
     engine, parser, dedup = Engine(), Parser(), Deduplicator()
     with (

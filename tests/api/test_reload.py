@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from vaultwatch.api.auth import hash_api_key
-from vaultwatch.ops import BackgroundServer
+from vaultwatch.service.ops import BackgroundServer
 
 from .conftest import AppFactory
 

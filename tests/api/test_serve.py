@@ -15,7 +15,7 @@ import pytest
 
 from vaultwatch.api.auth import AuthConfig, Authenticator, AuthError, VaultKeySource, generate_pem
 from vaultwatch.cli import main
-from vaultwatch.servers import OpenBaoServer
+from vaultwatch.demo.servers import OpenBaoServer
 
 from .conftest import Creds
 

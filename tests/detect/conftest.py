@@ -22,7 +22,7 @@ import pytest
 from detect.types import Detector, Finding
 from ingest.event import AuditEvent
 from ingest.parse import Parser
-from vaultwatch.servers import AuditDevice, OpenBaoServer
+from vaultwatch.demo.servers import AuditDevice, OpenBaoServer
 
 #: Values that must never appear in a finding.
 CANARY_PASSWORD = "canary-pw-7Hq2xZ"

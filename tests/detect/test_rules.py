@@ -105,11 +105,13 @@ def test_rules_config_validation() -> None:
 
 def test_default_rules_names_and_toggles() -> None:
     names = [d.name for d in default_rules({})]
-    assert len(names) == len(set(names)) == 17
+    assert len(names) == len(set(names)) >= 17
     assert all(re.fullmatch(r"[a-z]+(-[a-z]+)*", n) for n in names)
     off = [d.name for d in default_rules({"access_model_enabled": False, "rotation_enabled": False})]
     assert "access-model-violation" not in off and "rotation-overdue" not in off
     for det in default_rules({}):
+        if type(det).__module__ not in ("detect.rules", "detect.policy"):
+            continue  # other modules document their detectors (test_contract.py)
         doc = type(det).__doc__ or ""
         assert det.name in doc and "Reads" in doc, det.name
 
@@ -135,17 +137,21 @@ def test_root_token_use(bao_scenario: Scenario) -> None:
 @pytest.mark.integration
 def test_audit_tampering(bao_scenario: Scenario) -> None:
     s = bao_scenario
-    for step, verdict in (
-        ("audit_disable", "failed"),
-        ("audit_enable", "failed"),
-        ("audit_disable_denied", "denied"),
+    # Disabling is tampering (critical); adding a device is an addition (medium: OpenBao refuses
+    # API-enabled devices, so it failed here); an attempt without the right is high.
+    for step, verdict, severity in (
+        ("audit_disable", "failed", "critical"),
+        ("audit_enable", "failed", "medium"),
+        ("audit_disable_denied", "denied", "high"),
     ):
         found = run(AuditTampering(), s[step])
-        assert sev(found) == ["critical"], step  # request and response entries: one finding
-        # An ACL denial shows on the request entry already; a refusal only on the response.
-        assert ("attempted" if verdict == "failed" else verdict) in found[0].title
+        assert sev(found) == [severity], step  # request and response entries: one finding
+        # A disable is reported on its request entry (its response may never come); an ACL
+        # denial shows on the request entry already; an enable is judged on its response.
+        assert ("attempted" if step == "audit_disable" else verdict) in found[0].title
         response_only = run(AuditTampering(), [e for e in s[step] if e.is_response])
         assert verdict in response_only[0].title
+    assert "added" in run(AuditTampering(), s["audit_enable"])[0].title
     # The response entry of a disable may never be written: the request entry alone alerts.
     req_only = [e for e in s["audit_disable"] if e.is_request]
     assert sev(run(AuditTampering(), req_only)) == ["critical"]
@@ -196,10 +202,16 @@ def test_plaintext_secret_in_audit(bao_scenario: Scenario) -> None:
     assert CANARY_SECRET not in blob
     for benign in ("tune_benign", "setup", "runtime_ok", "token_normal"):
         assert run(PlaintextSecretInAudit(), s[benign]) == [], benign
-    # A log_raw device: every response entry alerts, grouped per device and mount.
+    # A log_raw device: every response entry alerts, grouped per device, mount and identity.
     raw = run(PlaintextSecretInAudit(), s.raw)
     assert len(raw) > 50 and all(f.severity in ("critical", "high") for f in raw)
-    assert len({f.dedup_key for f in raw}) < len(raw) / 5
+    groups = {
+        (e.source, e.mount_point or "-", e.identity.key)
+        for e in s.raw
+        if e.is_response and e.plaintext_fields
+    }
+    assert len({f.dedup_key for f in raw}) == len(groups) < len(raw) / 4
+    assert all(f.identity.key in f.dedup_key for f in raw)
     assert any("client_token" in f.reasons[0].observed for f in raw)
 
 
@@ -345,4 +357,7 @@ def test_every_detector_contract_on_the_whole_scenario(bao_scenario: Scenario) -
         for secret in (CANARY_PASSWORD, CANARY_SECRET, *bao_scenario.secrets):
             assert secret not in blob, det.name
     # Rotation needs days of event time; it has its own tests.
-    assert all(n > 0 for name, n in fired.items() if name != "rotation-overdue"), fired
+    # Every rule of this module fires on the scenario (other modules' detectors have their own
+    # triggering streams in test_contract.py; rotation needs days of event time).
+    mine = {d.name for d in detectors if type(d).__module__ == "detect.rules"}
+    assert all(fired[name] > 0 for name in mine), {k: v for k, v in fired.items() if k in mine and not v}

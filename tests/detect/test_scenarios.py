@@ -1,6 +1,6 @@
 """The scenario suite: weeks of real OpenBao traffic with labelled attacks, replayed through the engine.
 
-A real OpenBao server gets an organisation (``vaultwatch.traffic``) and four simulated weeks of
+A real OpenBao server gets an organisation (``vaultwatch.demo.traffic``) and four simulated weeks of
 its work as real hvac requests (about 10k, each identity from its own forwarded address), with
 thirteen kinds of attack injected after a two-week warm-up. The server's own audit log, moved
 onto the simulated clock, is replayed through :class:`detect.engine.Engine` and three naive
@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 
 from detect.alert import Alert, AlertIdentity, encode_alert
+from detect.engine import Engine
 from ingest.event import AuditEvent
 from ingest.parse import Parser
-from vaultwatch.scenarios import Evaluation, NaiveAlert, Scorer, evaluate, render, score_naive
-from vaultwatch.traffic import (
+from vaultwatch.demo.scenarios import Evaluation, NaiveAlert, Scorer, evaluate, render, score_naive
+from vaultwatch.demo.traffic import (
     ATTACK_KINDS,
     BENIGN,
     SIM_START,
@@ -89,14 +90,8 @@ class Results:
 
 @pytest.fixture(scope="module")
 def results(scenario_run: Run) -> Results:
-    engine: Any = None
+    engine = Engine(seed=SEED)
     note = ""
-    try:
-        from detect.engine import Engine
-    except ImportError as exc:  # the engine is optional for the generator's own checks
-        note = f"detect.engine not importable: {exc}"
-    else:
-        engine = Engine(seed=SEED)
     report = evaluate(scenario_run.generated, scenario_run.events, engine=engine, seed=SEED)
     report.timings = {**scenario_run.timings, **report.timings}
     report.engine_note = note or report.engine_note

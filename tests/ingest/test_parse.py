@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from ingest import REASONS, REDACTED, AuditEvent, Deduplicator, ParseError, Parser
 from ingest.codec import encode_entry
 from ingest.identity import split_address
-from vaultwatch.servers import AuditDevice, OpenBaoServer
+from vaultwatch.demo.servers import AuditDevice, OpenBaoServer
 
 CANARY_PASSWORD = "canary-pw-7f3a9c1e"
 CANARY_SECRET = "canary-secret-b41d2e88"

@@ -15,7 +15,7 @@ from ingest.quarantine import FileQuarantine, MemoryQuarantine
 from ingest.sources.base import RawRecord
 from ingest.sources.file import FileSource
 from ingest.sources.stdin import StdinSource
-from vaultwatch.servers import AuditDevice, OpenBaoServer
+from vaultwatch.demo.servers import AuditDevice, OpenBaoServer
 
 from .test_source_file import drive, file_lines, keys_of
 

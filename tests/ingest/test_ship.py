@@ -30,7 +30,7 @@ from ingest.ship import Backoff, ShipInterrupted, Shipper
 from ingest.sources.base import RawRecord
 from ingest.sources.checkpoint import load_checkpoint
 from ingest.sources.file import FileSource
-from vaultwatch.servers import AuditDevice, KafkaBroker, OpenBaoServer, free_port
+from vaultwatch.demo.servers import AuditDevice, KafkaBroker, OpenBaoServer, free_port
 
 _kafka = import_kafka()
 
@@ -610,26 +610,30 @@ def test_cli_listens_as_a_socket_audit_device(
 
 
 def test_stdin_source_cuts_lines_and_flags_too_large_ones() -> None:
-    from vaultwatch.commands.ship import StdinSource
+    # ship's standard input is ingest's StdinSource, read from a pipe as `... | vaultwatch ship -` does.
+    from ingest.sources.stdin import StdinSource
 
     r, w = os.pipe()
+    stream = open(r, "rb", closefd=False)  # closed in the finally block, before the fd
     try:
         os.write(w, b"one\r\n\n" + b"x" * 300 + b"\ntwo\nthr")
-        src = StdinSource(r, max_line_bytes=100)
+        src = StdinSource(stream, max_line_bytes=100)
         it = src.batches(max_records=10, timeout=0.05)
         got = next(it)
-        assert [x.data for x in got] == [b"one", b"x" * 300, b"two"]  # head kept: under 4 KiB
+        assert [x.data for x in got] == [b"one", b"x" * 100, b"two"]  # a too-large line: its head
         assert [x.position.too_large for x in got] == [0, 300, 0]
         assert next(it) == []  # idle: the caller gets control back
         os.write(w, b"ee\n" + b"y" * 250)
         os.close(w)
         w = -1
         rest = [rec for batch in it for rec in batch]
-        assert [x.data for x in rest] == [b"three", b"y" * 250]
+        assert [x.data for x in rest] == [b"three", b"y" * 100]
         assert [x.position.too_large for x in rest] == [0, 250]
         src.commit(rest[-1])
-        assert src.committed == rest[-1].position.offset == 5 + 1 + 301 + 4 + 6 + 250
+        assert src.committed == rest[-1].position
+        assert rest[-1].position.offset == 5 + 1 + 301 + 4 + 6 + 250
     finally:
+        stream.close()
         os.close(r)
         if w >= 0:
             os.close(w)

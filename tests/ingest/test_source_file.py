@@ -25,7 +25,7 @@ from ingest.sources.checkpoint import (
     too_large_size,
 )
 from ingest.sources.file import FilePosition, FileSource
-from vaultwatch.servers import OpenBaoServer
+from vaultwatch.demo.servers import OpenBaoServer
 
 PARSER = Parser()
 

@@ -24,7 +24,7 @@ from ingest.kafka_config import (
 from ingest.parse import Parser
 from ingest.sources.base import RawRecord, Source
 from ingest.sources.kafka import DeadLetterQueue, KafkaPosition, KafkaSource, dlq_topic
-from vaultwatch.servers import KafkaBroker
+from vaultwatch.demo.servers import KafkaBroker
 
 _kafka = import_kafka()
 KafkaConsumer, KafkaProducer, TopicPartition = (

@@ -13,7 +13,7 @@ import pytest
 from ingest.sources.base import RawRecord
 from ingest.sources.checkpoint import too_large_size
 from ingest.sources.socket import SocketPosition, SocketSource
-from vaultwatch.servers import AuditDevice, OpenBaoServer
+from vaultwatch.demo.servers import AuditDevice, OpenBaoServer
 
 from .test_source_file import drive, file_lines, keys_of, wait_for
 

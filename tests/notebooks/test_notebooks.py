@@ -1,6 +1,6 @@
 """The analyst notebooks run top to bottom on data generated here from a real OpenBao server.
 
-Each notebook reads its data through :mod:`vaultwatch.datasets` from the directory named by
+Each notebook reads its data through :mod:`vaultwatch.report.loaders` from the directory named by
 ``$VAULTWATCH_NOTEBOOK_DATA``; the fixture generates a small scenario there (real traffic with
 labelled attacks, the detection engine, an archive and a SQLite store) and the notebooks are
 executed with nbclient in a real IPython kernel. The committed notebooks carry no outputs.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultwatch.datasets import NOTEBOOK_DATA_ENV, DemoData, generate_demo_data
+from vaultwatch.demo.dataset import NOTEBOOK_DATA_ENV, DemoData, generate_demo_data
 
 nbformat = pytest.importorskip("nbformat")
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -37,7 +37,7 @@ def test_notebooks_are_committed_without_outputs() -> None:
         assert sum(c.cell_type == "markdown" for c in nb.cells) >= 3, name
         # Data only through vaultwatch's public loaders, from the environment-named location.
         source = "\n".join(c.source for c in code)
-        assert "datasets.notebook_data()" in source
+        assert "notebook_data()" in source and "from vaultwatch.report import loaders" in source
         assert "read_parquet" not in source and "sqlite3" not in source
 
 

@@ -1,7 +1,7 @@
 """Audit review reports rendered from a real scenario run, checked against direct queries.
 
 A real OpenBao server serves two simulated weeks of an organisation's traffic with attacks in
-the second week (:func:`vaultwatch.datasets.generate_demo_data`); the audit log it wrote goes
+the second week (:func:`vaultwatch.demo.dataset.generate_demo_data`); the audit log it wrote goes
 into an event archive and through the detection engine into a SQLite alert store. The report of
 the second week is rendered through the CLI, and its figures are recomputed here straight from
 the Parquet files (pandas) and the SQLite tables (SQL), not through vaultwatch's loaders.
@@ -26,20 +26,19 @@ import pytest
 
 from alerts.store import Store
 from vaultwatch.cli import main
-from vaultwatch.datasets import DemoData, generate_demo_data
+from vaultwatch.demo.dataset import DemoData, generate_demo_data
 from vaultwatch.report import (
     Period,
     ReportError,
     enqueue_report,
     generate_report,
     load_check,
-    metadata_ages,
     period_for,
     previous_period,
-    render_scheduled,
     report_outbox_entries,
 )
 from vaultwatch.report.data import config_changes, content_hash, status_at
+from vaultwatch.service.reports import metadata_ages, render_scheduled
 from vaultwatch.settings import ArchiveConfig, Settings, StoreConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -485,7 +484,7 @@ def test_kv_metadata_ages_from_a_real_openbao(
     from pydantic import SecretStr
 
     from detect.policy import default_policy
-    from vaultwatch.commands.demo import setup_org
+    from vaultwatch.cli.demo import setup_org
     from vaultwatch.settings import VaultAuth as VaultAuthConfig
     from vaultwatch.settings import VaultConfig
 

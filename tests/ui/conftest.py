@@ -25,9 +25,9 @@ from ingest.dedup import Deduplicator
 from ingest.errors import ParseError
 from ingest.event import AuditEvent
 from ingest.parse import Parser
-from vaultwatch.archive import EventArchive
-from vaultwatch.pipeline import checkpoint_key
-from vaultwatch.servers import OpenBaoServer
+from vaultwatch.demo.servers import OpenBaoServer
+from vaultwatch.service.archive import EventArchive
+from vaultwatch.service.worker import checkpoint_key
 
 PASSWORDS = {"ana": "ana-ui-test-pw-1", "vic": "vic-ui-test-pw-1", "adm": "adm-ui-test-pw-1"}
 ROLES = {"ana": "analyst", "vic": "viewer", "adm": "admin"}
@@ -67,7 +67,7 @@ def _detect(audit_log: Path) -> tuple[list[AuditEvent], list[Alert], Engine]:
 
 @pytest.fixture(scope="session")
 def ui_seed(tmp_path_factory: pytest.TempPathFactory) -> Seed:
-    from vaultwatch.commands.demo import drive_traffic, setup_org
+    from vaultwatch.cli.demo import drive_traffic, setup_org
 
     root = tmp_path_factory.mktemp("ui-seed")
     srv = OpenBaoServer(root / "openbao").start()

@@ -22,9 +22,9 @@ from alerts.store import Store
 from tests.ui.conftest import PASSWORDS, LiveServer, Seed, _detect
 from vaultwatch.api.app import create_app
 from vaultwatch.api.auth import AuthConfig
-from vaultwatch.archive import EventArchive
-from vaultwatch.pipeline import checkpoint_key
 from vaultwatch.report import generate_report, period_for
+from vaultwatch.service.archive import EventArchive
+from vaultwatch.service.worker import checkpoint_key
 from vaultwatch.settings import ArchiveConfig, Settings
 
 pytestmark = pytest.mark.integration
@@ -151,7 +151,7 @@ def test_reports_page_lists_generated_reports_with_links(
 def _demo_run(openbao_factory: Callable[..., Any]) -> Any:
     import hvac.exceptions
 
-    from vaultwatch.commands.demo import drive_traffic, setup_org
+    from vaultwatch.cli.demo import drive_traffic, setup_org
 
     for attempt in range(3):
         srv = openbao_factory()

@@ -14,7 +14,7 @@ import pytest
 from alerts.store import AlertQuery, OutboxEntry, Store
 from detect.alert import SEVERITIES, Alert
 from tests.ui.conftest import PASSWORDS, LiveServer, Seed
-from vaultwatch.api.routes.ui import activity, alert_matches, heatmap, queue_query
+from vaultwatch.api.ui import activity, alert_matches, heatmap, queue_query
 
 pytestmark = pytest.mark.integration
 

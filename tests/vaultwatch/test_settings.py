@@ -13,8 +13,12 @@ import pytest
 import vaultwatch.settings as settings_module
 from alerts.channels.config import ChannelsConfig
 from alerts.route import RouterConfig
+from vaultwatch import errors
+from vaultwatch.api.auth import AuthConfig
 from vaultwatch.cli import main
-from vaultwatch.settings import REDACTED, ConfigError, Settings, load_settings
+from vaultwatch.errors import ArchiveError, VaultwatchError
+from vaultwatch.service import wiring
+from vaultwatch.settings import REDACTED, ConfigError, KafkaConfig, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "vaultwatch.toml"
@@ -327,3 +331,55 @@ def test_config_check_reports_bad_files_with_exit_2(
     clean_env.setenv("VAULTWATCH_CONFIG", str(EXAMPLE))
     assert main(["config", "check"]) == 0
     assert "from " + str(EXAMPLE) in capsys.readouterr().out
+
+
+def test_kafka_mapping_is_the_one_the_worker_uses() -> None:
+    # One mapping from [kafka] to the clients' settings; blanks in bootstrap never reach a client.
+    raw = {**KafkaConfig().model_dump(), "bootstrap": " k1:9092 , ,k2:9093 "}
+    kafka = KafkaConfig.model_construct(**raw)
+    assert kafka.servers() == ["k1:9092", "k2:9093"]
+    assert kafka.client_settings().bootstrap == ["k1:9092", "k2:9093"]
+    s = load_settings(None, env={"VAULTWATCH_KAFKA__BOOTSTRAP": " k1:9092 , k2:9093"})
+    assert s.kafka.client_settings().bootstrap == ["k1:9092", "k2:9093"]
+    assert not hasattr(wiring, "kafka_settings")  # the wiring keeps no copy of its own
+
+
+def test_api_auth_comes_from_the_one_settings(tmp_path: Path) -> None:
+    cfg = write(tmp_path, '[api.auth]\nusers_file = "users.toml"\nrate_burst = 3\nlogin_burst = 4\n')
+    env = {
+        "JWT_KEY_FILE": "/run/secrets/jwt_private_key",
+        "API_KEYS_FILE": "/run/secrets/api_keys",
+        "VAULTWATCH_API_RATE_BURST": "7",
+        "VAULTWATCH_API_TOKEN_TTL": "120",
+        "VAULTWATCH_API_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1",
+        "VAULTWATCH_API_COOKIE_SECURE": "false",
+        "VAULTWATCH_API__AUTH__LOGIN_BURST": "5",
+    }
+    auth = AuthConfig.from_settings(load_settings(cfg, env=env))
+    assert auth.jwt_key_file == Path("/run/secrets/jwt_private_key")
+    assert auth.api_keys_file == Path("/run/secrets/api_keys")
+    assert auth.users_file == Path("users.toml")
+    # The environment wins over the file; the nested form wins over the historical names.
+    assert (auth.rate_burst, auth.token_ttl, auth.cookie_secure, auth.login_burst) == (7, 120.0, False, 5)
+    assert auth.trusted_proxies == ("10.0.0.0/8", "192.168.1.1")
+    assert AuthConfig.from_settings(Settings()) == AuthConfig()
+    bad_values = {
+        "VAULTWATCH_API_RATE_BURST": "many",
+        "VAULTWATCH_API_TRUSTED_PROXIES": "10.0.0.0/99",
+        "VAULTWATCH_API_TOKEN_TTL": "-1",
+        "VAULTWATCH_API_SSO_DEFAULT_ROLE": "root",
+    }
+    for name, value in bad_values.items():
+        with pytest.raises(ConfigError) as err:
+            load_settings(None, env={name: value})
+        field = name.removeprefix("VAULTWATCH_API_").lower()
+        assert [k for k, _ in err.value.problems] == [f"api.auth.{field}"]
+        assert value not in str(err.value)
+
+
+def test_shell_errors_share_one_root() -> None:
+    assert issubclass(ConfigError, VaultwatchError)
+    assert issubclass(ArchiveError, VaultwatchError)
+    assert settings_module.ConfigError is errors.ConfigError
+    for name in errors.__all__:
+        assert isinstance(getattr(errors, name), type)

@@ -25,9 +25,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from alerts.errors import AlertNotFound, InvalidTransition, SilenceError, StoreError
 from alerts.store import Store
 
+from ..service.archive import EventArchive
+from ..service.metrics import Metrics
+from ..vault.enrich import IdentityEnricher
+from . import ui
 from .audit import ApiAudit
 from .auth import AuthConfig, Authenticator, RateLimiter
 from .deps import NEW_CSRF_COOKIE, ApiMetrics, AppContext
+from .routes import alerts, events, exposure, health, identities, keys, reports, silences, stream
+from .routes import auth as auth_routes
+from .routes.exposure import VAULT_KEY, as_vault
+from .routes.identities import CheckpointBaselines
 from .schemas import ErrorBody
 
 __all__ = ["create_app", "API_PREFIX"]
@@ -192,27 +200,23 @@ def create_app(
 ) -> FastAPI:
     """The API app for ``settings`` (a :class:`vaultwatch.settings.Settings`).
 
-    ``auth`` defaults to :meth:`AuthConfig.from_env`. A ``store`` or ``archive`` passed in is
-    not closed by the app; otherwise the store is opened from ``settings.store.url`` (and
-    migrated) and the archive from ``settings.archive`` when enabled, and both are closed at
-    shutdown. ``baselines`` (anything with ``identities()`` and ``identity_summary(key)``)
-    replaces the engines read from the store's checkpoints. ``vault_client`` (an hvac client)
-    is where the signing key is read when ``auth.jwt_vault_path`` is set and no key file is;
-    with one, ``POST /api/v1/exposure/token`` can compute audit HMACs and an
-    :class:`~vaultwatch.enrich.IdentityEnricher` (started and closed with the app) names
+    ``auth`` defaults to :meth:`AuthConfig.from_settings` (``settings.api.auth``). A ``store`` or
+    ``archive`` passed in is not closed by the app; otherwise the store is opened from
+    ``settings.store.url`` (and migrated) and the archive from ``settings.archive`` when enabled,
+    and both are closed at shutdown. ``baselines`` (anything with ``identities()`` and
+    ``identity_summary(key)``) replaces the engines read from the store's checkpoints.
+    ``vault_client`` (an hvac client) is where the signing key is read when ``auth.jwt_vault_path``
+    is set and no key file is; with one, ``POST /api/v1/exposure/token`` can compute audit HMACs and
+    an :class:`~vaultwatch.vault.enrich.IdentityEnricher` (started and closed with the app) names
     ``entity:<id>`` identities in the identities API and the UI.
     """
-    from vaultwatch.metrics import Metrics
-
-    cfg = auth or AuthConfig.from_env()
+    cfg = auth or AuthConfig.from_settings(settings)
     owned: list[Any] = []
     if store is None:
         store = Store(settings.store.url)
         store.migrate()
         owned.append(store)
     if archive is None and getattr(settings, "archive", None) is not None and settings.archive.enabled:
-        from vaultwatch.archive import EventArchive
-
         archive = EventArchive(settings.archive.path, retention_days=settings.archive.retention_days)
         owned.append(archive)
     authn = authenticator or Authenticator(cfg, clock=clock, vault_client=vault_client)
@@ -233,10 +237,6 @@ def create_app(
 
     enricher = None
     if vault_client is not None:
-        from vaultwatch.enrich import IdentityEnricher
-
-        from .routes.exposure import VAULT_KEY, as_vault
-
         vault = as_vault(vault_client)
         ctx.extra[VAULT_KEY] = vault
         # Entity names for the identity pages: looked up in the background, never waited for.
@@ -269,13 +269,8 @@ def create_app(
         },
     )
     app.state.ctx = ctx
-    from .routes.identities import CheckpointBaselines
-
     ctx.extra["baselines"] = baselines if baselines is not None else CheckpointBaselines(ctx)
     _install_handlers(app)
-
-    from .routes import alerts, events, exposure, health, identities, keys, reports, silences, stream
-    from .routes import auth as auth_routes
 
     app.include_router(health.router)
     app.include_router(auth_routes.router, prefix=API_PREFIX)
@@ -288,12 +283,7 @@ def create_app(
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(stream.router, prefix=API_PREFIX)
     app.include_router(keys.router, prefix=API_PREFIX)
-    try:
-        from .routes import ui  # the server-rendered web UI, when present
-    except ImportError:
-        log.info("web UI not installed; serving the API only")
-    else:
-        app.include_router(ui.router)  # the UI module's contract: a module-level ``router``
+    app.include_router(ui.router)
     registry = getattr(ctx.metrics, "registry", None)
     on_status = None
     if registry is not None:

@@ -14,12 +14,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-__all__ = ["ApiAudit", "AuditEntry", "metadata", "api_audit", "api_assignments"]
+__all__ = ["Actor", "ApiAudit", "AuditEntry", "metadata", "api_audit", "api_assignments"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,19 @@ api_assignments = sa.Table(
     sa.Column("assigned_by", sa.String(256), nullable=False),
     sa.Column("at", sa.Double, nullable=False),
 )
+
+
+class Actor(Protocol):
+    """Who acted: an authenticated caller (:class:`vaultwatch.api.auth.Principal`)."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def method(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,28 @@ class ApiAudit:
                 )
             )
         log.info("api audit: %s %s %s -> %s", actor, action, target[:200], outcome)
+
+    def record_action(
+        self,
+        who: Actor,
+        action: str,
+        target: str,
+        *,
+        request_id: str,
+        outcome: str = "ok",
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append one entry for an action by ``who`` (its subject, role and auth method)."""
+        self.record(
+            actor=who.subject,
+            role=who.role,
+            method=who.method,
+            action=action,
+            target=target,
+            outcome=outcome,
+            request_id=request_id,
+            detail=detail,
+        )
 
     def entries(
         self, *, limit: int = 100, before_id: int | None = None, actor: str | None = None

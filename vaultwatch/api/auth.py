@@ -28,8 +28,8 @@ that disappears from it keeps verifying until the tokens it signed have expired
 file is reloaded the same way; a replacement that does not parse is logged and ignored, so a
 half-written file never turns requests away.
 
-Contract for the web UI (``vaultwatch/api/routes/ui.py``)
----------------------------------------------------------
+Contract for the web UI (``vaultwatch/api/ui/``)
+-------------------------------------------------
 * Log in: ``POST /api/v1/auth/login`` with a form (``username``, ``password``, optional
   ``next``: a local path to redirect to with 303) or JSON ``{"username", "password"}`` (200 with
   :class:`~vaultwatch.api.schemas.SessionInfo`). It sets two cookies: ``vw_session`` (HttpOnly,
@@ -46,12 +46,13 @@ Contract for the web UI (``vaultwatch/api/routes/ui.py``)
 * ``GET /api/v1/auth/session`` answers the caller's :class:`~vaultwatch.api.schemas.Me` or
   ``null`` (never 401); ``GET /api/v1/auth/me`` the same but 401 when anonymous.
 * Dependencies (``vaultwatch.api.deps``): ``CurrentPrincipal`` (any role, 401 without
-  credentials), ``OptionalPrincipal`` (None when anonymous, e.g. to redirect to a login page),
+  credentials), ``OptionalPrincipal`` (None when anonymous), ``PagePrincipal`` (the same, with
+  a refused credential counted as anonymous: the pages then redirect to the login page),
   ``Viewer``, ``Analyst``, ``Admin`` (role at least that), ``Ctx`` (the :class:`AppContext`
   on ``app.state.ctx``: ``store``, ``archive``, ``authn``, ``audit``, ``limits``).
 * A :class:`Principal` has ``subject``, ``role``, ``method`` (``jwt``, ``api_key``,
   ``session``, ``sso``) and ``csrf`` (the session's CSRF value, or None).
-* ``create_app`` mounts ``vaultwatch.api.routes.ui.router`` when that module imports, and puts
+* ``create_app`` mounts ``vaultwatch.api.ui.router`` and puts
   the identity baselines (``identities()``, ``identity_summary(key)``, read from the workers'
   engine checkpoints) in ``ctx.extra["baselines"]``.
 """
@@ -82,6 +83,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from ..settings import Settings
 
 __all__ = [
     "ROLES",
@@ -151,8 +154,8 @@ class Principal:
 class AuthConfig:
     """How the API authenticates; secrets are file paths (container secrets), never values.
 
-    Built by the entrypoint (:meth:`from_env` reads ``JWT_KEY_FILE``, ``API_KEYS_FILE`` and
-    ``VAULTWATCH_API_*``) and passed to :func:`vaultwatch.api.app.create_app`.
+    Built by the entrypoint from the settings (:meth:`from_settings`) and passed to
+    :func:`vaultwatch.api.app.create_app`.
     """
 
     jwt_key_file: Path | None = None
@@ -180,60 +183,13 @@ class AuthConfig:
     reload_check_seconds: float = 0.0  # 0: stat the files on every request (one syscall)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: Any) -> AuthConfig:
-        """Read the key and user files' paths and the knobs from the environment."""
+    def from_settings(cls, settings: Settings, **overrides: Any) -> AuthConfig:
+        """The API's authentication from ``settings.api.auth``, the one configuration path.
 
-        def path(name: str) -> Path | None:
-            return Path(env[name]) if env.get(name) else None
-
-        kw: dict[str, Any] = {
-            "jwt_key_file": path("JWT_KEY_FILE"),
-            "api_keys_file": path("API_KEYS_FILE"),
-            "users_file": path("VAULTWATCH_API_USERS_FILE"),
-            "jwt_vault_path": env.get("VAULTWATCH_API_JWT_VAULT_PATH") or None,
-            "sso_header": env.get("VAULTWATCH_API_SSO_HEADER") or None,
-            "sso_role_header": env.get("VAULTWATCH_API_SSO_ROLE_HEADER") or None,
-        }
-        proxies = env.get("VAULTWATCH_API_TRUSTED_PROXIES", "")
-        kw["trusted_proxies"] = tuple(p.strip() for p in proxies.split(",") if p.strip())
-        if env.get("VAULTWATCH_API_COOKIE_SECURE", "").lower() in ("0", "false", "no"):
-            kw["cookie_secure"] = False
-        if env.get("VAULTWATCH_API_ISSUER"):
-            kw["issuer"] = env["VAULTWATCH_API_ISSUER"]
-        if env.get("VAULTWATCH_API_AUDIENCE"):
-            kw["audience"] = env["VAULTWATCH_API_AUDIENCE"]
-        numbers: dict[str, type] = {
-            "token_ttl": float,
-            "session_ttl": float,
-            "rate_per_second": float,
-            "rate_burst": int,
-            "login_rate_per_second": float,
-            "login_burst": int,
-            "max_body_bytes": int,
-            "max_page_size": int,
-            "max_event_range_hours": float,
-            "stream_poll_seconds": float,
-        }
-        for name, kind in numbers.items():
-            var = f"VAULTWATCH_API_{name.upper()}"
-            if env.get(var):
-                try:
-                    value = kind(env[var])
-                except ValueError:
-                    raise AuthError(f"{var} must be a number") from None
-                if value <= 0:
-                    raise AuthError(f"{var} must be positive")
-                kw[name] = value
-        if env.get("VAULTWATCH_API_SSO_DEFAULT_ROLE"):
-            role = env["VAULTWATCH_API_SSO_DEFAULT_ROLE"].strip().lower()
-            if role not in ROLES:
-                raise AuthError(f"VAULTWATCH_API_SSO_DEFAULT_ROLE must be one of {', '.join(ROLES)}")
-            kw["sso_default_role"] = role
-        for cidr in kw["trusted_proxies"]:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise AuthError("VAULTWATCH_API_TRUSTED_PROXIES holds an invalid CIDR") from None
+        :func:`vaultwatch.settings.load_settings` validates it (TOML ``[api.auth]``, and the
+        environment: ``JWT_KEY_FILE``, ``API_KEYS_FILE``, ``VAULTWATCH_API_<FIELD>``).
+        """
+        kw: dict[str, Any] = settings.api.auth.model_dump()
         kw.update(overrides)
         return cls(**kw)
 

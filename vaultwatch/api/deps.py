@@ -51,6 +51,7 @@ __all__ = [
     "Ctx",
     "CurrentPrincipal",
     "OptionalPrincipal",
+    "PagePrincipal",
     "Viewer",
     "Analyst",
     "Admin",
@@ -93,7 +94,7 @@ class AppContext:
 
     settings: Any
     store: Store
-    archive: Any  # vaultwatch.archive.EventArchive | None
+    archive: Any  # vaultwatch.service.archive.EventArchive | None
     authn: Authenticator
     audit: ApiAudit
     limits: AuthConfig
@@ -208,6 +209,23 @@ async def optional_principal(request: Request, ctx: Ctx) -> Principal | None:
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
+
+
+async def page_principal(request: Request, ctx: Ctx) -> Principal | None:
+    """:func:`optional_principal` for a web page: a refused credential counts as anonymous.
+
+    A stale session cookie or an expired token then sends the browser to the login page (the
+    page's own decision) instead of a 401 body; throttling (429) and the CSRF check stand.
+    """
+    try:
+        return await optional_principal(request, ctx)
+    except HTTPException as exc:
+        if exc.status_code != status.HTTP_401_UNAUTHORIZED:
+            raise
+        return None
+
+
+PagePrincipal = Annotated[Principal | None, Depends(page_principal)]
 
 
 def current_principal(

@@ -1,10 +1,14 @@
 """Every figure of an audit review report, computed from DataFrames by pure functions.
 
-Inputs are what :mod:`vaultwatch.datasets` loads: archived requests (one row per request, the
+Inputs are what :mod:`vaultwatch.report.loaders` loads: archived requests (one row per request, the
 archive's columns), the alert store's alerts, status history and verdicts, and optionally the
 results of ``vaultwatch check --json``. Nothing here reads a file, a database or the clock, so a
 test can compute the same figure with a direct query and compare. :func:`build_report_data`
-returns one JSON-ready dict; the renderer only formats it.
+returns one JSON-ready dict; the renderers only format it.
+
+The module runs to about 800 lines on purpose: one section function per report section, in the
+report's order, sharing the period and option helpers and the definitions below; split apart,
+each would import the same helpers and the definitions would have no single home.
 
 Definitions used throughout:
 
@@ -613,7 +617,7 @@ def rotation_section(
     interval plus grace. On-deploy secrets list deploys (successful accesses matching the
     policy's deploy marker) and whether a rotation followed each within ``within``; the
     marker's role condition is not checked here (the archive does not keep auth metadata).
-    ``metadata_ages`` are :class:`vaultwatch.rotation.SecretAge` values read from KV metadata.
+    ``metadata_ages`` are :class:`vaultwatch.vault.rotation.SecretAge` values read from KV metadata.
     """
     lp = logical_paths(writes)
     start, end = pd.Timestamp(period.start), pd.Timestamp(period.end)
@@ -757,7 +761,7 @@ def build_report_data(
     ``requests``: one row per request inside the period; ``previous``: the same for
     :func:`previous_period`; ``history``: requests before the period (look-back for new,
     dormant and rotation figures; it may include ``previous``). ``alerts``/``status_history``/
-    ``verdicts``: the store's tables as :mod:`vaultwatch.datasets` loads them.
+    ``verdicts``: the store's tables as :mod:`vaultwatch.report.loaders` loads them.
     """
     opts = options or ReportOptions()
     prev = previous_period(period)

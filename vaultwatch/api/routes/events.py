@@ -34,7 +34,7 @@ def _text(value: Any) -> str | None:
 
 
 def event_models(frame: Any) -> list[EventPublic]:
-    """Archive rows (a DataFrame from :class:`~vaultwatch.archive.EventArchive`) as response models."""
+    """Archive rows (a DataFrame from :class:`~vaultwatch.service.archive.EventArchive`) as models."""
     out = []
     for row in frame.to_dict("records"):
         t = row["time"]

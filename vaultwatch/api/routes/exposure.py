@@ -1,4 +1,4 @@
-"""Exposure scope after a compromise (:mod:`vaultwatch.exposure`) over the app's event archive.
+"""Exposure scope after a compromise (:mod:`vaultwatch.vault.exposure`) over the app's event archive.
 
 ``GET /exposure?path=...`` (viewer): who read secrets under a path prefix, when and from where.
 ``POST /exposure/token`` (analyst): every archived request made with a leaked token or accessor.
@@ -25,15 +25,16 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/exposure", tags=["exposure"], responses=AUTH_RESPONSES)
 
-#: ``ctx.extra`` key of the :class:`vaultwatch.vault.VaultClient`-like object (set by ``create_app``).
+#: ``ctx.extra`` key of the :class:`vaultwatch.vault.client.VaultClient`-like object (set by ``create_app``).
 VAULT_KEY = "vault"
 NO_VAULT = "no Vault/OpenBao client is configured: token exposure needs one to compute audit HMACs"
 
 
 def as_vault(client: Any) -> Any:
     """``client`` if it already is a ``VaultClient`` (has ``audit_hash``), else a
-    :class:`~vaultwatch.vault.VaultCalls` over the hvac client (which its owner logged in and closes)."""
-    from vaultwatch.vault import VaultCalls
+    :class:`~vaultwatch.vault.client.VaultCalls` over the hvac client (which its owner logged in
+    and closes)."""
+    from vaultwatch.vault.client import VaultCalls
 
     return client if hasattr(client, "audit_hash") and hasattr(client, "call") else VaultCalls(client)
 
@@ -75,8 +76,8 @@ def path_exposure(
     since_last_rotation: bool = False,
 ) -> dict[str, Any]:
     """The exposure report of a path prefix as a dict (shared by the API and the UI)."""
-    from vaultwatch.archive import ArchiveError
-    from vaultwatch.exposure import exposure_for_path
+    from vaultwatch.service.archive import ArchiveError
+    from vaultwatch.vault.exposure import exposure_for_path
 
     _range(since, until)
     try:
@@ -94,9 +95,9 @@ def token_exposure(ctx: AppContext, body: TokenExposureRequest) -> dict[str, Any
 
     503 without a Vault client or archive, 502 when the server refuses or cannot be reached.
     """
-    from vaultwatch.archive import ArchiveError
-    from vaultwatch.exposure import exposure_for_token
-    from vaultwatch.vault import VaultClientError
+    from vaultwatch.service.archive import ArchiveError
+    from vaultwatch.vault.client import VaultClientError
+    from vaultwatch.vault.exposure import exposure_for_token
 
     _range(body.since, body.until)
     vault = ctx.extra.get(VAULT_KEY)

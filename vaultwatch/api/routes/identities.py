@@ -62,7 +62,7 @@ def identity_name(ctx: AppContext, key: str) -> str | None:
 
 
 class _Checkpoint(msgspec.Struct):
-    # The worker's checkpoint layout (vaultwatch.pipeline): next offset, hour, engine snapshot.
+    # The worker's checkpoint layout (vaultwatch.service.worker): next offset, hour, engine snapshot.
     offset: int
     hour: int | None
     engine: bytes

@@ -2,7 +2,7 @@
 
 Reports are the files ``generate_report`` wrote under ``<dir>/<period-id>/report.{html,pdf,json}``.
 The settings have no entry of their own for ``<dir>``: it is ``<archive path parent>/reports``,
-where ``vaultwatch report`` and :func:`vaultwatch.report.render_scheduled` write by default
+where ``vaultwatch report`` and :func:`vaultwatch.service.reports.render_scheduled` write by default
 (archive ``./var/archive``, reports ``./var/reports``). A period id is matched against
 :data:`PERIOD_ID` before it touches the file system, so no request names a path outside it.
 """

@@ -1,0 +1,482 @@
+"""``vaultwatch demo``: the embedded default, the whole streaming system on one machine.
+
+It starts a real OpenBao dev server whose socket audit device streams to vaultwatch's listener,
+the shipper that produces every entry to a Kafka-protocol broker keyed by identity, the pipeline
+worker that detects and stores alerts in SQLite, and the API/UI; then it drives realistic traffic
+through the Vault API (services, CI, rotations, people) and, after a warm-up, a few attacks. New
+alerts show up in a live table as the worker writes them. See :mod:`vaultwatch.demo.stack`.
+
+``setup_org`` and ``drive_traffic`` are the small hand-written organisation used by benchmarks and
+tests that need a real audit log quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+HELP = "the embedded default: real OpenBao + traffic, show what vaultwatch sees"
+DESCRIPTION = """\
+Run the whole streaming system on this machine, with nothing else to set up:
+
+  OpenBao dev server (file + socket audit devices) -> vaultwatch socket listener -> shipper
+  -> Kafka-protocol broker (topic keyed by identity) -> pipeline worker (detection)
+  -> SQLite alert store -> API and web UI
+
+then drive realistic traffic through the Vault API (runtime services, CI pipelines, a rotation
+job, developers and admins) and, after a warm-up, a few attacks: a developer reading production
+runtime secrets, a password brute force, and use of the root token. Alerts appear in a live
+table as they are stored; the UI address is printed at start.
+
+By default the scenario runs to completion, then the stack keeps serving the UI until Ctrl-C.
+Ctrl-C or SIGTERM stops every part cleanly. Everything listens on 127.0.0.1 only. Credentials
+(the UI's demo login and API key, the OpenBao root token, the organisation's passwords) are
+random, written to credentials.json (mode 0600) in the work directory, and never printed.
+
+examples:
+  vaultwatch demo
+  vaultwatch demo --exit-after-traffic --json > demo.json
+  vaultwatch demo --keep ./demo-out      # keep the server files, audit log, store and archive
+"""
+
+log = logging.getLogger(__name__)
+
+#: Attack kind -> the detector that should catch it (for the end-of-scenario summary).
+EXPECTED_DETECTORS = {
+    "developer-reads-runtime": "access-model-violation",
+    "brute-force": "login-failure-burst",
+    "root-token-use": "root-token-use",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="put the server files, audit log, store, archive and credentials.json in DIR and keep them",
+    )
+    p.add_argument(
+        "--days", type=int, default=3, help="simulated days of ordinary traffic to drive (default 3)"
+    )
+    p.add_argument(
+        "--warmup-days",
+        type=int,
+        default=2,
+        help="simulated days of ordinary traffic before the attacks (default 2)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the traffic (default 0)")
+    p.add_argument("--partitions", type=int, default=1, choices=(1, 3), help="topic partitions (default 1)")
+    p.add_argument("--port", type=int, default=None, help="API/UI port (default 8080, else a free one)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop after this many seconds (default: serve until Ctrl-C)",
+    )
+    p.add_argument(
+        "--exit-after-traffic",
+        action="store_true",
+        help="stop once the scenario's traffic has gone through the pipeline (for scripts and CI)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the outcome as JSON on stdout (progress goes to stderr); implies "
+        "--exit-after-traffic unless --duration is given",
+    )
+
+
+def setup_org(client: Any) -> dict[str, Any]:
+    """An org shaped like the seed's LOGOS PXL Core: KV secrets, policies, and identities."""
+    client.sys.enable_secrets_engine("kv", path="logos", options={"version": "2"})
+    for name in ("jwt-key", "api-keys", "tls", "db"):
+        client.secrets.kv.v2.create_or_update_secret(
+            path=f"pxl-core/runtime/{name}", secret={"value": f"demo-{name}-v1"}, mount_point="logos"
+        )
+    for name in ("registry-token", "cosign-key"):
+        client.secrets.kv.v2.create_or_update_secret(
+            path=f"pxl-core/build/{name}", secret={"value": f"demo-{name}-v1"}, mount_point="logos"
+        )
+    client.sys.create_or_update_acl_policy(
+        "pxl-core-runtime", 'path "logos/data/pxl-core/runtime/*" { capabilities = ["read"] }'
+    )
+    client.sys.create_or_update_acl_policy(
+        "pxl-core-ci", 'path "logos/data/pxl-core/build/*" { capabilities = ["read"] }'
+    )
+    # Over-broad on purpose: Vault allows developers to read runtime secrets, the seed forbids it.
+    client.sys.create_or_update_acl_policy(
+        "developer",
+        'path "logos/data/*" { capabilities = ["read", "list"] }\n'
+        'path "logos/metadata/*" { capabilities = ["list"] }',
+    )
+    client.sys.enable_auth_method("userpass")
+    client.sys.enable_auth_method("approle")
+    users = {"alice": "developer", "bob": "developer"}
+    for user, policy in users.items():
+        client.auth.userpass.create_or_update_user(user, password=f"{user}-demo-pw", policies=[policy])
+    client.auth.approle.create_or_update_approle(
+        "pxl-core-runtime", token_policies=["pxl-core-runtime"], token_ttl="1h"
+    )
+    role_id = client.auth.approle.read_role_id("pxl-core-runtime")["data"]["role_id"]
+    return {"role_id": role_id, "users": users}
+
+
+def drive_traffic(srv: Any, org: dict[str, Any], rounds: int) -> None:
+    import hvac
+    import hvac.exceptions
+
+    root = srv.client()
+    runtime_tokens = []
+    for _ in range(3):
+        secret_id = root.auth.approle.generate_secret_id("pxl-core-runtime")["data"]["secret_id"]
+        c = srv.client(token="")
+        c.auth.approle.login(role_id=org["role_id"], secret_id=secret_id)
+        runtime_tokens.append(c)
+    ci_token = root.auth.token.create(policies=["pxl-core-ci"], ttl="15m", display_name="ci-deploy")["auth"][
+        "client_token"
+    ]
+    ci = srv.client(token=ci_token)
+    alice = srv.client(token="")
+    alice.auth.userpass.login("alice", "alice-demo-pw")
+    for i in range(rounds):
+        for c in runtime_tokens:
+            for name in ("jwt-key", "api-keys", "db"):
+                c.secrets.kv.v2.read_secret_version(
+                    f"pxl-core/runtime/{name}", mount_point="logos", raise_on_deleted_version=False
+                )
+        if i % 5 == 0:
+            ci.secrets.kv.v2.read_secret_version(
+                "pxl-core/build/registry-token", mount_point="logos", raise_on_deleted_version=False
+            )
+            root.secrets.kv.v2.create_or_update_secret(
+                path="pxl-core/runtime/jwt-key",
+                secret={"value": f"demo-jwt-key-v{i + 2}"},
+                mount_point="logos",
+            )
+        alice.secrets.kv.v2.list_secrets("pxl-core/", mount_point="logos")
+    # Attacks: a brute force on bob, a developer reading runtime secrets, root token use.
+    for attempt in range(8):
+        try:
+            srv.client(token="").auth.userpass.login("bob", f"guess-{attempt}")
+        except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden):
+            pass  # refused, as it should be
+    alice.secrets.kv.v2.read_secret_version(
+        "pxl-core/runtime/jwt-key", mount_point="logos", raise_on_deleted_version=False
+    )
+    try:
+        ci.secrets.kv.v2.read_secret_version(
+            "pxl-core/runtime/db", mount_point="logos", raise_on_deleted_version=False
+        )
+    except hvac.exceptions.Forbidden:
+        pass
+    root.sys.list_enabled_audit_devices()
+
+
+# -- the streaming demo ---------------------------------------------------------------------------
+class _Run:
+    """State shared by the traffic thread, the display loop and the signal handlers."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.signalled = 0
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signalled = signum
+        self.stop.set()
+
+
+def _install_signals(state: _Run) -> dict[int, Any]:
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, state.on_signal)
+    return previous
+
+
+@contextmanager
+def _servers_ignore_ctrl_c() -> Iterator[None]:
+    """Start servers with SIGINT blocked, so that they inherit the blocked mask.
+
+    A terminal's Ctrl-C goes to the whole process group; it is meant for the demo, which then
+    stops OpenBao, the pipeline and the broker in order. A broker killed first would leave the
+    Kafka clients waiting on it. SIGTERM still reaches the servers. A Ctrl-C pressed meanwhile
+    is delivered to the demo when the mask is restored.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _after_setup(stack: Any, traffic: Any) -> None:
+    stack.write_credentials(traffic.passwords)
+
+
+def _drive(traffic: Any, days: int, warmup: int, on_setup: Any = None) -> None:
+    from ..demo.stack import DemoStopped
+
+    try:
+        traffic.play(days, warmup, on_setup=on_setup)
+    except DemoStopped:
+        traffic.progress.phase = "stopped"
+    except Exception as exc:  # noqa: BLE001 - shown to the user; the stack keeps serving
+        if traffic.stopping:  # the servers were stopped under it
+            traffic.progress.phase = "stopped"
+            return
+        traffic.progress.phase = "failed"
+        traffic.progress.error = type(exc).__name__
+        log.warning("traffic stopped early: %s", type(exc).__name__)
+
+
+def _alert_table(alerts: list[Any], limit: int = 20, width: int = 120) -> Any:
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    colour = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
+    t = Table(title=f"{len(alerts)} alert(s), newest last", title_justify="left", box=box.SIMPLE_HEAD)
+    # One line per alert, so the newest stay on screen; the title gives way first, and on a
+    # narrow terminal the time and count columns go.
+    wide = width >= 110
+    cols = {"last seen": 8, "severity": 8, "detector": 22, "identity": 14, "title": 16, "count": 5}
+    if not wide:
+        cols = {k: v for k, v in cols.items() if k not in ("last seen", "count")}
+    fixed = sum(v for k, v in cols.items() if k != "title") + 3 * len(cols)
+    for col, w in cols.items():
+        if col == "title":
+            t.add_column(col, no_wrap=True, overflow="ellipsis", max_width=max(w, width - fixed))
+        else:
+            t.add_column(col, no_wrap=True, overflow="ellipsis", width=w)
+    for a in alerts[-limit:]:
+        sev = f"[{colour.get(a.severity, '')}]{a.severity}[/]"
+        who = escape(a.identity.display_name or a.identity.key)
+        row = [sev, a.detector, who, escape(a.title)]
+        t.add_row(*([a.last_seen[11:19], *row, str(a.count)] if wide else row))
+    return t
+
+
+def _status_line(progress: Any, counters: dict[str, int], caught_up: bool) -> Any:
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 1))
+    phase = progress.phase
+    if phase in ("waiting", "setup", "warm-up"):
+        label = "warming up baselines" if phase == "warm-up" else "setting up the organisation"
+        grid.add_row(
+            label,
+            ProgressBar(total=1.0, completed=progress.warmup_fraction, width=30),
+            f"simulated day {progress.sim_days:.1f} of {progress.warmup_days:.0f} warm-up",
+        )
+    elif phase == "attacks":
+        grid.add_row("[red]attacks under way:[/red]", ", ".join(progress.attacks_started))
+    else:
+        done = "scenario done" if phase == "done" else f"traffic {phase}"
+        grid.add_row(done + ("; pipeline caught up, serving" if caught_up else "; pipeline catching up"))
+    grid.add_row(
+        f"[dim]{progress.requests} requests; {counters['received']} audit entries received, "
+        f"{counters['shipped']} shipped, {counters['consumed']} consumed[/dim]"
+    )
+    return grid
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the stack, drive the scenario, show alerts live, shut everything down."""
+    from rich.markup import escape
+
+    from ..demo.stack import DemoStack, DemoTraffic, TrafficProgress
+    from .console import console as make_console
+
+    if args.warmup_days < 0 or args.days < 1:
+        log.error("--days must be at least 1 and --warmup-days at least 0")
+        return 2
+    if args.keep and (Path(args.keep) / "vaultwatch.db").exists():
+        # Its store holds the last run's alerts and engine checkpoints, which would shadow this
+        # run's (the new broker starts its offsets at zero again).
+        log.error("%s holds a previous demo run; give --keep a new directory", args.keep)
+        return 2
+    exit_after = args.exit_after_traffic or (args.json and not args.duration)
+    if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
+        # kafka-python warns about its own event-loop timing under load; not the user's concern.
+        logging.getLogger("kafka").setLevel(logging.ERROR)
+    out = make_console(stderr=bool(args.json))
+    live_ok = out.is_terminal and not args.json
+    state = _Run()
+    previous = _install_signals(state)
+    tmp = None
+    if args.keep:
+        workdir = Path(args.keep).resolve()
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="vaultwatch-demo-", ignore_cleanup_errors=True)
+        workdir = Path(tmp.name)
+    stack = DemoStack(workdir, partitions=args.partitions, api_port=args.port)
+    progress = TrafficProgress()
+    traffic: Any = None
+    driver: threading.Thread | None = None
+    t0 = time.monotonic()
+    code = 0
+    try:
+        try:
+            with _servers_ignore_ctrl_c():
+                stack.start(step=lambda msg: out.print(f"[dim]-[/dim] {msg}"))
+        except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+            if state.signalled:
+                return 0  # interrupted while starting: the half-started stack is stopped below
+            out.print(f"[red]the demo could not start:[/red] {type(exc).__name__}: {escape(str(exc))}")
+            return 1
+        if state.signalled:
+            return 0
+        out.print(
+            f"[bold]vaultwatch UI and API:[/bold] {stack.ui_url}  "
+            f"(alerts as JSON: {stack.ui_url}api/v1/alerts)"
+        )
+        if stack.login is not None:
+            out.print(
+                f"log in as [bold]{stack.login.user}[/bold]; password and API key in {stack.credentials_path}"
+            )
+        out.print(f"OpenBao {stack.traffic_url} streams its audit log to vaultwatch; Ctrl-C stops everything")
+        traffic = DemoTraffic(
+            stack.traffic_url, stack.root_token, seed=args.seed, stop=state.stop, progress=progress
+        )
+        # The organisation's passwords join credentials.json as soon as they exist.
+        on_setup = partial(_after_setup, stack, traffic)
+        driver = threading.Thread(
+            target=_drive, args=(traffic, args.days, args.warmup_days, on_setup), daemon=True
+        )
+        driver.start()
+        caught_up = _watch(stack, progress, state, out, live_ok, exit_after, args.duration, t0)
+        alerts = stack.alerts()
+        if traffic is not None:
+            stack.write_credentials(traffic.passwords)
+        code = _report(args, out, stack, progress, alerts, caught_up, time.monotonic() - t0)
+        if state.signalled:
+            # Errors of parts cut short by the stop request are expected, not failures.
+            out.print("stopped on request; shutting down")
+            return 0
+        for problem in stack.errors:
+            out.print(f"[red]{escape(problem)}[/red]")
+        return 1 if stack.errors else code
+    finally:
+        state.stop.set()
+        if driver is not None:
+            driver.join(timeout=30)
+        if traffic is not None:
+            traffic.close()
+        stack.stop(drain=False)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if tmp is not None:
+            tmp.cleanup()
+        elif args.keep:
+            out.print(f"files kept in {workdir}")
+
+
+def _watch(
+    stack: Any,
+    progress: Any,
+    state: _Run,
+    out: Any,
+    live_ok: bool,
+    exit_after: bool,
+    duration: float,
+    t0: float,
+) -> bool:
+    """Show progress and alerts until stopped; returns whether the pipeline caught up."""
+    from contextlib import nullcontext
+
+    from rich.console import Group
+    from rich.live import Live
+    from rich.markup import escape
+
+    seen: set[str] = set()
+    shown_phase = ""
+    caught_up = False
+    done_at: float | None = None
+    live: Any = Live(console=out, refresh_per_second=4, transient=False) if live_ok else nullcontext()
+    with live:
+        while not state.stop.is_set():
+            alerts = stack.alerts()
+            counters = stack.counters()
+            finished = progress.phase in ("done", "failed", "stopped")
+            if finished:
+                done_at = done_at or time.monotonic()
+                if not caught_up and stack.drained():
+                    caught_up = stack.wait_drained(10.0, state.stop)
+            if live_ok:
+                rows = max(5, out.size.height - 10)
+                table = _alert_table(alerts, rows, out.size.width)
+                live.update(Group(_status_line(progress, counters, caught_up), table))
+            else:
+                if progress.phase != shown_phase:
+                    shown_phase = progress.phase
+                    out.print(f"[dim]-[/dim] traffic: {shown_phase}")
+                for a in alerts:
+                    if a.id not in seen:
+                        who = escape(a.identity.display_name or a.identity.key)
+                        out.print(f"ALERT {a.severity:<8} {a.detector:<26} {who:<24} {escape(a.title)}")
+            seen.update(a.id for a in alerts)
+            if duration and time.monotonic() - t0 >= duration:
+                break
+            if exit_after and done_at is not None and (caught_up or time.monotonic() - done_at > 45):
+                break
+            state.stop.wait(0.5)
+    return caught_up
+
+
+def _report(
+    args: argparse.Namespace,
+    out: Any,
+    stack: Any,
+    progress: Any,
+    alerts: list[Any],
+    caught_up: bool,
+    elapsed: float,
+) -> int:
+    found = {a.detector for a in alerts}
+    expected = {
+        kind: EXPECTED_DETECTORS[kind] in found
+        for kind in progress.attacks_started
+        if kind in EXPECTED_DETECTORS
+    }
+    if args.json:
+        doc = {
+            "ui": stack.ui_url,
+            "api": stack.api_kind,
+            "traffic": {
+                "phase": progress.phase,
+                "requests": progress.requests,
+                "attacks": progress.attacks_started,
+                "error": progress.error,
+            },
+            "pipeline": {**stack.counters(), "caught_up": caught_up},
+            "attacks_detected": expected,
+            "alerts": [a.to_dict() for a in alerts],
+        }
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.flush()
+    else:
+        for kind, hit in expected.items():
+            mark = "[green]detected[/green]" if hit else "[red]missed[/red]"
+            out.print(f"attack {kind}: {mark} ({EXPECTED_DETECTORS[kind]})")
+        out.print(f"{len(alerts)} alert(s) in {elapsed:.0f}s")
+    if progress.phase == "failed":
+        out.print(f"[red]the traffic stopped early:[/red] {progress.error}")
+        return 1
+    return 0

@@ -1,0 +1,157 @@
+"""Wiring the streaming service from settings: store, archive, router, Kafka source, worker."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..settings import Settings, load_policy
+from ..vault.connect import vault_auth, vault_client
+from .reports import render_scheduled
+from .worker import Worker, WorkerConfig
+
+__all__ = ["build_delivery", "build_worker", "open_store", "periodic_tasks", "vault_auth", "vault_client"]
+
+log = logging.getLogger(__name__)
+
+
+def open_store(s: Settings) -> Any:
+    from alerts.store import Store
+
+    url = s.store.url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    store = Store(url)
+    store.migrate()
+    return store
+
+
+def build_worker(s: Settings, *, store: Any | None = None, checkpoint_interval: float = 5.0) -> Worker:
+    """A worker consuming ``s.kafka.topic`` as ``s.kafka.group_id``, with DLQ, archive and routing."""
+    from ingest.sources.kafka import DeadLetterQueue, KafkaSource, dlq_topic
+
+    from .archive import EventArchive
+
+    ks, cs = s.kafka.client_settings(), s.kafka.consumer_settings()
+    store = store or open_store(s)
+    archive = (
+        EventArchive(s.archive.path, retention_days=s.archive.retention_days) if s.archive.enabled else None
+    )
+    router = None
+    if s.routes:
+        from alerts.route import Router, RouterConfig
+
+        router = Router(RouterConfig.from_dict(s.routes), store)
+    dlq = DeadLetterQueue(dlq_topic(s.kafka.topic), kafka=ks)
+
+    def source(**hooks: Any) -> KafkaSource:
+        return KafkaSource(s.kafka.topic, kafka=ks, consumer=cs, **hooks)
+
+    cfg = WorkerConfig(
+        topic=s.kafka.topic,
+        group_id=s.kafka.group_id,
+        batch_size=s.kafka.max_poll_records,
+        checkpoint_interval=checkpoint_interval,
+        detect_config=_detect_config(s),
+    )
+    return Worker(cfg, source_factory=source, store=store, archive=archive, router=router, dlq=dlq)
+
+
+def _detect_config(s: Settings) -> dict[str, Any]:
+    return s.detect.engine_config()
+
+
+def build_delivery(s: Settings, store: Any, *, vault: Any = None) -> Any | None:
+    """The delivery worker for ``[channels]``, or None when no receiver is configured.
+
+    Secret references in the channel table (``env:``, ``file:``, ``vault:``) are resolved here;
+    ``vault`` is an authenticated hvac client for ``vault:`` references.
+    """
+    if not s.channels:
+        return None
+    from alerts.channels.config import build_channels, load_config
+    from alerts.deliver import DeliveryWorker
+    from alerts.secrets import SecretResolver
+
+    cfg = load_config(s.channels)
+    if not cfg.receivers:
+        return None
+    channels = build_channels(cfg, SecretResolver(vault=vault))
+    return DeliveryWorker(
+        store,
+        channels,
+        policy=cfg.retry_policy(),
+        attempt_timeout=cfg.delivery.attempt_timeout,
+        lease_seconds=cfg.delivery.lease_seconds,
+    )
+
+
+def periodic_tasks(s: Settings, worker: Any, *, metrics: Any = None, vault: Any = None) -> list[Any]:
+    """The service's housekeeping: archive retention (daily) and, with ``[vault]``, the
+    KV-metadata rotation scan (every 10 minutes) whose alerts name the last write the archive saw.
+    """
+    from datetime import UTC, datetime
+
+    from .worker import PeriodicTask
+
+    tasks: list[Any] = []
+    archive = worker.archive
+    if archive is not None:
+
+        def retention(now: float) -> None:
+            archive.prune(datetime.fromtimestamp(now, UTC))
+
+        tasks.append(PeriodicTask("archive-retention", 86400.0, retention))
+    if vault is not None:
+        from ..vault.rotation import RotationMonitor
+
+        policy = load_policy(s.detect.policy_file)
+
+        def last_write(path: str) -> float | None:
+            if archive is None:
+                return None
+            mount, _, rest = path.partition("/")
+            df = archive.query(
+                path_prefix=f"{mount}/data/{rest}",
+                operation=["create", "update", "patch"],
+                outcome="ok",
+                descending=True,
+                limit=1,
+                columns=["ts", "path"],
+            )
+            exact = df[df["path"] == f"{mount}/data/{rest}"]
+            return float(exact["ts"].iloc[0]) if len(exact) else None
+
+        monitor = RotationMonitor(vault, policy, last_stream_write=last_write)
+
+        def rotation(now: float) -> list[Any]:
+            ages = monitor.scan(now)
+            if metrics is not None:
+                for a in ages:
+                    metrics.secret_age.labels(a.path, a.rotation_class).set(a.age_seconds)
+            return monitor.alerts(now, ages)
+
+        tasks.append(PeriodicTask("rotation-metadata", 600.0, rotation))
+    for period in s.reports.periods:
+        tasks.append(PeriodicTask(f"report-{period}", 3600.0, _report_task(s, period)))
+    return tasks
+
+
+def _report_task(s: Settings, period: str) -> Any:
+    """Render the last complete ``period`` once, when its report does not exist yet."""
+    from datetime import UTC, datetime
+
+    def render(now: float) -> None:
+        from ..report import period_for
+
+        when = datetime.fromtimestamp(now, UTC)
+        out = s.reports.directory(s.archive)
+        if (out / "reports" / period_for(period, when).id / "report.json").exists():
+            return
+        result = render_scheduled(
+            s, period, when, out=out, check_path=s.reports.check_json, notify=s.reports.notify
+        )
+        log.info("audit review report %s written to %s", result.period.id, result.directory)
+
+    return render
