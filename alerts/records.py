@@ -32,6 +32,8 @@ __all__ = [
     "AlertQuery",
     "NflogEntry",
     "OutboxEntry",
+    "PRIORITY_COLUMNS",
+    "QueueSummary",
     "SortKey",
     "StatusChange",
     "VerdictRecord",
@@ -54,8 +56,11 @@ TRANSITIONS: Final[Mapping[str, frozenset[str]]] = {
     "suppressed": frozenset({"open"}),
 }
 VERDICTS: Final = ("true_positive", "false_positive", "benign")
-SORT_KEYS: Final = ("last_seen", "first_seen", "score", "severity", "count")
-SortKey = Literal["last_seen", "first_seen", "score", "severity", "count"]
+#: ``priority`` is the triage order: severity, then score (risk), then last activity.
+SORT_KEYS: Final = ("priority", "last_seen", "first_seen", "score", "severity", "count")
+SortKey = Literal["priority", "last_seen", "first_seen", "score", "severity", "count"]
+#: The columns ``priority`` orders by, most significant first.
+PRIORITY_COLUMNS: Final = ("severity_rank", "score", "last_seen")
 SYSTEM_ACTOR: Final = "vaultwatch"
 
 # --------------------------------------------------------------------------------------------
@@ -130,6 +135,18 @@ class AlertPage(msgspec.Struct, frozen=True, kw_only=True):
     items: tuple[Alert, ...]
     total: int
     next_cursor: str | None
+
+
+class QueueSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The queue at a glance: open alerts per severity and the oldest one nobody acknowledged.
+
+    ``oldest_open_at`` is when the store received that alert (epoch seconds): its age is how long
+    it has waited for an analyst, whatever the event time of the entries behind it.
+    """
+
+    open_by_severity: dict[str, int]
+    oldest_open: Alert | None = None
+    oldest_open_at: float | None = None
 
 
 class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):

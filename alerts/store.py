@@ -40,6 +40,7 @@ from alerts import schema as t
 from alerts.errors import MigrationError, StoreError
 from alerts.outbox import Outbox, OutboxItem
 from alerts.records import (
+    PRIORITY_COLUMNS,
     SORT_KEYS,
     TRANSITIONS,
     VERDICTS,
@@ -49,6 +50,7 @@ from alerts.records import (
     AlertQuery,
     NflogEntry,
     OutboxEntry,
+    QueueSummary,
     SortKey,
     StatusChange,
     VerdictRecord,
@@ -60,7 +62,7 @@ from alerts.records import (
 )
 from alerts.silence import Matcher, Silence, labels_of
 from alerts.transaction import Transaction
-from detect.alert import Alert, severity_rank
+from detect.alert import SEVERITIES, Alert, severity_rank
 
 # The value types live in alerts.records and the unit of work in alerts.transaction; they are
 # re-exported here because ``from alerts.store import AlertQuery`` is how callers know them.
@@ -81,6 +83,7 @@ __all__ = [
     "VerdictRecord",
     "OutboxEntry",
     "NflogEntry",
+    "QueueSummary",
     "merge_occurrences",
     "to_epoch",
 ]
@@ -323,15 +326,23 @@ class Store:
         if q.text:
             needle = q.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             conds.append(a.c.search_text.like(f"%{needle}%", escape="\\"))
-        column = a.c.severity_rank if q.sort == "severity" else a.c[q.sort]
+        if q.sort == "priority":
+            # A row value comparison (SQLite 3.15+, PostgreSQL) keeps the keyset exact.
+            columns = [a.c[name] for name in PRIORITY_COLUMNS]
+        elif q.sort == "severity":
+            columns = [a.c.severity_rank]
+        else:
+            columns = [a.c[q.sort]]
+        key_of = sa.tuple_(*columns, a.c.id)
         page = sa.select(a).where(*conds)
         if q.cursor:
             value, last_id = decode_cursor(q.cursor, q.sort, q.descending)
-            if q.descending:
-                page = page.where(sa.or_(column < value, sa.and_(column == value, a.c.id < last_id)))
-            else:
-                page = page.where(sa.or_(column > value, sa.and_(column == value, a.c.id > last_id)))
-        order = (column.desc(), a.c.id.desc()) if q.descending else (column.asc(), a.c.id.asc())
+            values = list(value) if isinstance(value, list) else [value]
+            if len(values) != len(columns):
+                raise StoreError("invalid cursor")
+            after = sa.tuple_(*(sa.literal(v) for v in values), sa.literal(last_id))
+            page = page.where(key_of < after if q.descending else key_of > after)
+        order = [c.desc() if q.descending else c.asc() for c in (*columns, a.c.id)]
         page = page.order_by(*order).limit(q.limit + 1)
         with self.transaction(read_only=True) as tx:
             total = int(tx.conn.execute(sa.select(sa.func.count()).select_from(a).where(*conds)).scalar_one())
@@ -341,9 +352,32 @@ class Store:
         cursor = None
         if more and rows:
             last = rows[-1]
-            key = last.severity_rank if q.sort == "severity" else getattr(last, q.sort)
-            cursor = encode_cursor(q.sort, q.descending, key, last.id)
+            keys = [getattr(last, c.name) for c in columns]
+            cursor = encode_cursor(q.sort, q.descending, keys if q.sort == "priority" else keys[0], last.id)
         return AlertPage(items=tuple(alert_of(r) for r in rows), total=total, next_cursor=cursor)
+
+    def queue_summary(self) -> QueueSummary:
+        """Open alerts counted per severity, and the open alert that has waited longest."""
+        a = t.alerts
+        is_open = a.c.status == "open"
+        with self.transaction(read_only=True) as tx:
+            counts = {
+                str(r.severity): int(r.n)
+                for r in tx.conn.execute(
+                    sa.select(a.c.severity, sa.func.count().label("n")).where(is_open).group_by(a.c.severity)
+                )
+            }
+            row = tx.conn.execute(
+                sa.select(a)
+                .where(is_open)
+                .order_by(a.c.created_at.asc(), a.c.first_seen.asc(), a.c.id)
+                .limit(1)
+            ).first()
+        return QueueSummary(
+            open_by_severity={s: counts.get(s, 0) for s in reversed(SEVERITIES)},
+            oldest_open=alert_of(row) if row is not None else None,
+            oldest_open_at=float(row.created_at) if row is not None else None,
+        )
 
     def active_alerts(self, statuses: Sequence[str] = ("open",)) -> list[Alert]:
         """Every alert in one of ``statuses`` (the router rebuilds its groups from these)."""

@@ -16,6 +16,10 @@ Definitions:
   request that appears in a detecting alert, counted from the instance's ``trigger`` (0 unless
   the generator names the request that *is* a single-event attack); 0 = the first/triggering
   event, negative = caught before the trigger (e.g. at the attacker's login).
+* **absences**: an instance with a ``due_time`` (a secret not rotated on time: its evidence is a
+  write that never came, so no request id can be in the alert) is detected by an alert at
+  ``medium`` or above that names its ``target`` among its ``paths`` and was last seen at or after
+  ``due_time``; its delay is 0. Such an alert is not a false one.
 * **false alerts**: alerts at ``medium`` or above none of whose event ids belong to any threat
   instance (an alert with no event ids at all counts as false), per 10k **benign entries**
   (entries whose request id is in no threat). Benign hard cases count as benign. Alerts whose
@@ -32,6 +36,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +80,8 @@ class Threat:
     #: Index in ``request_ids`` of the request that *is* the attack (single-event kinds); delays
     #: are counted from it, so a detection on an earlier request (the login) is negative.
     trigger: int = 0
+    #: For an absence (a rotation that never came): when it became due, RFC 3339.
+    due_time: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,7 @@ def parse_labels(data: Mapping[str, Any]) -> Labels:
                 request_ids=tuple(str(r) for r in t.get("request_ids") or ()),
                 first_time=t.get("first_time"),
                 trigger=int(t.get("trigger") or 0),
+                due_time=str(t["due_time"]) if t.get("due_time") else None,
             )
         )
     return Labels(tuple(threats), tuple(data.get("benign_hard_cases") or ()))
@@ -219,6 +227,14 @@ def score_org(
             score.alerts_medium += 1
         ids = [str(e) for e in alert.get("event_ids") or ()]
         hit: set[int] = {owner[e] for e in ids if e in owner}
+        absent = _absences_named(alert, labels.threats) if rank >= MEDIUM else set()
+        for n in absent - hit:
+            out = outcomes[n]
+            out.detected = out.detected_any = True
+            if out.best_severity == "-" or rank > severity_rank(out.best_severity):
+                out.best_severity = severity
+            detectors[n].add(str(alert.get("detector") or detector))
+            out.delay = 0
         name = str(alert.get("detector") or detector)
         for n in hit:
             out = outcomes[n]
@@ -231,7 +247,7 @@ def score_org(
             detectors[n].add(name)
             first = min(index[n][e] for e in ids if e in index[n]) - labels.threats[n].trigger
             out.delay = first if out.delay is None else min(out.delay, first)
-        if rank >= MEDIUM and not hit:
+        if rank >= MEDIUM and not hit and not absent:
             if ids and all(e in setup for e in ids):
                 score.setup_alerts += 1
             else:
@@ -243,6 +259,27 @@ def score_org(
         out.detectors = sorted(names)
     score.false_by_rule = dict(sorted(false_by.items(), key=lambda kv: (-kv[1], kv[0])))
     return score
+
+
+def _instant(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _absences_named(alert: Mapping[str, Any], threats: Sequence[Threat]) -> set[int]:
+    """Indexes of absence instances (``due_time`` set) that ``alert`` names, on or after their due time."""
+    paths = {str(p) for p in alert.get("paths") or ()}
+    last = _instant(alert.get("last_seen"))
+    found = set()
+    for n, t in enumerate(threats):
+        if t.due_time is None or t.target not in paths:
+            continue
+        due = _instant(t.due_time)
+        if last is not None and due is not None and last >= due:
+            found.add(n)
+    return found
 
 
 # -- across organisations ---------------------------------------------------------------------

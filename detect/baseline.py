@@ -44,6 +44,8 @@ __all__ = [
     "GROUP_FEATURES",
     "ORG_FEATURES",
     "METRICS",
+    "Mark",
+    "Suspect",
     "hour_of_week",
 ]
 
@@ -211,6 +213,42 @@ class Window(msgspec.Struct, kw_only=True, gc=False):
         return (self.events, len(self.reads), self.lists, self.errors)
 
 
+class Mark(msgspec.Struct, kw_only=True, gc=False):
+    """One remembered act (event time, what, its weight): a first read, a denial outside habit."""
+
+    ts: float
+    what: str
+    weight: float = 1.0
+
+
+class Suspect(msgspec.Struct, kw_only=True, gc=False):
+    """The identity's credential in use from an address it never used, while the use lasts.
+
+    Opened when an identity past learning speaks from a new address in a situation that is
+    unusual for it (a network it, its peers and perhaps the organisation never used, an hour
+    it is never active); the acts done from that address then add what they touch.
+    """
+
+    address: str
+    subnet: str
+    first_ts: float
+    last_ts: float
+    #: Points for the network and for the hour, and the words that explain them.
+    net: float
+    hour: float
+    net_note: str
+    hour_note: str
+    at: str
+    reads: list[str] = msgspec.field(default_factory=list)
+    writes: int = 0
+    lists: int = 0
+    denied: int = 0
+    logins: int = 0
+    admin: int = 0
+    #: Points already reported for this use (an alert, then its updates).
+    emitted: float = 0.0
+
+
 class Baseline(msgspec.Struct, kw_only=True, gc=False):
     """One identity's behavioural state."""
 
@@ -237,6 +275,21 @@ class Baseline(msgspec.Struct, kw_only=True, gc=False):
     day_s2: float = 0.0
     new_times: list[float] = msgspec.field(default_factory=list)
     new_fired: int = 0
+    #: Who this is as a person reads it (user, AppRole role...), for titles.
+    who: str = ""
+    #: Distinct event-time days (UTC) with activity: how established the identity's habits are.
+    days_seen: int = 0
+    #: The current use of the credential from a new address, if unusual (see :class:`Suspect`).
+    suspect: Suspect | None = None
+    #: Denials on paths outside the identity's and its peers' habit, within the last hour.
+    denials: list[Mark] = msgspec.field(default_factory=list)
+    denials_emitted: float = 0.0
+    #: First-time secret reads within the slow-exfiltration window, and the identity's norm:
+    #: weighted first reads since it left learning (``first_from``, 0 = not yet).
+    firsts: list[Mark] = msgspec.field(default_factory=list)
+    first_total: float = 0.0
+    first_from: float = 0.0
+    first_fired: float = 0.0
 
     def rescale(self, fl: float, fs: float) -> None:
         for c in self.feats.values():

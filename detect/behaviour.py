@@ -42,15 +42,17 @@ from .baseline import (
     Baseline,
     Clock,
     GroupBaseline,
+    Mark,
+    Suspect,
     TopK,
     Window,
     hour_of_week,
 )
 from .config import DetectConfig
-from .explain import fmt_count
-from .templates import area_of, directory_of, own_names, subnet_of, template_path
+from .explain import THREAT_FAMILIES, fmt_count
+from .templates import area_of, directory_of, net_of, other_names, own_names, subnet_of, template_path
 
-__all__ = ["Behaviour", "BehaviourState", "Signal", "WindowRow", "group_key", "extract"]
+__all__ = ["Behaviour", "BehaviourState", "Signal", "WindowRow", "THREAT_FAMILIES", "group_key", "extract"]
 
 _MAX_READS = 2048
 _MAX_IDS = 20
@@ -68,6 +70,36 @@ _DAY_PRIOR_MEAN = math.log1p(3)
 _intern = sys.intern
 _OP_TEMPLATES: dict[str, dict[str, str]] = {}
 _MAX_OP_TEMPLATES = 65_536
+#: Points at which a threat signal alone makes an alert (the engine's default risk threshold is 75).
+_ALERT_POINTS = 80.0
+_UPDATE_POINTS = 10.0
+#: A use of the credential from a new address lasts while requests keep coming from it.
+_SUSPECT_GAP = 2 * 3600.0
+#: Network and hour must together be this unusual before what is touched is counted at all.
+_SITUATION = 40.0
+#: Days of activity before an identity's addresses and hours are habits worth judging.
+_MIN_DAYS = 3
+_MAX_NAMES = 4096
+_MAX_MOUNTS = 256
+_MAX_MARKS = 64
+_DENIAL_WINDOW = 3600.0
+_DENIAL_POINTS = 16.0
+_EXFIL_WINDOW = 3 * 86400.0
+_EXFIL_MIN = 4.0
+_EXFIL_FLOOR = 0.3
+#: Paths that are the token's own housekeeping, never "touching" anything.
+_HOUSEKEEPING = (
+    "auth/token/lookup-self",
+    "auth/token/renew-self",
+    "auth/token/revoke-self",
+    "sys/capabilities-self",
+    "sys/internal/ui/",
+    "sys/health",
+    "sys/seal-status",
+    "sys/leader",
+)
+_SYSTEM = ("sys/", "auth/", "identity/", "cubbyhole/")
+_WRITES = frozenset({"create", "update", "delete", "patch"})
 
 
 class Signal(NamedTuple):
@@ -99,6 +131,12 @@ class BehaviourState(msgspec.Struct, kw_only=True):
     groups: dict[str, GroupBaseline] = msgspec.field(default_factory=dict)
     org: GroupBaseline = msgspec.field(default_factory=lambda: GroupBaseline(key="org"))
     last_identity: dict[str, Identity] = msgspec.field(default_factory=dict)
+    #: People's own names (from their logins) and whose they are: a path segment equal to one
+    #: of them, read by someone else, is another user's per-user path.
+    user_names: dict[str, str] = msgspec.field(default_factory=dict)
+    #: Networks taken up by identities of each auth mount (people of one login method, the
+    #: machines of one AppRole mount): a network others log in from the same way is no stranger.
+    mount_subnets: dict[str, TopK] = msgspec.field(default_factory=dict)
 
 
 def group_key(identity: Identity) -> str:
@@ -316,7 +354,7 @@ class Behaviour:
             st.last_identity[key] = (
                 ident if ident.metadata is None else msgspec.structs.replace(ident, metadata=None)
             )
-            b.names = own_names(ident.display_name)
+            self._name(b, ident)
             g = _intern(group_key(ident))
             if g != b.group:
                 if b.group and b.group in st.groups and key in st.groups[b.group].members:
@@ -327,10 +365,31 @@ class Behaviour:
                     grp = st.groups[g] = GroupBaseline(key=g)
                 if len(grp.members) < _MAX_MEMBERS:
                     grp.members.append(key)
+        elif ident.metadata is not None and not b.who.startswith("role "):
+            md = ident.metadata
+            if isinstance(md.get("role_name"), str) or isinstance(md.get("username"), str):
+                self._name(b, ident)
         if b.group not in st.groups:
             # A baseline restored on its own (partial snapshot) joins its group here.
             st.groups[b.group] = GroupBaseline(key=b.group, members=[key])
         return b
+
+    def _name(self, b: Baseline, ident: Identity) -> None:
+        """The identity's own names (for ``{user}`` templates) and how a person names it."""
+        md = ident.metadata or {}
+        user = md.get("username")
+        role = md.get("role_name")
+        b.names = own_names(ident.display_name, user if isinstance(user, str) else None, ident.auth_mount)
+        dn = ident.display_name or ""
+        if isinstance(role, str) and role:
+            b.who = f"role {role} ({dn})" if dn else f"role {role}"
+        else:
+            b.who = dn or ident.key
+        if ident.kind == "entity" and b.names:
+            names = self.state.user_names
+            for n in b.names:
+                if n not in names and len(names) < _MAX_NAMES:
+                    names[_intern(n)] = ident.key
 
     def adopt(self, clock: Clock, identities: dict[str, Baseline], last: dict[str, Identity]) -> None:
         """Merge baselines saved under another landmark ``clock`` (a partial snapshot)."""
@@ -376,6 +435,8 @@ class Behaviour:
         for g in self.state.groups.values():
             g.rescale(fl, fs)
         self.state.org.rescale(fl, fs)
+        for c in self.state.mount_subnets.values():
+            c.rescale(fl, fs)
 
     # -- the per-event work ---------------------------------------------------------------------
     def observe(self, ev: AuditEvent) -> tuple[list[Signal], Baseline, list[WindowRow]]:
@@ -390,6 +451,7 @@ class Behaviour:
         rows: list[WindowRow] = []
         hour = int(ts // 3600)
         win = b.window
+        fresh: tuple[int, float] | None = None
         if hour > win.hour:  # a late event joins the current window
             if win.hour >= 0 and win.events:
                 rows.append(self._close_window(b, ws))
@@ -400,8 +462,10 @@ class Behaviour:
             how = hour_of_week(ts)
             hist[how] = hist.get(how, 0.0) + wl
             b.how_total += wl
+            fresh = (how, wl)
         day = int(ts // 86400)
         if day > b.day:
+            b.days_seen += 1
             if b.day >= 0:
                 x = math.log1p(b.day_new)
                 b.day_s0 += ws
@@ -420,6 +484,8 @@ class Behaviour:
             self._novelty(b, grp, values, new, learning, ws, signals)
         elif not learning and b.taint_until <= ts:
             self._rarity(b, values, ws, ts, signals)
+        if self._settled(b, ts):
+            self._threats(ev, b, grp, values, new, fresh, signals)
 
         # The hourly window (volume, errors, the model's features).
         win.events += 1
@@ -462,6 +528,8 @@ class Behaviour:
                         if f in GROUP_FEATURES:
                             _first_use(grp.feats, f, v, self.cfg.k_group, wl, ws)
                         _first_use(org.feats, f, v, self.cfg.k_org, wl, ws)
+                if new.get("subnet") and ev.identity.auth_mount:
+                    self._mount_subnet(ev.identity.auth_mount, values["subnet"], wl, ws)
         return signals, b, rows
 
     def fold(self, key: str, feature: str, value: str, ts: float) -> None:
@@ -543,6 +611,360 @@ class Behaviour:
                     Signal("novelty", f"novelty.{f}", f, v, s, f"first {what} {v} by this identity", baseline)
                 )
                 break
+
+    # -- threat detectors: a stolen credential, denials outside habit, slow exfiltration ---------
+    def _settled(self, b: Baseline, ts: float) -> bool:
+        """Habits old enough to judge against: past the learning days (counted from the first
+        event, or from the return after dormancy), active on a few days, a handful of requests.
+
+        Not the event-count part of learning: a person who logs in once a day is settled after a
+        week even with forty requests.
+        """
+        return (
+            b.taint_until <= ts
+            and ts - b.learn_start >= self.cfg.learning_days * 86400
+            and b.days_seen >= _MIN_DAYS
+            and b.learn_n >= 20
+        )
+
+    def _threats(
+        self,
+        ev: AuditEvent,
+        b: Baseline,
+        grp: GroupBaseline,
+        values: dict[str, str],
+        new: dict[str, bool],
+        fresh: tuple[int, float] | None,
+        out: list[Signal],
+    ) -> None:
+        ts = ev.ts
+        ip = ev.remote_ip
+        s = b.suspect
+        if s is not None and ts - s.last_ts > _SUSPECT_GAP:
+            s = b.suspect = None
+        if ip:
+            if s is not None and ip == s.address:
+                self._suspect_act(ev, b, s, out)
+            elif new.get("address"):
+                opened = self._open_suspect(ev, b, grp, values, new, fresh)
+                if opened is not None and (s is None or not s.emitted):
+                    b.suspect = opened
+                    self._suspect_act(ev, b, opened, out)
+        if ev.outcome == "denied":
+            self._denial(ev, b, grp, values, new, out)
+        if ev.operation == "read" and _secret_path(ev):
+            self._first_read(ev, b, grp, values, new, out)
+
+    def _mount_subnet(self, mount: str, subnet: str, wl: float, ws: float) -> None:
+        ms = self.state.mount_subnets
+        c = ms.get(mount)
+        if c is None:
+            if len(ms) >= _MAX_MOUNTS:
+                return
+            c = ms[_intern(mount)] = TopK(k=self.cfg.k_group)
+        c.observe(subnet, wl, ws)
+
+    def _points(self, pts: float) -> float:
+        """The surprise that the engine turns into ``pts`` risk points."""
+        return 1.0 + pts / self.cfg.points_per_surprise
+
+    def _open_suspect(
+        self,
+        ev: AuditEvent,
+        b: Baseline,
+        grp: GroupBaseline,
+        values: dict[str, str],
+        new: dict[str, bool],
+        fresh: tuple[int, float] | None,
+    ) -> Suspect | None:
+        """A use from a new address, scored for its network and hour; None when both are usual."""
+        ip = ev.remote_ip or ""
+        sub = values["subnet"]
+        width = "/64" if ":" in sub else "/24"
+        mine = b.feats.get("subnet")
+        gc = grp.feats.get("subnet")
+        if not new.get("subnet"):
+            net, note = 0.0, f"new address in its usual {sub}"
+        elif len(grp.members) > 1 and gc is not None and sub in gc.items:
+            net, note = 10.0, f"new {width} for it, used by its peers"
+        else:
+            hood = net_of(sub)
+            near = any(net_of(x) == hood for x in (mine.items if mine is not None else ())) or (
+                gc is not None and any(net_of(x) == hood for x in gc.items)
+            )
+            oc = self.state.org.feats.get("subnet")
+            mc = self.state.mount_subnets.get(ev.identity.auth_mount or "")
+            # A machine or person that only ever used one or two networks moving to a network
+            # of strangers is a stronger sign than one that roams.
+            steady = 20.0 if mine is not None and len(mine.items) <= 2 else 0.0
+            if near:
+                net, note = 10.0, f"new {width} beside its usual networks"
+            elif mc is not None and sub in mc.items:
+                net, note = 15.0, f"new {width} for it, used by others of {ev.identity.auth_mount}"
+            elif oc is not None and sub in oc.items:
+                net, note = 25.0 + steady, f"new {width} for it and its peers"
+            else:
+                net, note = 60.0, f"new {width}, never seen in the organisation"
+            if steady and not near and net >= 25.0:
+                note += f"; it used only {len(mine.items) if mine is not None else 0} before"
+        hour, hour_note = self._odd_hour(b, ev.ts, fresh)
+        if net + hour < _SITUATION:
+            return None
+        at = rfc_hm(ev.ts)
+        return Suspect(
+            address=_intern(ip),
+            subnet=sub,
+            first_ts=ev.ts,
+            last_ts=ev.ts,
+            net=net,
+            hour=hour,
+            net_note=note,
+            hour_note=hour_note,
+            at=at,
+        )
+
+    def _odd_hour(self, b: Baseline, ts: float, fresh: tuple[int, float] | None) -> tuple[float, str]:
+        """Points for an hour of the day the identity is never active in, and why.
+
+        The distance, in hours, to the nearest hour of the day holding at least 3% of its active
+        hours: 0-1 h is usual; each further hour adds 14 points (up to 60), in proportion to how
+        many days of habit there are (five days for full weight).
+        """
+        hod = [0.0] * 24
+        for i, x in b.hours().items():
+            hod[i % 24] += x
+        if fresh is not None:
+            hod[fresh[0] % 24] -= fresh[1]
+        total = sum(hod)
+        sl, _ = self.state.clock.scale(ts)
+        if total <= 0 or total * sl < 6.0:
+            return 0.0, ""
+        active = [i for i in range(24) if hod[i] >= 0.03 * total]
+        cur = int(ts // 3600) % 24
+        d = min(min((cur - i) % 24, (i - cur) % 24) for i in active)
+        if d <= 1:
+            return 0.0, ""
+        pts = min(60.0, 14.0 * (d - 1)) * min(1.0, b.days_seen / 5.0)
+        return pts, f"{d} h from its usual hours ({_span(active)} UTC)"
+
+    def _suspect_act(self, ev: AuditEvent, b: Baseline, s: Suspect, out: list[Signal]) -> None:
+        """Count what the suspect use touches; report when network, hour and acts add up."""
+        s.last_ts = ev.ts
+        path = ev.path
+        op = ev.operation or ""
+        if _is_login(path):
+            s.logins += 1
+        elif path.startswith(_HOUSEKEEPING):
+            pass
+        elif path.startswith(_SYSTEM):
+            s.admin += 1
+        elif op == "read":
+            if path not in s.reads and len(s.reads) < 32:
+                s.reads.append(_intern(path))
+        elif op == "list":
+            s.lists += 1
+        elif op in _WRITES:
+            s.writes += 1
+        if ev.outcome in _ERRORS:
+            s.denied += 1
+        n = len(s.reads)
+        acts = (
+            5.0 * min(s.logins, 1)
+            + (20.0 + 6.0 * min(n - 1, 5) if n else 0.0)
+            + 10.0 * min(s.writes, 2)
+            + 3.0 * min(s.lists, 3)
+            + 4.0 * min(s.denied, 3)
+            + 10.0 * min(s.admin, 2)
+        )
+        total = s.net + s.hour + acts
+        if not s.emitted:
+            if total < _ALERT_POINTS:
+                # Below the alert level: a zero-point mark keeps the request in the evidence.
+                out.append(self._suspect_signal(b, s, 0.0))
+                return
+        elif total - s.emitted < _UPDATE_POINTS:
+            return
+        delta = total - s.emitted
+        s.emitted = total
+        out.append(self._suspect_signal(b, s, delta))
+
+    def _suspect_signal(self, b: Baseline, s: Suspect, pts: float) -> Signal:
+        did = []
+        if s.reads:
+            did.append(f"reading {len(s.reads)} secret{'s' if len(s.reads) > 1 else ''}")
+        if s.writes:
+            did.append(f"{s.writes} write{'s' if s.writes > 1 else ''}")
+        if s.admin:
+            did.append(f"{s.admin} system request{'s' if s.admin > 1 else ''}")
+        if s.denied:
+            did.append(f"{s.denied} denied")
+        if not did:
+            did.append("logging in" if s.logins else "")
+        when = f"at {s.at} UTC" + (f", {s.hour_note}" if s.hour_note else "")
+        what = ", ".join(x for x in did if x)
+        observed = f"first use of {b.who or b.key}'s credential from {s.address} ({s.net_note}) {when}" + (
+            f", {what}" if what else ""
+        )
+        addrs = b.feats.get("address")
+        subs = b.feats.get("subnet")
+        known = sorted(subs.items, key=lambda v: -subs.items[v][0])[:3] if subs is not None else []
+        baseline = (
+            f"{len(addrs.items) if addrs is not None else 0} known addresses in "
+            f"{len(subs.items) if subs is not None else 0} networks ({', '.join(known)}); "
+            f"{b.days_seen} active days; network {s.net:.0f} + hour {s.hour:.0f} points"
+        )
+        return Signal(
+            "credential",
+            "credential.new_address",
+            "address",
+            s.address,
+            self._points(pts),
+            observed,
+            baseline,
+        )
+
+    def _denial(
+        self,
+        ev: AuditEvent,
+        b: Baseline,
+        grp: GroupBaseline,
+        values: dict[str, str],
+        new: dict[str, bool],
+        out: list[Signal],
+    ) -> None:
+        """Denials on paths the identity and its peers never touch: probing with its credential."""
+        d = values["dir"]
+        if not new["dir"]:
+            return
+        gc = grp.feats.get("dir")
+        if len(grp.members) > 1 and gc is not None and d in gc.items:
+            return
+        ts = ev.ts
+        marks = [m for m in b.denials if m.ts >= ts - _DENIAL_WINDOW]
+        if not marks:
+            b.denials_emitted = 0.0
+        tpl = values["op_template"]
+        if any(m.what == tpl for m in marks):
+            b.denials = marks
+            return
+        if len(marks) < _MAX_MARKS:
+            marks.append(Mark(ts=ts, what=tpl))
+        b.denials = marks
+        total = _DENIAL_POINTS * len(marks)
+        if total < _ALERT_POINTS or total - b.denials_emitted < _DENIAL_POINTS:
+            return
+        delta = total - b.denials_emitted
+        b.denials_emitted = total
+        mins = max(1, round((ts - marks[0].ts) / 60))
+        dirs = sorted({directory_of(m.what.split(" ", 1)[-1]) for m in marks})
+        observed = (
+            f"{b.who or b.key} denied on {len(marks)} paths outside its habit in {mins} min "
+            f"({', '.join(dirs[:3])}{', ...' if len(dirs) > 3 else ''})"
+        )
+        baseline = (
+            f"neither it ({b.n} requests, {b.days_seen} active days) nor its "
+            f"{max(len(grp.members) - 1, 0)} peers ever used these directories"
+        )
+        out.append(
+            Signal(
+                "denial",
+                "denial.outside_habit",
+                "denials",
+                str(len(marks)),
+                self._points(delta),
+                observed,
+                baseline,
+            )
+        )
+
+    def _first_read(
+        self,
+        ev: AuditEvent,
+        b: Baseline,
+        grp: GroupBaseline,
+        values: dict[str, str],
+        new: dict[str, bool],
+        out: list[Signal],
+    ) -> None:
+        """Slow exfiltration: first-time secret reads, counted over days, against the norm."""
+        ts = ev.ts
+        if not b.first_from:
+            b.first_from = ts
+        if not new["op_template"]:
+            return
+        tpl = values["op_template"].split(" ", 1)[-1]
+        feats = b.feats.get("op_template")
+        if feats is not None and any(f"{op} {tpl}" in feats.items for op in ("create", "update", "patch")):
+            return  # it wrote this one: reading back its own secret
+        others = other_names(ev.path, self.state.user_names, b.names)
+        gc = grp.feats.get("op_template")
+        if others:
+            weight = 2.0
+        elif len(grp.members) > 1 and gc is not None and values["op_template"] in gc.items:
+            weight = 0.25  # its peers read it: a colleague's habit, not a harvest
+        else:
+            weight = 1.0
+        marks = [m for m in b.firsts if m.ts >= ts - _EXFIL_WINDOW]
+        if len(marks) >= _MAX_MARKS:
+            marks = marks[1:]
+        marks.append(Mark(ts=ts, what=_intern(ev.path), weight=weight))
+        b.firsts = marks
+        b.first_total += weight
+        w = sum(m.weight for m in marks)
+        if b.first_fired and w < 0.5 * b.first_fired:
+            b.first_fired = 0.0  # the earlier run of first reads has left the window
+        if w < _EXFIL_MIN or (b.first_fired and w < b.first_fired + 1.0):
+            return
+        days = max((ts - b.first_from) / 86400.0, 1.0)
+        own = max(b.first_total - w, 0.0) / days
+        peers = self._peer_first_rate(b, grp, ts)
+        lam = max(_EXFIL_FLOOR, (_EXFIL_WINDOW / 86400.0) * max(own, peers))
+        p = _poisson_tail(int(w), lam)
+        s = -math.log10(max(p, 1e-300))
+        pts = min(self.cfg.points_per_surprise * (s - 1.0), 150.0)
+        if not b.first_fired:
+            if pts < _ALERT_POINTS:
+                return
+            emit = pts
+        else:
+            emit = _UPDATE_POINTS
+        b.first_fired = w
+        n_other = sum(1 for m in marks if m.weight >= 2.0)
+        hours = (ts - marks[0].ts) / 3600.0
+        span = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} h"
+        observed = f"{b.who or b.key} read {len(marks)} secrets it never read before in {span}" + (
+            f", {n_other} under other users' own paths ({', '.join(sorted(set(others)))[:60]}...)"
+            if n_other and others
+            else (f", {n_other} under other users' own paths" if n_other else "")
+        )
+        baseline = (
+            f"its norm {own:.2f} first reads a day, its peers' {peers:.2f}; "
+            f"expected {lam:.1f} in {_EXFIL_WINDOW / 86400:.0f} days (p={p:.1g})"
+        )
+        out.append(
+            Signal(
+                "exfiltration",
+                "exfiltration.first_reads",
+                "first_reads",
+                str(len(marks)),
+                self._points(emit),
+                observed,
+                baseline,
+            )
+        )
+
+    def _peer_first_rate(self, b: Baseline, grp: GroupBaseline, ts: float) -> float:
+        """Mean first-read rate per day of the identity's settled peers (0 when it has none)."""
+        total = days = 0.0
+        for m in grp.members[:_PEER_SCAN]:
+            if m == b.key:
+                continue
+            pb = self.state.identities.get(m)
+            if pb is None or not pb.first_from:
+                continue
+            total += pb.first_total
+            days += max((ts - pb.first_from) / 86400.0, 1.0)
+        return total / days if days else 0.0
 
     def _rarity(self, b: Baseline, values: dict[str, str], ws: float, ts: float, out: list[Signal]) -> None:
         win = b.window
@@ -765,3 +1187,62 @@ def _error_rate(b: Baseline) -> float:
     ev, _ = hs.moments(0)
     er, _ = hs.moments(3)
     return round(math.expm1(er) / max(math.expm1(ev), 1.0), 4)
+
+
+def rfc_hm(ts: float) -> str:
+    """``HH:MM`` of ``ts`` in UTC (event time)."""
+    sec = int(ts) % 86400
+    return f"{sec // 3600:02d}:{sec % 3600 // 60:02d}"
+
+
+def _span(active: list[int]) -> str:
+    """Active hours of the day as one range, around the longest idle gap: ``16:00-01:59``.
+
+    >>> _span([16, 17, 23, 0, 1]), _span([9, 10, 11])
+    ('16:00-01:59', '09:00-11:59')
+    """
+    hours = sorted(set(active))
+    if len(hours) >= 23:
+        return "all day"
+    best, first, last = -1, hours[0], hours[-1]
+    for i, h in enumerate(hours):
+        nxt = hours[(i + 1) % len(hours)]
+        gap = (nxt - h) % 24 or 24
+        if gap > best:
+            best, first, last = gap, nxt, h
+    return f"{first:02d}:00-{last:02d}:59"
+
+
+def _is_login(path: str) -> bool:
+    if not path.startswith("auth/"):
+        return False
+    parts = path.split("/")
+    return "login" in parts[1:]
+
+
+def _secret_path(ev: AuditEvent) -> bool:
+    """A read of secret material: not the system, auth or identity backends, not KV metadata."""
+    path = ev.path
+    if path.startswith(_SYSTEM):
+        return False
+    mount = ev.mount_point or ""
+    rest = path[len(mount) :] if mount and path.startswith(mount) else path.split("/", 1)[-1]
+    return not rest.startswith("metadata/")
+
+
+def _poisson_tail(n: int, lam: float) -> float:
+    """P(X >= n) for X ~ Poisson(lam), summed from ``n`` up (no cancellation in the far tail).
+
+    >>> f"{_poisson_tail(5, 0.3):.2g}", _poisson_tail(0, 2.0)
+    ('1.6e-05', 1.0)
+    """
+    if n <= 0:
+        return 1.0
+    term = math.exp(-lam + n * math.log(lam) - math.lgamma(n + 1))
+    tail = 0.0
+    k = n
+    while term > 1e-300 * max(tail, 1e-300) and k < n + 400:
+        tail += term
+        k += 1
+        term *= lam / k
+    return min(1.0, max(tail, 1e-300))

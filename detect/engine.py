@@ -542,7 +542,7 @@ class Engine:
         return Alert(
             id=aid,
             detector=BEHAVIOUR_DETECTOR,
-            title=title_for(fam_order, display),
+            title=title_for(fam_order, display, decayed),
             severity=severity,
             score=score,
             identity=_alert_identity(ident),

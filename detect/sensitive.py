@@ -139,7 +139,13 @@ def _add_day(days: list[int], ts: float) -> None:
 
 
 class SensitiveFirstAccess:
-    """``sensitive-first-access``: see the module docstring."""
+    """``sensitive-first-access``: the first read or list of a protected or group-owned secret
+    area by an identity whose peer group never touched it (module docstring: the rules).
+
+    Reads: response entries; ``identity`` (key, policies, metadata ``role_name``, display name),
+    ``path``/``operation``/``mount_point``/``mount_type``, ``outcome``, ``request_id``,
+    ``remote_ip``, ``ts``.
+    """
 
     name = "sensitive-first-access"
     family = "novelty"

@@ -24,7 +24,7 @@ import re
 from functools import lru_cache
 from typing import Final
 
-__all__ = ["template_path", "directory_of", "area_of", "own_names", "subnet_of"]
+__all__ = ["template_path", "directory_of", "area_of", "own_names", "other_names", "subnet_of", "net_of"]
 
 _UUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX: Final = re.compile(r"[0-9a-fA-F]{12,}")
@@ -88,11 +88,26 @@ def area_of(template: str) -> str:
 
 
 @lru_cache(maxsize=16_384)
-def own_names(display_name: str | None, metadata_name: str | None = None) -> tuple[str, ...]:
-    """Names an identity may see in its own paths: ``userpass-alice`` gives ``("alice",)``."""
+def own_names(
+    display_name: str | None, metadata_name: str | None = None, auth_mount: str | None = None
+) -> tuple[str, ...]:
+    """Names an identity may see in its own paths: ``userpass-alice`` gives ``("alice",)``.
+
+    Vault names a login's token ``<auth mount>-<user>``; with the auth mount known, a mount
+    whose own name has dashes is stripped whole:
+
+    >>> own_names("lumen-users-jonas", None, "auth/lumen-users/")
+    ('jonas',)
+    >>> own_names("okta-femi.ueda@example.org")
+    ('femi.ueda@example.org', 'femi.ueda')
+    """
     out: list[str] = []
     if display_name:
-        _, _, tail = display_name.partition("-")
+        mount = (auth_mount or "").removeprefix("auth/").strip("/").replace("/", "-")
+        if mount and display_name.startswith(mount + "-") and len(display_name) - len(mount) > 3:
+            tail = display_name[len(mount) + 1 :]
+        else:
+            _, _, tail = display_name.partition("-")
         if tail and len(tail) >= 3:
             out.append(tail)
         local = (tail or display_name).split("@", 1)[0]
@@ -101,6 +116,17 @@ def own_names(display_name: str | None, metadata_name: str | None = None) -> tup
     if metadata_name and len(metadata_name) >= 3:
         out.append(metadata_name)
     return tuple(dict.fromkeys(out))
+
+
+def other_names(path: str, names: dict[str, str], own: tuple[str, ...]) -> list[str]:
+    """Segments of ``path`` that are another identity's name (a per-user path not its own).
+
+    >>> other_names("kv/data/users/bob/notes", {"bob": "entity:b", "alice": "entity:a"}, ("alice",))
+    ['bob']
+    """
+    if not names:
+        return []
+    return [seg for seg in path.split("/") if seg in names and seg not in own]
 
 
 @lru_cache(maxsize=65_536)
@@ -113,3 +139,15 @@ def subnet_of(ip: str) -> str:
         return ":".join(head) + "::/64"
     a, _, rest = ip.rpartition(".")
     return f"{a}.0/24" if a else ip
+
+
+@lru_cache(maxsize=65_536)
+def net_of(subnet: str) -> str:
+    """The neighbourhood of a /24 (its /16) or a /64 (its /32): where a pool grows next.
+
+    >>> net_of("10.52.78.0/24"), net_of("2001:db8:1:2::/64")
+    ('10.52', '2001:db8')
+    """
+    if ":" in subnet:
+        return ":".join(subnet.split(":")[:2])
+    return ".".join(subnet.split(".")[:2])

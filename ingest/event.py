@@ -161,17 +161,21 @@ class Identity(msgspec.Struct, frozen=True, omit_defaults=True):
     ``key`` is the stable per-identity key used for baselines and Kafka partitioning:
 
     * ``entity:<entity_id>`` when the token is bound to an identity entity;
-    * ``root:<display_name>`` for a root token without an entity;
+    * ``root:<display_name>`` for a root token without an entity (``root:root``);
     * ``token:<display_name>`` for any other token without an entity (the display name carries
-      the auth mount, e.g. ``token-ci-bot`` or ``userpass-alice``);
-    * ``accessor:<accessor>`` when a token has neither entity nor display name;
+      the auth mount, e.g. ``token-ci-bot`` or ``userpass-alice``): every token of that name is
+      one identity, on purpose;
+    * ``token:<generic name>#<accessor>`` (or ``root:...``) when the display name is one every
+      unnamed token shares (``token``, ``token-token``): 16 hex digits of the accessor's HMAC,
+      or ``~<token HMAC>`` for a token without accessor (batch tokens, tokens Vault did not
+      recognise); ``token:#<accessor>`` / ``token:~<token>`` without any display name;
     * ``login:<mount>:<name>`` for unauthenticated login attempts (``auth/userpass/login/alice``
       gives ``login:userpass:alice``; an AppRole login gives the HMAC of its role_id);
     * ``anon:<address>`` for any other unauthenticated request (no or invalid token).
     """
 
     key: str
-    kind: str  # entity | root | token | accessor | login | anonymous
+    kind: str  # entity | root | token | login | anonymous
     entity_id: str | None = None
     display_name: str | None = None
     auth_mount: str | None = None

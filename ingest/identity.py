@@ -2,9 +2,18 @@
 
 The priority order follows what audit entries can prove (see the format reference, section 4):
 ``entity_id`` is stable across logins and token rotation; a token without an entity is known by
-its display name (which embeds the auth mount); an unauthenticated login is attributed to its
-target (``auth/userpass/login/alice`` gives ``login:userpass:alice``), so that brute force
-against one account groups together whatever address it comes from.
+its display name (which embeds the auth mount), so that the successive tokens of one named caller
+(``token-ci-bot``, created afresh by each pipeline run) stay one identity on purpose. A display
+name that names nobody is not used alone: Vault's default ``token`` (``auth/token/create``
+without a name) and hvac's default ``token-token`` are shared by every unnamed token, so such a
+token is keyed by its accessor (or, without one, its token), as is a token with no display name.
+An unauthenticated login is attributed to its target (``auth/userpass/login/alice`` gives
+``login:userpass:alice``), so that brute force against one account groups together whatever
+address it comes from.
+
+The accessor and token in a key are the HMACs the device wrote, or vaultwatch's keyed hash of a
+value written in clear (the parser replaces those first, see :func:`ingest.redact.pseudonym`);
+keys carry a 16-hex-digit prefix of them, never a raw value.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ __all__ = [
     "login_target",
     "LOGIN_FAILURE_ERRORS",
     "MAX_PORT",
+    "GENERIC_DISPLAY_NAMES",
+    "short_hash",
 ]
 
 #: The largest TCP/UDP port. A port outside ``0..MAX_PORT`` is not a port: it is dropped, not kept.
@@ -38,6 +49,10 @@ LOGIN_FAILURE_ERRORS: Final = (
     "permission denied",
 )
 _WRAPPING_POLICY: Final = "response-wrapping"
+#: Display names that every unnamed token shares: Vault's default for ``auth/token/create`` and
+#: the one hvac sends by default (Vault prefixes ``token-``). They identify nobody on their own.
+GENERIC_DISPLAY_NAMES: Final = frozenset({"token", "token-token"})
+_SHORT: Final = 16
 # Login endpoints whose last path segment names the account.
 _NAMED_LOGIN_MOUNT_TYPES: Final = frozenset({"userpass", "ldap", "okta", "radius"})
 
@@ -112,6 +127,34 @@ def login_target(path: str, req: Request) -> tuple[str, str] | None:
     return mount, "?"
 
 
+def short_hash(value: str | None) -> str | None:
+    """A 16-hex-digit handle of an HMAC'd (or vaultwatch-hashed) token or accessor, else None.
+
+    Only hashes are used: a plaintext value never reaches here (the parser hashes it first), and
+    a masked or redacted one names no token.
+
+    >>> short_hash("hmac-sha256:0123456789abcdef0123"), short_hash("hmac-sha256:vw:fedcba9876543210ff")
+    ('0123456789abcdef', 'fedcba9876543210')
+    >>> short_hash("****") is None and short_hash(None) is None
+    True
+    """
+    if not value or not value.startswith("hmac-sha256:"):
+        return None
+    hexpart = value[12:]
+    if hexpart.startswith("vw:"):
+        hexpart = hexpart[3:]
+    return hexpart[:_SHORT] or None
+
+
+def _token_handle(auth: Auth) -> str:
+    """``#<accessor hash>``, else ``~<token hash>``, else ``?``: which token, without its value."""
+    acc = short_hash(auth.accessor)
+    if acc is not None:
+        return f"#{acc}"
+    tok = short_hash(auth.client_token)
+    return f"~{tok}" if tok is not None else "?"
+
+
 def _is_authenticated(auth: Auth) -> bool:
     return bool(auth.client_token or auth.display_name or auth.entity_id or auth.accessor)
 
@@ -142,17 +185,17 @@ def resolve_identity(auth: Auth, req: Request, path: str, remote_ip: str | None)
     if _is_authenticated(auth):
         dn = auth.display_name
         mount = "auth/token/" if dn and (dn == "token" or dn.startswith("token-")) else None
+        # A generic or missing display name names no one: the token itself does.
+        name = f"{dn or ''}{_token_handle(auth)}" if not dn or dn in GENERIC_DISPLAY_NAMES else dn
         if common["is_root"]:
             return Identity(
-                key=f"root:{dn or auth.accessor or '?'}",
+                key=f"root:{name}",
                 kind="root",
                 display_name=dn,
                 auth_mount=mount,
                 **common,  # type: ignore[arg-type]
             )
-        if dn:
-            return Identity(key=f"token:{dn}", kind="token", display_name=dn, auth_mount=mount, **common)  # type: ignore[arg-type]
-        return Identity(key=f"accessor:{auth.accessor}", kind="accessor", **common)  # type: ignore[arg-type]
+        return Identity(key=f"token:{name}", kind="token", display_name=dn, auth_mount=mount, **common)  # type: ignore[arg-type]
     target = login_target(path, req)
     if target is not None:
         mount, name = target

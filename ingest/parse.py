@@ -39,10 +39,12 @@ from .event import (
 from .identity import classify_outcome, resolve_identity, split_address, valid_port
 from .redact import (
     REDACTED,
-    SAFE_HEADERS,
     check_depth,
     has_plaintext,
+    is_credential_header,
     is_protected,
+    is_pseudonym,
+    pseudonym,
     redact_path,
     redact_text,
     redact_tree,
@@ -78,6 +80,12 @@ class Parser:
 
     ``prefix`` is the audit device's ``prefix`` option; lines may also carry any other text
     before the JSON object (a syslog header, say), which is skipped up to the first ``{``.
+
+    A token or accessor written in clear (``log_raw``, ``hmac_accessor=false``) is replaced by
+    its keyed hash (:func:`~ingest.redact.pseudonym`, under ``pseudonym_key`` when given) before
+    anything downstream sees it, so identities, correlation and alert dedup keys still work and
+    never carry the raw value; its field is listed in ``plaintext_fields``. Other plaintext values
+    (data, credential headers, tokens in URLs) become ``[REDACTED]``.
     """
 
     def __init__(
@@ -86,8 +94,10 @@ class Parser:
         prefix: str | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         max_depth: int = DEFAULT_MAX_DEPTH,
+        pseudonym_key: bytes | None = None,
     ) -> None:
         self.prefix = prefix.encode() if prefix else None
+        self._pseudonym_key = pseudonym_key or None
         self.max_line_bytes = max_line_bytes
         self.max_depth = max_depth
         self._decoder = msgspec.json.Decoder(Entry)
@@ -187,10 +197,11 @@ class Parser:
         new_req: dict[str, Any] = {}
         if req.data is not None and has_plaintext(req.data, md):
             new_req["data"] = redact_tree(req.data, "request.data", found, md, values=plain)
-        if req.client_token and not is_protected(req.client_token):
-            found.append("request.client_token")
-            plain.append(req.client_token)
-            new_req["client_token"] = REDACTED
+        for name in ("client_token", "client_token_accessor"):
+            value = getattr(req, name)
+            hidden = self._hide(value, f"request.{name}", found, plain)
+            if hidden is not value:
+                new_req[name] = hidden
         if req.remote_port is not None and valid_port(req.remote_port) is None:
             new_req["remote_port"] = None
         if req.headers:
@@ -206,7 +217,7 @@ class Parser:
             raw_path = red
         if new_req:
             req = msgspec.structs.replace(req, **new_req)
-        auth = _redact_auth(auth, "auth", found, plain)
+        auth = self._redact_auth(auth, "auth", found, plain)
         if resp is not None:
             new_resp: dict[str, Any] = {}
             if resp.data is not None and has_plaintext(resp.data, md):
@@ -217,14 +228,19 @@ class Parser:
                 # ``response.data.error`` is the error message itself, not a secret to scrub.
                 plain += [v for f, v in zip(rfound, rvalues, strict=True) if not f.startswith(_RESP_ERROR)]
             if resp.auth is not None:
-                ra = _redact_auth(resp.auth, "response.auth", found, plain)
+                ra = self._redact_auth(resp.auth, "response.auth", found, plain)
                 if ra is not resp.auth:
                     new_resp["auth"] = ra
             wi = resp.wrap_info
-            if wi is not None and wi.token and not is_protected(wi.token):
-                found.append("response.wrap_info.token")
-                plain.append(wi.token)
-                new_resp["wrap_info"] = msgspec.structs.replace(wi, token=REDACTED)
+            if wi is not None:
+                new_wi = {}
+                for name in ("token", "accessor", "wrapped_accessor"):
+                    value = getattr(wi, name)
+                    hidden = self._hide(value, f"response.wrap_info.{name}", found, plain)
+                    if hidden is not value:
+                        new_wi[name] = hidden
+                if new_wi:
+                    new_resp["wrap_info"] = msgspec.structs.replace(wi, **new_wi)
             if new_resp:
                 resp = msgspec.structs.replace(resp, **new_resp)
 
@@ -276,6 +292,25 @@ class Parser:
             source=source,
         )
 
+    def _hide(self, value: str | None, where: str, found: list[str], plain: list[str]) -> str | None:
+        """``value`` unchanged when protected, else its keyed hash (the field is recorded)."""
+        if not value or is_protected(value):
+            return value
+        found.append(where)
+        if is_pseudonym(value):  # hashed by vaultwatch already (a re-encoded entry)
+            return value
+        plain.append(value)
+        return pseudonym(value, self._pseudonym_key)
+
+    def _redact_auth(self, auth: Auth, where: str, found: list[str], plain: list[str]) -> Auth:
+        new: dict[str, str | None] = {}
+        for name in ("client_token", "accessor"):
+            value = getattr(auth, name)
+            hidden = self._hide(value, f"{where}.{name}", found, plain)
+            if hidden is not value:
+                new[name] = hidden
+        return msgspec.structs.replace(auth, **new) if new else auth
+
 
 def _bounded_time(t: datetime) -> datetime:
     """``t`` (a zoneless time read as UTC) when within ``[MIN_TIME, MAX_TIME)``; else ParseError."""
@@ -318,21 +353,13 @@ def _check_free_form(auth: Auth, req: Request, resp: Response | None, max_depth:
                     check_depth(node, max_depth, where)
 
 
-def _redact_auth(auth: Auth, where: str, found: list[str], plain: list[str]) -> Auth:
-    if auth.client_token and not is_protected(auth.client_token):
-        found.append(f"{where}.client_token")
-        plain.append(auth.client_token)
-        return msgspec.structs.replace(auth, client_token=REDACTED)
-    return auth
-
-
 def _redact_headers(headers: dict[str, Any], found: list[str], plain: list[str]) -> dict[str, Any]:
     out: dict[str, Any] | None = None
     for name, value in headers.items():
-        if name.lower() in SAFE_HEADERS:
-            continue
         values = value if isinstance(value, list) else [value]
         if all(isinstance(v, str) and is_protected(v) for v in values):
+            continue
+        if not is_credential_header(name, values):
             continue
         if out is None:
             out = dict(headers)

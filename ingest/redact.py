@@ -10,6 +10,8 @@ those unhashed) is therefore a value Vault was told not to protect. It is replac
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from typing import Any, Final
 
@@ -22,25 +24,111 @@ __all__ = [
     "has_plaintext",
     "redact_tree",
     "redact_path",
-    "SAFE_HEADERS",
     "check_depth",
     "redact_text",
+    "is_masked",
+    "is_credential_header",
+    "PSEUDONYM_PREFIX",
+    "pseudonym",
+    "is_pseudonym",
+    "KMIP_ROOTS",
 ]
 
 REDACTED: Final = "[REDACTED]"
 HMAC_PREFIX: Final = "hmac-sha256:"
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})\Z")
-#: Audited request headers whose values are not credentials.
-SAFE_HEADERS: Final = frozenset(
-    {"user-agent", "x-forwarded-for", "x-real-ip", "x-request-id", "x-b3-traceid", "traceparent"}
-)
 # Legacy token endpoints that carry the token itself in the URL (hashicorp/vault#1764).
 _TOKEN_IN_PATH = re.compile(r"^(auth/token/(?:lookup|revoke|revoke-orphan|renew))/(.+)$")
 
 
+#: A token or accessor written in clear, turned into vaultwatch's keyed hash (see :func:`pseudonym`).
+#: Vault's own HMACs are lower-case hex after ``hmac-sha256:``, so ``vw:`` cannot be one of them.
+PSEUDONYM_PREFIX: Final = "hmac-sha256:vw:"
+_PSEUDONYM_DOMAIN: Final = b"vaultwatch/pseudonym/v1\x00"
+
+# A value masked by whoever published a log: a run of one mask character (``****``, ``xxxxxx``,
+# ``•••``), optionally after a short kept prefix (``hvs.****``), or a bracketed word
+# such as ``<redacted>``, ``REDACTED``, ``[MASKED]``. vaultwatch's own mark ``[REDACTED]`` is *not* a
+# mask: it stands for a plaintext value vaultwatch removed, and keeps its field flagged when a
+# re-encoded entry is parsed again (:mod:`ingest.codec`).
+_MASK_RUN = re.compile(r"(?:[A-Za-z]{1,4}[._-])?([*•●#xX])\1{2,}\Z")
+_MASK_WORD = re.compile(
+    r"(?i)[*<\[({#_-]{0,3}(?:redacted|masked|hidden|removed|omitted|sanitized|scrubbed|elided)[*>\])}#_-]{0,3}\Z"
+)
+_CREDENTIAL_HEADER = re.compile(
+    r"(?i)(auth|token|cookie|secret|passw|pwd|api[-_]?key|apikey|session|credential|signature|jwt|bearer|"
+    r"private|otp|(?:^|-)key(?:$|-))"
+)
+#: Keys holding a KMIP TTLV tree (Vault Enterprise's KMIP engine, ``kmip-request``/``kmip-response``).
+KMIP_ROOTS: Final = frozenset({"kmip_request", "kmip_response"})
+# TTLV items whose values are secrets: key material and credentials. Every other ``tag``, ``type``
+# and scalar ``value`` in a KMIP tree is protocol structure (names, enumerations, integers, ids).
+_KMIP_SECRET_TAGS: Final = frozenset(
+    {"KeyValue", "KeyMaterial", "CredentialValue", "Password", "SecretData", "Nonce", "NonceValue"}
+)
+
+
+def is_masked(value: str) -> bool:
+    """True when a publisher replaced the value by hand (``****``, ``<redacted>``, ``xxxx``...).
+
+    >>> [is_masked(v) for v in ("****", "<redacted>", "REDACTED", "hvs.xxxxxx", "[REDACTED]", "hunter2")]
+    [True, True, True, True, False, False]
+    """
+    if value == REDACTED or len(value) > 64:
+        return False
+    return _MASK_RUN.match(value) is not None or _MASK_WORD.match(value) is not None
+
+
 def is_protected(value: str) -> bool:
-    """True when a string is safe to keep: an HMAC, an empty string, or a timestamp."""
-    return not value or value.startswith(HMAC_PREFIX) or _RFC3339.match(value) is not None
+    """True when a string is safe to keep: an HMAC, an empty string, a timestamp or a mask."""
+    return (
+        not value
+        or (value.startswith(HMAC_PREFIX) and not value.startswith(PSEUDONYM_PREFIX))
+        or _RFC3339.match(value) is not None
+        or is_masked(value)
+    )
+
+
+def is_pseudonym(value: str) -> bool:
+    """True for a value vaultwatch already turned into its keyed hash (:func:`pseudonym`)."""
+    return value.startswith(PSEUDONYM_PREFIX)
+
+
+def pseudonym(value: str, key: bytes | None = None) -> str:
+    """A token or accessor written in clear, as ``hmac-sha256:vw:<hex>``: stable, never reversible.
+
+    With ``key`` (from configuration) it is HMAC-SHA256 under that key; without, a SHA-256 under a
+    fixed domain-separation prefix. Both are deterministic, so identities, dedup keys and alert ids
+    are the same across a replay and a restart. The trade-off: without a key, someone who already
+    holds a token can confirm that it appears in vaultwatch's output (tokens and accessors are
+    random, so nothing can be *recovered* from the hash); with a key that needs the key too, but
+    changing the key changes every derived identity and alert id. Idempotent on its own output.
+
+    >>> p = pseudonym("s.abcdefghijklmnop")
+    >>> p.startswith(PSEUDONYM_PREFIX), pseudonym(p) == p, pseudonym("s.abcdefghijklmnop", b"k") != p
+    (True, True, True)
+    """
+    if value.startswith(PSEUDONYM_PREFIX):
+        return value
+    data = value.encode("utf-8", "surrogatepass")
+    if key:
+        digest = hmac.new(key, data, hashlib.sha256).hexdigest()
+    else:
+        digest = hashlib.sha256(_PSEUDONYM_DOMAIN + data).hexdigest()
+    return PSEUDONYM_PREFIX + digest
+
+
+def is_credential_header(name: str, values: list[Any]) -> bool:
+    """True when an audited request header carries a credential.
+
+    By name (``authorization``, ``x-vault-token``, ``cookie``, ``x-api-key``, anything naming a
+    token, secret, password, session or key) or, for any other header, by a value shaped like a
+    secret (a Vault token, a bearer token, a JWT, URL credentials...). ``user-agent``,
+    ``x-request-id``, ``accept`` or ``content-type`` are ordinary.
+    """
+    if _CREDENTIAL_HEADER.search(name):
+        return True
+    return any(isinstance(v, str) and redact_text(v) != v for v in values)
 
 
 def has_plaintext(node: Any, max_depth: int, depth: int = 0) -> bool:
@@ -56,6 +144,9 @@ def has_plaintext(node: Any, max_depth: int, depth: int = 0) -> bool:
         t = type(v)
         if t is str:
             if v and not v.startswith(HMAC_PREFIX) and (v[4:5] != "-" or _RFC3339.match(v) is None):
+                if not is_masked(v):
+                    return True
+            elif v.startswith(PSEUDONYM_PREFIX):
                 return True
         elif t is dict or t is list:
             if has_plaintext(v, max_depth, depth + 1):
@@ -93,7 +184,10 @@ def redact_tree(
         for k, v in node.items():
             if isinstance(v, (int, float, bool)) or v is None:
                 continue
-            nv = redact_tree(v, f"{path}.{k}", found, max_depth, depth + 1, values=values)
+            if k in KMIP_ROOTS:
+                nv = _redact_kmip(v, f"{path}.{k}", found, max_depth, depth + 1, False, values)
+            else:
+                nv = redact_tree(v, f"{path}.{k}", found, max_depth, depth + 1, values=values)
             if nv is not v:
                 if out is None:
                     out = dict(node)
@@ -111,6 +205,47 @@ def redact_tree(
                 lout[i] = nv
         return node if lout is None else lout
     return node
+
+
+def _redact_kmip(
+    node: Any, path: str, found: list[str], max_depth: int, depth: int, secret: bool, values: list[str] | None
+) -> Any:
+    """:func:`redact_tree` for a KMIP TTLV tree: structure strings are kept, secrets redacted.
+
+    Inside an item tagged as key material or a credential (``secret``), every string is a secret;
+    elsewhere ``tag``, ``type`` and scalar ``value`` strings are protocol structure.
+    """
+    if depth > max_depth:
+        raise ParseError("too_deep", f"nesting deeper than {max_depth} at {path}")
+    if isinstance(node, dict):
+        tag = node.get("tag")
+        inner = secret or (isinstance(tag, str) and tag in _KMIP_SECRET_TAGS)
+        out: dict[str, Any] | None = None
+        for k, v in node.items():
+            if isinstance(v, str) and (k in ("tag", "type") or (k == "value" and not inner)):
+                continue
+            if isinstance(v, (int, float, bool)) or v is None:
+                continue
+            if isinstance(v, (dict, list)) and k in ("value", "tag", "type"):
+                nv = _redact_kmip(v, f"{path}.{k}", found, max_depth, depth + 1, inner, values)
+            else:
+                nv = redact_tree(v, f"{path}.{k}", found, max_depth, depth + 1, values=values)
+            if nv is not v:
+                if out is None:
+                    out = dict(node)
+                out[k] = nv
+        return node if out is None else out
+    if isinstance(node, list):
+        lout: list[Any] | None = None
+        for i, v in enumerate(node):
+            nv = _redact_kmip(v, f"{path}[]", found, max_depth, depth + 1, secret, values)
+            if nv is not v:
+                if lout is None:
+                    lout = list(node)
+                lout[i] = nv
+        return node if lout is None else lout
+    # A bare value outside any TTLV item: judged like any other data value.
+    return redact_tree(node, path, found, max_depth, depth, values=values)
 
 
 def redact_path(path: str) -> str | None:

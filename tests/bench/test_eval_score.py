@@ -115,3 +115,31 @@ def test_labels_file_round_trip_and_duplicates(tmp_path: Path) -> None:
 def test_no_threats_means_full_recall() -> None:
     s = score_org([alert(["n1"])], LOG, Labels(()))
     assert s.recall == 1.0 and s.false_alerts == 1 and s.benign_entries == len(LOG)
+
+
+def test_an_absence_is_detected_by_an_alert_naming_its_target_after_it_was_due() -> None:
+    labels = Labels(
+        (Threat("rot", "rotation-overdue", "kv/app/jwt", ("n1",), due_time="2026-05-01T00:00:00Z"),)
+    )
+    early = {
+        "event_ids": ["w0"],
+        "severity": "high",
+        "paths": ["kv/app/jwt"],
+        "last_seen": "2026-04-30T00:00:00Z",
+    }
+    other = {
+        "event_ids": ["w0"],
+        "severity": "high",
+        "paths": ["kv/app/tls"],
+        "last_seen": "2026-05-02T00:00:00Z",
+    }
+    s = score_org([early, other], LOG, labels)
+    assert not s.outcomes[0].detected and s.false_alerts == 2
+    late = {
+        "event_ids": ["w0"],
+        "severity": "medium",
+        "paths": ["kv/app/jwt"],
+        "last_seen": "2026-05-01T03:00:00Z",
+    }
+    s = score_org([late], LOG, labels)
+    assert s.outcomes[0].detected and s.outcomes[0].delay == 0 and s.false_alerts == 0

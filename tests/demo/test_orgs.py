@@ -14,7 +14,14 @@ from detect.policy_data import DEFAULT_POLICY_TOML
 from ingest.parse import Parser
 from vaultwatch.demo.org_driver import SEQ_HEADER, Driver, Reply
 from vaultwatch.demo.org_spec import RESERVED_NAMES, SIZES, spec_hash
-from vaultwatch.demo.orgs import HARD_CASE_KINDS, THREAT_KINDS, OrgLog, draw_spec, generate_org
+from vaultwatch.demo.orgs import (
+    HARD_CASE_KINDS,
+    THREAT_KINDS,
+    OrgLog,
+    draw_spec,
+    generate_org,
+    generate_orgs,
+)
 
 
 def _names(seed: int) -> set[str]:
@@ -157,6 +164,9 @@ def test_small_org_on_real_openbao(small_org: OrgLog) -> None:
     # No request is labelled twice.
     all_ids = [r for t in labels["threats"] + labels["benign_hard_cases"] for r in t["request_ids"]]
     assert len(all_ids) == len(set(all_ids))
+    index = small_org.label_index()
+    assert len(index) == len(all_ids)
+    assert index[brute["request_ids"][0]] == ("threats", "brute-force", "brute-force")
 
 
 @pytest.mark.integration
@@ -167,6 +177,10 @@ def test_generated_org_is_cached(small_org: OrgLog, tmp_path: Path) -> None:
     assert again.audit_path == small_org.audit_path
     assert again.audit_path.stat().st_mtime_ns == before
     assert again.spec_hash == small_org.spec_hash == small_org.audit_path.parent.name
+    # Worker processes find the same cache entry (and start no server).
+    one, two = generate_orgs([11, 11], size="small", workdir=workdir, workers=2)
+    assert one == two
+    assert one.audit_path == small_org.audit_path and one.stats == small_org.stats
 
 
 def _signature(org: OrgLog) -> tuple[list[tuple[str, ...]], list[tuple[str, int, str]]]:

@@ -7,6 +7,7 @@ secret may be printed, and no ``bao`` or broker process may outlive the demo.
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
 import re
@@ -18,17 +19,20 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from alerts.store import AlertQuery, Store
-
-pytestmark = pytest.mark.integration
+from ingest.sources.base import RawRecord
+from vaultwatch.api.auth import ApiKeyFile
+from vaultwatch.demo.stack import TrafficProgress, _demo_auth, _DemoOpenBao, _HistoryFirst
 
 ATTACKER_ROOT_ADDR = "203.0.113.9"  # vaultwatch.demo.traffic's root-token-use attacker
 BRUTE_FORCE_ADDR = "198.51.100.23"  # vaultwatch.demo.traffic's brute-force attacker
+STOLEN_CI_ADDR = "203.0.113.45"  # vaultwatch.demo.stack's stolen CI credential
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -193,77 +197,144 @@ def _assert_no_leftovers(demo: _Demo, workdir: Path) -> None:
     assert not _processes_mentioning(str(workdir))
 
 
+def _session(ui: str, login: dict[str, str]) -> urllib.request.OpenerDirector:
+    """A logged-in UI session (the demo user's cookie)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    body = {"username": login["username"], "password": login["password"]}
+    req = urllib.request.Request(
+        ui + "api/v1/auth/login", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with opener.open(req, timeout=10) as resp:
+        assert resp.status == 200
+        assert "secure" not in (resp.headers.get("Set-Cookie") or "").lower()
+    return opener
+
+
+def _post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, bytes]:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json", **headers}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback
+            return int(resp.status), bytes(resp.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return int(exc.code), bytes(exc.read())
+
+
+@pytest.mark.integration
 def test_demo_runs_the_stack_and_catches_the_attacks(tmp_path: Path, run_demo: Callable[..., _Demo]) -> None:
+    """The whole demo: a week of history learned, then live attacks; behaviour detection catches
+    what no rule does, with its reasons, in the JSON, the API and the UI."""
     work = tmp_path / "demo"
     demo = run_demo(
-        "--exit-after-traffic",
-        "--json",
-        "--keep",
-        str(work),
-        "--days",
-        "2",
-        "--warmup-days",
-        "1",
-        "--port",
-        "0",
+        "--exit-after-traffic", "--json", "--keep", str(work), "--live-seconds", "45", "--port", "0"
     )
     m = demo.wait_for(r"UI and API:\s+(http://127\.0\.0\.1:\d+/)", timeout=60)
     ui = m.group(1)
     creds = json.loads((work / "credentials.json").read_text())
-    headers = {"X-API-Key": creds["api_key"]}
+    # Which key has which role is written beside each key.
+    keys = creds["api_keys"]
+    assert keys["analyst"]["role"] == "analyst" and keys["viewer"]["role"] == "viewer"
+    assert creds["api_key"] == keys["analyst"]["key"] != keys["viewer"]["key"]
+    assert creds["ui_login"]["role"] == "admin"
+    analyst = {"X-API-Key": keys["analyst"]["key"]}
+    viewer = {"X-API-Key": keys["viewer"]["key"]}
+    root_token = creds["openbao"]["root_token"]
+    # The root token is on no process's command line (ps shows those to every user).
+    bao = [pid for pid, cmd in _children(demo.proc.pid).items() if "bao" in cmd and "server" in cmd]
+    assert bao, "no bao server among the demo's children"
+    assert not _processes_mentioning(root_token)
     status, _ = _get(ui + "healthz")
     assert status == 200
-    # The real API: it refuses a request without credentials and answers the demo's API key.
+    # The real API: it refuses a request without credentials and answers the demo's API keys.
     assert _get(ui + "api/v1/alerts")[0] == 401
-    status, body = _get(ui + "api/v1/alerts", headers)
+    status, body = _get(ui + "api/v1/alerts", viewer)
     assert status == 200 and json.loads(body) is not None
     status, _ = _get(ui)
     assert status == 200
     # The demo user can log in over plain http (no Secure cookie on loopback).
-    req = urllib.request.Request(
-        ui + "api/v1/auth/login",
-        data=json.dumps(creds["ui_login"]).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
-        assert resp.status == 200
-        assert "secure" not in (resp.headers.get("Set-Cookie") or "").lower()
-    code = demo.finish(timeout=90)
-    assert code == 0, demo.output[-3000:]
+    session = _session(ui, creds["ui_login"])
 
+    # The live phase comes after the history: the setup's alerts are in the store by then.
+    demo.wait_for(r"traffic: live", timeout=240)
+    # Exposure works in the demo: the API has a client for the demo's OpenBao (audit HMACs).
+    deadline = time.monotonic() + 60
+    while True:
+        status, body = _post(ui + "api/v1/exposure/token", {"token": root_token}, analyst)
+        assert status == 200, body[:300]
+        if json.loads(body)["events"] > 0 or time.monotonic() > deadline:
+            break
+        time.sleep(3)  # the archive flushes every 10 s
+    assert json.loads(body)["events"] > 0
+    assert root_token not in body.decode()
+    with session.open(ui + "ui/exposure?path=logos/pxl-core/runtime/", timeout=30) as resp:
+        page = resp.read().decode()
+    assert "No Vault/OpenBao client is configured" not in page
+    # The analyst key may act on alerts; the viewer key may not.
+    alerts = json.loads(_get(ui + "api/v1/alerts?limit=5", viewer)[1])["items"]
+    assert alerts
+    assert _post(ui + f"api/v1/alerts/{alerts[0]['id']}/ack", {"comment": "seen"}, viewer)[0] == 403
+    assert _post(ui + f"api/v1/alerts/{alerts[0]['id']}/ack", {"comment": "seen"}, analyst)[0] == 200
+
+    code = demo.finish(timeout=240)
+    assert code == 0, demo.output[-3000:]
     doc = json.loads(demo.stdout)
     assert doc["ui"] == ui
     assert doc["pipeline"]["caught_up"] is True
     assert doc["pipeline"]["consumed"] >= doc["pipeline"]["shipped"] > 1000
+    assert doc["pipeline"]["received"] == doc["pipeline"]["shipped"]
     assert doc["attacks_detected"] == {
+        "slow-harvest": True,
         "developer-reads-runtime": True,
+        "stolen-ci-credential": True,
         "brute-force": True,
         "root-token-use": True,
     }
+    assert "sensitive-first-access" in doc["attacks_caught_by"]["developer-reads-runtime"]
+    assert doc["behaviour_alerts"] > 0
 
     # The alerts are in the store the worker wrote, not only in the demo's memory.
     with Store(f"sqlite:///{work / 'vaultwatch.db'}") as store:
         stored = store.list_alerts(AlertQuery(limit=500)).items
-    by_detector: dict[str, list[object]] = {}
-    for a in stored:
-        by_detector.setdefault(a.detector, []).append(a)
+    assert {a.id for a in stored} == {a["id"] for a in doc["alerts"]}
     assert any(ATTACKER_ROOT_ADDR in a.source_addresses for a in stored if a.detector == "root-token-use")
     assert any(BRUTE_FORCE_ADDR in a.source_addresses for a in stored if a.detector == "login-failure-burst")
-    assert any(
-        a.identity.display_name == "userpass-dana" and any("pxl-core/runtime" in p for p in a.paths)
+    # Behaviour detection, with its reasons: the developer's first read of a runtime secret, and
+    # the stolen CI credential used from a new network outside its hours.
+    first = [
+        a
         for a in stored
-        if a.detector == "access-model-violation"
-    )
-    assert {a.id for a in stored} == {a["id"] for a in doc["alerts"]}
+        if a.detector == "sensitive-first-access"
+        and a.identity.display_name == "userpass-dana"
+        and any("pxl-core/runtime" in p for p in a.paths)
+    ]
+    assert first and first[0].explanation
+    stolen = [a for a in stored if a.detector == "behaviour-risk" and STOLEN_CI_ADDR in a.source_addresses]
+    assert stolen and stolen[0].explanation
+    # History and live on their own clocks: the history spans days, the attacks are live.
+    seen = sorted(a.first_seen for a in stored)
+    span = datetime.fromisoformat(seen[-1]) - datetime.fromisoformat(seen[0])
+    assert span > timedelta(days=6)
+    assert datetime.fromisoformat(first[0].first_seen) > datetime.now(UTC) - timedelta(minutes=30)
+    # The live table printed the behaviour alert with its reason.
+    reason = first[0].explanation[0].feature
+    assert any("sensitive-first-access" in ln and reason in ln for ln in demo.err_lines), demo.output[-3000:]
+    # ... and the UI shows it with its reason.
+    with session.open(ui + f"ui/alerts/{first[0].id}", timeout=30) as resp:
+        page = resp.read().decode()
+    assert "sensitive-first-access" in page and first[0].explanation[0].observed.split(" (")[0] in page
 
     # Secrets: every credential is random and only in the 0600 file, never in the output.
     creds_file = work / "credentials.json"
     assert creds_file.stat().st_mode & 0o077 == 0
+    assert (work / "openbao" / "server.log").stat().st_mode & 0o077 == 0  # the dev server prints its token
     creds = json.loads(creds_file.read_text())
     secrets = [
         creds["openbao"]["root_token"],
         *creds["openbao_userpass"].values(),
-        creds["api_key"],
+        creds["api_keys"]["analyst"]["key"],
+        creds["api_keys"]["viewer"]["key"],
         creds["ui_login"]["password"],
     ]
     assert len(secrets) > 5 and all(len(s) >= 12 for s in secrets)
@@ -272,6 +343,7 @@ def test_demo_runs_the_stack_and_catches_the_attacks(tmp_path: Path, run_demo: C
     _assert_no_leftovers(demo, work)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("how", ["sigterm", "terminal-ctrl-c"])
 def test_signal_mid_scenario_stops_everything(
     tmp_path: Path, run_demo: Callable[..., _Demo], how: str
@@ -279,8 +351,8 @@ def test_signal_mid_scenario_stops_everything(
     """SIGTERM to the demo, or Ctrl-C in a terminal (SIGINT to the whole process group, the
     servers included): a clean exit with no server left behind."""
     work = tmp_path / "demo"
-    demo = run_demo("--keep", str(work), "--days", "3", "--warmup-days", "2", "--port", "0", own_group=True)
-    demo.wait_for(r"traffic: warm-up", timeout=60)
+    demo = run_demo("--keep", str(work), "--port", "0", own_group=True)
+    demo.wait_for(r"traffic: history", timeout=60)
     demo.children.update(_children(demo.proc.pid))
     if how == "sigterm":
         demo.proc.send_signal(signal.SIGTERM)
@@ -296,15 +368,88 @@ def test_signal_mid_scenario_stops_everything(
 
 
 def test_traffic_progress_fraction() -> None:
-    from vaultwatch.demo.stack import TrafficProgress
-
-    p = TrafficProgress(warmup_days=2.0)
-    assert p.warmup_fraction == 0.0
+    p = TrafficProgress(history_days=2.0)
+    assert p.history_fraction == 0.0
     p.sim_days = 1.0
-    assert p.warmup_fraction == 0.5
+    assert p.history_fraction == 0.5
     p.sim_days = 5.0
-    assert p.warmup_fraction == 1.0
-    assert TrafficProgress(warmup_days=0.0).warmup_fraction == 1.0
+    assert p.history_fraction == 1.0
+    assert TrafficProgress(history_days=0.0).history_fraction == 1.0
+
+
+class _FakeSocket:
+    """Batches handed out in order; commits recorded."""
+
+    name = "socket:test"
+
+    def __init__(self, batches: list[list[bytes]]) -> None:
+        self._batches = batches
+        self.committed: list[Any] = []
+
+    def batches(self, max_records: int = 1000, timeout: float = 1.0) -> Iterator[list[RawRecord]]:
+        n = 0
+        for lines in self._batches:
+            out = []
+            for line in lines:
+                n += 1
+                out.append(RawRecord(line, ("socket", n), self.name))
+            yield out
+
+    def commit(self, record: RawRecord) -> None:
+        self.committed.append(record.position)
+
+    def close(self) -> None:
+        pass
+
+
+def test_history_gate_ships_the_history_first_then_only_live_lines(tmp_path: Path) -> None:
+    """The socket's copy of the history (real-clock times) is dropped and committed; the rewritten
+    history goes first; every socket line after it passes, in order."""
+    history = tmp_path / "history.log"
+    history.write_bytes(b"h1\nh2\n\nh3\n")
+    fake = _FakeSocket([[b"s1", b"s2"], [b"s3"], [b"s4", b"live1"], [b"live2"]])
+    gate = _HistoryFirst(fake)
+    it = gate.batches(max_records=2)
+    assert next(it) == []  # before the history is fed, everything is the history's copy
+    assert fake.committed == [("socket", 2)]
+    gate.feed(history, socket_lines=4)
+    shipped = [r for batch in it for r in batch]
+    assert [r.data for r in shipped] == [b"h1", b"h2", b"h3", b"live1", b"live2"]
+    assert gate.dropped == 4 and gate.history_lines == 3
+    for rec in shipped:
+        gate.commit(rec)
+    # History records are not the socket's to commit; live ones are.
+    assert fake.committed == [("socket", 2), ("socket", 3), ("socket", 5), ("socket", 6)]
+
+
+@pytest.mark.integration
+def test_openbao_gets_its_root_token_from_the_environment(tmp_path: Path) -> None:
+    """The real ``bao server -dev`` takes VAULT_DEV_ROOT_TOKEN_ID: the token works, and it is on
+    no command line on this machine."""
+    token = f"demo-{os.urandom(12).hex()}"
+    with _DemoOpenBao(tmp_path / "bao", root_token=token) as srv:
+        assert srv.proc is not None
+        assert token not in _cmdline(srv.proc.pid)
+        assert not _processes_mentioning(token)
+        assert srv.client().auth.token.lookup_self()["data"]["policies"] == ["root"]
+        assert srv.client(token="wrong-token").is_authenticated() is False
+    assert srv.server_log.stat().st_mode & 0o077 == 0
+
+
+def test_demo_auth_writes_an_analyst_and_a_viewer_key(tmp_path: Path) -> None:
+    cfg, login = _demo_auth(tmp_path)
+    text = cfg.api_keys_file.read_text() if cfg.api_keys_file else ""
+    assert 'role = "analyst"' in text and 'role = "viewer"' in text
+    assert login.api_key not in text and login.viewer_key not in text  # hashes only
+    doc = login.as_dict()
+    assert doc["api_keys"]["analyst"] == {"key": login.api_key, "role": "analyst", "header": "X-API-Key"}
+    assert doc["api_keys"]["viewer"]["role"] == "viewer"
+    assert login.api_key not in repr(login) and login.viewer_key not in repr(login)
+    # The API finds a key's entry by its id, the part before the dot.
+    keys = ApiKeyFile(cfg.api_keys_file) if cfg.api_keys_file else None
+    assert keys is not None
+    assert keys.verify(login.api_key, now=0.0).role == "analyst"
+    assert keys.verify(login.viewer_key, now=0.0).role == "viewer"
 
 
 def test_keep_refuses_a_previous_run(tmp_path: Path) -> None:

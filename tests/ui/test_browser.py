@@ -72,7 +72,10 @@ def sign_in(pg: Any, user: str = "ana", start: str = "/ui/alerts") -> None:
 
 def test_login_then_a_new_alert_arrives_live(page: Any, store: Store, ui_seed: Seed) -> None:
     sign_in(page)
-    assert page.locator("#queue-body tr[data-alert-id]").count() == min(50, len(ui_seed.alerts))
+    # One row per alert, except each identity's initial configuration, folded into one group row.
+    rows = page.locator("#queue-body tr[data-alert-id]").count()
+    members = page.locator("#queue-body tr.group-row a[data-member-id]").count()
+    assert rows + members == min(50, len(ui_seed.alerts))
     page.wait_for_selector("#live-dot.on")  # the EventSource is connected
     before = int(page.inner_text("#queue-total"))
     src = max(ui_seed.alerts, key=lambda a: a.score)
@@ -166,7 +169,7 @@ def test_silence_from_the_alert_page(page: Any, store: Store, ui_seed: Seed) -> 
 def test_identity_heatmap_renders(page: Any, ui_seed: Seed) -> None:
     a = max(ui_seed.alerts, key=lambda x: ui_seed.engine.identity_summary(x.identity.key).get("events", 0))
     sign_in(page, start="/ui/identities")
-    page.get_by_role("link", name=a.identity.key, exact=True).click()
+    page.locator("tr", has_text=a.identity.key).locator("a.identity-name").first.click()
     heat = page.locator("svg#heatmap")
     heat.wait_for()
     box = heat.bounding_box()
@@ -209,3 +212,52 @@ def test_pages_have_landmarks_labels_and_visible_focus(page: Any, ui_seed: Seed)
         " return [e.textContent, s.outlineStyle, e.getBoundingClientRect().left]; }"
     )
     assert focused[0] == "Skip to content" and focused[1] == "solid" and focused[2] >= 0
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_queue_puts_the_worst_first_and_folds_setup(page: Any, ui_seed: Seed) -> None:
+    from detect.alert import severity_rank
+
+    sign_in(page)
+    ids = page.locator("#queue-body tr[data-alert-id]").evaluate_all(
+        "rows => rows.map(r => r.getAttribute('data-alert-id'))"
+    )
+    by_id = {a.id: a for a in ui_seed.alerts}
+    ranks = [(severity_rank(by_id[i].severity), by_id[i].score) for i in ids]
+    assert ranks == sorted(ranks, reverse=True)
+    assert page.locator("#queue-summary .tally").count() == 5
+    group = page.locator("tr.group-row details.group-members")
+    if group.count():
+        group.first.locator("summary").click()
+        assert group.first.locator("a[data-member-id]").first.is_visible()
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / "queue.png"), full_page=False)
+
+
+def test_alert_page_collapses_raw_entries(page: Any, ui_seed: Seed) -> None:
+    big = max(ui_seed.alerts, key=lambda a: len(a.event_ids))
+    sign_in(page, start=f"/ui/alerts/{big.id}")
+    entries = page.locator("#raw-entries details.raw-entry")
+    shown = entries.count()
+    assert 0 < shown <= 20
+    assert page.locator("#raw-gap").is_visible()
+    assert page.locator("#todo").is_visible()
+    height = page.evaluate("document.body.scrollHeight")
+    assert height < 3000, f"the alert page is {height}px tall"
+    page.screenshot(path=str(DOCS / "alert.png"), full_page=False)
+    page.get_by_role("link", name="Show all").click()
+    page.wait_for_url("**raw=all**")
+    assert page.locator("#raw-entries details.raw-entry").count() > shown
+
+
+def test_identities_are_named_in_the_browser(page: Any, ui_seed: Seed) -> None:
+    sign_in(page, start="/ui/identities")
+    names = page.locator("a.identity-name").all_inner_texts()
+    assert "alice" in names
+    assert not any(n.startswith(("entity:", "anon:")) for n in names)
+    page.get_by_role("link", name="alice", exact=True).first.click()
+    page.wait_for_url("**/ui/identities/**")
+    assert page.locator("#identity-name").inner_text().startswith("alice")
+    assert page.locator("#identity-key").inner_text().startswith("entity:")

@@ -19,7 +19,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alerts.errors import AlertNotFound, InvalidTransition, SilenceError, StoreError
@@ -260,7 +261,8 @@ def create_app(
         summary="Alerts, silences, identities and audit events of vaultwatch, for analysts.",
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        # /docs is served below from bundled Swagger UI files, so it works without internet.
+        docs_url=None,
         redoc_url=None,
         responses={
             413: {"model": ErrorBody, "description": "request body too large"},
@@ -284,6 +286,17 @@ def create_app(
     app.include_router(stream.router, prefix=API_PREFIX)
     app.include_router(keys.router, prefix=API_PREFIX)
     app.include_router(ui.router)
+
+    @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="vaultwatch API",
+            swagger_js_url=f"{ui.UI_PREFIX}/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url=f"{ui.UI_PREFIX}/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/favicon.ico",
+        )
+
     registry = getattr(ctx.metrics, "registry", None)
     on_status = None
     if registry is not None:

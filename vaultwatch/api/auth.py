@@ -102,6 +102,7 @@ __all__ = [
     "UserFile",
     "TokenBucket",
     "RateLimiter",
+    "FailureLimiter",
     "Authenticator",
     "hash_api_key",
     "hash_password",
@@ -176,6 +177,11 @@ class AuthConfig:
     rate_burst: int = 100
     login_rate_per_second: float = 1.0
     login_burst: int = 10
+    #: Refused API keys, bearer tokens and session cookies per source address: after
+    #: ``auth_failure_burst`` of them the address gets 429 for any credential (no verification is
+    #: even attempted) until the bucket refills at ``auth_failure_per_second``.
+    auth_failure_per_second: float = 0.2
+    auth_failure_burst: int = 20
     max_body_bytes: int = 64 * 1024
     max_page_size: int = 200
     max_event_range_hours: float = 7 * 24.0
@@ -654,6 +660,40 @@ class RateLimiter:
                     self._buckets.clear()  # crude but bounded: a flood of keys cannot grow memory
                 bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
             return bucket.take(now)
+
+
+class FailureLimiter:
+    """Failed authentications per key (the source address): :meth:`blocked` only looks,
+    :meth:`failed` spends a token. A caller who never fails is never limited here."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float], max_keys: int = 10_000) -> None:
+        self.rate, self.burst, self._clock, self.max_keys = rate, burst, clock, max_keys
+        self._buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, key: str) -> float:
+        """0.0 when ``key`` may still try, else the seconds until its next try."""
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                return 0.0
+            bucket.tokens = min(bucket.burst, bucket.tokens + max(0.0, now - bucket.stamp) * bucket.rate)
+            bucket.stamp = now
+            if bucket.tokens >= 1.0:
+                return 0.0
+            return (1.0 - bucket.tokens) / bucket.rate if bucket.rate > 0 else 60.0
+
+    def failed(self, key: str) -> None:
+        """Count one refused credential from ``key``."""
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                if len(self._buckets) >= self.max_keys:
+                    self._buckets.clear()  # bounded, like RateLimiter
+                bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
+            bucket.take(now)
 
 
 # -- the authenticator --------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from .auth import (
     AuthConfig,
     Authenticator,
     AuthError,
+    FailureLimiter,
     Principal,
     RateLimiter,
     Role,
@@ -72,7 +73,7 @@ class ApiMetrics:
     """The API's own Prometheus series, on the registry ``/metrics`` renders."""
 
     def __init__(self, registry: Any) -> None:
-        from prometheus_client import Counter
+        from prometheus_client import Counter, Gauge
 
         self.requests = Counter(
             "vaultwatch_api_requests",
@@ -84,6 +85,12 @@ class ApiMetrics:
             "vaultwatch_api_auth_failures",
             "refused credentials and throttled callers",
             ["reason"],
+            registry=registry,
+        )
+        self.auth_failure_limit = Gauge(
+            "vaultwatch_api_auth_failure_limit",
+            "refused credentials allowed per source address: burst, and refill per second",
+            ["setting"],
             registry=registry,
         )
 
@@ -101,6 +108,7 @@ class AppContext:
     clock: Callable[[], float] = time.time
     rate: RateLimiter | None = None
     login_rate: RateLimiter | None = None
+    auth_failures: FailureLimiter | None = None
     metrics: Any = None
     api_metrics: ApiMetrics | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -120,7 +128,31 @@ def epoch_of(value: datetime | None, name: str) -> float | None:
 def get_ctx(request: Request) -> AppContext:
     """The :class:`AppContext` of the running app."""
     ctx: AppContext = request.app.state.ctx
+    if ctx.auth_failures is None:
+        _start_failure_limit(ctx)
     return ctx
+
+
+def _start_failure_limit(ctx: AppContext) -> None:
+    """The per-address limit on refused credentials, from ``ctx.limits``, shown in ``/metrics``."""
+    with ctx.lock:
+        if ctx.auth_failures is not None:
+            return
+        cfg = ctx.limits
+        if ctx.api_metrics is not None:
+            ctx.api_metrics.auth_failure_limit.labels("burst").set(cfg.auth_failure_burst)
+            ctx.api_metrics.auth_failure_limit.labels("per_second").set(cfg.auth_failure_per_second)
+        ctx.auth_failures = FailureLimiter(cfg.auth_failure_per_second, cfg.auth_failure_burst, ctx.clock)
+
+
+def _too_many(ctx: AppContext, wait: float, reason: str) -> HTTPException:
+    if ctx.api_metrics is not None:
+        ctx.api_metrics.auth_failures.labels(reason).inc()
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        detail="rate limit exceeded",
+        headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+    )
 
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -167,8 +199,23 @@ def _sso_csrf(request: Request, ctx: AppContext, principal: Principal) -> Princi
 
 
 async def optional_principal(request: Request, ctx: Ctx) -> Principal | None:
-    """The caller, or None when no credential was sent; 401 for a bad one, 429 when throttled."""
+    """The caller, or None when no credential was sent; 401 for a bad one, 429 when throttled.
+
+    Refused credentials are counted per source address (``auth_failure_burst``, refilled at
+    ``auth_failure_per_second``); past the limit, any credential from that address gets 429
+    without being checked, so keys and tokens cannot be guessed at the speed of the server.
+    """
     peer = request.client.host if request.client else None
+    failures = ctx.auth_failures
+    presented = bool(
+        request.headers.get("authorization")
+        or request.headers.get("x-api-key")
+        or request.cookies.get(SESSION_COOKIE)
+    )
+    if failures is not None and presented:
+        wait = failures.blocked(f"peer:{peer}")
+        if wait > 0:
+            raise _too_many(ctx, wait, "failure_limited")
     try:
         # Off the event loop: an argon2 check takes tens of milliseconds.
         principal = await run_in_threadpool(
@@ -183,6 +230,8 @@ async def optional_principal(request: Request, ctx: Ctx) -> Principal | None:
         log.info("authentication refused from %s: %s", peer, exc)
         if ctx.api_metrics is not None:
             ctx.api_metrics.auth_failures.labels("invalid").inc()
+        if failures is not None:
+            failures.failed(f"peer:{peer}")
         raise _unauthorized(str(exc)) from None
     if principal is None:
         return None
@@ -191,13 +240,7 @@ async def optional_principal(request: Request, ctx: Ctx) -> Principal | None:
     if ctx.rate is not None:
         wait = ctx.rate.check(f"{principal.method}:{principal.subject}")
         if wait > 0:
-            if ctx.api_metrics is not None:
-                ctx.api_metrics.auth_failures.labels("rate_limited").inc()
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                detail="rate limit exceeded",
-                headers={"Retry-After": str(max(1, int(wait + 0.999)))},
-            )
+            raise _too_many(ctx, wait, "rate_limited")
     if (
         principal.method in ("session", "sso")
         and request.method in _UNSAFE

@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from alerts.silence import Silence
 from detect.alert import Alert
@@ -46,16 +49,76 @@ __all__ = [
     "AdminStatus",
     "alert_public",
     "silence_public",
+    "silences_public",
     "iso",
+    "DATETIME_MIN",
+    "DATETIME_MAX",
+    "UtcDatetime",
+    "bounded_utc",
+    "utc_of_epoch",
 ]
+
+log = logging.getLogger(__name__)
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 Status = Literal["open", "acknowledged", "resolved", "false_positive", "suppressed"]
 
 
+#: Every datetime the API accepts (query parameter or body field) lies in this window, UTC.
+#: Wide enough for any audit log and any "forever" silence; narrow enough that every value can
+#: be converted to UTC, to an epoch, to a pandas/Arrow timestamp and back, and be widened by the
+#: routes' windows (a day, an hour) without leaving the calendar.
+DATETIME_MIN: Final = datetime(1970, 1, 1, tzinfo=UTC)
+DATETIME_MAX: Final = datetime(2200, 1, 1, tzinfo=UTC)
+_RANGE_TEXT: Final = "between 1970-01-01T00:00:00Z and 2200-01-01T00:00:00Z"
+
+
+def bounded_utc(value: datetime, name: str = "datetime") -> datetime:
+    """``value`` in UTC (naive means UTC); ``ValueError`` naming the window when outside it.
+
+    The calendar's edges (year 1, year 9999 with an offset) are refused here, before any
+    conversion that could overflow.
+    """
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    try:
+        inside = DATETIME_MIN <= aware < DATETIME_MAX
+        utc = aware.astimezone(UTC) if inside else None
+    except (OverflowError, ValueError):
+        utc = None
+    if utc is None:
+        raise ValueError(f"{name} must be {_RANGE_TEXT}")
+    return utc
+
+
+def _bounded(value: datetime) -> datetime:
+    return bounded_utc(value, "the date and time")
+
+
+#: A datetime parameter or field: RFC 3339, naive means UTC, within ``DATETIME_MIN``..``DATETIME_MAX``
+#: (422 otherwise). Validated values are timezone-aware UTC.
+UtcDatetime = Annotated[
+    datetime,
+    AfterValidator(_bounded),
+    Field(description=f"RFC 3339 date and time (no offset means UTC), {_RANGE_TEXT}"),
+]
+
+
+def utc_of_epoch(ts: float) -> datetime:
+    """The UTC datetime of an epoch, clamped to the calendar (a stored value from before these
+    bounds still renders instead of failing the whole page); ``ValueError`` for NaN."""
+    if math.isnan(ts):
+        raise ValueError("timestamp is NaN")
+    try:
+        return datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, ValueError, OSError):
+        clamped = datetime.max if ts > 0 else datetime.min
+        log.warning("timestamp %r is outside the calendar: shown as %s", ts, clamped.isoformat())
+        return clamped.replace(tzinfo=UTC)
+
+
 def iso(ts: float) -> str:
-    """RFC 3339 UTC for an epoch."""
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    """RFC 3339 UTC for an epoch (clamped to the calendar, see :func:`utc_of_epoch`)."""
+    return utc_of_epoch(ts).isoformat().replace("+00:00", "Z")
 
 
 class _Body(BaseModel):
@@ -212,8 +275,8 @@ class MatcherIn(_Body):
 
 class SilenceCreate(_Body):
     matchers: list[MatcherIn] = Field(min_length=1, max_length=20)
-    starts_at: datetime | None = Field(default=None, description="default: now")
-    ends_at: datetime
+    starts_at: UtcDatetime | None = Field(default=None, description=f"default: now; {_RANGE_TEXT}")
+    ends_at: UtcDatetime = Field(description=f"after starts_at; {_RANGE_TEXT}")
     comment: str = Field(default="", max_length=2000)
 
 
@@ -242,6 +305,23 @@ def silence_public(s: Silence, now: float) -> SilencePublic:
         active=s.is_active(now),
         created_at=iso(s.created_at),
     )
+
+
+def silences_public(silences: Iterable[Silence], now: float) -> tuple[list[SilencePublic], list[str]]:
+    """The response models of ``silences`` and the ids of those that cannot be shown.
+
+    A stored row that does not render (written by an older version, or by hand) is logged and
+    left out, never fatal to the list: everyone else's silences stay visible.
+    """
+    out: list[SilencePublic] = []
+    skipped: list[str] = []
+    for s in silences:
+        try:
+            out.append(silence_public(s, now))
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            log.warning("silence %s cannot be shown: %s", s.id, type(exc).__name__)
+            skipped.append(s.id)
+    return out, skipped
 
 
 class IdentityBrief(BaseModel):

@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from ..vault.client import VaultAuth
+
 HELP = "pre-deployment checks through the Vault API: secrets, formats, audit devices, least privilege"
 DESCRIPTION = """\
 Validate a Vault or OpenBao secrets setup against a declarative spec (default: the LOGOS PXL
@@ -48,27 +50,70 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print results as JSON")
 
 
-def _auth(args: argparse.Namespace) -> object:
-    from ..vault.client import VaultAuth
+#: What to set when no credential was given (the user's next step, named in the error).
+HOW_TO_AUTHENTICATE = (
+    "set VAULT_TOKEN, or pass --token-file FILE, --role-id ID with --secret-id-file FILE (AppRole), "
+    "or --k8s-role ROLE (Kubernetes)"
+)
 
+
+class UsageError(ValueError):
+    """A missing or inconsistent option; the message names the option to set."""
+
+
+def _auth(args: argparse.Namespace) -> VaultAuth:
     if args.token_file:
         return VaultAuth(method="token_file", token_file=args.token_file)
     if args.role_id:
+        if not args.secret_id_file:
+            raise UsageError("--role-id needs --secret-id-file FILE (the AppRole secret_id)")
         return VaultAuth(
             method="approle",
             role_id=args.role_id,
             secret_id_file=args.secret_id_file,
             mount=args.approle_mount,
         )
+    if args.secret_id_file:
+        raise UsageError("--secret-id-file needs --role-id ID (the AppRole role_id)")
     if args.k8s_role:
         return VaultAuth(method="kubernetes", role=args.k8s_role)
-    return VaultAuth(method="token", token=os.environ.get("VAULT_TOKEN"))
+    token = os.environ.get("VAULT_TOKEN", "").strip()
+    if not token:
+        raise UsageError(f"no Vault credentials: {HOW_TO_AUTHENTICATE}")
+    return VaultAuth(method="token", token=token)
+
+
+def _hint(message: str, args: argparse.Namespace) -> str:
+    """What to change for a failed login or call (the message says what went wrong)."""
+    if "ConnectionError" in message or "Timeout" in message:
+        return f"is Vault/OpenBao listening at {args.addr}? Set --addr or VAULT_ADDR"
+    if "SSLError" in message:
+        return "the server certificate was not accepted: fix the CA trust, or --tls-skip-verify (test only)"
+    if "token_file" in message:
+        return "--token-file must name a readable file holding the token"
+    if "secret_id_file" in message:
+        return "--secret-id-file must name a readable file holding the AppRole secret_id"
+    if "jwt_file" in message:
+        return "run inside a Kubernetes pod (service account token) for --k8s-role"
+    if "login" in message or "Forbidden" in message or "permission denied" in message:
+        source = (
+            "--token-file"
+            if args.token_file
+            else "--role-id/--secret-id-file"
+            if args.role_id
+            else "--k8s-role"
+            if args.k8s_role
+            else "VAULT_TOKEN"
+        )
+        return f"the credentials from {source} were refused by {args.addr}; {HOW_TO_AUTHENTICATE}"
+    return ""
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
-    from ..vault.client import VaultAuth, VaultClient, VaultClientError
+    from ..vault.client import VaultClient, VaultClientError
     from ..vault.compliance import FAIL, WARN, load_spec, run_checks
     from .console import console
 
@@ -76,11 +121,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         spec = load_spec(args.spec)
         auth = _auth(args)
-        assert isinstance(auth, VaultAuth)
         with VaultClient(args.addr, auth, namespace=args.namespace, verify=not args.tls_skip_verify) as vc:
             results = run_checks(vc, spec)
     except (ValueError, VaultClientError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        hint = "" if isinstance(exc, ValueError) else _hint(str(exc), args)
+        err.print(
+            f"[red]error:[/red] {escape(str(exc))}" + (f"\n[dim]hint:[/dim] {escape(hint)}" if hint else "")
+        )
         return 2
     failed = [r for r in results if r.status == FAIL]
     if args.json:

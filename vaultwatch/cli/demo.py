@@ -35,15 +35,22 @@ Run the whole streaming system on this machine, with nothing else to set up:
   -> Kafka-protocol broker (topic keyed by identity) -> pipeline worker (detection)
   -> SQLite alert store -> API and web UI
 
-then drive realistic traffic through the Vault API (runtime services, CI pipelines, a rotation
-job, developers and admins) and, after a warm-up, a few attacks: a developer reading production
-runtime secrets, a password brute force, and use of the root token. Alerts appear in a live
-table as they are stored; the UI address is printed at start.
+then give the organisation a past: its setup and --history-days days of ordinary work (runtime
+services, CI pipelines, a rotation job, developers and admins) are driven through the Vault API
+as fast as OpenBao answers and their audit entries moved onto the past days, so vaultwatch has
+learned its baselines before anything live arrives. A slow exfiltration (one new secret an hour
+through an over-broad grant) hides in that history. Then live traffic runs on the real clock, in
+the organisation's night, with attacks one by one: a developer's first read of a production
+runtime secret and a stolen CI credential used from a new address (caught by behaviour), a
+password brute force and use of the root token (caught by rules). Alerts appear in a live table
+as they are stored, with their reason; the UI address is printed at start.
 
 By default the scenario runs to completion, then the stack keeps serving the UI until Ctrl-C.
 Ctrl-C or SIGTERM stops every part cleanly. Everything listens on 127.0.0.1 only. Credentials
-(the UI's demo login and API key, the OpenBao root token, the organisation's passwords) are
-random, written to credentials.json (mode 0600) in the work directory, and never printed.
+are random, written to credentials.json (mode 0600) in the work directory, and never printed:
+the UI login "demo" (role admin), an API key with role analyst (acknowledge, resolve, annotate)
+and one with role viewer (read only), both sent as the X-API-Key header, the OpenBao root token
+(passed to OpenBao in its environment, never on a command line) and the organisation's passwords.
 
 examples:
   vaultwatch demo
@@ -53,12 +60,16 @@ examples:
 
 log = logging.getLogger(__name__)
 
-#: Attack kind -> the detector that should catch it (for the end-of-scenario summary).
-EXPECTED_DETECTORS = {
-    "developer-reads-runtime": "access-model-violation",
-    "brute-force": "login-failure-burst",
-    "root-token-use": "root-token-use",
+#: Attack kind -> the detectors that catch it (for the end-of-scenario summary).
+EXPECTED_DETECTORS: dict[str, frozenset[str]] = {
+    "slow-harvest": frozenset({"sensitive-first-access", "behaviour-risk", "access-model-violation"}),
+    "developer-reads-runtime": frozenset({"sensitive-first-access", "access-model-violation"}),
+    "stolen-ci-credential": frozenset({"behaviour-risk", "sensitive-first-access", "access-model-violation"}),
+    "brute-force": frozenset({"login-failure-burst"}),
+    "root-token-use": frozenset({"root-token-use"}),
 }
+#: Detectors that learn what is usual (the rest are deterministic rules).
+BEHAVIOUR_DETECTORS = frozenset({"behaviour-risk", "sensitive-first-access"})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,13 +79,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="put the server files, audit log, store, archive and credentials.json in DIR and keep them",
     )
     p.add_argument(
-        "--days", type=int, default=3, help="simulated days of ordinary traffic to drive (default 3)"
+        "--history-days",
+        type=int,
+        default=8,
+        help="days of the organisation's past to learn from before the live traffic (default 8; "
+        "behaviour detection needs about a week)",
     )
     p.add_argument(
-        "--warmup-days",
-        type=int,
-        default=2,
-        help="simulated days of ordinary traffic before the attacks (default 2)",
+        "--live-seconds",
+        type=float,
+        default=90.0,
+        help="seconds of live traffic, the attacks spread over them (default 90)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the traffic (default 0)")
     p.add_argument("--partitions", type=int, default=1, choices=(1, 3), help="topic partitions (default 1)")
@@ -229,11 +244,11 @@ def _after_setup(stack: Any, traffic: Any) -> None:
     stack.write_credentials(traffic.passwords)
 
 
-def _drive(traffic: Any, days: int, warmup: int, on_setup: Any = None) -> None:
+def _drive(traffic: Any, live_seconds: float, on_setup: Any = None, on_history: Any = None) -> None:
     from ..demo.stack import DemoStopped
 
     try:
-        traffic.play(days, warmup, on_setup=on_setup)
+        traffic.play(live_seconds, on_setup=on_setup, on_history=on_history)
     except DemoStopped:
         traffic.progress.phase = "stopped"
     except Exception as exc:  # noqa: BLE001 - shown to the user; the stack keeps serving
@@ -245,29 +260,41 @@ def _drive(traffic: Any, days: int, warmup: int, on_setup: Any = None) -> None:
         log.warning("traffic stopped early: %s", type(exc).__name__)
 
 
+def reason_of(alert: Any) -> str:
+    """The alert's main reason in one line: what was observed against what is usual."""
+    if alert.explanation:
+        r = alert.explanation[0]
+        text = f"{r.feature}: {r.observed}"
+        return f"{text} (usual: {r.baseline})" if r.baseline else text
+    return str(alert.title)
+
+
 def _alert_table(alerts: list[Any], limit: int = 20, width: int = 120) -> Any:
     from rich import box
     from rich.markup import escape
     from rich.table import Table
 
     colour = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
-    t = Table(title=f"{len(alerts)} alert(s), newest last", title_justify="left", box=box.SIMPLE_HEAD)
-    # One line per alert, so the newest stay on screen; the title gives way first, and on a
+    t = Table(
+        title=f"{len(alerts)} alert(s), most recently seen last", title_justify="left", box=box.SIMPLE_HEAD
+    )
+    # One line per alert, so the newest stay on screen; the reason gives way first, and on a
     # narrow terminal the time and count columns go.
     wide = width >= 110
-    cols = {"last seen": 8, "severity": 8, "detector": 22, "identity": 14, "title": 16, "count": 5}
+    cols = {"last seen": 8, "severity": 8, "detector": 22, "identity": 16, "why": 16, "count": 5}
     if not wide:
         cols = {k: v for k, v in cols.items() if k not in ("last seen", "count")}
-    fixed = sum(v for k, v in cols.items() if k != "title") + 3 * len(cols)
+    fixed = sum(v for k, v in cols.items() if k != "why") + 3 * len(cols)
     for col, w in cols.items():
-        if col == "title":
+        if col == "why":
             t.add_column(col, no_wrap=True, overflow="ellipsis", max_width=max(w, width - fixed))
         else:
             t.add_column(col, no_wrap=True, overflow="ellipsis", width=w)
-    for a in alerts[-limit:]:
+    for a in sorted(alerts, key=lambda x: x.last_seen)[-limit:]:
         sev = f"[{colour.get(a.severity, '')}]{a.severity}[/]"
         who = escape(a.identity.display_name or a.identity.key)
-        row = [sev, a.detector, who, escape(a.title)]
+        detector = f"[bold]{a.detector}[/bold]" if a.detector in BEHAVIOUR_DETECTORS else a.detector
+        row = [sev, detector, who, escape(reason_of(a))]
         t.add_row(*([a.last_seen[11:19], *row, str(a.count)] if wide else row))
     return t
 
@@ -278,15 +305,19 @@ def _status_line(progress: Any, counters: dict[str, int], caught_up: bool) -> An
 
     grid = Table.grid(padding=(0, 1))
     phase = progress.phase
-    if phase in ("waiting", "setup", "warm-up"):
-        label = "warming up baselines" if phase == "warm-up" else "setting up the organisation"
+    if phase in ("waiting", "setup", "history"):
+        label = "learning the organisation's past" if phase == "history" else "setting up the organisation"
         grid.add_row(
             label,
-            ProgressBar(total=1.0, completed=progress.warmup_fraction, width=30),
-            f"simulated day {progress.sim_days:.1f} of {progress.warmup_days:.0f} warm-up",
+            ProgressBar(total=1.0, completed=progress.history_fraction, width=30),
+            f"day {progress.sim_days:.1f} of {progress.history_days:.0f} days of history",
         )
-    elif phase == "attacks":
-        grid.add_row("[red]attacks under way:[/red]", ", ".join(progress.attacks_started))
+    elif phase == "live":
+        live = [k for k in progress.attacks_started if k != "slow-harvest"]
+        grid.add_row(
+            "[bold]live traffic[/bold] (the organisation's night)"
+            + (f"; [red]attacks so far:[/red] {', '.join(live)}" if live else "")
+        )
     else:
         done = "scenario done" if phase == "done" else f"traffic {phase}"
         grid.add_row(done + ("; pipeline caught up, serving" if caught_up else "; pipeline catching up"))
@@ -304,8 +335,8 @@ def run(args: argparse.Namespace) -> int:
     from ..demo.stack import DemoStack, DemoTraffic, TrafficProgress
     from .console import console as make_console
 
-    if args.warmup_days < 0 or args.days < 1:
-        log.error("--days must be at least 1 and --warmup-days at least 0")
+    if args.history_days < 0 or args.live_seconds < 0:
+        log.error("--history-days and --live-seconds must not be negative")
         return 2
     if args.keep and (Path(args.keep) / "vaultwatch.db").exists():
         # Its store holds the last run's alerts and engine checkpoints, which would shadow this
@@ -353,12 +384,18 @@ def run(args: argparse.Namespace) -> int:
             )
         out.print(f"OpenBao {stack.traffic_url} streams its audit log to vaultwatch; Ctrl-C stops everything")
         traffic = DemoTraffic(
-            stack.traffic_url, stack.root_token, seed=args.seed, stop=state.stop, progress=progress
+            stack.traffic_url,
+            stack.root_token,
+            stack.audit_log,
+            history_days=args.history_days,
+            seed=args.seed,
+            stop=state.stop,
+            progress=progress,
         )
         # The organisation's passwords join credentials.json as soon as they exist.
         on_setup = partial(_after_setup, stack, traffic)
         driver = threading.Thread(
-            target=_drive, args=(traffic, args.days, args.warmup_days, on_setup), daemon=True
+            target=_drive, args=(traffic, args.live_seconds, on_setup, stack.feed_history), daemon=True
         )
         driver.start()
         caught_up = _watch(stack, progress, state, out, live_ok, exit_after, args.duration, t0)
@@ -405,7 +442,7 @@ def _watch(
     from rich.live import Live
     from rich.markup import escape
 
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     shown_phase = ""
     caught_up = False
     done_at: float | None = None
@@ -428,10 +465,13 @@ def _watch(
                     shown_phase = progress.phase
                     out.print(f"[dim]-[/dim] traffic: {shown_phase}")
                 for a in alerts:
-                    if a.id not in seen:
+                    if seen.get(a.id) != a.count:
                         who = escape(a.identity.display_name or a.identity.key)
-                        out.print(f"ALERT {a.severity:<8} {a.detector:<26} {who:<24} {escape(a.title)}")
-            seen.update(a.id for a in alerts)
+                        out.print(
+                            f"ALERT {a.severity:<8} {a.detector:<26} {who:<24} {escape(a.title)}"
+                            f" [dim]- {escape(reason_of(a))}[/dim]"
+                        )
+            seen.update((a.id, a.count) for a in alerts)
             if duration and time.monotonic() - t0 >= duration:
                 break
             if exit_after and done_at is not None and (caught_up or time.monotonic() - done_at > 45):
@@ -450,11 +490,13 @@ def _report(
     elapsed: float,
 ) -> int:
     found = {a.detector for a in alerts}
-    expected = {
-        kind: EXPECTED_DETECTORS[kind] in found
+    caught_by = {
+        kind: sorted(EXPECTED_DETECTORS[kind] & found)
         for kind in progress.attacks_started
         if kind in EXPECTED_DETECTORS
     }
+    expected = {kind: bool(by) for kind, by in caught_by.items()}
+    behaviour = [a for a in alerts if a.detector in BEHAVIOUR_DETECTORS]
     if args.json:
         doc = {
             "ui": stack.ui_url,
@@ -467,15 +509,17 @@ def _report(
             },
             "pipeline": {**stack.counters(), "caught_up": caught_up},
             "attacks_detected": expected,
+            "attacks_caught_by": caught_by,
+            "behaviour_alerts": len(behaviour),
             "alerts": [a.to_dict() for a in alerts],
         }
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         sys.stdout.flush()
     else:
-        for kind, hit in expected.items():
-            mark = "[green]detected[/green]" if hit else "[red]missed[/red]"
-            out.print(f"attack {kind}: {mark} ({EXPECTED_DETECTORS[kind]})")
-        out.print(f"{len(alerts)} alert(s) in {elapsed:.0f}s")
+        for kind, by in caught_by.items():
+            mark = f"[green]detected[/green] by {', '.join(by)}" if by else "[red]missed[/red]"
+            out.print(f"attack {kind}: {mark}")
+        out.print(f"{len(alerts)} alert(s), {len(behaviour)} from behaviour detection, in {elapsed:.0f}s")
     if progress.phase == "failed":
         out.print(f"[red]the traffic stopped early:[/red] {progress.error}")
         return 1

@@ -5,14 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
+from collections import Counter, OrderedDict
+from typing import Final
 
+from detect.config import DetectConfig
 from ingest.dedup import Deduplicator
 from ingest.errors import SourceError
+from ingest.event import AuditEvent
 from ingest.parse import DEFAULT_MAX_LINE_BYTES, Parser
+from ingest.pipeline import iter_events
 from ingest.quarantine import FileQuarantine, MemoryQuarantine, Quarantine
+from ingest.sources.file import FileSource
+from ingest.sources.stdin import StdinSource
 
 from ..service.summary import Summary
+
+#: How long a request entry waits for its response before it stands alone (the engine's default).
+REQUEST_WAIT_SECONDS: Final = DetectConfig().request_wait_seconds
 
 HELP = "parse audit logs and summarise events, identities and parse failures"
 DESCRIPTION = """\
@@ -50,12 +59,13 @@ def summarise(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Summary:
     """Read every entry of ``paths`` (files, ``.gz``, directories, ``-`` for stdin) into a
-    :class:`Summary` through the ingest pipeline; what fails to parse goes to ``quarantine``."""
-    from ingest.pipeline import iter_events
-    from ingest.sources.file import FileSource
-    from ingest.sources.stdin import StdinSource
+    :class:`Summary` through the ingest pipeline; what fails to parse goes to ``quarantine``.
 
+    Identities are counted per request, as ``replay`` and the engine count them (see
+    :class:`RequestAttribution`): both entries of a request belong to the identity of its response.
+    """
     summary = summary or Summary()
+    attribution = RequestAttribution()
     dedup = Deduplicator()
     before = Counter(quarantine.counts)
     for raw in paths:
@@ -66,10 +76,71 @@ def summarise(
         )
         for ev in iter_events(source, parser=parser, quarantine=quarantine, dedup=dedup):
             summary.add_event(ev)
+            attribution.add(ev)
+    attribution.close()
+    summary.identities = attribution.entries
+    summary.identity_kinds = attribution.kinds
     failures = Counter(quarantine.counts)
     failures.subtract(before)
     summary.add_skipped(duplicates=dedup.duplicates, failures=+failures)
     return summary
+
+
+class RequestAttribution:
+    """Who made each request, counted the way the detection engine learns identities.
+
+    A request entry is judged with its response: the pair belongs to the identity of the response
+    entry (a login request names its target, ``login:userpass:alice``; its response names the
+    entity that logged in, and only that is an identity the engine learns). A request entry whose
+    response never comes within ``wait`` seconds of event time, or that has no request id, stands
+    alone under its own identity; a response arriving after that is counted with its request.
+    ``entries`` counts audit entries per identity key (both entries of a request), ``kinds`` the
+    kind of each key.
+    """
+
+    def __init__(self, wait: float = REQUEST_WAIT_SECONDS) -> None:
+        self.wait = wait
+        self.entries: Counter[str] = Counter()
+        self.kinds: dict[str, str] = {}
+        self._pending: OrderedDict[str, AuditEvent] = OrderedDict()
+        self._alone: dict[str, str] = {}  # request id -> the key its lone request was counted under
+
+    def add(self, ev: AuditEvent) -> None:
+        rid = ev.request_id
+        if rid and ev.is_response and rid in self._alone:
+            self.entries[self._alone.pop(rid)] += 1  # late: the engine judged the request alone
+        elif ev.is_request and rid:
+            old = self._pending.pop(rid, None)
+            if old is not None:
+                self._count(old)
+            self._pending[rid] = ev
+        else:
+            req = self._pending.pop(rid, None) if rid else None
+            if req is not None:
+                self._count(ev)
+            self._count(ev)
+        self._expire(ev.ts - self.wait)
+
+    def close(self) -> None:
+        """The end of the stream: every request still waiting stands alone."""
+        self._expire(float("inf"))
+
+    def _expire(self, before: float) -> None:
+        pend = self._pending
+        while pend:
+            rid, req = next(iter(pend.items()))
+            if req.ts > before:
+                break
+            del pend[rid]
+            self._count(req)
+            self._alone[rid] = req.identity.key
+            if len(self._alone) > 100_000:
+                del self._alone[next(iter(self._alone))]
+
+    def _count(self, owner: AuditEvent) -> None:
+        ident = owner.identity
+        self.entries[ident.key] += 1
+        self.kinds.setdefault(ident.key, ident.kind)
 
 
 def run(args: argparse.Namespace) -> int:

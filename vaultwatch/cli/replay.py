@@ -14,15 +14,19 @@ import argparse
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from detect.alert import Alert
 from detect.engine import Engine
+from ingest.event import AuditEvent
 from ingest.parse import Parser
 from ingest.quarantine import FileQuarantine, MemoryQuarantine, Quarantine
 
+from ..service.archive import EventArchive
 from ..service.replay import deliver, replay
 
 HELP = "process recorded audit logs in event-time order and write every alert as JSON lines"
@@ -35,6 +39,11 @@ examples:
   vaultwatch replay audit.log.2.gz audit.log.1.gz audit.log --alerts-out alerts.jsonl
   vaultwatch replay audit.log --alerts-out alerts.jsonl --quarantine bad-lines.jsonl --seed 7
   vaultwatch replay audit.log --alerts-out alerts.jsonl --deliver vaultwatch.toml
+  vaultwatch replay audit.log --alerts-out alerts.jsonl --archive var/archive --store sqlite:///var/vw.db
+
+With --archive and --store the replay leaves what `vaultwatch run` would have: the events in a
+Parquet event archive, the alerts and the learned baselines in an alert store. `vaultwatch report`,
+`vaultwatch exposure` and `vaultwatch serve` then work on them offline (see the summary's hints).
 """
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
@@ -52,6 +61,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", help="the audit device's `prefix` option, if one is set")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    p.add_argument(
+        "--archive",
+        metavar="DIR",
+        help="also write every event to this Parquet event archive (for report, exposure and serve)",
+    )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="also store the alerts and the learned baselines in this alert store "
+        "(e.g. sqlite:///var/vaultwatch.db; for report and serve)",
+    )
     p.add_argument(
         "--deliver",
         metavar="TOML",
@@ -82,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"vaultwatch replay: bad --config: {exc}", file=sys.stderr)  # noqa: T201
         return 2
+    archive = _open_archive(args.archive) if args.archive else None
+    if archive is not None:
+        engine = _Archiving(config, seed=args.seed, archive=archive)
     quarantine: Quarantine = FileQuarantine(args.quarantine) if args.quarantine else MemoryQuarantine()
     parser = Parser(prefix=args.prefix)
     total = sum(f.stat().st_size for f in files)
@@ -109,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
             result = replay(files, engine=engine, quarantine=quarantine, parser=parser)
     finally:
         quarantine.close()
+        if archive is not None:
+            archive.close()
     out = Path(args.alerts_out)
     out.parent.mkdir(parents=True, exist_ok=True)
     enc = msgspec.json.Encoder()
@@ -116,6 +141,14 @@ def run(args: argparse.Namespace) -> int:
         for a in result.alerts:
             f.write(enc.encode(a.to_dict()) + b"\n")
     summary = result.summary()
+    if args.store:
+        try:
+            _store(args.store, result.alerts, engine)
+        except Exception as exc:  # noqa: BLE001 - a bad URL or an unwritable store, in one line
+            print(f"vaultwatch replay: --store {args.store}: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
+            return 1
+    if args.archive or args.store:
+        summary["next"] = _next_steps(args.archive, args.store, engine)
     if args.deliver:
         try:
             summary["delivery"] = deliver(result.alerts, args.deliver)
@@ -146,7 +179,75 @@ def _print_summary(s: dict[str, Any], out: Path) -> None:
         t.add_row(f"  severity {k}", str(v))
     for k, v in s["alerts_by_detector"].items():
         t.add_row(f"  {k}", str(v))
+    for line in s.get("next", []):
+        t.add_row("next", line)
     if "delivery" in s:
         t.add_row("deliveries", ", ".join(f"{k} {v}" for k, v in s["delivery"].items()) or "none")
     t.add_row("seconds", str(s["seconds"]))
     console.print(t)
+
+
+# -- --archive and --store ------------------------------------------------------------------------
+#: The checkpoint group under which a replay's engine is stored (the API reads every ``engine/``
+#: checkpoint; ``vaultwatch run``'s own keys use its consumer group, so they never collide).
+REPLAY_GROUP = "replay"
+
+
+class _Archiving(Engine):
+    """The detection engine, writing each event it is given to an event archive as well
+    (after de-duplication, in event-time order: exactly the events ``vaultwatch run`` archives)."""
+
+    def __init__(self, config: dict[str, Any] | None, *, seed: int, archive: EventArchive) -> None:
+        super().__init__(config, seed=seed)
+        self.archive = archive
+        self.span: tuple[float, float] | None = None  # first and last event time
+
+    def process(self, event: AuditEvent) -> list[Alert]:
+        self.archive.append(event)
+        self.span = (self.span[0] if self.span else event.ts, event.ts)
+        return super().process(event)
+
+
+def _open_archive(path: str) -> EventArchive:
+    # A replay archives old logs on purpose: retention must not prune them on the way in.
+    return EventArchive(Path(path), retention_days=3650)
+
+
+def _store(url: str, alerts: list[Alert], engine: Engine) -> None:
+    """Alerts in their final state, and the engine as a checkpoint the API reads baselines from."""
+    from alerts.store import Store
+
+    from ..service.worker import _Checkpoint, checkpoint_key
+
+    with Store(url) as store:
+        store.migrate()
+        with store.transaction() as tx:
+            tx.add_alerts(alerts)
+            blob = msgspec.msgpack.encode(_Checkpoint(offset=0, hour=None, engine=engine.snapshot()))
+            tx.save_checkpoint(checkpoint_key(REPLAY_GROUP, "files", 0), blob)
+
+
+def _next_steps(archive: str | None, store: str | None, engine: Engine) -> list[str]:
+    """The commands that use what this replay wrote."""
+    span = getattr(engine, "span", None)
+    when = (
+        f"--from {_day(span[0])} --to {_day(span[1] + 86400.0)}"
+        if span
+        else "--from YYYY-MM-DD --to YYYY-MM-DD"
+    )
+    out: list[str] = []
+    if archive:
+        out.append(
+            f"vaultwatch report {when} --archive {archive} " + (f"--store {store}" if store else "--no-store")
+        )
+        out.append(f"vaultwatch exposure --archive {archive} --path PATH")
+    if store:
+        env = f"VAULTWATCH_STORE__URL={store}"
+        if archive:
+            env += f" VAULTWATCH_ARCHIVE__ENABLED=true VAULTWATCH_ARCHIVE__PATH={archive}"
+        out.append(f"{env} vaultwatch serve")
+    return out
+
+
+def _day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")

@@ -457,7 +457,7 @@ def draw_layout(seed: int, size: str | None = None, days: int | None = None) -> 
     )
     sso_path = names.take(lambda: rng.choice(("oidc", "sso", "okta", "entra", f"{rng.choice(_WORDS)}-sso")))
     # How many people sign in through single sign-on rather than a Vault password.
-    sso_share = rng.choice((0.0, 0.5, 0.7, 0.9))
+    sso_share = rng.choice((0.0, 0.6, 0.8, 0.9, 0.9))
 
     # -- policies ---------------------------------------------------------------------------------
     def kv_data(mount: str, path: str) -> str:

@@ -42,7 +42,8 @@ Contract (kept stable for the scoreboard; ``make eval`` and the CI organisations
 Threat kinds: :data:`~vaultwatch.demo.threats.THREAT_KINDS` (34; ``sensitive-first-access`` has
 three instances per organisation: ``developer->runtime``, ``runtime->build`` and ``ci->runtime``).
 Benign hard-case kinds: :data:`~vaultwatch.demo.org_life.HARD_CASE_KINDS`. Both are re-exported
-here. :func:`draw_spec` gives the spec alone (pure, no server).
+here. :func:`draw_spec` gives the spec alone (pure, no server); :func:`generate_orgs` generates
+several, two at a time by default (the 2-core box's second core; each has its own server).
 
 Determinism: the same seed gives the same spec, the same request sequence and the same rewritten
 log (times, paths, operations, addresses, errors) and labels; only values Vault generates (request
@@ -56,22 +57,25 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import random
 import shutil
 import sys
 import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .org_driver import Driver, rfc3339
+from .org_driver import Driver, DriverError, rfc3339
 from .org_life import DAY, HARD_CASE_KINDS, Org
 from .org_spec import SIZES, OrgSpec, draw_layout, spec_hash
 from .threats import THREAT_KINDS, plan_threats, schedule_threats
 from .traffic import traffic_server
 
-__all__ = ["HARD_CASE_KINDS", "SIZES", "THREAT_KINDS", "OrgLog", "draw_spec", "generate_org"]
+__all__ = ["HARD_CASE_KINDS", "SIZES", "THREAT_KINDS", "OrgLog", "draw_spec", "generate_org", "generate_orgs"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,15 @@ class OrgLog:
         """The parsed labels file."""
         data: dict[str, list[dict[str, Any]]] = json.loads(self.labels_path.read_text())
         return data
+
+    def label_index(self) -> dict[str, tuple[str, str, str]]:
+        """Request id -> (``threats`` or ``benign_hard_cases``, instance, kind), for scoring."""
+        index: dict[str, tuple[str, str, str]] = {}
+        for section, items in self.labels().items():
+            for item in items:
+                for rid in item["request_ids"]:
+                    index[rid] = (section, item["instance"], item["kind"])
+        return index
 
 
 def draw_spec(seed: int, size: str | None = None, days: int | None = None) -> OrgSpec:
@@ -121,14 +134,39 @@ def generate_org(seed: int, *, size: str | None = None, days: int | None = None,
         stats = _generate(spec, tmp)
         (tmp / _SPEC).write_text(json.dumps(asdict(spec), indent=1, sort_keys=True))
         (tmp / _META).write_text(json.dumps({"spec_hash": digest, **stats}, indent=1, sort_keys=True))
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        if _cached(out, digest) is None:  # else another process finished the same spec first
+            shutil.rmtree(out, ignore_errors=True)  # an incomplete leftover
+            try:
+                tmp.rename(out)
+            except OSError:
+                if _cached(out, digest) is None:
+                    raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result = _cached(out, digest)
     if result is None:
-        raise RuntimeError(f"generated organisation {digest} is incomplete")
+        raise DriverError(f"generated organisation {digest} is incomplete")
     return result
+
+
+def generate_orgs(
+    seeds: Sequence[int],
+    *,
+    size: str | None = None,
+    days: int | None = None,
+    workdir: Path,
+    workers: int = 2,
+) -> list[OrgLog]:
+    """:func:`generate_org` for each seed, ``workers`` at a time (one server each), in seed order.
+
+    Each organisation's requests run one after another, so a second worker uses the second core.
+    """
+    if workers <= 1 or len(seeds) <= 1:
+        return [generate_org(seed, size=size, days=days, workdir=workdir) for seed in seeds]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(generate_org, seed, size=size, days=days, workdir=workdir) for seed in seeds]
+        return [f.result() for f in futures]
 
 
 def _cached(out: Path, digest: str) -> OrgLog | None:

@@ -24,26 +24,33 @@ thread, for the demo's progress bar.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 import os
 import secrets
+import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ingest.sources.base import RawRecord
+
 from ..api.app import create_app
 from ..api.auth import AuthConfig, hash_password
-from .servers import AuditDevice, KafkaBroker, OpenBaoServer, ServerError, free_port
-from .traffic import DAY, Call, Traffic, forwarding_listener
+from .servers import AuditDevice, KafkaBroker, OpenBaoServer, ServerError, find_bao, free_port
+from .servers import _wait_port as wait_port
+from .traffic import APPS, BENIGN, DAY, HOUR, Call, GeneratedLog, Traffic, forwarding_listener
 
 __all__ = [
     "DEMO_ATTACKS",
@@ -56,9 +63,27 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The attacks the demo injects after its warm-up (kinds of :data:`vaultwatch.demo.traffic.ATTACK_KINDS`).
-DEMO_ATTACKS: Final = ("developer-reads-runtime", "brute-force", "root-token-use")
+#: The attacks of the demo: the slow harvest happens in the history (it takes days); the others
+#: run live, in this order, while the demo is watched.
+DEMO_ATTACKS: Final = (
+    "slow-harvest",
+    "developer-reads-runtime",
+    "stolen-ci-credential",
+    "brute-force",
+    "root-token-use",
+)
+HISTORY_ATTACKS: Final = frozenset({"slow-harvest"})
 TOPIC: Final = "vault-audit"
+#: What the demo's vaultwatch may do in OpenBao: exposure queries (audit HMACs of a token, the
+#: audit devices), identity names, and KV metadata (when a secret was last rotated).
+VAULTWATCH_POLICY: Final = (
+    'path "sys/audit-hash/*" { capabilities = ["update"] }\n'
+    'path "sys/audit" { capabilities = ["read", "sudo"] }\n'
+    'path "identity/*" { capabilities = ["read", "list"] }\n'
+    'path "+/metadata/*" { capabilities = ["read", "list"] }\n'
+)
+#: The organisation's clock is set so that the live traffic happens at this hour of its night.
+LIVE_HOUR: Final = 2.5
 
 
 class DemoStopped(Exception):
@@ -70,42 +95,53 @@ class DemoStopped(Exception):
 class TrafficProgress:
     """What the traffic thread has done so far; read from the display thread."""
 
-    phase: str = "waiting"  # waiting | setup | warm-up | attacks | done | failed | stopped
+    phase: str = "waiting"  # waiting | setup | history | live | done | failed | stopped
     requests: int = 0
     sim_days: float = 0.0
-    warmup_days: float = 0.0
+    history_days: float = 0.0
     error: str | None = None
     attacks_started: list[str] = field(default_factory=list)
 
     @property
-    def warmup_fraction(self) -> float:
-        """0..1 through the warm-up, in simulated time."""
-        if self.warmup_days <= 0:
+    def history_fraction(self) -> float:
+        """0..1 through the history, in simulated time."""
+        if self.history_days <= 0:
             return 1.0
-        return max(0.0, min(1.0, self.sim_days / self.warmup_days))
+        return max(0.0, min(1.0, self.sim_days / self.history_days))
 
 
 class DemoTraffic(Traffic):
-    """The traffic generator's organisation on the real clock, stoppable, reporting progress.
+    """The traffic generator's organisation with a past, then live on the real clock.
 
-    Entries carry the server's own times (nothing is rewritten): the simulated clock only orders
-    the plan, so ``days`` simulated days run in as long as the server takes to answer them.
+    :meth:`play` sets the organisation up, drives ``history_days`` simulated days of its ordinary
+    work (and the slow harvest) as fast as the server answers, and rewrites those audit entries
+    onto the past (:meth:`Traffic.rewrite`): the history ends a few hours before now, and the
+    organisation's clock is set so that *now* is ``LIVE_HOUR`` at night for it. ``on_history``
+    receives the rewritten history; the demo ships it before anything live, so the baselines
+    are learned. Then a few minutes of live traffic run on the real clock (the server's own
+    times, nothing rewritten): the services keep working, and the attacks come one by one.
+    One service instance per application keeps the history small and quick to generate.
     """
 
     def __init__(
         self,
         url: str,
         root_token: str,
+        audit_log: str | Path,
         *,
+        history_days: int = 8,
         seed: int = 0,
         stop: threading.Event | None = None,
         progress: TrafficProgress | None = None,
-        pace: float = 0.0,
+        now: float | None = None,
     ) -> None:
-        super().__init__(url, root_token, None, seed=seed)
+        now = time.time() if now is None else now
+        start = datetime.fromtimestamp(now - history_days * DAY - LIVE_HOUR * HOUR, UTC)
+        super().__init__(url, root_token, audit_log, seed=seed, start=start)
+        self.history_days = history_days
         self._stop_event = stop or threading.Event()
         self.progress = progress or TrafficProgress()
-        self._pace = pace
+        self._live = False
 
     @property
     def stopping(self) -> bool:
@@ -116,6 +152,11 @@ class DemoTraffic(Traffic):
     def passwords(self) -> dict[str, str]:
         """The userpass passwords the organisation was given (for ``--keep``'s credentials file)."""
         return dict(self._passwords)
+
+    def _build_actors(self) -> None:
+        super()._build_actors()
+        for name, instances in self._instances.items():
+            self._instances[name] = instances[:1]
 
     def call(
         self,
@@ -130,51 +171,117 @@ class DemoTraffic(Traffic):
             raise DemoStopped
         result = super().call(actor, fn, gap=gap, anonymous=anonymous)
         self._record(self.calls[-1])
-        if self._pace > 0:
-            self._stop_event.wait(self._pace)
         return result
 
     def _record(self, call: Call) -> None:
         p = self.progress
         p.requests += 1
-        p.sim_days = max(0.0, (call.ts - self.t0) / DAY)
+        if not self._live:
+            p.sim_days = max(0.0, (call.ts - self.t0) / DAY)
         if call.label not in ("benign", "setup") and call.label not in p.attacks_started:
             p.attacks_started.append(call.label)
-            p.phase = "attacks"
 
     def play(
         self,
-        days: int,
-        warmup_days: int,
+        live_seconds: float = 90.0,
         attacks: Sequence[str] = DEMO_ATTACKS,
         *,
         on_setup: Callable[[], None] | None = None,
+        on_history: Callable[[GeneratedLog], None] | None = None,
     ) -> int:
-        """Set up the organisation (then call ``on_setup``), run ``days`` days with ``attacks``
-        after ``warmup_days``; returns the number of requests."""
+        """Set up the organisation (then ``on_setup``), drive and rewrite its history (then
+        ``on_history``), then run ``live_seconds`` of live traffic with the live ``attacks``;
+        returns the number of requests."""
         p = self.progress
-        p.warmup_days = float(warmup_days)
+        p.history_days = float(self.history_days)
         p.phase = "setup"
         self.setup()
         if on_setup is not None:
             on_setup()
-        self.plan_benign(days)
-        # Packed close together after the warm-up, so the demo does not wait on simulated days.
-        self.plan_attacks(warmup_days, attacks, spacing=0.1)
-        p.phase = "warm-up"
-        made = self.run()
+        p.phase = "history"
+        self.plan_benign(self.history_days)
+        if "slow-harvest" in attacks:
+            # One new secret an hour for 40 hours, ending the evening before the live traffic.
+            self.plan_attack_at("slow-harvest", self.t0 + (self.history_days - 2) * DAY + 0.5 * HOUR)
+        self.run()
+        history = self.rewrite(self.workdir_file("history.log"))
+        if on_history is not None:
+            on_history(history)
+        p.phase = "live"
+        self._live = True
+        self._plan_live(live_seconds, [k for k in attacks if k not in HISTORY_ATTACKS])
+        self._run_live()
         p.phase = "done"
-        return made
+        return len(self.calls)
+
+    def workdir_file(self, name: str) -> Path:
+        """A file beside the server's audit log."""
+        assert self.audit_log is not None
+        return self.audit_log.parent / name
+
+    def _plan_live(self, seconds: float, attacks: Sequence[str]) -> None:
+        t = time.time()
+        self._at(t)
+        # At night the services keep refreshing; nobody else works.
+        for app in APPS:
+            for inst in self._instances[app.name]:
+                at = t + 1.0 + self.rng.uniform(0, 10)
+                while at < t + seconds:
+                    self._schedule(at, BENIGN, partial(self._service_refresh, app, inst))
+                    at += 20.0 + self.rng.uniform(-3, 3)
+        # The attacks come one by one, so the live table shows each as it is detected.
+        span = max(seconds - 20.0, 10.0)
+        for i, kind in enumerate(attacks):
+            self.plan_attack_at(kind, t + 8.0 + i * span / max(len(attacks), 1))
+
+    def _run_live(self) -> None:
+        """Run the plan on the real clock: each action when its time comes."""
+        plan = self._plan
+        heapq.heapify(plan)
+        while plan:
+            item = heapq.heappop(plan)
+            delay = item.ts - time.time()
+            if delay > 0 and self._stop_event.wait(delay):
+                raise DemoStopped
+            self._now = time.time()
+            self._label = item.label
+            item.run()
+        self._label = BENIGN
+
+    def _attack_stolen_ci_credential(self) -> None:
+        """A CI pipeline's AppRole credentials, stolen, used at night from a network the
+        organisation never used: its usual build secrets, then a look around."""
+        app = APPS[0]
+        thief = self._attacker(f"ci-{app.name}", "203.0.113.45", self._approle_login(f"ci-{app.name}"))
+        if self.ensure_login(thief):
+            for sec in app.build:
+                self.read(thief, f"{app.name}/build/{sec}")
+            self.list(thief, f"{app.name}/")
+            for sec in app.runtime[:2]:
+                self.read(thief, f"{app.name}/runtime/{sec}")
 
 
 # -- the API ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DemoLogin:
-    """The demo's own API credentials: a UI user (admin) and an API key (viewer)."""
+    """The demo's own API credentials: a UI user (role admin), an API key with role analyst
+    (may acknowledge, resolve and annotate alerts) and one with role viewer (read only)."""
 
     user: str
     password: str = field(repr=False)
     api_key: str = field(repr=False)
+    viewer_key: str = field(repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``credentials.json`` entries, each credential with its role."""
+        return {
+            "ui_login": {"username": self.user, "password": self.password, "role": "admin"},
+            "api_key": self.api_key,
+            "api_keys": {
+                "analyst": {"key": self.api_key, "role": "analyst", "header": "X-API-Key"},
+                "viewer": {"key": self.viewer_key, "role": "viewer", "header": "X-API-Key"},
+            },
+        }
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -184,11 +291,12 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _demo_auth(workdir: Path) -> tuple[AuthConfig, DemoLogin]:
-    """An API auth configuration with a fresh demo user and API key, hashes only on disk."""
+    """An API auth configuration with a fresh demo user and API keys, hashes only on disk."""
     login = DemoLogin(
         user="demo",
         password=secrets.token_urlsafe(12),
-        api_key=f"demo.{secrets.token_urlsafe(24)}",
+        api_key=f"demo-analyst.{secrets.token_urlsafe(24)}",
+        viewer_key=f"demo-viewer.{secrets.token_urlsafe(24)}",
     )
     users, keys = workdir / "api-users.toml", workdir / "api-keys.toml"
     _write_private(
@@ -196,8 +304,14 @@ def _demo_auth(workdir: Path) -> tuple[AuthConfig, DemoLogin]:
         f'[[users]]\nname = "{login.user}"\npassword_hash = "{hash_password(login.password)}"\n'
         'role = "admin"\n',
     )
-    digest = hashlib.sha256(login.api_key.encode()).hexdigest()
-    _write_private(keys, f'[[keys]]\nid = "demo"\nhash = "sha256:{digest}"\nrole = "viewer"\n')
+    entries = []
+    for key_id, key, role in (
+        ("demo-analyst", login.api_key, "analyst"),
+        ("demo-viewer", login.viewer_key, "viewer"),
+    ):
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        entries.append(f'[[keys]]\nid = "{key_id}"\nhash = "sha256:{digest}"\nrole = "{role}"\n')
+    _write_private(keys, "\n".join(entries))
     jwt_key = _jwt_key(workdir / "api-jwt.pem")
     # Plain http on loopback: a Secure cookie would never come back from the browser.
     cfg = AuthConfig(users_file=users, api_keys_file=keys, jwt_key_file=jwt_key, cookie_secure=False)
@@ -232,6 +346,101 @@ def _port_free(host: str, port: int) -> bool:
         return True
 
 
+class _HistoryPos(NamedTuple):
+    """Where a history record is (its line in the rewritten history): nothing to commit."""
+
+    line: int
+    too_large: int = 0
+
+
+class _HistoryFirst:
+    """The socket source behind a gate: the rewritten history first, then the live entries.
+
+    While the history is generated, OpenBao's socket device streams it on the real clock; those
+    lines are dropped here (and committed). :meth:`feed` hands over the same entries rewritten
+    onto the past, and the number of socket lines they account for; the shipper then gets the
+    history, and after it every socket line past that number. The history's records are not
+    the socket's to commit.
+    """
+
+    name = "socket"
+
+    def __init__(self, live: Any) -> None:
+        self.live = live
+        self.name = live.name
+        self._lock = threading.Lock()
+        self._history: list[bytes] | None = None
+        self._skip: int | None = None
+        self._seen = 0
+        self.dropped = 0
+        self.history_lines = 0
+
+    def feed(self, history: Path, socket_lines: int) -> None:
+        """Ship ``history``'s lines next; drop the first ``socket_lines`` socket lines."""
+        lines = [ln for ln in history.read_bytes().splitlines() if ln.strip()]
+        with self._lock:
+            self._history = lines
+            self._skip = socket_lines
+            self.history_lines = len(lines)
+
+    def batches(self, max_records: int = 1000, timeout: float = 1.0) -> Iterator[list[RawRecord]]:
+        for batch in self.live.batches(max_records=max_records, timeout=timeout):
+            with self._lock:
+                history, self._history = self._history, None
+                skip = self._skip
+            if history:
+                for i in range(0, len(history), max_records):
+                    chunk = history[i : i + max_records]
+                    yield [RawRecord(line, _HistoryPos(i + n), self.name) for n, line in enumerate(chunk)]
+            keep: list[RawRecord] = []
+            for rec in batch:
+                self._seen += 1
+                if skip is None or self._seen <= skip:
+                    self.dropped += 1
+                else:
+                    keep.append(rec)
+            if batch and not keep:
+                self.live.commit(batch[-1])
+            yield keep
+
+    def commit(self, record: RawRecord) -> None:
+        if not isinstance(record.position, _HistoryPos):
+            self.live.commit(record)
+
+    def close(self) -> None:
+        self.live.close()
+
+
+class _DemoOpenBao(OpenBaoServer):
+    """:class:`OpenBaoServer` with the root token passed in the environment, not on the command line.
+
+    ``bao server -dev`` reads ``VAULT_DEV_ROOT_TOKEN_ID``; a process's environment is readable by
+    its own user only, while its command line is visible to everyone on the machine (``ps``).
+    The dev server prints its root token at start, so its log file is private too (mode 0600).
+    """
+
+    def start(self) -> OpenBaoServer:
+        cfg = self.workdir / "config.hcl"
+        cfg.write_text("".join(d.hcl() for d in self.devices) + self.extra_config)
+        home = self.workdir / "home"
+        home.mkdir(exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        env["HOME"] = str(home)
+        env["VAULT_DEV_ROOT_TOKEN_ID"] = self.root_token
+        cmd = [find_bao(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{self.port}", f"-config={cfg}"]
+        fd = os.open(self.server_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._logf = os.fdopen(fd, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env)  # noqa: S603
+        try:
+            wait_port("127.0.0.1", self.port, self.start_timeout, self.proc, "OpenBao")
+            self._wait_ready()
+        except Exception:
+            self.stop()
+            raise
+        log.info("OpenBao dev server listening on %s", self.addr)
+        return self
+
+
 # -- the stack ----------------------------------------------------------------------------------
 class DemoStack:
     """OpenBao + socket listener + shipper + broker + worker + API, started and stopped together.
@@ -258,6 +467,8 @@ class DemoStack:
         self.bao: OpenBaoServer | None = None
         self.broker: KafkaBroker | None = None
         self.traffic_url = ""
+        #: The file audit device's log (the traffic rewrites its history from it).
+        self.audit_log = self.workdir / "openbao" / "audit.log"
         self.ui_url = ""
         self.api_kind = "full"  # always the real API (vaultwatch.api); shown by `vaultwatch demo --json`
         self.settings: Any = None
@@ -265,10 +476,12 @@ class DemoStack:
         self.worker: Any = None
         self.shipper: Any = None
         self._socket: Any = None
+        self._gate: _HistoryFirst | None = None
         self._producer: Any = None
         self._quarantine: Any = None
         self._api: Any = None
         self._api_store: Any = None
+        self._vault: Any = None
         self._threads: list[threading.Thread] = []
         self.errors: list[str] = []
         self.login: DemoLogin | None = None
@@ -298,11 +511,11 @@ class DemoStack:
         step("starting a real OpenBao dev server (file + socket audit devices)")
         bao_dir = self.workdir / "openbao"
         devices = [
-            AuditDevice("file", "file", {"file_path": str(bao_dir / "audit.log")}),
+            AuditDevice("file", "file", {"file_path": str(self.audit_log)}),
             AuditDevice("socket", "vaultwatch", {"address": self._socket.address, "socket_type": "tcp"}),
         ]
         fwd = free_port()
-        self.bao = OpenBaoServer(
+        self.bao = _DemoOpenBao(
             bao_dir, devices=devices, root_token=self.root_token, extra_config=forwarding_listener(fwd)
         ).start()
         self.traffic_url = f"http://127.0.0.1:{fwd}"
@@ -352,8 +565,9 @@ class DemoStack:
         ks = self.settings.kafka.client_settings()
         self._producer = import_kafka().KafkaProducer(**producer_config(ks, ProducerSettings(linger_ms=5)))
         self._quarantine = FileQuarantine(self.workdir / "quarantine.jsonl")
+        self._gate = _HistoryFirst(self._socket)
         self.shipper = Shipper(
-            self._socket,
+            self._gate,
             self._producer,
             self.topic,
             quarantine=self._quarantine,
@@ -381,12 +595,28 @@ class DemoStack:
         # Its own connection pool: the API reads while the worker writes (SQLite WAL).
         self._api_store = open_store(self.settings)
         auth, self.login = _demo_auth(self.workdir)
-        app = create_app(self.settings, store=self._api_store, auth=auth)
+        self._vault = self._vault_client()
+        app = create_app(self.settings, store=self._api_store, auth=auth, vault_client=self._vault)
         self._api = BackgroundServer(app, self.api_host, port).start()
         if not _answers(f"http://{self.api_host}:{port}/healthz"):
             raise ServerError(f"the API did not answer /healthz on {self.api_host}:{port}")
         self.ui_url = f"http://{self.api_host}:{port}/"
         self.write_credentials()
+
+    def _vault_client(self) -> Any:
+        """An hvac client for the API (exposure queries, identity names) with its own token.
+
+        Not the root token: vaultwatch gets what it needs (audit HMACs, audit devices, identity
+        and KV metadata reads) under a policy of its own, as in a real deployment.
+        """
+        import hvac
+
+        assert self.bao is not None
+        root = self.bao.client()
+        root.sys.create_or_update_acl_policy("vaultwatch", VAULTWATCH_POLICY)
+        resp = root.auth.token.create(policies=["vaultwatch"], ttl="24h", display_name="vaultwatch")
+        root.adapter.close()
+        return hvac.Client(url=self.bao.addr, token=resp["auth"]["client_token"])
 
     def _spawn(self, name: str, target: Callable[[], Any]) -> None:
         def body() -> None:
@@ -414,6 +644,8 @@ class DemoStack:
     def counters(self) -> dict[str, int]:
         """Lines received on the socket, shipped to the topic, and consumed by the worker."""
         received = self._socket.stats().received if self._socket is not None else 0
+        if self._gate is not None:  # the history replaces what the socket streamed of it
+            received += self._gate.history_lines - self._gate.dropped
         s = self.shipper.stats if self.shipper is not None else None
         w = self.worker.stats if self.worker is not None else {}
         return {
@@ -423,6 +655,12 @@ class DemoStack:
             "consumed": int(w.get("records", 0)),
             "events": int(w.get("events", 0)),
         }
+
+    def feed_history(self, history: GeneratedLog) -> None:
+        """Ship the organisation's rewritten history before any live entry (see :class:`DemoTraffic`)."""
+        if self._gate is None:
+            raise ServerError("the demo's shipper is not running")
+        self._gate.feed(history.path, history.entries)
 
     def drained(self) -> bool:
         """Everything OpenBao sent has been shipped and consumed (at this instant)."""
@@ -458,8 +696,7 @@ class DemoStack:
             "ui": self.ui_url,
         }
         if self.login is not None:
-            data["ui_login"] = {"username": self.login.user, "password": self.login.password}
-            data["api_key"] = self.login.api_key
+            data.update(self.login.as_dict())
         _write_private(self.credentials_path, json.dumps(data, indent=2) + "\n")
         return self.credentials_path
 
@@ -503,6 +740,8 @@ class DemoStack:
             _quietly("dead-letter queue", dlq.close)
         if self._api is not None:
             _quietly("API", self._api.stop)
+        if self._vault is not None:
+            _quietly("Vault client", self._vault.adapter.close)
         for store in (self._api_store, self.store):
             if store is not None:
                 _quietly("store", store.close)

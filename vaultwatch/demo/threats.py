@@ -267,6 +267,10 @@ def plan_threats(spec: OrgSpec) -> OrgSpec:
         victim=victim.username,
         address=external(),
         login=f"{rng.choice(('svc', 'sync', 'ops', 'bot'))}-{rng.randint(10, 99)}",
+        # "alias": a machine login attached to a privileged entity; "group": an ordinary
+        # person's entity made a member of a new group carrying the admin policy.
+        variant=rng.choice(("alias", "group")),
+        member=rng.choice(pw_humans).username,
     )
     app = rng.choice(apps)
     add(
@@ -852,6 +856,9 @@ def _orphan_abuse(org: Org, p: Planned) -> None:
 
 def _alias_takeover(org: Org, p: Planned) -> None:
     """A machine login of the attacker's making attached to a privileged person's entity."""
+    if p.params.get("variant") == "group":
+        _group_escalation(org, p)
+        return
     admin = _admin(org, p)
     if admin is None:
         return
@@ -872,6 +879,30 @@ def _alias_takeover(org: Org, p: Planned) -> None:
         org.d.req(attacker, "LIST", "sys/policies/acl")
         for mount, path in org.rng.sample(_all_secrets(org, service_only=True), 2):
             org.kv_read(attacker, mount, path)
+
+
+def _group_escalation(org: Org, p: Planned) -> None:
+    """An ordinary person's entity put in a new group that carries the security admins' policy."""
+    admin = _admin(org, p)
+    if admin is None:
+        return
+    spec = org.spec
+    member = str(p.params["member"])
+    body = {"alias_name": member, "alias_mount_accessor": org.userpass_accessor}
+    eid = str(org.d.req(admin, "POST", "identity/lookup/entity", body).data.get("id", ""))
+    group = {"name": f"{p.params['login']}-grp", "policies": [spec.admin_policy], "member_entity_ids": [eid]}
+    r = org.d.req(admin, "POST", "identity/group", group)
+    _trigger(org, p)
+    _outcome(org, p, r.ok)
+    org.labelled[p.instance].extra["variant"] = "group"
+    person = org.humans[member].copy(
+        name=f"{member}@group", kind="attacker", address=org.hspec(member).address
+    )
+    person.token = None
+    if org.ensure_login(person, force=True):
+        org.d.req(person, "LIST", "sys/policies/acl")
+        for mount, path in org.rng.sample(_all_secrets(org, service_only=True), 2):
+            org.kv_read(person, mount, path)
 
 
 def _approle_change(org: Org, p: Planned) -> None:

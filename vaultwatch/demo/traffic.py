@@ -790,6 +790,19 @@ class Traffic:
             else:
                 self._schedule(ts, kind, runner)
 
+    def plan_attack_at(self, kind: str, ts: float, *, title: str = "", actor: str = "") -> None:
+        """Plan one attack of ``kind`` at simulated time ``ts``, outside :meth:`plan_attacks`' day
+        slots (the demo's live attacks). A subclass may add kinds: ``kind`` runs the method
+        ``_attack_<kind with underscores>``."""
+        runner = getattr(self, "_attack_" + kind.replace("-", "_"), None)
+        if runner is None:
+            raise TrafficError(f"unknown attack kind: {kind!r}")
+        self.scenarios[kind] = Scenario(kind, title or kind, actor, ts)
+        if kind == "slow-harvest":
+            runner(ts)
+        else:
+            self._schedule(ts, kind, runner)
+
     def _attacker(
         self, name: str, address: str, login: Callable[[Any], Any] | None, token: str | None = None
     ) -> Actor:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, HTTPException, Query
 
 from ..deps import Ctx, Viewer
-from ..schemas import AUTH_RESPONSES, EventPage, EventPublic
+from ..schemas import AUTH_RESPONSES, EventPage, EventPublic, UtcDatetime
 
 __all__ = ["router", "event_models"]
 
@@ -76,8 +76,8 @@ def search_events(
     remote_ip: Annotated[str | None, Query(max_length=64)] = None,
     outcome: Annotated[str | None, Query(max_length=32)] = None,
     request_id: Annotated[str | None, Query(max_length=128)] = None,
-    since: Annotated[datetime | None, Query(description="inclusive; default until - 24h")] = None,
-    until: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
+    since: Annotated[UtcDatetime | None, Query(description="inclusive; default until - 24h")] = None,
+    until: Annotated[UtcDatetime | None, Query(description="exclusive; default now")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> EventPage:

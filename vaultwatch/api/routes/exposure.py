@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from ..deps import Analyst, AppContext, Ctx, Viewer, epoch_of, request_id_of
-from ..schemas import AUTH_RESPONSES
+from ..schemas import AUTH_RESPONSES, UtcDatetime, bounded_utc
 
 __all__ = ["router", "TokenExposureRequest", "as_vault", "path_exposure", "token_exposure"]
 
@@ -46,8 +46,8 @@ class TokenExposureRequest(BaseModel):
 
     token: SecretStr | None = Field(default=None, min_length=1, max_length=512)
     accessor: SecretStr | None = Field(default=None, min_length=1, max_length=512)
-    since: datetime | None = None
-    until: datetime | None = None
+    since: UtcDatetime | None = None
+    until: UtcDatetime | None = None
 
     @model_validator(mode="after")
     def _one_credential(self) -> TokenExposureRequest:
@@ -62,10 +62,22 @@ def _archive(ctx: AppContext) -> Any:
     return ctx.archive
 
 
-def _range(since: datetime | None, until: datetime | None) -> None:
+def _bounded(value: datetime | None, name: str) -> datetime | None:
+    """``value`` in UTC within the API's window (the UI passes its own parsed values); else 422."""
+    if value is None:
+        return None
+    try:
+        return bounded_utc(value, name)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def _range(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:
+    since, until = _bounded(since, "since"), _bounded(until, "until")
     start, end = epoch_of(since, "since"), epoch_of(until, "until")
     if start is not None and end is not None and end <= start:
         raise HTTPException(422, "until must be after since")
+    return since, until
 
 
 def path_exposure(
@@ -79,7 +91,7 @@ def path_exposure(
     from vaultwatch.service.archive import ArchiveError
     from vaultwatch.vault.exposure import exposure_for_path
 
-    _range(since, until)
+    since, until = _range(since, until)
     try:
         report = exposure_for_path(
             _archive(ctx), prefix, start=since, end=until, since_last_rotation=since_last_rotation
@@ -99,7 +111,7 @@ def token_exposure(ctx: AppContext, body: TokenExposureRequest) -> dict[str, Any
     from vaultwatch.vault.client import VaultClientError
     from vaultwatch.vault.exposure import exposure_for_token
 
-    _range(body.since, body.until)
+    since, until = _range(body.since, body.until)
     vault = ctx.extra.get(VAULT_KEY)
     if vault is None:
         raise HTTPException(503, NO_VAULT)
@@ -110,8 +122,8 @@ def token_exposure(ctx: AppContext, body: TokenExposureRequest) -> dict[str, Any
             vault,
             token=body.token.get_secret_value() if body.token else None,
             accessor=body.accessor.get_secret_value() if body.accessor else None,
-            start=body.since,
-            end=body.until,
+            start=since,
+            end=until,
         )
     except VaultClientError as exc:
         # The class only: the server's message is not ours to pass on.
@@ -130,8 +142,8 @@ def get_path_exposure(
     ctx: Ctx,
     who: Viewer,
     path: Annotated[str, Query(min_length=1, max_length=512, description="secret path or prefix")],
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UtcDatetime | None = None,
+    until: UtcDatetime | None = None,
     since_last_rotation: bool = False,
 ) -> dict[str, Any]:
     """Who read secrets under ``path`` (KV v2 ``data/`` form included), when and from where,

@@ -8,7 +8,8 @@ The streaming workers checkpoint one engine per partition under ``engine/<group>
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import sqlalchemy as sa
@@ -21,7 +22,17 @@ from alerts.store import AlertQuery
 from ..deps import AppContext, Ctx, Viewer
 from ..schemas import AUTH_RESPONSES, IdentityBrief, IdentityDetail, IdentityList, alert_public, iso
 
-__all__ = ["router", "load_engines", "CheckpointBaselines", "identity_name", "NamedIdentityBrief"]
+__all__ = [
+    "router",
+    "load_engines",
+    "CheckpointBaselines",
+    "IdentityLabel",
+    "identity_label",
+    "identity_name",
+    "label_of",
+    "shared_peers",
+    "NamedIdentityBrief",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +43,14 @@ _SUMMARIES = "identities.summaries"
 
 
 _NAME_DOC = "the entity's name from the identity API (``alice (userpass)``), when a Vault client is set"
+_LABEL_DOC = "how a person reads the identity: entity or alias name, auth method, role (the key is secondary)"
+_ROLE_DOC = "its policies without ``default``, the auth mount and, for AppRole, the addresses it works from"
 
 
 class NamedIdentityBrief(IdentityBrief):
     name: str | None = Field(default=None, description=_NAME_DOC)
+    label: str = Field(default="", description=_LABEL_DOC)
+    role: str = Field(default="", description=_ROLE_DOC)
 
 
 class NamedIdentityList(IdentityList):
@@ -44,6 +59,157 @@ class NamedIdentityList(IdentityList):
 
 class NamedIdentityDetail(IdentityDetail):
     name: str | None = Field(default=None, description=_NAME_DOC)
+    label: str = Field(default="", description=_LABEL_DOC)
+    role: str = Field(default="", description=_ROLE_DOC)
+
+
+class IdentityLabel(NamedTuple):
+    """An identity as a person reads it: ``name`` first, ``role`` under it, the ``key`` last."""
+
+    name: str
+    role: str
+    key: str
+
+
+# Vault's display name is ``<auth mount prefix>-<login name>`` for most auth methods
+# (``userpass-alice``, ``ldap-bob``, ``token-ci-deploy``); AppRole tokens carry just ``approle``.
+def _split_display_name(display_name: str) -> tuple[str | None, str]:
+    prefix, sep, rest = display_name.partition("-")
+    if sep and prefix and rest:
+        return prefix, rest
+    return None, display_name
+
+
+def _auto_entity_name(name: str) -> bool:
+    # Vault names an entity it created on first login ``entity_<8 hex>``: not a person's name.
+    return name.startswith("entity_")
+
+
+def identity_label(
+    key: str,
+    *,
+    display_name: str | None = None,
+    policies: Sequence[str] = (),
+    auth_mount: str | None = None,
+    entity_name: str | None = None,
+    alias_names: Sequence[str] = (),
+    addresses: Sequence[str] = (),
+) -> IdentityLabel:
+    """Name an identity from what its entries (and, with Vault, its entity) say about it.
+
+    The identity key (``entity:<uuid>``, ``token:<display name>``, ``login:<mount>:<name>``,
+    ``anon:<address>``, ...) is kept as the last line; the name is the entity's name or alias,
+    else the login name out of the token's display name; the role line lists the policies
+    (without ``default``), the auth mount and, for AppRole clients that share one display name,
+    the addresses they work from, which is what tells two of them apart.
+    """
+    kind, _, rest = key.partition(":")
+    pols = [p for p in policies if p != "default"]
+    role_bits: list[str] = []
+    if pols:
+        role_bits.append("policies " + ", ".join(pols[:4]) + (" …" if len(pols) > 4 else ""))
+    if kind == "anon":
+        where = rest if rest and rest != "?" else None
+        # ``anon:?`` is an unauthenticated request whose entry carries no remote address.
+        name = f"unauthenticated from {where}" if where else "unauthenticated (no address in the entry)"
+        return IdentityLabel(name, "no token or an invalid one", key)
+    if kind == "login":
+        on, _, who = rest.partition(":")
+        if who.startswith(("role_id=", "role=")) or who in ("", "?"):
+            name = f"AppRole/machine login on {on}" + (f" ({who})" if who not in ("", "?") else "")
+        else:
+            name = f"{who} (login attempts on {on})"
+        return IdentityLabel(name, "not authenticated: login requests", key)
+    if kind == "root":
+        dn = display_name or rest
+        name = "root token" + (f" ({dn})" if dn and dn not in ("root", "token", "?") else "")
+        return IdentityLabel(name, "root policy: unrestricted", key)
+    if kind == "accessor":
+        return IdentityLabel(f"token with accessor {rest[:12]}…", ", ".join(role_bits), key)
+    mount, login = _split_display_name(display_name or (rest if kind == "token" else ""))
+    if auth_mount:
+        mount = auth_mount.removeprefix("auth/").rstrip("/") or mount
+    name = ""
+    if entity_name and not _auto_entity_name(entity_name):
+        name = entity_name
+    elif login and login != "approle" and (display_name or kind == "token"):
+        name = login
+    else:
+        alias = next((a for a in alias_names if a and len(a) < 40), None)
+        if alias:
+            name = alias
+    approle = (display_name or "") == "approle" or mount == "approle"
+    if approle:
+        mount = mount or "approle"
+        role = pols[0] if pols else None
+        name = name or ("AppRole " + (role or "client"))
+        if addresses:
+            role_bits.append("from " + ", ".join(addresses[:2]))
+    if not name:
+        name = display_name or (rest[:8] + "…" if kind == "entity" else rest) or key
+    if mount:
+        role_bits.insert(0, f"auth {mount}")
+    return IdentityLabel(name, " · ".join(role_bits), key)
+
+
+def label_of(
+    ctx: AppContext, key: str, summary: Mapping[str, Any] | None = None, **facts: Any
+) -> IdentityLabel:
+    """:func:`identity_label` for ``key`` from its baseline summary, ``facts`` and the enricher."""
+    ident = dict((summary or {}).get("identity") or {})
+    ident.update({k: v for k, v in facts.items() if v})
+    entity_name = None
+    aliases: list[str] = []
+    enricher = ctx.extra.get("enricher")
+    if enricher is not None and key.startswith("entity:"):
+        info = enricher.get(key.removeprefix("entity:"))
+        if info is not None and info.found:
+            entity_name = info.name
+            aliases = [str(a.get("name", "")) for a in info.aliases]
+    addresses = [str(a[0]) for a in (summary or {}).get("addresses") or [] if a]
+    return identity_label(
+        key,
+        display_name=ident.get("display_name"),
+        policies=tuple(ident.get("policies") or ()),
+        auth_mount=ident.get("auth_mount"),
+        entity_name=entity_name,
+        alias_names=aliases,
+        addresses=addresses,
+    )
+
+
+def _policies_of(summary: Mapping[str, Any]) -> frozenset[str]:
+    ident = summary.get("identity") or {}
+    pols = ident.get("policies")
+    if pols is None:
+        group = str(summary.get("group") or "")
+        pols = group.removeprefix("policies:").split(",") if group.startswith("policies:") else ()
+    return frozenset(p for p in pols if p and p != "default")
+
+
+def shared_peers(summaries: Mapping[str, Mapping[str, Any]], key: str, limit: int = 20) -> list[str]:
+    """Identities sharing ``key``'s non-personal policies, closest first.
+
+    A policy held by one identity only is personal (``alice-home``): it says nothing about a
+    role. The peer group is the identities holding the same set of shared policies; when none
+    holds exactly that set, those holding any of them, most policies in common first.
+    """
+    if key not in summaries:
+        return []
+    held = {k: _policies_of(s) for k, s in summaries.items()}
+    holders: dict[str, int] = {}
+    for pols in held.values():
+        for p in pols:
+            holders[p] = holders.get(p, 0) + 1
+    shared = {k: frozenset(p for p in pols if holders[p] > 1) for k, pols in held.items()}
+    mine = shared[key]
+    if not mine:
+        return []
+    same = sorted(k for k, s in shared.items() if k != key and s == mine)
+    if same:
+        return same[:limit]
+    overlap = [(len(mine & s), k) for k, s in shared.items() if k != key and mine & s]
+    return [k for _, k in sorted(overlap, key=lambda x: (-x[0], x[1]))][:limit]
 
 
 def identity_name(ctx: AppContext, key: str) -> str | None:
@@ -144,28 +310,44 @@ def _summaries(ctx: AppContext) -> dict[str, dict[str, Any]]:
             return result
     out: dict[str, dict[str, Any]] = {}
     for eng in engines:
+        last = _last_identities(eng)
         for key in eng.identities():
             summary = eng.identity_summary(key)
             if summary and (key not in out or summary.get("last_active", 0) > out[key].get("last_active", 0)):
+                ident = last.get(key)
+                if ident is not None:
+                    summary["identity"] = {
+                        "kind": ident.kind,
+                        "display_name": ident.display_name,
+                        "policies": list(ident.policies),
+                        "auth_mount": ident.auth_mount,
+                    }
                 out[key] = summary
     with ctx.lock:
         ctx.extra[_SUMMARIES] = (engines, out)
     return out
 
 
+def _last_identities(engine: Any) -> dict[str, Any]:
+    """The last resolved identity (display name, policies, auth mount) per key in an engine."""
+    state = getattr(engine.baselines, "state", None)
+    last = getattr(state, "last_identity", None)
+    return dict(last) if isinstance(last, dict) else {}
+
+
 def _peers(summaries: dict[str, dict[str, Any]], key: str, limit: int = 20) -> list[str]:
-    group = summaries[key].get("group")
-    if not group:
-        return []
-    return sorted(k for k, s in summaries.items() if k != key and s.get("group") == group)[:limit]
+    return shared_peers(summaries, key, limit)
 
 
 def _brief(ctx: AppContext, summaries: dict[str, dict[str, Any]], key: str) -> NamedIdentityBrief:
     s = summaries[key]
     last = s.get("last_active")
+    label = label_of(ctx, key, s)
     return NamedIdentityBrief(
         key=key,
         name=identity_name(ctx, key),
+        label=label.name,
+        role=label.role,
         group=s.get("group"),
         risk=float(s.get("risk", 0.0)),
         last_seen=iso(float(last)) if last else None,
@@ -216,9 +398,12 @@ def get_identity(
         raise HTTPException(404, "no baseline for this identity")
     page = ctx.store.list_alerts(AlertQuery(identity=key, limit=50))
     assignees = ctx.audit.assignees([a.id for a in page.items])
+    label = label_of(ctx, key, summaries[key])
     return NamedIdentityDetail(
         key=key,
         name=identity_name(ctx, key),
+        label=label.name,
+        role=label.role,
         summary=summaries[key],
         peers=_peers(summaries, key),
         alerts=[alert_public(a, assignees.get(a.id)) for a in page.items],

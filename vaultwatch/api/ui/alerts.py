@@ -25,7 +25,9 @@ from alerts.silence import labels_of
 from alerts.store import SORT_KEYS, TRANSITIONS, VERDICTS, AlertQuery, SortKey, to_epoch
 from detect.alert import SEVERITIES, STATUSES, Alert
 
-from ..deps import Analyst, Ctx, PagePrincipal
+from ..deps import Analyst, AppContext, Ctx, PagePrincipal
+from ..routes.identities import IdentityLabel, label_of
+from .guidance import AlertGroup, evidence_count, group_setup, next_steps, outcome_text
 from .pages import (
     STREAM_URL,
     UI_PREFIX,
@@ -50,7 +52,10 @@ PAGE_SIZE: Final = 50
 DEFAULT_STATUSES: Final = ("open", "acknowledged")
 TIMELINE_MARGIN: Final = timedelta(minutes=30)
 TIMELINE_LIMIT: Final = 400
-RAW_LIMIT: Final = 100
+#: Entries of an alert looked up in the archive when asked to show them all (the contract's cap).
+RAW_LIMIT: Final = 500
+#: Requests shown from the start and from the end of an alert's evidence before "show all".
+RAW_EDGE: Final = 5
 _VERDICT_LABELS: Final = {
     "true_positive": "True positive",
     "false_positive": "False positive",
@@ -74,7 +79,8 @@ def queue_query(params: Mapping[str, Sequence[str]], *, limit: int = PAGE_SIZE) 
 
     ``status`` and ``severity`` may repeat or be comma-separated; no ``status`` means open and
     acknowledged alerts, ``status=any`` every status. ``q`` is the free-text filter, ``sort`` one
-    of the store's sort keys (always descending: newest, highest, most severe first).
+    of the store's sort keys (always descending); the default, ``priority``, puts the most severe
+    first, then the riskiest (score), then the most recent.
     """
     statuses = _split(params.get("status", ()))
     if not statuses:
@@ -87,9 +93,9 @@ def queue_query(params: Mapping[str, Sequence[str]], *, limit: int = PAGE_SIZE) 
     identity = (params.get("identity") or [""])[-1].strip() or None
     text = (params.get("q") or [""])[-1].strip()[:200] or None
     cursor = (params.get("cursor") or [""])[-1] or None
-    sort = (params.get("sort") or ["last_seen"])[-1]
+    sort = (params.get("sort") or ["priority"])[-1]
     return AlertQuery(
-        sort=cast(SortKey, sort if sort in SORT_KEYS else "last_seen"),
+        sort=cast(SortKey, sort if sort in SORT_KEYS else "priority"),
         status=statuses,
         severity=severities,
         detector=_split(params.get("detector", ())),
@@ -150,6 +156,40 @@ def _timeline_svg(events: list[dict[str, Any]], alert: Alert) -> dict[str, Any]:
     return {"width": width, "dots": dots, "alert_x1": x(first), "alert_x2": x(last)}
 
 
+def alert_label(ctx: AppContext, a: Alert) -> IdentityLabel:
+    """The alert's identity as a person reads it (see :func:`label_of`)."""
+    summary = _summary(ctx, a.identity.key)
+    return label_of(
+        ctx,
+        a.identity.key,
+        summary or {"addresses": [[x, 1] for x in a.source_addresses]},
+        display_name=a.identity.display_name,
+        policies=a.identity.policies,
+        auth_mount=a.identity.auth_mount,
+    )
+
+
+def _summary(ctx: AppContext, key: str) -> dict[str, Any]:
+    source = ctx.extra.get("baselines")
+    if source is None:
+        return {}
+    try:
+        summary: dict[str, Any] = source.identity_summary(key)
+    except Exception as exc:  # noqa: BLE001 - a page renders without a baseline
+        log.warning("baseline of %s not readable: %s", key, type(exc).__name__)
+        return {}
+    return summary
+
+
+def _age(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
 @router.get(f"{UI_PREFIX}/alerts", response_class=HTMLResponse)
 def queue_page(request: Request, ctx: Ctx, who: PagePrincipal) -> Response:
     """The alert queue: one page of alerts matching the URL's filters, newest activity first."""
@@ -164,6 +204,20 @@ def queue_page(request: Request, ctx: Ctx, who: PagePrincipal) -> Response:
         log.info("queue query refused: %s", exc)
         query = queue_query({k: v for k, v in params.items() if k != "cursor"})
         page = ctx.store.list_alerts(query)
+    # Each identity's initial configuration changes fold into one row (never a critical, a
+    # refused change or anything but a configuration change: see guidance.group_setup).
+    starts: dict[str, float] = {}
+    for a in page.items:
+        if a.identity.key not in starts:
+            first = _summary(ctx, a.identity.key).get("first_seen")
+            if isinstance(first, int | float):
+                starts[a.identity.key] = float(first)
+    rows = group_setup(page.items, starts)
+    labels = {a.id: alert_label(ctx, a) for a in page.items}
+    summary = ctx.store.queue_summary()
+    oldest_age = None
+    if summary.oldest_open_at is not None:
+        oldest_age = _age(ctx.clock() - summary.oldest_open_at)
     keep = [(k, v) for k, vs in params.items() if k != "cursor" for v in vs]
     first_url = f"{UI_PREFIX}/alerts" + (f"?{urlencode(keep)}" if keep else "")
     next_url = None
@@ -173,8 +227,14 @@ def queue_page(request: Request, ctx: Ctx, who: PagePrincipal) -> Response:
         request,
         "queue.html",
         who,
+        is_group=lambda r: isinstance(r, AlertGroup),
+        evidence=evidence_count,
         nav="alerts",
         page=page,
+        rows=rows,
+        labels=labels,
+        summary=summary,
+        oldest_age=oldest_age,
         query=query,
         statuses=STATUSES,
         severities=SEVERITIES,
@@ -199,7 +259,9 @@ def queue_row(alert_id: str, request: Request, ctx: Ctx, who: PagePrincipal) -> 
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     if not alert_matches(alert, queue_query(multi_params(request))):
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    html = env.get_template("_row.html").render(a=alert, base=UI_PREFIX)
+    html = env.get_template("_row.html").render(
+        a=alert, base=UI_PREFIX, labels={alert.id: alert_label(ctx, alert)}, evidence=evidence_count
+    )
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
@@ -217,6 +279,7 @@ def alert_page(alert_id: str, request: Request, ctx: Ctx, who: PagePrincipal) ->
     last = datetime.fromtimestamp(to_epoch(a.last_seen), UTC)
     start, end = first - TIMELINE_MARGIN, last + TIMELINE_MARGIN
     hits = set(a.event_ids)
+    show_all = request.query_params.get("raw") == "all"
     timeline: list[dict[str, Any]] = []
     raw: list[dict[str, Any]] = []
     archive = ctx.archive
@@ -244,13 +307,21 @@ def alert_page(alert_id: str, request: Request, ctx: Ctx, who: PagePrincipal) ->
                     continue
                 r["hit"] = r["request_id"] in hits
                 r["time"] = epoch(r["ts"])
+                r["outcome_text"] = outcome_text(r.get("outcome"))
                 timeline.append(r)
-            ids = list(a.event_ids[:RAW_LIMIT])
-            entries = archive.events_by_request_ids(ids, start=first - timedelta(minutes=5), end=end)
-            for r in records(entries):
+            ids = list(a.event_ids)
+            if not show_all and len(ids) > 2 * RAW_EDGE:
+                ids = ids[:RAW_EDGE] + ids[-RAW_EDGE:]
+            order = {rid: i for i, rid in enumerate(ids[:RAW_LIMIT])}
+            entries = archive.events_by_request_ids(
+                ids[:RAW_LIMIT], start=first - timedelta(minutes=5), end=end
+            )
+            for r in sorted(records(entries), key=lambda r: (order.get(r["request_id"], 0), r["ts"])):
                 r["time"] = epoch(r["ts"])
-                shown = {k: v for k, v in r.items() if k != "time"}
+                r["outcome_text"] = outcome_text(r.get("outcome"))
+                shown = {k: v for k, v in r.items() if k not in ("time", "outcome_text")}
                 r["json"] = json.dumps(shown, indent=2, sort_keys=True, default=str)
+                r["tail"] = order.get(r["request_id"], 0) >= RAW_EDGE and not show_all
                 raw.append(r)
         except Exception as exc:  # noqa: BLE001 - the alert page still renders without the archive
             log.warning("archive read for alert %s failed: %s", alert_id, exc)
@@ -270,6 +341,12 @@ def alert_page(alert_id: str, request: Request, ctx: Ctx, who: PagePrincipal) ->
         tl_svg=_timeline_svg(timeline, a),
         archive_missing=archive is None,
         raw=raw,
+        raw_all=show_all,
+        raw_edge=RAW_EDGE,
+        raw_hidden=max(len(a.event_ids) - 2 * RAW_EDGE, 0) if not show_all else 0,
+        evidence=evidence_count(a),
+        steps=next_steps(a, UI_PREFIX),
+        label=alert_label(ctx, a),
         next_statuses=sorted(TRANSITIONS.get(a.status, frozenset())),
         verdict_choices=[(v, _VERDICT_LABELS.get(v, v)) for v in VERDICTS],
         active_silences=active,

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, Response
 from alerts.store import AlertQuery
 
 from ..deps import AppContext, Ctx, PagePrincipal
+from ..routes.identities import label_of, shared_peers
 from .pages import UI_PREFIX, entity_names, epoch, render_page, to_login
 
 __all__ = ["ACTIVITY_HOURS", "Baselines", "activity", "heatmap", "router"]
@@ -114,6 +115,7 @@ def identities_page(request: Request, ctx: Ctx, who: PagePrincipal) -> Response:
         nav="identities",
         identities=summaries[:500],
         names=entity_names(ctx, [str(s.get("key", "")) for s in summaries[:500]]),
+        labels={str(s.get("key", "")): label_of(ctx, str(s.get("key", "")), s) for s in summaries[:500]},
         engine_available=source is not None,
     )
 
@@ -126,12 +128,12 @@ def identity_page(key: str, request: Request, ctx: Ctx, who: PagePrincipal) -> R
     source = _baselines(ctx)
     summary = source.identity_summary(key) if source is not None else {}
     peers: list[str] = []
-    if summary and source is not None and summary.get("group"):
-        for other in source.identities()[:5000]:
-            if other != key and source.identity_summary(other).get("group") == summary["group"]:
-                peers.append(other)
-                if len(peers) >= 25:
-                    break
+    everyone: dict[str, dict[str, Any]] = {}
+    if summary and source is not None:
+        # Peers share the identity's non-personal policies (a policy only it holds is personal).
+        everyone = {k: source.identity_summary(k) for k in source.identities()[:5000]}
+        everyone[key] = summary
+        peers = shared_peers(everyone, key, 25)
     alerts = ctx.store.list_alerts(AlertQuery(identity=key, limit=20))
     rate = None
     if summary and ctx.archive is not None:
@@ -156,6 +158,8 @@ def identity_page(key: str, request: Request, ctx: Ctx, who: PagePrincipal) -> R
         who,
         nav="identities",
         key=key,
+        label=label_of(ctx, key, summary),
+        peer_labels={p: label_of(ctx, p, everyone.get(p)) for p in peers},
         entity_name=entity_names(ctx, [key]).get(key),
         summary=summary,
         heat=heatmap(summary.get("hour_of_week", [])) if summary else None,
