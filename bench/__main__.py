@@ -1,23 +1,44 @@
-"""Run every benchmark module in this package (``bench_*.py``) in turn."""
+"""Run every benchmark module in this package (``bench_*.py``) in turn, then print issue 17's table.
+
+Each module's ``rows()`` measures and returns its lines of the table (:class:`bench.common.Row`);
+a figure that cannot be measured here is a row saying why, never a number. ``python -m bench
+bench_parse bench_replay`` runs only the modules named.
+"""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
 import sys
+import traceback
 
 import bench
+from bench.common import Row, load_average, print_table
+
+#: The modules that measure issue 17's table, in its order.
+TABLE_MODULES = ("bench_parse", "bench_replay", "bench_run")
 
 
 def main() -> int:
     names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
     only = sys.argv[1:]
-    for name in names:
+    rows: list[Row] = []
+    print(f"== {load_average()}")
+    for name in sorted(names, key=lambda n: (n not in TABLE_MODULES, TABLE_MODULES.index(n) if n in TABLE_MODULES else 0, n)):
         if only and name not in only:
             continue
-        print(f"== {name}")
+        print(f"== {name}", flush=True)
         mod = importlib.import_module(f"bench.{name}")
-        mod.main()
+        if hasattr(mod, "rows"):
+            try:
+                rows += mod.rows()
+            except Exception as exc:  # one module's failure leaves the others' rows
+                traceback.print_exc()
+                rows += mod.failed_rows(f"{type(exc).__name__}: {exc}")
+        else:
+            mod.main()
+    if rows:
+        print_table(rows)
     return 0
 
 

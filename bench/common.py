@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
+import os
+import re
 import time
 import uuid
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 CACHE = Path(__file__).resolve().parent.parent / "var" / "bench"
@@ -55,3 +61,118 @@ def rate(fn: Callable[[], int], repeat: int = 3) -> float:
         dt = time.perf_counter() - t0
         best = max(best, n / dt)
     return best
+
+
+_EVAL = CACHE.parent / "eval"
+_TIME_HEAD = b'{"time":"'
+_HMAC_HEAD = re.compile(rb"hmac-sha256:[0-9a-f]{8}")
+_UUID_HEAD = re.compile(rb'"[0-9a-f]{8}(?=-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")')
+_REQUEST_ID = re.compile(rb'"request":\{"id":"')
+_DISPLAY = re.compile(rb'"display_name":"([^"]*)"')
+_SHARED_NAMES = frozenset({b"", b"root", b"token", b"token-token"})
+#: Every organisation log is shifted to start here, so copies of different organisations overlap.
+_START = datetime(2026, 3, 2, 15, 0)  # noqa: DTZ001 - the log times are UTC, read zoneless
+
+
+def organisation_logs() -> list[Path]:
+    """Generated organisations' audit logs (real OpenBao lines, two weeks each), as ``make eval``
+    caches them under ``var/eval``; the bench's own real OpenBao log when there are none."""
+    found = sorted(_EVAL.glob("*/audit.log"))
+    return found or [real_openbao_log()]
+
+
+def _copy_lines(path: Path, copy: int, keep: int) -> Iterator[bytes]:
+    """One organisation log as copy ``copy``: every HMAC, UUID, request id and named display name
+    made distinct (new tokens, entities and requests: new identities), times shifted to
+    :data:`_START` plus ``copy`` milliseconds, and one request in ``keep`` kept (both its entries)."""
+    tag = f"{copy:08x}".encode()
+    hmac_sub = b"hmac-sha256:" + tag
+    uuid_sub = b'"' + tag
+    rid_sub = b'"request":{"id":"' + tag + b"-"
+    shift: timedelta | None = None
+
+    def display(m: re.Match[bytes]) -> bytes:
+        name = m.group(1)
+        return m.group(0) if name in _SHARED_NAMES else b'"display_name":"' + name + b"-c" + tag + b'"'
+
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.startswith(_TIME_HEAD) or line[35:37] != b'Z"':
+                continue
+            rid = line.find(b'"request":{"id":"')
+            if keep > 1 and rid >= 0 and zlib.crc32(line[rid + 17 : rid + 53]) % keep:
+                continue
+            t = datetime.fromisoformat(line[9:35].decode())
+            if shift is None:
+                shift = _START - t + timedelta(milliseconds=copy)
+            stamp = (t + shift).strftime("%Y-%m-%dT%H:%M:%S.%f").encode()
+            line = _TIME_HEAD + stamp + line[35:]
+            line = _HMAC_HEAD.sub(hmac_sub, line)
+            line = _UUID_HEAD.sub(uuid_sub, line)
+            line = _REQUEST_ID.sub(rid_sub, line, count=1)
+            yield _DISPLAY.sub(display, line)
+
+
+def many_identities_log(copies: int = 128, keep: int = 8) -> Path:
+    """A large audit log with thousands of identities (cached under var/bench).
+
+    ``copies`` copies of the generated organisations' logs (round robin), each with its own
+    tokens, entities and request ids, all aligned on one start time and merged in time order:
+    about 40 identities per copy, two weeks of event time, one request in ``keep`` kept so the
+    file stays a size a loaded 2-core machine can replay several times.
+    """
+    sources = organisation_logs()
+    out = CACHE / f"many-{copies}x{keep}-{len(sources)}.log"
+    if out.exists():
+        return out
+    CACHE.mkdir(parents=True, exist_ok=True)
+    streams = [_copy_lines(sources[c % len(sources)], c, keep) for c in range(copies)]
+    tmp = out.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.writelines(heapq.merge(*streams, key=lambda line: line[9:35]))
+    tmp.replace(out)
+    return out
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of issue 17's table: a measured figure against its target, or why there is none."""
+
+    name: str
+    target: str
+    value: float | None = None
+    met: bool | None = None
+    unit: str = ""
+    note: str = ""
+
+    @classmethod
+    def ratio(cls, name: str, value: float, at_least: float, note: str = "") -> Row:
+        return cls(name, f">= {at_least:g}", value, value >= at_least, "", note)
+
+    @classmethod
+    def at_most(cls, name: str, value: float, limit: float, unit: str, note: str = "") -> Row:
+        return cls(name, f"< {limit:g} {unit}", value, value < limit, unit, note)
+
+    @classmethod
+    def missing(cls, name: str, target: str, reason: str) -> Row:
+        return cls(name, target, note=f"not measured: {reason}")
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages and the core count: every ratio is read against them."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def print_table(rows: list[Row]) -> None:
+    """Issue 17's table: benchmark, measured figure, target, met / not met / not measured."""
+    print(f"\nissue 17 table ({load_average()}):")
+    print(f"| {'benchmark':58s} | {'measured':>10s} | {'target':>10s} | status    | note")
+    print(f"| {'-' * 58} | {'-' * 10} | {'-' * 10} | --------- | ----")
+    for r in rows:
+        if r.value is None:
+            shown, status = "-", "not measured"
+        else:
+            shown = f"{r.value:.2f}" + (f" {r.unit}" if r.unit else "")
+            status = "met" if r.met else "NOT met"
+        print(f"| {r.name:58s} | {shown:>10s} | {r.target:>10s} | {status:9s} | {r.note}")

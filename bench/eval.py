@@ -393,8 +393,10 @@ def _headline(results: Sequence[OrgResult]) -> str:
     return "\n".join(out)
 
 
-def _task(seed: int, size: str | None, days: int | None, cache: str, src: str | None) -> OrgResult:
-    return evaluate_org(seed, size=size, days=days, cache=cache, vaultwatch_src=src)
+def _task(
+    seed: int, size: str | None, days: int | None, cache: str, src: str | None, detectors: Sequence[str]
+) -> OrgResult:
+    return evaluate_org(seed, size=size, days=days, cache=cache, vaultwatch_src=src, detectors=detectors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -420,7 +422,16 @@ def main(argv: list[str] | None = None) -> int:
         "--log", type=Path, help="score this one audit log instead of generating (needs --labels)"
     )
     ap.add_argument("--labels", type=Path, help="labels JSON for --log")
+    ap.add_argument(
+        "--detectors",
+        nargs="+",
+        choices=DETECTORS,
+        default=list(DETECTORS),
+        metavar="NAME",
+        help=f"score only these (default all: {', '.join(DETECTORS)})",
+    )
     args = ap.parse_args(argv)
+    detectors = tuple(args.detectors)
     t0 = time.monotonic()
     src = str(args.vaultwatch_src) if args.vaultwatch_src else None
     results: list[OrgResult] = []
@@ -430,7 +441,13 @@ def main(argv: list[str] | None = None) -> int:
         labels = load_labels(args.labels)
         with tempfile.TemporaryDirectory(prefix="vaultwatch-eval-") as tmp:
             scores = score_log(
-                args.log.stem, args.log, labels, workdir=tmp, seed=args.seed, vaultwatch_src=src
+                args.log.stem,
+                args.log,
+                labels,
+                workdir=tmp,
+                seed=args.seed,
+                vaultwatch_src=src,
+                detectors=detectors,
             )
         first = next(iter(scores.values()))
         results.append(
@@ -442,14 +459,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs <= 1:
             for n, seed in enumerate(seeds, 1):
                 results.append(
-                    evaluate_org(seed, size=args.size, days=args.days, cache=args.cache, vaultwatch_src=src)
+                    evaluate_org(
+                        seed,
+                        size=args.size,
+                        days=args.days,
+                        cache=args.cache,
+                        vaultwatch_src=src,
+                        detectors=detectors,
+                    )
                 )
                 _say(f"[{n}/{len(seeds)}] org-{seed} done ({time.monotonic() - t0:.0f}s)")
         else:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
                 futures = {
-                    pool.submit(_task, seed, args.size, args.days, str(args.cache), src): seed
+                    pool.submit(_task, seed, args.size, args.days, str(args.cache), src, detectors): seed
                     for seed in seeds
                 }
                 for n, fut in enumerate(as_completed(futures), 1):

@@ -245,8 +245,10 @@ class Suspect(msgspec.Struct, kw_only=True, gc=False):
     denied: int = 0
     logins: int = 0
     admin: int = 0
-    #: Points already reported for this use (an alert, then its updates).
+    #: Points already reported for this use (an alert, then its updates), and how many acts
+    #: the last report told of.
     emitted: float = 0.0
+    told: int = 0
 
 
 class Baseline(msgspec.Struct, kw_only=True, gc=False):

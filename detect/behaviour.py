@@ -21,6 +21,21 @@ Signals (family → what it catches, fields read):
 * ``error`` — errors and denials per hour against the identity's own rate; catches probing.
   Reads ``outcome``.
 
+Threat signals (families in :data:`THREAT_FAMILIES`), each judged whole and reaching the alert
+level on its own, with a title that says what happened to whom; they run once an identity is
+settled (past its learning days, active on a few days), a sparse one with its peers' habits:
+
+* ``credential`` — the credential used from an address it never used, scored for the network
+  (its own /24 or /64, its peers', its neighbourhood, its auth mount's, the organisation's, or
+  nobody's), the hour (hours from its and its peers' active hours of the day) and, once those
+  are unusual together, what the use touches (a secret read weighs more than housekeeping). A
+  settled identity's networks are judged here, not as novelty.
+* ``denial`` — a handful of denials within an hour on directories it and its peers never use
+  (a single one, or a typo in a known directory, is not probing).
+* ``exfiltration`` — first-time secret reads over three days (another user's per-user path
+  counts double, one its peers read counts a quarter) against a Poisson model of its own and
+  its peers' rate of first reads: slow harvesting below every per-hour threshold.
+
 While an identity is learning (new, or back from dormancy), only signals that are new for its
 peer group count; they never alert on their own (the engine enforces that).
 """
@@ -29,6 +44,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import msgspec
@@ -480,12 +496,20 @@ class Behaviour:
         org = st.org
         new = {f: (f not in feats or v not in feats[f].items) for f, v in values.items()}
         any_new = any(new.values())
+        settled = self._settled(b, ts)
         if any_new:
-            self._novelty(b, grp, values, new, learning, ws, signals)
+            # A settled identity's denials are judged by the denial detector (a handful outside
+            # its habit), never one by one as novelty.
+            if not (settled and ev.outcome == "denied"):
+                self._novelty(b, grp, values, new, learning, ws, signals, settled)
         elif not learning and b.taint_until <= ts:
             self._rarity(b, values, ws, ts, signals)
-        if self._settled(b, ts):
+        if settled:
             self._threats(ev, b, grp, values, new, fresh, signals)
+        elif ev.remote_ip and (new.get("address") or b.suspect is not None):
+            peers = self._settled_peers(b, grp, ts)
+            if peers is not None:
+                self._threats(ev, b, grp, values, new, fresh, signals, peers)
 
         # The hourly window (volume, errors, the model's features).
         win.events += 1
@@ -552,10 +576,16 @@ class Behaviour:
         learning: bool,
         ws: float,
         out: list[Signal],
+        settled: bool = False,
     ) -> None:
         org = self.state.org
-        # Only the broadest new thing is reported: a new mount implies a new directory.
-        for chain in (("mount", "area", "dir", "op_template"), ("subnet", "address")):
+        # Only the broadest new thing is reported: a new mount implies a new directory. Networks
+        # of a settled identity are judged by the credential detector (network, peers, hour and
+        # what is touched together), not as novelty on their own.
+        chains: tuple[tuple[str, ...], ...] = (("mount", "area", "dir", "op_template"),)
+        if not settled:
+            chains += (("subnet", "address"),)
+        for chain in chains:
             for f in chain:
                 if f not in values or not new[f]:
                     continue
@@ -624,8 +654,26 @@ class Behaviour:
             b.taint_until <= ts
             and ts - b.learn_start >= self.cfg.learning_days * 86400
             and b.days_seen >= _MIN_DAYS
-            and b.learn_n >= 20
+            and b.learn_n >= 10
         )
+
+    def _settled_peers(self, b: Baseline, grp: GroupBaseline, ts: float) -> list[Baseline] | None:
+        """For a sparse identity (a pipeline that ran on two days this week), past its learning
+        days itself, its settled peers, whose habits are added to its own; None while it is new.
+        """
+        if (
+            b.taint_until > ts
+            or ts - b.learn_start < self.cfg.learning_days * 86400
+            or b.learn_n < 3
+            or b.days_seen < 2
+        ):
+            return None
+        out = []
+        for m in grp.members[:_PEER_SCAN]:
+            pb = self.state.identities.get(m)
+            if pb is not None and m != b.key and self._settled(pb, ts):
+                out.append(pb)
+        return out
 
     def _threats(
         self,
@@ -636,7 +684,10 @@ class Behaviour:
         new: dict[str, bool],
         fresh: tuple[int, float] | None,
         out: list[Signal],
+        peers: list[Baseline] | None = None,
     ) -> None:
+        """Run the threat detectors; with ``peers`` (a sparse identity, judged with its settled
+        peers' habits added to its own) only the stolen-credential one."""
         ts = ev.ts
         ip = ev.remote_ip
         s = b.suspect
@@ -646,10 +697,12 @@ class Behaviour:
             if s is not None and ip == s.address:
                 self._suspect_act(ev, b, s, out)
             elif new.get("address"):
-                opened = self._open_suspect(ev, b, grp, values, new, fresh)
+                opened = self._open_suspect(ev, b, grp, values, new, fresh, peers)
                 if opened is not None and (s is None or not s.emitted):
                     b.suspect = opened
                     self._suspect_act(ev, b, opened, out)
+        if peers is not None:
+            return
         if ev.outcome == "denied":
             self._denial(ev, b, grp, values, new, out)
         if ev.operation == "read" and _secret_path(ev):
@@ -676,17 +729,17 @@ class Behaviour:
         values: dict[str, str],
         new: dict[str, bool],
         fresh: tuple[int, float] | None,
+        peers: list[Baseline] | None = None,
     ) -> Suspect | None:
         """A use from a new address, scored for its network and hour; None when both are usual."""
         ip = ev.remote_ip or ""
         sub = values["subnet"]
-        width = "/64" if ":" in sub else "/24"
         mine = b.feats.get("subnet")
         gc = grp.feats.get("subnet")
         if not new.get("subnet"):
             net, note = 0.0, f"new address in its usual {sub}"
         elif len(grp.members) > 1 and gc is not None and sub in gc.items:
-            net, note = 10.0, f"new {width} for it, used by its peers"
+            net, note = 10.0, f"{sub} new for it, used by its peers"
         else:
             hood = net_of(sub)
             near = any(net_of(x) == hood for x in (mine.items if mine is not None else ())) or (
@@ -698,16 +751,16 @@ class Behaviour:
             # of strangers is a stronger sign than one that roams.
             steady = 20.0 if mine is not None and len(mine.items) <= 2 else 0.0
             if near:
-                net, note = 10.0, f"new {width} beside its usual networks"
+                net, note = 10.0, f"{sub} new for it, beside its usual networks"
             elif mc is not None and sub in mc.items:
-                net, note = 15.0, f"new {width} for it, used by others of {ev.identity.auth_mount}"
+                net, note = 15.0, f"{sub} new for it, used by others of {ev.identity.auth_mount}"
             elif oc is not None and sub in oc.items:
-                net, note = 25.0 + steady, f"new {width} for it and its peers"
+                net, note = 25.0 + steady, f"{sub} new for it and its peers"
+                if steady:
+                    note += f"; it used only {len(mine.items) if mine is not None else 0} before"
             else:
-                net, note = 60.0, f"new {width}, never seen in the organisation"
-            if steady and not near and net >= 25.0:
-                note += f"; it used only {len(mine.items) if mine is not None else 0} before"
-        hour, hour_note = self._odd_hour(b, ev.ts, fresh)
+                net, note = 60.0, f"{sub}, never seen in the organisation"
+        hour, hour_note = self._odd_hour(b, ev.ts, fresh, peers or ())
         if net + hour < _SITUATION:
             return None
         at = rfc_hm(ev.ts)
@@ -723,29 +776,39 @@ class Behaviour:
             at=at,
         )
 
-    def _odd_hour(self, b: Baseline, ts: float, fresh: tuple[int, float] | None) -> tuple[float, str]:
-        """Points for an hour of the day the identity is never active in, and why.
+    def _odd_hour(
+        self, b: Baseline, ts: float, fresh: tuple[int, float] | None, peers: Iterable[Baseline] = ()
+    ) -> tuple[float, str]:
+        """Points for an hour of the day the identity (with ``peers``: nor its peers) is never
+        active in, and why.
 
-        The distance, in hours, to the nearest hour of the day holding at least 3% of its active
+        The distance, in hours, to the nearest hour of the day holding at least 3% of the active
         hours: 0-1 h is usual; each further hour adds 14 points (up to 60), in proportion to how
-        many days of habit there are (five days for full weight).
+        much habit there is (five days and six active hours for full weight).
         """
         hod = [0.0] * 24
+        days = b.days_seen
         for i, x in b.hours().items():
             hod[i % 24] += x
         if fresh is not None:
             hod[fresh[0] % 24] -= fresh[1]
+        for pb in peers:
+            days = max(days, pb.days_seen)
+            for i, x in pb.hours().items():
+                hod[i % 24] += x
         total = sum(hod)
         sl, _ = self.state.clock.scale(ts)
-        if total <= 0 or total * sl < 6.0:
+        if total <= 0 or total * sl < 1.5:
             return 0.0, ""
         active = [i for i in range(24) if hod[i] >= 0.03 * total]
         cur = int(ts // 3600) % 24
         d = min(min((cur - i) % 24, (i - cur) % 24) for i in active)
         if d <= 1:
             return 0.0, ""
-        pts = min(60.0, 14.0 * (d - 1)) * min(1.0, b.days_seen / 5.0)
-        return pts, f"{d} h from its usual hours ({_span(active)} UTC)"
+        # Full weight with five days and six active hours of habit; a sparse one weighs less.
+        pts = min(60.0, 14.0 * (d - 1)) * min(1.0, days / 5.0) * min(1.0, total * sl / 6.0)
+        whose = "its peers'" if peers else "its"
+        return pts, f"{d} h from {whose} usual hours ({_span(active)} UTC)"
 
     def _suspect_act(self, ev: AuditEvent, b: Baseline, s: Suspect, out: list[Signal]) -> None:
         """Count what the suspect use touches; report when network, hour and acts add up."""
@@ -782,10 +845,18 @@ class Behaviour:
                 # Below the alert level: a zero-point mark keeps the request in the evidence.
                 out.append(self._suspect_signal(b, s, 0.0))
                 return
-        elif total - s.emitted < _UPDATE_POINTS:
+            s.emitted = total
+            s.told = len(s.reads) + s.writes + s.admin + s.denied
+            out.append(self._suspect_signal(b, s, total))
             return
-        delta = total - s.emitted
-        s.emitted = total
+        told = len(s.reads) + s.writes + s.admin + s.denied
+        if told == s.told:
+            return
+        # The use goes on: the alert is updated with what it touched since (at least the
+        # engine's update weight, so the update is not dropped).
+        s.told = told
+        delta = max(total - s.emitted, _UPDATE_POINTS)
+        s.emitted += delta
         out.append(self._suspect_signal(b, s, delta))
 
     def _suspect_signal(self, b: Baseline, s: Suspect, pts: float) -> Signal:
@@ -870,7 +941,7 @@ class Behaviour:
                 "denial",
                 "denial.outside_habit",
                 "denials",
-                str(len(marks)),
+                f"{_DENIAL_WINDOW / 3600:.0f}h",
                 self._points(delta),
                 observed,
                 baseline,
@@ -896,7 +967,8 @@ class Behaviour:
         feats = b.feats.get("op_template")
         if feats is not None and any(f"{op} {tpl}" in feats.items for op in ("create", "update", "patch")):
             return  # it wrote this one: reading back its own secret
-        others = other_names(ev.path, self.state.user_names, b.names)
+        names = self.state.user_names
+        others = other_names(ev.path, names, b.names)
         gc = grp.feats.get("op_template")
         if others:
             weight = 2.0
@@ -929,14 +1001,13 @@ class Behaviour:
         else:
             emit = _UPDATE_POINTS
         b.first_fired = w
-        n_other = sum(1 for m in marks if m.weight >= 2.0)
+        whose = sorted({n for m in marks if m.weight >= 2.0 for n in other_names(m.what, names, b.names)})
         hours = (ts - marks[0].ts) / 3600.0
         span = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} h"
-        observed = f"{b.who or b.key} read {len(marks)} secrets it never read before in {span}" + (
-            f", {n_other} under other users' own paths ({', '.join(sorted(set(others)))[:60]}...)"
-            if n_other and others
-            else (f", {n_other} under other users' own paths" if n_other else "")
-        )
+        observed = f"{b.who or b.key} read {len(marks)} secrets it never read before in {span}"
+        if whose:
+            shown = ", ".join(whose[:4]) + (", ..." if len(whose) > 4 else "")
+            observed += f", under other users' own paths ({shown})"
         baseline = (
             f"its norm {own:.2f} first reads a day, its peers' {peers:.2f}; "
             f"expected {lam:.1f} in {_EXFIL_WINDOW / 86400:.0f} days (p={p:.1g})"
@@ -946,7 +1017,7 @@ class Behaviour:
                 "exfiltration",
                 "exfiltration.first_reads",
                 "first_reads",
-                str(len(marks)),
+                f"{_EXFIL_WINDOW / 3600:.0f}h",
                 self._points(emit),
                 observed,
                 baseline,

@@ -59,6 +59,12 @@ class DetectConfig(msgspec.Struct, frozen=True, kw_only=True):
     learning_events: int = 200
     learning_min_days: float = 1.0
     dormant_days: float = 30.0
+    #: Warm-up of the habit-aware admin rules after the engine starts on a stream (hours of event
+    #: time; 0 turns it off): when monitoring starts every routine is a "first time", and a week
+    #: sees the weekly ones. Their successful acts in it are reported at ``low`` and establish the
+    #: identity's habit (:mod:`detect.habit`); catastrophic facts (root, audit, key export,
+    #: snapshots, HMAC off, plaintext secrets) are never lowered.
+    rules_warmup_hours: float = 168.0
     #: Risk: accumulated points decay with this half-life; an alert fires at ``risk_threshold``
     #: or when ``families_to_alert`` distinct families each brought at least ``family_min_points``
     #: within ``risk_window_hours``.
@@ -110,6 +116,8 @@ class DetectConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("horizons must satisfy 0 < short_horizon_days < long_horizon_days")
         if cfg.risk_threshold <= 0 or cfg.risk_half_life_hours <= 0:
             raise ConfigError("risk_threshold and risk_half_life_hours must be positive")
+        if cfg.rules_warmup_hours < 0:
+            raise ConfigError("rules_warmup_hours must be >= 0")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:

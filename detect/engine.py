@@ -37,7 +37,7 @@ from .behaviour import Behaviour, BehaviourState, Signal, WindowRow
 from .config import DetectConfig
 from .errors import StateError, VerdictError
 from .explain import rank_reasons, title_for
-from .habit import HABIT_LABEL, MIN_EARLIER_DAYS, HabitBook, habit_key
+from .habit import ADMIN_ACT, ADMIN_SCOPE, HABIT_LABEL, HABIT_SCOPE_LABEL, HabitBook, habit_key
 from .model import ModelRow, ModelState, WindowModel
 from .risk import Contribution, RiskState, to_score
 from .rules import UNANSWERED_TYPE, default_rules
@@ -86,6 +86,8 @@ class EngineState(msgspec.Struct, kw_only=True):
     #: response (so a late response is not judged again), by event time.
     habits: dict[str, Any] = msgspec.field(default_factory=dict)
     unanswered: dict[str, float] = msgspec.field(default_factory=dict)
+    #: Event time of the first entry the engine processed (the start of the rules' warm-up).
+    started: float | None = None
 
 
 def rfc3339(ts: float) -> str:
@@ -229,6 +231,8 @@ class Engine:
         ts = ev.ts
         if ts > st.now:
             st.now = ts
+        if st.started is None:
+            st.started = ts
         self.stats["events"] += 1
         rid = ev.request_id
         if rid and ev.is_response and st.unanswered.pop(rid, None) is not None:
@@ -328,8 +332,15 @@ class Engine:
         A finding declares its act in the ``habit_act`` label (see :mod:`detect.habit`). Only a
         successful act (outcome ``ok`` on a response) counts as done and can be lowered; a medium
         or high finding drops to ``low`` when the same identity did the same act successfully on
-        at least two earlier days, from a subnet it did it from before, and is not learning (new
-        or back from dormancy). Critical findings are never lowered.
+        at least two earlier days (or on one earlier day during the warm-up), from a subnet it did
+        it from before, and is not learning (new or back from dormancy). During the warm-up
+        (``rules_warmup_hours`` after the first entry the engine processed) every such act is
+        ``low`` and establishes the habit: when monitoring starts, each routine is a first time.
+        A finding of routine configuration work (``habit_scope=admin``: a policy written, a mount
+        enabled or tuned) is also lowered when the identity is an administrator by behaviour: any
+        habit-declared admin act done on as many earlier days, from the same subnet. Critical
+        findings are never lowered, and rules without a ``habit_act`` (root use, audit
+        devices, key export, snapshots, destruction, bursts) are not concerned.
         """
         act = f.labels.get(HABIT_LABEL)
         if not act or not f.alerting:
@@ -340,13 +351,49 @@ class Engine:
         if ev.outcome != "ok" or not ev.is_response or ev.type == UNANSWERED_TYPE:
             return f
         out = f
+        warm = self._warming(ev.ts)
+        admin = habit_key(ident, "*", ADMIN_ACT)
         if f.severity in ("medium", "high"):
-            earlier = self._habits.earlier_days(key, ev.ts)
-            known = subnet is None or self._habits.knows_subnet(key, subnet)
-            if earlier >= MIN_EARLIER_DAYS and known and not self._habit_learning(ident, ev.ts):
-                out = self._lowered(f, key, earlier, ev.ts, subnet)
-        self._habits.record(key, ev.ts, subnet)
+            if warm:
+                out = self._warmup_lowered(f, ev.ts)
+            elif not self._habit_learning(ident, ev.ts):
+                books = [(key, "")]
+                if f.labels.get(HABIT_SCOPE_LABEL) == ADMIN_SCOPE:
+                    books.append((admin, "an administrator by behaviour: admin work "))
+                for sig, what in books:
+                    earlier = self._habits.habitual(sig, ev.ts)
+                    known = subnet is None or self._habits.knows_subnet(sig, subnet, ev.ts)
+                    if earlier and known:
+                        out = self._lowered(f, sig, earlier, ev.ts, subnet, what)
+                        break
+        self._habits.record(key, ev.ts, subnet, warmup=warm)
+        self._habits.record(admin, ev.ts, subnet, warmup=warm)
         return out
+
+    def _warming(self, ts: float) -> bool:
+        """True during the rules' warm-up: ``rules_warmup_hours`` after the first entry processed."""
+        start = self._state.started
+        hours = self.cfg.rules_warmup_hours
+        return hours > 0 and start is not None and ts - start < hours * 3600.0
+
+    def _warmup_lowered(self, f: Finding, ts: float) -> Finding:
+        start = self._state.started if self._state.started is not None else ts
+        hours = self.cfg.rules_warmup_hours
+        reason = Reason(
+            "warm-up",
+            f"monitoring started {_ago(ts - start)} ago: acts in the first {_ago(hours * 3600.0)} "
+            "establish the identity's habits",
+            f"normal severity {f.severity} after the warm-up, for acts not done in it",
+            1.0,
+        )
+        return msgspec.structs.replace(
+            f,
+            severity="low",
+            score=min(f.score, _SEVERITY_SCORE["low"]),
+            title=f"{f.title} (warm-up)",
+            reasons=(reason, *f.reasons)[:5],
+            labels={**f.labels, "warmup": "true", "normal_severity": f.severity},
+        )
 
     def _habit_learning(self, key: str, ts: float) -> bool:
         """True while the identity's baseline is young (new, or back from dormancy).
@@ -359,13 +406,15 @@ class Engine:
         b = self._state.behaviour.identities.get(key)
         return b is None or ts - b.learn_start < self.cfg.learning_days * 86400.0
 
-    def _lowered(self, f: Finding, key: str, earlier: int, ts: float, subnet: str | None) -> Finding:
+    def _lowered(
+        self, f: Finding, key: str, earlier: int, ts: float, subnet: str | None, what: str = ""
+    ) -> Finding:
         last = self._habits.last_earlier(key, ts)
         ago = _ago(ts - last) if last is not None else "?"
         where = f" from {subnet}" if subnet else ""
         reason = Reason(
             "habit",
-            f"done on {earlier} earlier days, last {ago} ago{where}",
+            f"{what}done on {earlier} earlier days, last {ago} ago{where}",
             f"normal severity {f.severity}: first occurrences, new addresses, "
             "learning identities and failed attempts",
             1.0,
@@ -374,9 +423,9 @@ class Engine:
             f,
             severity="low",
             score=min(f.score, _SEVERITY_SCORE["low"]),
-            title=f"{f.title} (habitual)",
+            title=f"{f.title} ({'routine admin work' if what else 'habitual'})",
             reasons=(reason, *f.reasons)[:5],
-            labels={**f.labels, "habitual": "true", "normal_severity": f.severity},
+            labels={**f.labels, "habitual": "admin" if what else "true", "normal_severity": f.severity},
         )
 
     def _behave(self, ev: AuditEvent) -> None:

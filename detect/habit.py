@@ -6,10 +6,13 @@ every week when a security administrator does the same work. A detector declares
 finding (a normalised description: the issued policy set, the policy name, the mount) in the
 finding's ``habit_act`` label; the engine keeps, per habit signature (identity key, detector,
 act), the distinct days the act was done successfully, and lowers the finding to ``low`` when the
-act was done on at least :data:`MIN_EARLIER_DAYS` earlier days, unless something else about it is
-unusual (an address whose subnet the identity never used, an identity still learning, an attempt
-that was denied or failed): then the normal severity stays. Nothing here knows any policy, role
-or mount name: the habit is whatever the identity itself has done.
+act was done on at least :data:`MIN_EARLIER_DAYS` earlier days (or on one earlier day inside the
+engine's warm-up, when the identity's routine is being learned: see ``rules_warmup_hours``), unless
+something else about it is unusual (an address whose subnet the identity never used, an identity
+still learning, an attempt that was denied or failed): then the normal severity stays. A finding
+of routine configuration work (``habit_scope``) is also lowered when its identity is an
+administrator by behaviour: it did admin work (any habit-declared act) on as many earlier days.
+Nothing here knows any policy, role or mount name: the habit is whatever the identity has done.
 
 State is plain data (:meth:`HabitBook.dump` / :meth:`HabitBook.load`), bounded (least recently
 done signatures go first), and time is event time.
@@ -21,10 +24,28 @@ from typing import Any, Final
 
 import msgspec
 
-__all__ = ["HABIT_LABEL", "MIN_EARLIER_DAYS", "HabitRecord", "HabitBook", "habit_key"]
+__all__ = [
+    "ADMIN_ACT",
+    "ADMIN_SCOPE",
+    "HABIT_LABEL",
+    "HABIT_SCOPE_LABEL",
+    "MIN_EARLIER_DAYS",
+    "HabitRecord",
+    "HabitBook",
+    "habit_key",
+]
 
 #: The label a detector sets on a finding to declare the act a habit is kept for.
 HABIT_LABEL: Final = "habit_act"
+#: The label a detector sets (to :data:`ADMIN_SCOPE`) on a finding whose act is routine
+#: configuration work when an established administrator does it: a policy written (not deleted,
+#: not one the writer holds), a mount enabled or tuned (not disabled, moved or set to log in
+#: clear). Such a finding is also lowered when its identity is an administrator by behaviour:
+#: it did habit-declared admin work (any act) on enough earlier days, from the same network.
+HABIT_SCOPE_LABEL: Final = "habit_scope"
+ADMIN_SCOPE: Final = "admin"
+#: The act under which every habit-declared act of an identity is also recorded (its admin work).
+ADMIN_ACT: Final = "\x1eadmin work"
 #: Done successfully on this many earlier distinct days (UTC) makes an act habitual.
 MIN_EARLIER_DAYS: Final = 2
 _DAY: Final = 86400.0
@@ -40,6 +61,10 @@ class HabitRecord(msgspec.Struct, kw_only=True):
     #: The last time on a day before ``last_day`` (what "last done" means on a repeat day).
     prev_ts: float = 0.0
     subnets: list[str] = msgspec.field(default_factory=list)
+    #: The day (UTC) each of ``subnets`` was first used: a subnet is known from the next day on.
+    subnet_days: list[int] = msgspec.field(default_factory=list)
+    #: Done successfully during the engine's warm-up (its baseline), on at least one day.
+    warmup: bool = False
 
 
 def habit_key(identity_key: str, detector: str, act: str) -> str:
@@ -79,14 +104,41 @@ class HabitBook:
         last = rec.prev_ts if rec.last_day >= int(ts // _DAY) else rec.last_ts
         return last or None
 
-    def knows_subnet(self, key: str, subnet: str) -> bool:
+    def knows_subnet(self, key: str, subnet: str, ts: float | None = None) -> bool:
+        """True when the act was done from ``subnet`` before (before the day of ``ts`` if given:
+        a subnet first used today, by this act or another, is not known yet)."""
         rec = self.records.get(key)
-        return rec is not None and subnet in rec.subnets
+        if rec is None or subnet not in rec.subnets:
+            return False
+        if ts is None:
+            return True
+        i = rec.subnets.index(subnet)
+        first = rec.subnet_days[i] if i < len(rec.subnet_days) else -1
+        return first < int(ts // _DAY)
 
-    def record(self, key: str, ts: float, subnet: str | None) -> None:
-        """Remember one successful act at ``ts`` (from ``subnet`` when known)."""
+    def habitual(self, key: str, ts: float) -> int:
+        """The earlier days that make the act a habit at ``ts``, or 0 when it is not one.
+
+        Habit: done on :data:`MIN_EARLIER_DAYS` earlier days, or on one earlier day when that was
+        during the warm-up (the identity's routine then is its baseline, seen once a week).
+
+        >>> book = HabitBook()
+        >>> book.record("k", 10.0, None, warmup=True)
+        >>> book.habitual("k", 7 * 86400.0), book.habitual("new", 7 * 86400.0)
+        (1, 0)
+        """
+        earlier = self.earlier_days(key, ts)
+        rec = self.records.get(key)
+        if earlier >= MIN_EARLIER_DAYS or (earlier >= 1 and rec is not None and rec.warmup):
+            return earlier
+        return 0
+
+    def record(self, key: str, ts: float, subnet: str | None, *, warmup: bool = False) -> None:
+        """Remember one successful act at ``ts`` (from ``subnet`` when known; ``warmup``: done
+        during the engine's warm-up)."""
         rec = self.records.pop(key, None) or HabitRecord()
         self.records[key] = rec  # most recently done last
+        rec.warmup = rec.warmup or warmup
         day = int(ts // _DAY)
         if day > rec.last_day:
             rec.prev_ts = rec.last_ts
@@ -94,14 +146,18 @@ class HabitBook:
             rec.last_day = day
         rec.last_ts = max(rec.last_ts, ts)
         if subnet and subnet not in rec.subnets:
+            days = rec.subnet_days + [-1] * (len(rec.subnets) - len(rec.subnet_days))
             rec.subnets = [*rec.subnets, subnet][-_MAX_SUBNETS:]
+            rec.subnet_days = [*days, day][-_MAX_SUBNETS:]
         while len(self.records) > self.limit:
             del self.records[next(iter(self.records))]
 
     def dump(self) -> dict[str, Any]:
-        """Plain data: ``{signature: [days, last_day, last_ts, prev_ts, [subnets]]}``."""
+        """Plain data: ``{signature: [days, last_day, last_ts, prev_ts, [subnets], warmup,
+        [subnet first days]]}``."""
         return {
-            k: [r.days, r.last_day, r.last_ts, r.prev_ts, list(r.subnets)] for k, r in self.records.items()
+            k: [r.days, r.last_day, r.last_ts, r.prev_ts, list(r.subnets), r.warmup, list(r.subnet_days)]
+            for k, r in self.records.items()
         }
 
     def load(self, data: dict[str, Any]) -> None:
@@ -113,6 +169,8 @@ class HabitBook:
                 last_ts=float(v[2]),
                 prev_ts=float(v[3]),
                 subnets=[str(x) for x in v[4]],
+                warmup=bool(v[5]) if len(v) > 5 else False,
+                subnet_days=[int(x) for x in v[6]] if len(v) > 6 else [],
             )
             for k, v in dict(data).items()
         }

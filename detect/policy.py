@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -60,6 +61,18 @@ __all__ = [
     "AccessModelDetector",
     "RoleInference",
     "RotationTracker",
+    "Grant",
+    "CapabilityRole",
+    "CapabilityRoles",
+    "CapabilityRoleBook",
+    "CAPABILITY_KEY",
+    "ADMIN_AREAS",
+    "policy_key",
+    "vault_glob_match",
+    "admin_evidence",
+    "decide_capability_role",
+    "capability_roles",
+    "admin_by_capability",
 ]
 
 #: Operations a policy may allow (Vault request operations; ``write`` and ``*`` are shorthands).
@@ -769,8 +782,9 @@ def _parent(path: str) -> str:
 class RoleInference:
     """Roles of identities that no matcher recognises, inferred from their peer group's behaviour.
 
-    Over each peer group's first ``learning_days`` (event time, and at least two distinct days
-    and ``min_events`` events: never from one event), it records which protected areas the
+    Over each peer group's first ``learning_days`` (event time: a week, so that weekly habits such
+    as an on-call shift have shown; at least two distinct days and ``min_events`` events: never
+    from one event), it records which protected areas the
     group's members read successfully and whether they did anything else to protected paths.
     Then, once:
 
@@ -787,7 +801,7 @@ class RoleInference:
         self,
         policy: AccessPolicy,
         *,
-        learning_days: float = 2.0,
+        learning_days: float = 7.0,
         min_events: int = 5,
         min_reads: int = 3,
         max_groups: int = 4096,
@@ -912,7 +926,7 @@ class AccessModelDetector:
     #: Judges response entries only (the engine skips request entries).
     only_responses: ClassVar[bool] = True
 
-    def __init__(self, policy: AccessPolicy | None = None, *, role_learning_days: float = 2.0) -> None:
+    def __init__(self, policy: AccessPolicy | None = None, *, role_learning_days: float = 7.0) -> None:
         self.policy = policy if policy is not None else default_policy()
         self._ttl_reported = _Recent()
         self._inferred = RoleInference(self.policy, learning_days=role_learning_days)
@@ -927,8 +941,15 @@ class AccessModelDetector:
             out.append(issued)
         role = self.policy.role_for(event.identity)
         if role is None:
-            # No matcher fits (the organisation names its policies otherwise): judge by the
-            # role the identity's peer group has shown, once it has shown one.
+            # No matcher fits (the organisation names its policies otherwise): judge by what
+            # the identity's Vault policies grant when the shell read them, else by the role
+            # the identity's peer group has shown, once it has shown one.
+            by_vault = self._capability_role(event, ctx)
+            if by_vault is not None:
+                found = self._inferred_violation(event, *by_vault, source="vault")
+                if found is not None:
+                    out.append(found)
+                return out
             guess = self._inferred.observe(event)
             if guess is not None:
                 found = self._inferred_violation(event, *guess)
@@ -974,7 +995,18 @@ class AccessModelDetector:
             labels={"role": role.name, "operation": target.op, "role_source": "config"},
         )
 
-    def _inferred_violation(self, event: AuditEvent, role: Role, basis: str) -> Finding | None:
+    def _capability_role(self, event: AuditEvent, ctx: DetectContext) -> tuple[Role, str] | None:
+        """The role the identity's Vault policies grant (:class:`CapabilityRoles`), if placed."""
+        caps = capability_roles(ctx.config)
+        found = caps.resolve(self.policy, event.identity.policies) if caps is not None else None
+        if found is None or found.role is None:
+            return None
+        role = next((r for r in self.policy.roles if r.name == found.role), None)
+        return (role, found.evidence) if role is not None else None
+
+    def _inferred_violation(
+        self, event: AuditEvent, role: Role, basis: str, *, source: str = "behaviour"
+    ) -> Finding | None:
         """A protected access outside a role inferred from behaviour (never anything else: an
         inferred role does not confine the identity beyond the protected paths)."""
         if self.policy.is_housekeeping(event.path):
@@ -996,14 +1028,14 @@ class AccessModelDetector:
             severity=severity,
             dedup_key=f"{self.name}:{identity.key}:{role.name}~:{target.op}:{target.path}",
             reasons=[
-                Reason("role", f"{role.name} (inferred)", basis, 1.0),
+                Reason("role", f"{role.name} ({_ROLE_SOURCES.get(source, source)})", basis, 1.0),
                 Reason("operation", f"{target.op} {target.path}", f"{role.name}: {role.describe()}", 0.9),
                 Reason("outcome", event.outcome, "the model applies whatever the ACL allowed", 0.4),
             ],
             paths=(event.path,),
             first_ts=event.ts,
             last_ts=event.ts,
-            labels={"role": role.name, "operation": target.op, "role_source": "behaviour"},
+            labels={"role": role.name, "operation": target.op, "role_source": source},
         )
 
     def _caller_ttl(self, event: AuditEvent, role: Role) -> Finding | None:
@@ -1226,3 +1258,309 @@ class RotationTracker:
         """Restore :meth:`state` output."""
         self._secrets = {str(p): dict(v) for p, v in dict(state.get("secrets", {})).items()}
         self._recompute()
+
+
+# -- roles by capability (issue 14 item 2) --------------------------------------------------------
+# What an identity's Vault policies *grant* decides its role when no matcher of the model fits:
+# the shell (``vaultwatch.vault.roles``) reads the policies from the API and hands the parsed
+# grants in as :class:`CapabilityRoles`; the decision below is pure (data in, role out).
+
+#: Vault capabilities that change what they are granted on (``deny`` is handled apart).
+_CHANGE_CAPS: Final = frozenset({"create", "update", "patch", "delete", "sudo"})
+#: Areas whose change rights make an administrator: policies, auth methods, mounts, and minting
+#: tokens with chosen policies. Vault built-ins only (never an organisation's names).
+ADMIN_AREAS: Final = ("sys/policy/*", "sys/policies/*", "sys/auth/*", "sys/mounts/*", "auth/token/create*")
+_ADMIN_CAPS: Final = frozenset({"sudo", "create", "update"})
+_KV_KINDS: Final = frozenset({"kv", "kv-v2", "kv2", "generic"})
+_ROLE_SOURCES: Final = {"vault": "from Vault policies", "behaviour": "inferred"}
+#: The config key under which the shell hands the engine a :class:`CapabilityRoleBook` (or a
+#: :class:`CapabilityRoles`).
+CAPABILITY_KEY: Final = "capability_roles"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One ``path`` block of a Vault policy: the path glob (Vault syntax: trailing ``*``, ``+``
+    for one segment) and its capabilities. ``policies_settable`` is False when the block's
+    ``allowed_parameters``/``denied_parameters`` keep a caller from choosing ``policies``."""
+
+    path: str
+    capabilities: frozenset[str]
+    policies_settable: bool = True
+
+
+@dataclass(frozen=True)
+class CapabilityRole:
+    """The role Vault's grants give one policy set, and the evidence, for explanations.
+
+    ``role`` is a role name of the access model or None (not placed); ``admin`` says the set
+    grants policy, auth-method, mount or token-minting changes.
+    """
+
+    role: str | None
+    evidence: str
+    admin: bool = False
+    admin_evidence: str = ""
+
+
+def policy_key(policies: tuple[str, ...] | list[str]) -> str:
+    """The policy set as one key: sorted, ``default`` left out (``"eng,oncall"``)."""
+    return ",".join(sorted({p for p in policies if p != "default"}))
+
+
+def vault_glob_match(glob: str, path: str) -> bool:
+    """Vault's ACL path matching: a trailing ``*`` is a prefix glob, ``+`` one path segment.
+
+    >>> vault_glob_match("secret/data/+/runtime/*", "secret/data/app/runtime/jwt")
+    True
+    >>> vault_glob_match("secret/data/app", "secret/data/app/x")
+    False
+    """
+    rx = _VAULT_GLOBS.get(glob)
+    if rx is None:
+        star = glob.endswith("*")
+        body = glob[:-1] if star else glob
+        parts = ["[^/]*" if seg == "+" else re.escape(seg) for seg in body.split("/")]
+        rx = re.compile("/".join(parts) + (".*" if star else ""), re.S)
+        if len(_VAULT_GLOBS) >= _CACHE_LIMIT:
+            _VAULT_GLOBS.clear()
+        _VAULT_GLOBS[glob] = rx
+    return rx.fullmatch(path) is not None
+
+
+_VAULT_GLOBS: dict[str, re.Pattern[str]] = {}
+
+
+def _concrete(glob: str) -> str:
+    """One path a glob matches (``*``, ``+``, ``?`` become a placeholder segment text)."""
+    out = glob.replace("+", "_x_").replace("?", "x")
+    return out.replace("*", "_x_")
+
+
+def _logical(path: str, mounts: Mapping[str, str]) -> tuple[str, str, str]:
+    """(logical path, mount, KV v2 API segment or "") of a Vault policy path."""
+    mount = max((m for m in mounts if path.startswith(m)), key=len, default="")
+    kind = mounts.get(mount, "")
+    if not mount:
+        first, sep, rest = path.partition("/")
+        if sep and first not in _NON_KV_ROOTS and rest.partition("/")[0] in ("data", "metadata"):
+            mount, kind = first + "/", "kv-v2"
+    if mount and kind in ("kv-v2", "kv2"):
+        segment, _, tail = path[len(mount) :].partition("/")
+        if segment in _KV2_OPS:
+            return mount + tail, mount, segment
+    return path, mount, ""
+
+
+def _overlaps(model_glob: str, grant_logical: str, mount: str) -> bool:
+    """True when a model glob (fnmatch, logical) and a grant (Vault glob, logical) can match a
+    common path: one's sample path falls in the other."""
+    if glob_match(model_glob, _concrete(grant_logical), mount):
+        return True
+    sample = _concrete(model_glob.partition("::")[2] or model_glob)
+    if vault_glob_match(grant_logical, sample):
+        return True
+    return bool(mount) and vault_glob_match(grant_logical, mount + sample)
+
+
+def _effective(grant: Grant, segment: str) -> frozenset[str]:
+    """What a grant lets a caller do to the secrets (KV v2 metadata reads are listings)."""
+    caps = grant.capabilities
+    if "deny" in caps:
+        return frozenset()
+    if segment == "metadata":
+        return frozenset({"list"} if caps & {"read", "list"} else set()) | (caps & _CHANGE_CAPS)
+    return caps & (_CHANGE_CAPS | {"read", "list"})
+
+
+def admin_evidence(names: tuple[str, ...] | list[str], grants: Mapping[str, tuple[Grant, ...]]) -> str:
+    """Why the policies ``names`` make an administrator, or "" (pure).
+
+    An administrator holds ``root``, or a grant of ``sudo``/``create``/``update`` on
+    :data:`ADMIN_AREAS` (for token creation: only when ``policies`` stays settable, or with sudo).
+
+    >>> admin_evidence(["sec"], {"sec": (Grant("sys/policies/acl/*", frozenset({"update"})),)})
+    'policy `sec` grants update on sys/policies/acl/*'
+    >>> admin_evidence(["app"], {"app": (Grant("auth/token/create", frozenset({"update"}), False),)})
+    ''
+    """
+    if "root" in names:
+        return "root policy"
+    for name in ("default", *sorted(set(names) - {"default"})):
+        for g in grants.get(name, ()):
+            caps = g.capabilities
+            if "deny" in caps or not caps & _ADMIN_CAPS:
+                continue
+            for area in ADMIN_AREAS:
+                if not _overlaps(area, g.path, ""):
+                    continue
+                if area.startswith("auth/token/create") and not (g.policies_settable or "sudo" in caps):
+                    continue
+                return f"policy `{name}` grants {', '.join(sorted(caps & _ADMIN_CAPS))} on {g.path}"
+    return ""
+
+
+def decide_capability_role(
+    policy: AccessPolicy,
+    names: tuple[str, ...] | list[str],
+    grants: Mapping[str, tuple[Grant, ...]],
+    mounts: Mapping[str, str] | None = None,
+    token_ttl: float | None = None,
+) -> CapabilityRole:
+    """The access-model role that the Vault policies ``names`` grant (pure: data in, role out).
+
+    * grants nothing on a protected path → the first non-confined role that allows nothing
+      (developer-like);
+    * reads only, all within what one confined role allows (and, when that role caps token
+      TTLs, tokens no longer than that when ``token_ttl`` is known) → that role (runtime-like,
+      CI-like); policy names break a tie only (a hint);
+    * anything else (writes, reads wider than any role) → not placed (``role=None``).
+
+    ``admin`` is set when a grant allows ``sudo``/``create``/``update`` on :data:`ADMIN_AREAS`
+    (token creation only when the block leaves ``policies`` settable), or the set holds ``root``.
+
+    >>> p = default_policy()
+    >>> g = {"eng": (Grant("secret/data/team/*", frozenset({"read"})),)}
+    >>> decide_capability_role(p, ["eng"], g, {"secret/": "kv-v2"}).role
+    'developer'
+    """
+    mounts = mounts or {}
+    named = sorted({n for n in names if n != "default"})
+    label = ", ".join(f"`{n}`" for n in named) or "`default`"
+    src = f"role from {'policy' if len(named) <= 1 else 'policies'} {label}"
+    rules = [(n, g) for n in ("default", *named) for g in grants.get(n, ())]
+    admin_why = admin_evidence(named, grants)
+    protected: list[tuple[str, Grant, str, str, frozenset[str]]] = []
+    denies = [g for _, g in rules if "deny" in g.capabilities]
+    for name, g in rules:
+        logical, mount, segment = _logical(g.path, mounts)
+        eff = _effective(g, segment)
+        if not eff or any(vault_glob_match(d.path, _concrete(g.path)) for d in denies):
+            continue
+        if g.path.startswith(SYSTEM_ROOTS) or mounts.get(mount, "kv") not in _KV_KINDS:
+            continue  # Vault's own areas and non-KV engines hold no secret of the model's areas
+        if any(_overlaps(p, logical, mount) for p in policy.protected):
+            protected.append((name, g, logical, mount, eff))
+    admin = bool(admin_why)
+    areas = ", ".join(policy.protected) or "protected paths"
+    if not protected:
+        role = next((r for r in policy.roles if not r.confined and not r.allow), None)
+        if role is None:
+            why = f"{src}: no grant on {areas}, and no role of the model allows nothing"
+            return CapabilityRole(None, why, admin, admin_why)
+        return CapabilityRole(role.name, f"{src}: no grant on {areas}", admin, admin_why)
+    writes = [(n, g) for n, g, _, _, eff in protected if eff - {"read", "list"}]
+    if writes:
+        n, g = writes[0]
+        caps = ", ".join(sorted(g.capabilities & _CHANGE_CAPS))
+        return CapabilityRole(None, f"not placed: policy `{n}` grants {caps} on {g.path} (a protected path)",
+                              admin, admin_why)  # fmt: skip
+    samples = [SecretTarget(_concrete(lg), "read", "data", m) for _, _, lg, m, _ in protected]
+    fits = [r for r in policy.roles if r.confined and all(r.permits(t) for t in samples)]
+    granted = ", ".join(sorted({g.path for _, g, _, _, _ in protected}))
+    if not fits:
+        return CapabilityRole(None, f"not placed: reads {granted}, wider than any confined role allows",
+                              admin, admin_why)  # fmt: skip
+    hinted = [r for r in fits if any(r.name.lower() in n.lower() for n in named)]
+    role = (hinted or fits)[0]
+    hint = " (policy name as tie-break)" if len(fits) > 1 and hinted else ""
+    if role.max_token_ttl is not None and token_ttl is not None and token_ttl > role.max_token_ttl:
+        return CapabilityRole(
+            None,
+            f"not placed: reads only {granted} like {role.name}, but its tokens live {_human(token_ttl)} "
+            f"({role.name}: at most {_human(role.max_token_ttl)})",
+            admin,
+            admin_why,
+        )
+    ttl = ""
+    if role.max_token_ttl is not None:
+        ttl = f", token TTL {_human(token_ttl)}" if token_ttl is not None else ", token TTL unknown"
+    return CapabilityRole(role.name, f"{src}: read-only on {granted}{ttl}{hint}", admin, admin_why)
+
+
+@dataclass(frozen=True)
+class CapabilityRoles:
+    """What the shell read from Vault: each policy's grants, the mounts (path → ``kv-v2``,
+    ``kv``, ``database``, ...) and the longest token TTL each policy set's auth roles issue.
+
+    :meth:`resolve` answers per identity from its policy set, memoised; it answers None when the
+    set holds a policy it does not know (another namespace, created since the last refresh).
+    """
+
+    grants: dict[str, tuple[Grant, ...]] = field(default_factory=dict)
+    mounts: dict[str, str] = field(default_factory=dict)
+    token_ttls: dict[str, float] = field(default_factory=dict)
+    source: str = "vault"
+    _memo: dict[tuple[int, str], CapabilityRole | None] = _memo()
+
+    def resolve(self, policy: AccessPolicy, policies: tuple[str, ...]) -> CapabilityRole | None:
+        """The role the policy set grants under ``policy`` (None when it cannot be judged)."""
+        if not self.grants:
+            return None
+        key = policy_key(policies)
+        mk = (id(policy), key)
+        cache = self._memo
+        if mk in cache:
+            return cache[mk]
+        names = tuple(key.split(",")) if key else ()
+        known = all(n in self.grants or n == "root" for n in names)
+        found = (
+            decide_capability_role(policy, names, self.grants, self.mounts, self.token_ttls.get(key))
+            if known
+            else None
+        )
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[mk] = found
+        return found
+
+    def knows(self, policies: tuple[str, ...]) -> bool:
+        """True when every policy of the set was read from Vault (so grants can be judged)."""
+        return bool(self.grants) and all(p in self.grants or p in ("default", "root") for p in policies)
+
+    def admin(self, policies: tuple[str, ...]) -> str:
+        """Why the policy set administers Vault ("" when it does not, or a policy is unknown)."""
+        key = policy_key(policies)
+        mk = (0, "admin:" + key)
+        cache = self._memo
+        if mk not in cache:
+            names = tuple(key.split(",")) if key else ()
+            known = bool(self.grants) and all(n in self.grants or n == "root" for n in names)
+            why = admin_evidence(names, self.grants) if known else ""
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[mk] = CapabilityRole(None, why, bool(why), why)
+        hit = cache[mk]
+        return hit.admin_evidence if hit is not None else ""
+
+
+class CapabilityRoleBook:
+    """The current :class:`CapabilityRoles`, swapped whole by the shell's background refresh
+    (one attribute rebinding: detection never waits for Vault and never sees a half update)."""
+
+    def __init__(self, roles: CapabilityRoles | None = None) -> None:
+        self.current = roles if roles is not None else CapabilityRoles()
+
+    def replace(self, roles: CapabilityRoles) -> None:
+        """Hand detection a new mapping."""
+        self.current = roles
+
+
+def capability_roles(config: dict[str, Any] | None) -> CapabilityRoles | None:
+    """The capability mapping the shell handed in ``config[CAPABILITY_KEY]``, if any."""
+    given = (config or {}).get(CAPABILITY_KEY)
+    if isinstance(given, CapabilityRoleBook):
+        return given.current
+    return given if isinstance(given, CapabilityRoles) else None
+
+
+def admin_by_capability(config: dict[str, Any] | None, identity: Identity) -> str | None:
+    """Why ``identity`` administers Vault by what its policies grant: a root token, or the
+    evidence of the mapping in ``config[CAPABILITY_KEY]``; "" when the mapping says it does not;
+    None when it cannot be told (no mapping, or a policy the mapping does not know)."""
+    if identity.is_root or "root" in identity.policies:
+        return "root policy"
+    caps = capability_roles(config)
+    if caps is None or not caps.knows(identity.policies):
+        return None
+    return caps.admin(identity.policies)

@@ -27,10 +27,11 @@ from detect.alert import Reason
 from ingest.event import AuditEvent, Identity
 from ingest.identity import login_target
 
+from .completeness import completeness_rules
 from .config import convert_known
 from .correlate import correlate_rules
 from .errors import ConfigError
-from .habit import HABIT_LABEL
+from .habit import ADMIN_SCOPE, HABIT_LABEL, HABIT_SCOPE_LABEL
 from .policy import (
     AccessModelDetector,
     AccessPolicy,
@@ -38,6 +39,7 @@ from .policy import (
     _finding,
     _human,
     _Recent,
+    admin_by_capability,
     default_policy,
     secret_target,
 )
@@ -107,9 +109,10 @@ class RulesConfig(msgspec.Struct, frozen=True, kw_only=True):
     destruction_habit_min: int = 3
     mass_destruction_threshold: int = 10
     mass_destruction_window_minutes: float = 10.0
-    #: ``policy-change``: policies whose holders administer policies (their changes are low).
-    #: Name-based (debt, issue 14 item 2: roles by capability): "admin" matches only
-    #: organisations that call it that; habits (detect.habit) cover the others.
+    #: ``policy-change``: administrators are told by what their policies *grant* (the shell's
+    #: capability mapping from ``[vault]``, ``config["capability_roles"]``, see detect.policy).
+    #: Without that mapping these policy names are the fallback (name-based: remaining debt,
+    #: kept because detection without Vault has nothing better until habits settle).
     policy_admin_policies: tuple[str, ...] = ("admin", "root")
     access_model_enabled: bool = True
     rotation_enabled: bool = True
@@ -158,6 +161,7 @@ def default_rules(config: dict[str, Any] | None = None) -> list[Detector]:
         RaftSnapshot(cfg),
         KeyExport(cfg),
         *correlate_rules(config),
+        *completeness_rules(config),
     ]
     if cfg.access_model_enabled or cfg.rotation_enabled:
         given = (config or {}).get("policy")
@@ -504,6 +508,12 @@ def _policy_name(rel: str) -> str | None:
     return None
 
 
+_ADMIN_MEANS: Final = (
+    "administrators: identities whose policies grant changes to policies, auth methods, mounts "
+    "or token policies"
+)
+
+
 class PolicyChange(_Rule):
     """``policy-change``: an ACL, Sentinel or password policy written or deleted.
 
@@ -551,7 +561,13 @@ class PolicyChange(_Rule):
             return []
         ident = event.identity
         held = set(ident.policies)
-        admin = bool(held & set(self.cfg.policy_admin_policies))
+        # Administrator by what its policies grant (the shell's capability mapping, or root);
+        # only where Vault's policies are not known, by the configured policy names.
+        admin_why = admin_by_capability(ctx.config, ident)
+        if admin_why is None:  # no Vault mapping for this policy set: the configured names
+            named = sorted(held & set(self.cfg.policy_admin_policies))
+            admin_why = f"holds {', '.join(named)}" if named else ""
+        admin = bool(admin_why)
         if event.outcome == "denied":
             severity, writer = "high", "denied: the writer lacks the right to change policies"
         elif event.outcome not in ("ok", "pending"):
@@ -570,6 +586,11 @@ class PolicyChange(_Rule):
             self._writers[ident.key] = event.ts
         verb = "deleted" if event.operation == "delete" else "written"
         ns = f" in namespace {event.namespace}" if event.namespace else ""
+        labels = {"policy": policy, HABIT_LABEL: f"{verb} {event.namespace or ''}{policy}"}
+        if event.operation != "delete" and policy.rsplit("/", 1)[-1] not in held:
+            # Routine for an administrator by behaviour (detect.habit): a policy written that the
+            # writer does not hold itself (a delete or a self-grant never is).
+            labels[HABIT_SCOPE_LABEL] = ADMIN_SCOPE
         return [
             self._make(
                 event,
@@ -581,13 +602,13 @@ class PolicyChange(_Rule):
                     Reason(
                         "writer",
                         writer,
-                        f"administrator policies: {', '.join(self.cfg.policy_admin_policies)}",
+                        f"administrator: {admin_why}" if admin else _ADMIN_MEANS,
                         0.8,
                     ),
                     Reason("operation", event.operation or "", "read", 0.5),
                     Reason("outcome", event.outcome, "ok", 0.3),
                 ],
-                labels={"policy": policy, HABIT_LABEL: f"{verb} {event.namespace or ''}{policy}"},
+                labels=labels,
             )
         ]
 
@@ -615,6 +636,9 @@ class _MountChange(_Rule):
     only_operations: ClassVar[frozenset[str] | None] = _CHANGE_OPS
     prefixes: ClassVar[tuple[str, ...]] = ()
     noun: ClassVar[str] = ""
+    #: Whether enabling one is routine work for an administrator by behaviour (a new secrets
+    #: engine is; a new auth method is a new way in, never routine).
+    routine_enable: ClassVar[bool] = False
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
         """Report an enable, disable, move or tune (critical when it disables audit HMAC)."""
@@ -655,6 +679,10 @@ class _MountChange(_Rule):
         if not exceptions:
             # A habit: the same change to the same mount (a planned tune) done again and again.
             labels[HABIT_LABEL] = f"{'tune' if tune else op} {event.namespace or ''}{mount}"
+            if op != "delete" and prefix != "sys/remount" and (tune or self.routine_enable):
+                # Routine for an administrator by behaviour (detect.habit): a tune, or an enable
+                # where enabling is routine (never a disable, a move, a tune that turns HMAC off).
+                labels[HABIT_SCOPE_LABEL] = ADMIN_SCOPE
         reasons.append(Reason("operation", f"{op} {rel}", "mounts change only through reviewed changes", 0.8))
         reasons.append(Reason("outcome", event.outcome, "ok", 0.3))
         return [
@@ -700,6 +728,7 @@ class SecretsEngineChange(_MountChange):
     name = "secrets-engine-change"
     prefixes = ("sys/mounts/", "sys/remount")
     noun = "Secrets engine"
+    routine_enable = True
 
 
 class PlaintextSecretInAudit(_Rule):

@@ -23,10 +23,10 @@ It stays quiet on the benign cases that look alike: a new member of a group read
 group reads (onboarding) or a new instance of a service (scale-out) — the group touched the
 area; a job writing what it always writes (writes never alert here); a brand-new group of new
 identities (a new service) whose first day is its own history, not a deviation from one; a
-new area nobody owns yet. Until the stream itself covers ``sensitive_min_history_days``
-nothing alerts (everything is a first); an area counts as owned only once the stream covers
-``sensitive_owner_history_days`` (a week: rare but regular habits must have had the chance to
-show).
+new area nobody owns yet. Until the stream itself covers ``sensitive_min_history_days`` (a
+week) nothing alerts (everything is a first) and what is touched is learned; an area counts as
+owned only once the stream covers ``sensitive_owner_history_days`` (a week: rare but regular
+habits must have had the chance to show).
 
 An access that alerted is remembered for the identity but taught to its group only once a
 second member of the group has made it (two colleagues doing the same new thing is a change of
@@ -80,8 +80,9 @@ class SensitiveConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Settings of ``sensitive-first-access`` (keys of the flat detection settings mapping)."""
 
     sensitive_enabled: bool = True
-    #: Event time the stream must cover before anything alerts (at its start everything is new).
-    sensitive_min_history_days: float = 1.0
+    #: Event time the stream must cover before anything alerts (at its start everything is new,
+    #: and a week sees the weekly habits: on-call shifts, weekly jobs). Accesses in it are learned.
+    sensitive_min_history_days: float = 7.0
     #: How long the actor's peer group, or the actor itself, must have been seen: a first access
     #: is judged against a known habit, and a brand-new group of new identities has none yet.
     sensitive_group_history_days: float = 1.0

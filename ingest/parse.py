@@ -36,8 +36,10 @@ from .event import (
     Secret,
     WrapInfo,
 )
-from .identity import classify_outcome, resolve_identity, split_address, valid_port
+from .identity import MAX_PORT, classify_outcome, resolve_identity, split_address, valid_port
 from .redact import (
+    HMAC_PREFIX,
+    PSEUDONYM_PREFIX,
     REDACTED,
     check_depth,
     has_plaintext,
@@ -60,6 +62,9 @@ DEFAULT_MAX_DEPTH: Final = 32
 #: wrote them, and near the calendar's edges every conversion to UTC or POSIX time can overflow.
 MIN_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_TIME: Final = datetime(2200, 1, 1, tzinfo=UTC)
+# A UTC time is in range exactly when its year is (MIN_TIME and MAX_TIME are 1 January, 00:00 UTC).
+_MIN_YEAR: Final = MIN_TIME.year
+_MAX_YEAR: Final = MAX_TIME.year
 _EMPTY_AUTH: Final = Auth()
 _EMPTY_REQUEST: Final = Request()
 
@@ -181,6 +186,99 @@ class Parser:
         return entry, redact_tree(extra, "extra", found, self.max_depth)
 
     def _build(self, entry: Entry, extra: dict[str, Any] | None, source: str | None) -> AuditEvent:
+        """The event of a decoded entry: the fast path when nothing in it needs redacting."""
+        event = self._build_clean(entry, extra, source)
+        return event if event is not None else self._build_general(entry, extra, source)
+
+    def _build_clean(
+        self, entry: Entry, extra: dict[str, Any] | None, source: str | None
+    ) -> AuditEvent | None:
+        """The event of an entry that needs no redaction at all (nearly every entry), or None.
+
+        Checks, inline and in one pass, what :meth:`_build_general` would find to redact: every
+        token and accessor a Vault HMAC, no plaintext in ``request.data`` / ``response.data``, no
+        token in the path, no headers, no wrap info, no ``error`` text, no unknown fields, a UTC
+        time in range. Any of those present: None, and the general path does the work. The event
+        is the one :meth:`_build_general` would make (same fields, same identity and outcome).
+        """
+        t = entry.time
+        if extra is not None or not entry.type or t.tzinfo is not UTC or not _MIN_YEAR <= t.year < _MAX_YEAR:
+            return None
+        auth = entry.auth or _EMPTY_AUTH
+        req = entry.request or _EMPTY_REQUEST
+        resp = entry.response
+        md = self.max_depth
+        _check_free_form(auth, req, resp, md)  # first, as on the general path: same errors
+        if entry.error:
+            return None
+        v = auth.client_token
+        if v is not None and (not v.startswith(HMAC_PREFIX) or v.startswith(PSEUDONYM_PREFIX)):
+            return None
+        v = auth.accessor
+        if v is not None and (not v.startswith(HMAC_PREFIX) or v.startswith(PSEUDONYM_PREFIX)):
+            return None
+        v = req.client_token
+        if v is not None and (not v.startswith(HMAC_PREFIX) or v.startswith(PSEUDONYM_PREFIX)):
+            return None
+        v = req.client_token_accessor
+        if v is not None and (not v.startswith(HMAC_PREFIX) or v.startswith(PSEUDONYM_PREFIX)):
+            return None
+        port = req.remote_port
+        if req.headers or (port is not None and not 0 <= port <= MAX_PORT):
+            return None
+        raw_path = req.path or ""
+        if raw_path.startswith("auth/token/") and redact_path(raw_path) is not None:
+            return None
+        if req.data is not None and has_plaintext(req.data, md):
+            return None
+        if resp is not None:
+            if resp.wrap_info is not None or (resp.data is not None and has_plaintext(resp.data, md)):
+                return None
+            ra = resp.auth
+            if ra is not None:
+                v = ra.client_token
+                if v is not None and (not v.startswith(HMAC_PREFIX) or v.startswith(PSEUDONYM_PREFIX)):
+                    return None
+                v = ra.accessor
+                if v is not None and (not v.startswith(HMAC_PREFIX) or v.startswith(PSEUDONYM_PREFIX)):
+                    return None
+        ns = req.namespace
+        ns_path = ns.path if ns is not None and ns.path else None
+        ip, addr_port = split_address(req.remote_address)
+        return AuditEvent(
+            time=t,
+            ts=t.timestamp(),
+            type=entry.type,
+            identity=self._identity(auth, req, raw_path, ip),
+            outcome=classify_outcome(entry.type, None, auth, resp, raw_path),
+            auth=auth,
+            request=req,
+            response=resp,
+            forwarded_from=entry.forwarded_from,
+            forwarded=entry.forwarded,
+            path=f"{ns_path}{raw_path}" if ns_path else raw_path,
+            namespace=ns_path,
+            remote_ip=ip,
+            remote_port=port if addr_port is None else addr_port,
+            source=source,
+        )
+
+    def _identity(self, auth: Auth, req: Request, raw_path: str, ip: str | None) -> Identity:
+        """The entry's identity, cached by token HMAC (a token's identity does not change)."""
+        token = auth.client_token
+        # Only an HMAC names one token; a redacted plaintext token ([REDACTED]) names none.
+        if token and token.startswith("hmac-sha256:"):
+            ck = (token, auth.accessor, req.client_id, raw_path.startswith("auth/") and "/login" in raw_path)
+            identity = self._identities.get(ck)
+            if identity is None:
+                identity = resolve_identity(auth, req, raw_path, ip)
+                if len(self._identities) >= _IDENTITY_CACHE:
+                    self._identities.clear()
+                self._identities[ck] = identity
+            return identity
+        return resolve_identity(auth, req, raw_path, ip)
+
+    def _build_general(self, entry: Entry, extra: dict[str, Any] | None, source: str | None) -> AuditEvent:
         if not entry.type:
             raise ParseError("not_audit", "empty entry type")
         time = _bounded_time(entry.time)
@@ -257,18 +355,7 @@ class Parser:
             # Marked like data: a redaction mark (new, or from a re-encoded entry) flags the field.
             if REDACTED in error:
                 found.append("error")
-        token = auth.client_token
-        # Only an HMAC names one token; a redacted plaintext token ([REDACTED]) names none.
-        if token and token.startswith("hmac-sha256:"):
-            ck = (token, auth.accessor, req.client_id, raw_path.startswith("auth/") and "/login" in raw_path)
-            identity = self._identities.get(ck)
-            if identity is None:
-                identity = resolve_identity(auth, req, raw_path, ip)
-                if len(self._identities) >= _IDENTITY_CACHE:
-                    self._identities.clear()
-                self._identities[ck] = identity
-        else:
-            identity = resolve_identity(auth, req, raw_path, ip)
+        identity = self._identity(auth, req, raw_path, ip)
         # Classified on the error as written: redaction never changes an outcome.
         outcome = classify_outcome(entry.type, raw_error, auth, resp, raw_path)
         return AuditEvent(
@@ -326,31 +413,27 @@ def _bounded_time(t: datetime) -> datetime:
 
 def _check_free_form(auth: Auth, req: Request, resp: Response | None, max_depth: int) -> None:
     """Bound the nesting of the fields typed ``Any``/``dict`` that redaction does not walk."""
-    for node, where in (
-        (auth.metadata, "auth.metadata"),
-        (auth.external_namespace_policies, "auth.external_namespace_policies"),
-        (auth.authorization_details, "auth.authorization_details"),
-        (req.headers, "request.headers"),
-        (req.supplemental_audit_data, "request.supplemental_audit_data"),
-    ):
-        if node is not None:
-            check_depth(node, max_depth, where)
+    _check_auth(auth, "auth", max_depth)
+    if req.headers is not None:
+        check_depth(req.headers, max_depth, "request.headers")
+    if req.supplemental_audit_data is not None:
+        check_depth(req.supplemental_audit_data, max_depth, "request.supplemental_audit_data")
     if resp is not None:
-        for node, where in (
-            (resp.headers, "response.headers"),
-            (resp.supplemental_audit_data, "response.supplemental_audit_data"),
-        ):
-            if node is not None:
-                check_depth(node, max_depth, where)
+        if resp.headers is not None:
+            check_depth(resp.headers, max_depth, "response.headers")
+        if resp.supplemental_audit_data is not None:
+            check_depth(resp.supplemental_audit_data, max_depth, "response.supplemental_audit_data")
         if resp.auth is not None:
-            ra = resp.auth
-            for node, where in (
-                (ra.metadata, "response.auth.metadata"),
-                (ra.external_namespace_policies, "response.auth.external_namespace_policies"),
-                (ra.authorization_details, "response.auth.authorization_details"),
-            ):
-                if node is not None:
-                    check_depth(node, max_depth, where)
+            _check_auth(resp.auth, "response.auth", max_depth)
+
+
+def _check_auth(auth: Auth, where: str, max_depth: int) -> None:
+    if auth.metadata is not None:
+        check_depth(auth.metadata, max_depth, f"{where}.metadata")
+    if auth.external_namespace_policies is not None:
+        check_depth(auth.external_namespace_policies, max_depth, f"{where}.external_namespace_policies")
+    if auth.authorization_details is not None:
+        check_depth(auth.authorization_details, max_depth, f"{where}.authorization_details")
 
 
 def _redact_headers(headers: dict[str, Any], found: list[str], plain: list[str]) -> dict[str, Any]:

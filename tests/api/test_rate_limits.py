@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 
 from alerts.store import Store
 from vaultwatch.api import create_app
@@ -31,7 +32,7 @@ class Clock:
 
 
 @pytest.fixture
-def app_and_clock(tmp_path: Path, creds: Creds) -> Iterator[tuple[object, Clock]]:
+def app_and_clock(tmp_path: Path, creds: Creds) -> Iterator[tuple[FastAPI, Clock]]:
     store = Store(f"sqlite:///{tmp_path}/alerts.db")
     store.migrate()
     clock = Clock()
@@ -43,7 +44,9 @@ def app_and_clock(tmp_path: Path, creds: Creds) -> Iterator[tuple[object, Clock]
     store.close()
 
 
-def test_200_wrong_api_keys_from_one_address_get_429(app_and_clock: tuple[object, Clock], creds: Creds) -> None:
+def test_200_wrong_api_keys_from_one_address_get_429(
+    app_and_clock: tuple[FastAPI, Clock], creds: Creds
+) -> None:
     app, _ = app_and_clock
     with TestClient(app, client=("203.0.113.7", 40000)) as client:
         statuses = Counter(
@@ -65,7 +68,9 @@ def test_200_wrong_api_keys_from_one_address_get_429(app_and_clock: tuple[object
         assert other.get("/api/v1/alerts", headers=key_headers(creds, "viewer")).status_code == 200
 
 
-def test_wrong_jwts_are_limited_and_the_bucket_refills(app_and_clock: tuple[object, Clock], creds: Creds) -> None:
+def test_wrong_jwts_are_limited_and_the_bucket_refills(
+    app_and_clock: tuple[FastAPI, Clock], creds: Creds
+) -> None:
     app, clock = app_and_clock
     with TestClient(app, client=("203.0.113.8", 40000)) as client:
         bad = {"Authorization": "Bearer " + "e30." * 2 + secrets.token_urlsafe(32)}
@@ -77,7 +82,7 @@ def test_wrong_jwts_are_limited_and_the_bucket_refills(app_and_clock: tuple[obje
         assert [client.get("/api/v1/alerts", headers=bad).status_code for _ in range(3)] == [401, 401, 429]
 
 
-def test_the_limit_and_the_counts_are_in_metrics(app_and_clock: tuple[object, Clock]) -> None:
+def test_the_limit_and_the_counts_are_in_metrics(app_and_clock: tuple[FastAPI, Clock]) -> None:
     app, _ = app_and_clock
     with TestClient(app, client=("203.0.113.9", 40000)) as client:
         for _ in range(25):

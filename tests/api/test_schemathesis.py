@@ -18,6 +18,8 @@ with warnings.catch_warnings():
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import CHECKS, load_all_checks
 
+from vaultwatch.api.routes.exposure import NO_VAULT
+
 from .conftest import AppFactory, Creds
 
 pytestmark = pytest.mark.integration
@@ -25,6 +27,22 @@ pytestmark = pytest.mark.integration
 load_all_checks()
 ALL_CHECKS = CHECKS.get_all()
 ACCEPTED = ("2XX", "3XX", "400", "401", "403", "404", "409", "422", "429")
+#: The test app has no Vault client and no event archive: the exposure routes answer their
+#: documented 503 for those, and only those. Any other 5xx is still a failure.
+UNCONFIGURED = {NO_VAULT, "no event archive is configured"}
+NO_SERVER_ERROR_CHECK = [c for c in ALL_CHECKS if c.__name__ != "not_a_server_error"]
+
+
+def _call(case: Any, headers: dict[str, str]) -> None:
+    if not case.path.startswith("/api/v1/exposure"):
+        case.call_and_validate(headers=headers, checks=ALL_CHECKS)
+        return
+    response = case.call(headers=headers)
+    if response.status_code >= 500:
+        assert response.status_code == 503, f"{case.path}: {response.status_code}"
+        assert response.json().get("detail") in UNCONFIGURED, response.text
+        return
+    case.validate_response(response, checks=NO_SERVER_ERROR_CHECK)
 
 
 def test_api_conforms_to_its_schema(make_app: AppFactory, creds: Creds) -> None:
@@ -56,7 +74,7 @@ def test_api_conforms_to_its_schema(make_app: AppFactory, creds: Creds) -> None:
         def check(case: Any) -> None:
             if case.path == "/api/v1/stream":
                 case.query = {**(case.query or {}), "max_seconds": 0.2}
-            case.call_and_validate(headers=dict(headers), checks=ALL_CHECKS)
+            _call(case, dict(headers))
 
         try:
             check()

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detect.baseline import Baseline, Clock, TopK, hour_of_week
+from detect.baseline import Baseline, Clock, Mark, Suspect, TopK, hour_of_week
 from detect.behaviour import how_tail
-from detect.templates import area_of, directory_of, own_names, subnet_of, template_path
+from detect.templates import area_of, directory_of, net_of, other_names, own_names, subnet_of, template_path
 
 DAY = 86400.0
 
@@ -68,6 +68,44 @@ def test_baseline_roundtrips_through_msgpack() -> None:
     assert len(data) < 3000
 
 
+def test_threat_state_roundtrips_and_stays_plain() -> None:
+    """The threat detectors' state (a suspect use, denials, first reads) is plain data."""
+    b = Baseline(key="entity:x", who="role ci (approle)", days_seen=6)
+    b.suspect = Suspect(
+        address="203.0.113.7",
+        subnet="203.0.113.0/24",
+        first_ts=10.0,
+        last_ts=12.0,
+        net=60.0,
+        hour=28.0,
+        net_note="new /24, never seen in the organisation",
+        hour_note="3 h from its usual hours (09:00-17:59 UTC)",
+        at="03:10",
+        reads=["kv/data/a"],
+        emitted=88.0,
+        told=1,
+    )
+    b.denials = [Mark(ts=11.0, what="read sys/audit")]
+    b.firsts = [Mark(ts=11.0, what="kv/data/users/bob/notes", weight=2.0)]
+    b.first_total, b.first_from = 3.0, 5.0
+    back = msgspec.msgpack.decode(msgspec.msgpack.encode(b), type=Baseline)
+    assert back == b
+    # An old snapshot without the new fields loads with empty threat state.
+    old = msgspec.msgpack.decode(msgspec.msgpack.encode({"key": "entity:y"}), type=Baseline)
+    assert old.suspect is None and old.firsts == [] and old.days_seen == 0
+
+
+def test_own_and_other_names() -> None:
+    assert own_names("lumen-users-jonas", None, "auth/lumen-users/") == ("jonas",)
+    assert own_names("lumen-users-jonas") == ("users-jonas",)  # without the mount: a guess
+    assert own_names("okta-ivan", "ivan", "auth/okta/") == ("ivan",)
+    assert own_names("apps", None, "auth/apps/") == ()
+    names = {"jonas": "entity:j", "ivan": "entity:i"}
+    assert other_names("users/data/users/jonas/notes", names, ("ivan",)) == ["jonas"]
+    assert other_names("users/data/users/ivan/notes", names, ("ivan",)) == []
+    assert net_of("10.52.78.0/24") == "10.52" and net_of("2001:db8:0:1::/64") == "2001:db8"
+
+
 def test_rescale_keeps_decayed_counts() -> None:
     clock = Clock(t0=0.0, tau_short=10 * DAY, tau_long=180 * DAY)
     c = TopK(k=4)
@@ -101,13 +139,13 @@ def test_topk_invariants(k: int, stream: list[tuple[int, float]]) -> None:
         assert len(c.items) <= k
     total = sum(true.values())
     assert c.tot_l == pytest.approx(total)
-    for v, (up, _, err) in c.items.items():
-        assert up - err <= true[v] * (1 + 1e-9) + 1e-9
-        assert up >= true[v] * (1 - 1e-9) - 1e-9
+    for val, (up, _, err) in c.items.items():
+        assert up - err <= true[val] * (1 + 1e-9) + 1e-9
+        assert up >= true[val] * (1 - 1e-9) - 1e-9
     # Any value heavier than total/k is guaranteed to be kept.
-    for v, n in true.items():
+    for val, n in true.items():
         if n > total / k * (1 + 1e-9):
-            assert v in c.items
+            assert val in c.items
 
 
 @settings(max_examples=60, deadline=None)
@@ -167,7 +205,15 @@ def test_hour_of_week_and_tail() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["detect.templates", "detect.baseline", "detect.risk", "detect.config", "detect.engine"]
+    "module",
+    [
+        "detect.templates",
+        "detect.baseline",
+        "detect.risk",
+        "detect.config",
+        "detect.engine",
+        "detect.behaviour",
+    ],
 )
 def test_docstring_examples_run(module: str) -> None:
     import doctest

@@ -56,20 +56,24 @@ def signals(found: list[Finding]) -> dict[str, Finding]:
     return {f.labels["signal"]: f for f in found}
 
 
-def test_new_network_is_novel_for_identity_and_org(
+def test_new_network_is_judged_as_a_credential_use(
     world: tuple[bytes, Workload, list[Actor]], run: Run
 ) -> None:
+    """A settled identity's new network is judged by the credential detector (network, peers,
+    hour and what is touched together), not as novelty on its own."""
     w, dev = world[1], _actor(world, "entity:dev00")
     _, found = run(w.event(dev, WORK, f"{dev.dirs[0]}/config", ip="198.51.100.7"))
     sig = signals(found)
-    f = sig["novelty.subnet"]
-    assert f.alerting is False and f.family == "novelty"
-    assert f.labels["value"] == "198.51.100.0/24"
-    assert "first in the organisation" in f.reasons[0].baseline if f.reasons else True
+    assert "novelty.subnet" not in sig and "novelty.address" not in sig
+    f = sig["credential.new_address"]
+    assert f.alerting is False and f.family == "credential"
+    assert f.labels["value"] == "198.51.100.7" and f.labels["feature"] == "address"
+    assert "(198.51.100.0/24, never seen in the organisation)" in f.title and "reading 1 secret" in f.title
+    assert f.score >= 75  # the network of strangers plus a secret read: alert level on its own
     assert f.event_ids and f.source_addresses == ("198.51.100.7",)
     # The usual network and paths raise nothing.
     _, calm = run(w.event(dev, WORK, f"{dev.dirs[0]}/config", ip=f"{dev.subnets[0]}.9"))
-    assert not [c for c in calm if c.family == "novelty"]
+    assert not [c for c in calm if c.family in ("novelty", "credential")]
 
 
 def test_new_area_with_peer_evidence(world: tuple[bytes, Workload, list[Actor]], run: Run) -> None:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgspec
 import pytest
 
 import detect
@@ -256,15 +257,15 @@ def _rotation_overdue(log: Log) -> list[AuditEvent]:
 
 
 def _sensitive_first_access(log: Log) -> list[AuditEvent]:
-    """Three days of habit (the runtime service reads its secrets, CI its build secrets), then
-    the CI token reads a runtime secret: one event, no window."""
+    """A week of habit (the runtime service reads its secrets, CI its build secrets), then the
+    CI token reads a runtime secret: one event, no window."""
     out: list[AuditEvent] = []
-    for day in range(3):
+    for day in range(8):
         for h in range(4):
             ts = T0 + day * DAY + (8 + 3 * h) * HOUR
             out += _kv(log, "runtime", "read", "data/pxl-core/runtime/jwt-key", ts)
             out += _kv(log, "ci", "read", "data/pxl-core/build/registry-token", ts + MIN)
-    return out + _kv(log, "ci", "read", "data/pxl-core/runtime/jwt-key", T0 + 3 * DAY + 10 * HOUR)
+    return out + _kv(log, "ci", "read", "data/pxl-core/runtime/jwt-key", T0 + 8 * DAY + 10 * HOUR)
 
 
 def _behaviour(log: Log) -> list[AuditEvent]:
@@ -396,6 +397,33 @@ def _seal_attempt(log: Log) -> list[AuditEvent]:
     )
 
 
+# -- audit completeness (detect/completeness.py) ------------------------------------------------------
+def _from(events: list[AuditEvent], source: str) -> list[AuditEvent]:
+    return [msgspec.structs.replace(e, source=source) for e in events]
+
+
+def _audit_device_gap(log: Log) -> list[AuditEvent]:
+    """Two devices write the same 60 requests; then device b misses three, then both go on."""
+    out: list[AuditEvent] = []
+    for i in range(72):
+        evs = log.call("bob", "read", "secret/data/dev/notes", T0 + 10 * i)
+        out += _from(evs, "a.log") + ([] if 60 <= i < 63 else _from(evs, "b.log"))
+    return sorted(out, key=lambda e: e.ts)
+
+
+def _audit_stream_silence(log: Log) -> list[AuditEvent]:
+    """Mon-Wed the stream delivers 60 entries an hour from 9:00 to 13:00; on Thursday it stops
+    at 10:00 and resumes at 12:00."""
+    out: list[AuditEvent] = []
+    for day in range(4):
+        for m in range(0, 240, 2):
+            ts = T0 + day * DAY + 9 * HOUR + m * MIN
+            if day == 3 and HOUR <= m * MIN < 3 * HOUR:
+                continue
+            out += _from(log.call("ci", "read", "secret/data/ci/build", ts), "audit.log")
+    return out
+
+
 TRIGGERS: dict[str, Callable[[Log], list[AuditEvent]]] = {
     "root-token-use": _root_token_use,
     "audit-tampering": _audit_tampering,
@@ -425,6 +453,8 @@ TRIGGERS: dict[str, Callable[[Log], list[AuditEvent]]] = {
     "access-model-violation": _access_model_violation,
     "rotation-overdue": _rotation_overdue,
     "sensitive-first-access": _sensitive_first_access,
+    "audit-device-gap": _audit_device_gap,
+    "audit-stream-silence": _audit_stream_silence,
     BEHAVIOUR_DETECTOR: _behaviour,
 }
 

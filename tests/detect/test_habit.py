@@ -6,6 +6,10 @@ mount tune. The first weeks alert at the rules' normal severity; once the same a
 successfully on two earlier days it drops to ``low`` (still an alert, still in reports), unless
 something else about it is unusual: a never-seen address, an identity still learning, a denied or
 failed attempt.
+
+When monitoring starts, every routine is a first time: during the engine's warm-up
+(``rules_warmup_hours``, a week by default) these acts are ``low`` and establish the habit, so the
+same act a week later is already habitual. The tests of the habit itself turn the warm-up off.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ path "sys/policies/acl/agent-*" { capabilities = ["create", "update", "read", "d
 path "auth/token/create" { capabilities = ["create", "update", "sudo"] }
 path "auth/token/create-orphan" { capabilities = ["create", "update", "sudo"] }
 path "sys/mounts/secret/tune" { capabilities = ["create", "update", "read"] }
+path "sys/mounts/team-*" { capabilities = ["create", "update", "read"] }
+path "sys/auth/ops-*" { capabilities = ["create", "update", "read", "sudo"] }
 path "secret/data/sec/*" { capabilities = ["read"] }
 """
 
@@ -90,6 +96,15 @@ def week(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[Au
         steps["tune"] = cap.take()
         _quiet(lambda: sam.sys.create_or_update_policy("platform", 'path "*" { capabilities = ["sudo"] }'))
         steps["policy_denied"] = cap.take()
+        # One-off changes (not in the weekly routine): a new team KV mount and its tune, a new
+        # auth method, a policy the administrator writes for the first time.
+        sam.sys.enable_secrets_engine("kv", path="team-blue", options={"version": "2"})
+        sam.sys.tune_mount_configuration("team-blue", default_lease_ttl="768h", max_lease_ttl="768h")
+        steps["mount_new"] = cap.take()
+        sam.sys.enable_auth_method("userpass", path="ops-door")
+        steps["auth_new"] = cap.take()
+        sam.sys.create_or_update_policy("agent-new", 'path "secret/data/new/*" { capabilities = ["read"] }')
+        steps["policy_new"] = cap.take()
     finally:
         srv.cleanup()
     yield steps
@@ -144,8 +159,12 @@ def _run_weeks(eng: Engine, steps: dict[str, list[AuditEvent]], weeks: int) -> l
     return out
 
 
+#: The habit alone, without the warm-up at the start of the stream.
+_NO_WARMUP: dict[str, Any] = {"model_enabled": False, "rules_warmup_hours": 0}
+
+
 def test_weekly_admin_work_drops_to_low_once_it_is_a_habit(week: dict[str, list[AuditEvent]]) -> None:
-    eng = Engine({"model_enabled": False})
+    eng = Engine(_NO_WARMUP)
     result = _run_weeks(eng, week, 5)
     assert {d: a.severity for d, a in result[0].items()} == _FIRST  # the first occurrence
     assert {d: a.severity for d, a in result[1].items()} == _NORMAL  # done on one earlier day
@@ -158,7 +177,7 @@ def test_weekly_admin_work_drops_to_low_once_it_is_a_habit(week: dict[str, list[
 
 
 def test_habitual_act_from_a_new_address_keeps_its_severity(week: dict[str, list[AuditEvent]]) -> None:
-    eng = Engine({"model_enabled": False})
+    eng = Engine(_NO_WARMUP)
     _run_weeks(eng, week, 3)
     alerts = eng.process_batch(_weekly(week, T0 + 3 * WEEK, ip="203.0.113.77"))
     found = _by_detector(alerts)
@@ -170,15 +189,15 @@ def test_habitual_act_from_a_new_address_keeps_its_severity(week: dict[str, list
 
 def test_learning_identity_keeps_its_severity(week: dict[str, list[AuditEvent]]) -> None:
     # An identity whose baseline is still young (here: learning lasts 60 days) is not trusted yet.
-    eng = Engine({"model_enabled": False, "learning_days": 60.0})
+    eng = Engine({**_NO_WARMUP, "learning_days": 60.0})
     result = _run_weeks(eng, week, 4)
     assert {d: a.severity for d, a in result[3].items()} == _NORMAL
 
 
 def test_habits_without_behaviour_and_across_a_snapshot(week: dict[str, list[AuditEvent]]) -> None:
-    eng = Engine({"model_enabled": False, "behaviour_enabled": False})
+    eng = Engine({**_NO_WARMUP, "behaviour_enabled": False})
     _run_weeks(eng, week, 2)
-    twin = Engine({"model_enabled": False, "behaviour_enabled": False})
+    twin = Engine({**_NO_WARMUP, "behaviour_enabled": False})
     twin.restore(eng.snapshot())
     for e in (eng, twin):
         found = _by_detector(e.process_batch(_weekly(week, T0 + 2 * WEEK)))
@@ -186,6 +205,101 @@ def test_habits_without_behaviour_and_across_a_snapshot(week: dict[str, list[Aud
     # Without a behavioural baseline, the habit's own addresses still tell a new one.
     other = _by_detector(twin.process_batch(_weekly(week, T0 + 3 * WEEK, ip="198.51.100.4")))
     assert {d: a.severity for d, a in other.items()} == _NORMAL
+
+
+def _severities(alerts: list[Alert]) -> dict[str, str]:
+    return {d: a.severity for d, a in _by_detector(alerts).items()}
+
+
+def test_warmup_establishes_habits_at_low(week: dict[str, list[AuditEvent]]) -> None:
+    """Regression (eval: a security admin's weekly agent token raised a high, a medium and a
+    medium in the first days of every organisation, and again a week later)."""
+    eng = Engine({"model_enabled": False})
+    first = eng.process_batch(_weekly(week, T0))
+    assert set(_severities(first).values()) == {"low"}
+    token = _by_detector(first)["token-privilege-escalation"]
+    assert token.labels.get("warmup") == "true" and token.labels.get("normal_severity") == "high"
+    assert "monitoring started" in token.explanation[0].observed
+    assert [a.severity for a in _denied(first)] == ["high"]  # a denied attempt is never lowered
+    # A week later (after the warm-up) the same acts are the identity's habit already.
+    again = eng.process_batch(_weekly(week, T0 + WEEK + DAY))
+    assert set(_severities(again).values()) == {"low"}
+    assert all(a.labels.get("habitual") == "true" for a in _by_detector(again).values())
+    assert [a.severity for a in _denied(again)] == ["high"]
+    # ...but not from a network the identity never used.
+    other = eng.process_batch(_weekly(week, T0 + 2 * WEEK + DAY, ip="203.0.113.9"))
+    assert _severities(other) == _NORMAL
+
+
+def test_acts_not_done_in_the_warmup_keep_their_severity(week: dict[str, list[AuditEvent]]) -> None:
+    eng = Engine({"model_enabled": False})
+    # Only a login during the warm-up: every admin act after it is a first occurrence.
+    eng.process_batch(_copy(week["login"], T0))
+    assert _severities(eng.process_batch(_weekly(week, T0 + WEEK + DAY))) == _FIRST
+    # A token minted during the warm-up: that act is a habit, and the identity an administrator
+    # by behaviour (its policy edit and tune are routine); its first orphan token is not routine.
+    eng = Engine({"model_enabled": False})
+    eng.process_batch(_copy(week["login"], T0) + _copy(week["token"], T0 + 60.0))
+    sev = _severities(eng.process_batch(_weekly(week, T0 + WEEK + DAY)))
+    assert sev == {
+        "token-privilege-escalation": "low",
+        "orphan-token": "medium",
+        "policy-change": "low",
+        "secrets-engine-change": "low",
+    }
+    # Critical facts are never part of a warm-up: the engine leaves rules without a habit alone.
+    assert Engine().cfg.rules_warmup_hours == 168.0
+
+
+def test_warmup_state_survives_a_snapshot(week: dict[str, list[AuditEvent]]) -> None:
+    eng = Engine({"model_enabled": False, "behaviour_enabled": False})
+    eng.process_batch(_weekly(week, T0))
+    twin = Engine({"model_enabled": False, "behaviour_enabled": False})
+    twin.restore(eng.snapshot())
+    # Still inside the warm-up (its start survived), then past it with the habit kept.
+    assert set(_severities(twin.process_batch(_weekly(week, T0 + 2 * DAY))).values()) == {"low"}
+    past = _by_detector(twin.process_batch(_weekly(week, T0 + WEEK + DAY)))
+    assert {a.labels.get("habitual") for a in past.values()} == {"true"}
+
+
+def _one_offs(
+    eng: Engine, steps: dict[str, list[AuditEvent]], ts: float, ip: str | None = None
+) -> dict[str, Alert]:
+    out: dict[str, Alert] = {}
+    for i, name in enumerate(("login", "mount_new", "auth_new", "policy_new")):
+        for a in eng.process_batch(_copy(steps[name], ts + 60.0 * i, ip)):
+            if a.detector != "behaviour-risk":
+                out[f"{name}:{a.detector}"] = a
+    return out
+
+
+def test_an_administrator_by_behaviour_makes_routine_changes_at_low(
+    week: dict[str, list[AuditEvent]],
+) -> None:
+    """Regression (eval: a planned KV mount for a team, enabled and tuned by the security admin
+    who edits policies and mints agent tokens every week, raised a medium in every organisation).
+
+    An identity that does admin work habitually is an administrator by behaviour: its routine
+    configuration (a secrets engine enabled or tuned, a policy it does not hold written) is low
+    even the first time; a new auth method (a new way in), a new network, or an identity with no
+    admin habit keep the normal severity."""
+    eng = Engine(_NO_WARMUP)
+    _run_weeks(eng, week, 3)
+    found = _one_offs(eng, week, T0 + 3 * WEEK)
+    mount = found["mount_new:secrets-engine-change"]
+    assert mount.severity == "low" and mount.labels.get("habitual") == "admin", mount
+    assert "(routine admin work)" in mount.title and mount.labels["normal_severity"] == "medium"
+    assert mount.explanation[0].observed.startswith("an administrator by behaviour: admin work done on 3")
+    assert found["auth_new:auth-method-change"].severity == "medium"
+    assert found["policy_new:policy-change"].severity == "low"
+    # The same one-offs from a network the administrator never used: normal severity.
+    other = _one_offs(eng, week, T0 + 3 * WEEK + DAY, ip="198.51.100.30")
+    assert other["mount_new:secrets-engine-change"].severity == "medium"
+    assert other["policy_new:policy-change"].severity == "medium"
+    # An identity with no admin habit (a fresh engine: nothing done before) is judged as before.
+    fresh = _one_offs(Engine(_NO_WARMUP), week, T0)
+    assert fresh["mount_new:secrets-engine-change"].severity == "medium"
+    assert fresh["policy_new:policy-change"].severity == "high"
 
 
 def test_same_day_repeats_are_one_day() -> None:

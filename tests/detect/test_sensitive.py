@@ -272,7 +272,12 @@ def test_roles_inferred_from_behaviour(rec: Recorded, layout: str) -> None:
     # Never from one event: on day one nothing is inferred, so nothing is judged.
     early = habit(rec, layout, 1) + [rec(layout, "fresh", "write:runtime:jwt-key", T0 + 20 * HOUR)]
     assert feed(det, early) == []
-    assert feed(det, habit(rec, layout, 2, start=T0 + DAY)) == []  # habitual reads stay quiet
+    assert feed(det, habit(rec, layout, 3, start=T0 + DAY)) == []  # habitual reads stay quiet
+    assert feed(det, habit(rec, layout, 4, start=T0 + 4 * DAY)) == []
+    # Nor before a week: a weekly habit (an on-call shift's read) must have had the chance to show.
+    young = AccessModelDetector()
+    assert feed(young, habit(rec, layout, 4)) == []
+    assert feed(young, [rec(layout, "dev1", "read:runtime:jwt-key", T0 + 4 * DAY)]) == []
     cases = {
         ("svc1", "write:runtime:jwt-key"): ("runtime", "reads only"),
         ("svc2", "read:build:registry-token"): ("runtime", "reads only"),
@@ -280,7 +285,7 @@ def test_roles_inferred_from_behaviour(rec: Recorded, layout: str) -> None:
         ("dev1", "read:runtime:jwt-key"): ("developer", "never touched a protected path"),
     }
     for (who, action), (role, basis) in cases.items():
-        found = feed(det, [rec(layout, who, action, T0 + 4 * DAY)])
+        found = feed(det, [rec(layout, who, action, T0 + 9 * DAY)])
         assert len(found) == 1, (who, action)
         f = found[0]
         assert f.labels == {"role": role, "operation": f.labels["operation"], "role_source": "behaviour"}
@@ -290,14 +295,14 @@ def test_roles_inferred_from_behaviour(rec: Recorded, layout: str) -> None:
         ].baseline
         assert f"{role}-like identity" in f.title
     # The same habitual reads, after inference: still quiet (the role never makes habit alert).
-    assert feed(det, habit(rec, layout, 1, start=T0 + 5 * DAY)) == []
+    assert feed(det, habit(rec, layout, 1, start=T0 + 10 * DAY)) == []
     # The rotator wrote protected secrets while learning: no role, nothing judged.
-    assert feed(det, [rec(layout, "rot1", "read:build:registry-token", T0 + 6 * DAY)]) == []
+    assert feed(det, [rec(layout, "rot1", "read:build:registry-token", T0 + 11 * DAY)]) == []
     # State is plain data and round-trips.
     again = AccessModelDetector()
     again.load(json.loads(json.dumps(det.state())))
-    assert [f.title for f in feed(again, [rec(layout, "ci1", "read:runtime:jwt-key", T0 + 7 * DAY)])] == [
-        f.title for f in feed(det, [rec(layout, "ci1", "read:runtime:jwt-key", T0 + 7 * DAY)])
+    assert [f.title for f in feed(again, [rec(layout, "ci1", "read:runtime:jwt-key", T0 + 12 * DAY)])] == [
+        f.title for f in feed(det, [rec(layout, "ci1", "read:runtime:jwt-key", T0 + 12 * DAY)])
     ]
 
 
@@ -305,10 +310,10 @@ def test_roles_inferred_from_behaviour(rec: Recorded, layout: str) -> None:
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_sensitive_first_access_on_protected_areas(rec: Recorded, layout: str) -> None:
     det = SensitiveFirstAccess()
-    assert feed(det, habit(rec, layout, 3)) == []
+    assert feed(det, habit(rec, layout, 8)) == []
     mount, path, _ = _secret(layout, "runtime", "jwt-key")
     area = area_of_path(f"{mount}/{path}")
-    found = feed(det, after(rec, layout, 3, ("ci1", "read:runtime:jwt-key")))
+    found = feed(det, after(rec, layout, 8, ("ci1", "read:runtime:jwt-key")))
     assert len(found) == 1
     f = found[0]
     assert f.detector == "sensitive-first-access" and f.severity == "high" and f.alerting
@@ -320,20 +325,20 @@ def test_sensitive_first_access_on_protected_areas(rec: Recorded, layout: str) -
     assert f.labels["protected"] == "true" and f.event_ids
     assert CANARY_SECRET not in msgspec.json.encode(f).decode()
     # Each deviation: runtime -> build, developer -> runtime (denied by Vault: medium).
-    assert [x.severity for x in feed(det, after(rec, layout, 3, ("svc1", "read:build:registry-token")))] == [
+    assert [x.severity for x in feed(det, after(rec, layout, 8, ("svc1", "read:build:registry-token")))] == [
         "high"
     ]
-    assert [x.severity for x in feed(det, after(rec, layout, 3, ("nobody", "read:runtime:api-key")))] == [
+    assert [x.severity for x in feed(det, after(rec, layout, 8, ("nobody", "read:runtime:api-key")))] == [
         "medium"
     ]
     # Once alerted, the same identity's next read of the area is not a first any more.
-    assert feed(det, after(rec, layout, 3, ("ci1", "read:runtime:api-key"))) == []
+    assert feed(det, after(rec, layout, 8, ("ci1", "read:runtime:api-key"))) == []
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_sensitive_first_access_stays_quiet_on_benign_firsts(rec: Recorded, layout: str) -> None:
     det = SensitiveFirstAccess()
-    feed(det, habit(rec, layout, 3))
+    feed(det, habit(rec, layout, 8))
     quiet = after(
         rec,
         layout,
@@ -345,11 +350,14 @@ def test_sensitive_first_access_stays_quiet_on_benign_firsts(rec: Recorded, layo
         ("fresh", "read:runtime:jwt-key"),
     )
     assert feed(det, quiet) == []
-    # Before the stream holds a day of history, everything is a first and nothing alerts.
+    # Before the stream holds a week of history, everything is a first and nothing alerts (a
+    # weekly habit, an on-call shift's read, must have had the chance to show).
     cold = SensitiveFirstAccess()
     assert (
         feed(cold, habit(rec, layout, 1)[:10] + after(rec, layout, 0, ("ci1", "read:runtime:jwt-key"))) == []
     )
+    week = SensitiveFirstAccess()
+    assert feed(week, habit(rec, layout, 5) + after(rec, layout, 5, ("ci1", "read:runtime:jwt-key"))) == []
 
 
 @pytest.mark.parametrize("layout", ["shared", "kv1"])
@@ -377,8 +385,8 @@ def test_sensitive_first_access_on_areas_one_group_reads(rec: Recorded, layout: 
 
 
 def test_sensitive_state_round_trips_mid_stream(rec: Recorded) -> None:
-    events = habit(rec, "shared", 3) + after(
-        rec, "shared", 3, ("ci1", "read:runtime:jwt-key"), ("svc2", "read:build:registry-token")
+    events = habit(rec, "shared", 8) + after(
+        rec, "shared", 8, ("ci1", "read:runtime:jwt-key"), ("svc2", "read:build:registry-token")
     )
     whole = [f.dedup_key for f in feed(SensitiveFirstAccess(), events)]
     assert len(whole) == 2

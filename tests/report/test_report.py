@@ -9,6 +9,7 @@ the Parquet files (pandas) and the SQLite tables (SQL), not through vaultwatch's
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -37,7 +38,9 @@ from vaultwatch.report import (
     previous_period,
     report_outbox_entries,
 )
+from vaultwatch.report.charts import charts
 from vaultwatch.report.data import config_changes, content_hash, status_at
+from vaultwatch.report.render_pdf import render_pdf
 from vaultwatch.service.reports import metadata_ages, render_scheduled
 from vaultwatch.settings import ArchiveConfig, Settings, StoreConfig
 
@@ -527,3 +530,65 @@ def test_kv_metadata_ages_from_a_real_openbao(
         assert metadata_ages(settings(canary), default_policy(), now) is None
     assert "KV metadata ages not included" in caplog.text
     assert canary not in caplog.text
+
+
+# -- PDF layout -------------------------------------------------------------------------------------
+def _pdf_pages_text(pdf: Path) -> list[list[str]]:
+    """Each page's lines of text as pdftotext reads them, without the running title and footer."""
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    count = int(re.search(r"Pages:\s+(\d+)", info).group(1))  # type: ignore[union-attr]
+    pages = []
+    for p in range(1, count + 1):
+        text = subprocess.run(
+            ["pdftotext", "-layout", "-f", str(p), "-l", str(p), str(pdf), "-"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()][1:]  # the running title
+        pages.append(
+            [ln for ln in lines if not ln.startswith("sha256 ") and not re.fullmatch(r"page \d+", ln)]
+        )
+    return pages
+
+
+def test_pdf_never_strands_a_heading_at_a_page_foot(rendered: Rendered, tmp_path: Path) -> None:
+    """A heading always shares its page with what follows it. Checked on the PDF's own text
+    (pdftotext): no page's last line is a heading; and over tables of many lengths, which move
+    every heading through every position on the page."""
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (Debian package poppler-utils) is not installed")
+    pngs = charts(rendered.data)
+    rows = rendered.data["access"]["top_identities"]
+    assert rows
+    for extra in range(0, 40, 5):
+        data = copy.deepcopy(rendered.data)
+        data["access"]["top_identities"] = (rows * 40)[: len(rows) + extra]
+        layout: list[tuple[int, str, str]] = []
+        pdf = tmp_path / f"r{extra}.pdf"
+        pdf.write_bytes(render_pdf(data, pngs, layout=layout))
+        headings = {text for _, kind, text in layout if kind == "heading"}
+        assert {"Summary", "Alerts", "Sign-off"} <= headings
+        for number, lines in enumerate(_pdf_pages_text(pdf), start=1):
+            assert lines, f"page {number} is empty"
+            assert lines[-1] not in headings, f"{extra} extra rows: heading {lines[-1]!r} ends page {number}"
+            last = [kind for page, kind, _ in layout if page == number]
+            assert last and last[-1] == "block", (extra, number)
+
+
+def test_pdf_content_stays_clear_of_the_footer(rendered: Rendered, tmp_path: Path) -> None:
+    """Rendered to PNG: the band between the last line of content and the footer is blank on every page."""
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("pdftoppm (Debian package poppler-utils) is not installed")
+    from PIL import Image
+
+    dpi = 60
+    subprocess.run(["pdftoppm", "-r", str(dpi), "-png", str(rendered.pdf), str(tmp_path / "p")], check=True)
+    pages = sorted(tmp_path.glob("p-*.png"))
+    assert len(pages) >= 4
+    for page in pages:
+        with Image.open(page) as im:
+            pixels = np.asarray(im.convert("L"), dtype=float)
+        height = pixels.shape[0]
+        band = pixels[height - int(0.85 * dpi) : height - int(0.45 * dpi)]
+        assert (band < 200).sum() == 0, f"{page.name}: something drawn over the footer's margin"

@@ -228,12 +228,12 @@ def test_queue_puts_the_worst_first_and_folds_setup(page: Any, ui_seed: Seed) ->
     ranks = [(severity_rank(by_id[i].severity), by_id[i].score) for i in ids]
     assert ranks == sorted(ranks, reverse=True)
     assert page.locator("#queue-summary .tally").count() == 5
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / "queue.png"), full_page=False)
     group = page.locator("tr.group-row details.group-members")
     if group.count():
         group.first.locator("summary").click()
         assert group.first.locator("a[data-member-id]").first.is_visible()
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "queue.png"), full_page=False)
 
 
 def test_alert_page_collapses_raw_entries(page: Any, ui_seed: Seed) -> None:

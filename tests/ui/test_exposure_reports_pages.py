@@ -201,7 +201,8 @@ def test_entity_names_on_identity_alert_and_exposure_pages_and_token_form(
         entities = [k for k in engine.identities() if k.startswith("entity:")]
         assert entities
         labels = {k: enricher.get(k.removeprefix("entity:")).label for k in entities}
-        assert all(f'{k}</a> <span class="entity-name">{labels[k]}</span>' in page for k in entities), labels
+        assert all(f'<span class="entity-name">{labels[k]}</span>' in page for k in entities), labels
+        assert all(f'<span class="mono muted small">{k}</span>' in page for k in entities)
         one = entities[0]
         detail = html.unescape(client.get(f"/ui/identities/{one}").text)
         assert labels[one] in detail

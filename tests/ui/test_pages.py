@@ -6,6 +6,7 @@ import html
 import re
 import time
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -79,7 +80,8 @@ def test_queue_lists_the_seeded_alerts_with_severity_and_filters_in_the_url(
     csrf = login(client)
     page = client.get("/ui/alerts?status=any").text
     assert f'<meta name="csrf-token" content="{csrf}">' in page
-    shown = set(re.findall(r'data-alert-id="([^"]+)"', page))
+    # Rows, and the members of a folded "initial configuration" group.
+    shown = set(re.findall(r'data-(?:alert|member)-id="([^"]+)"', page))
     assert shown == {a.id for a in ui_seed.alerts[:50]} | shown  # every row is a seeded alert
     assert shown <= {a.id for a in ui_seed.alerts}
     assert len(shown) == min(50, len(ui_seed.alerts))
@@ -112,7 +114,7 @@ def test_alert_page_shows_actual_vs_typical_timeline_and_raw_entries(
     # The timeline comes from the archive: the identity's events around the alert, its own highlighted.
     assert page.count('<tr class="in-alert">') >= 1
     assert '<svg class="timeline"' in page
-    raw = re.findall(r"<details><summary", page)
+    raw = re.findall(r'<details class="raw-entry"><summary', page)
     assert len(raw) >= 1
     assert f'"request_id": "{a.event_ids[0]}"' in page or any(
         f'"request_id": "{e}"' in page for e in a.event_ids
@@ -204,7 +206,8 @@ def test_identity_page_draws_the_hour_of_week_heatmap(client: httpx.Client, ui_s
     key = a.identity.key
     summary = ui_seed.engine.identity_summary(key)
     assert summary, "the alert's identity has no baseline"
-    page = client.get(f"/ui/identities/{key}").text
+    page = client.get(f"/ui/identities/{quote(key, safe=':/')}").text  # keys may hold '#'
+
     cells = re.findall(r'<rect class="cell" data-value="([0-9.]+)"[^>]* fill="(#[0-9a-f]{6})"', page)
     assert len(cells) == 168
     assert any(float(v) > 0 and fill != "#eef1f5" for v, fill in cells)

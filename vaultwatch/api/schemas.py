@@ -53,7 +53,9 @@ __all__ = [
     "iso",
     "DATETIME_MIN",
     "DATETIME_MAX",
+    "SILENCE_END_MAX",
     "UtcDatetime",
+    "SilenceEnd",
     "bounded_utc",
     "utc_of_epoch",
 ]
@@ -65,33 +67,46 @@ Status = Literal["open", "acknowledged", "resolved", "false_positive", "suppress
 
 
 #: Every datetime the API accepts (query parameter or body field) lies in this window, UTC.
-#: Wide enough for any audit log and any "forever" silence; narrow enough that every value can
-#: be converted to UTC, to an epoch, to a pandas/Arrow timestamp and back, and be widened by the
-#: routes' windows (a day, an hour) without leaving the calendar.
+#: Wide enough for any audit log and any "forever"; narrow enough that every value can be
+#: converted to UTC, to an epoch, to an Arrow timestamp and back, and be widened by the routes'
+#: windows (a day, an hour) or shifted by any offset without leaving the calendar.
 DATETIME_MIN: Final = datetime(1970, 1, 1, tzinfo=UTC)
-DATETIME_MAX: Final = datetime(2200, 1, 1, tzinfo=UTC)
-_RANGE_TEXT: Final = "between 1970-01-01T00:00:00Z and 2200-01-01T00:00:00Z"
+DATETIME_MAX: Final = datetime(9000, 1, 1, tzinfo=UTC)
+#: The end of a silence: the same window (kept as a name of its own for its documentation).
+SILENCE_END_MAX: Final = DATETIME_MAX
 
 
-def bounded_utc(value: datetime, name: str = "datetime") -> datetime:
-    """``value`` in UTC (naive means UTC); ``ValueError`` naming the window when outside it.
+def _window_text(high: datetime) -> str:
+    return f"between 1970-01-01T00:00:00Z and {high.year:04d}-01-01T00:00:00Z"
+
+
+_RANGE_TEXT: Final = _window_text(DATETIME_MAX)
+
+
+def bounded_utc(value: datetime, name: str = "datetime", *, high: datetime = DATETIME_MAX) -> datetime:
+    """``value`` in UTC (naive means UTC); ``ValueError`` naming the window when outside
+    ``DATETIME_MIN`` (inclusive) .. ``high`` (exclusive).
 
     The calendar's edges (year 1, year 9999 with an offset) are refused here, before any
     conversion that could overflow.
     """
     aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     try:
-        inside = DATETIME_MIN <= aware < DATETIME_MAX
+        inside = DATETIME_MIN <= aware < high
         utc = aware.astimezone(UTC) if inside else None
     except (OverflowError, ValueError):
         utc = None
     if utc is None:
-        raise ValueError(f"{name} must be {_RANGE_TEXT}")
+        raise ValueError(f"{name} must be {_window_text(high)}")
     return utc
 
 
 def _bounded(value: datetime) -> datetime:
     return bounded_utc(value, "the date and time")
+
+
+def _bounded_end(value: datetime) -> datetime:
+    return bounded_utc(value, "the end", high=SILENCE_END_MAX)
 
 
 #: A datetime parameter or field: RFC 3339, naive means UTC, within ``DATETIME_MIN``..``DATETIME_MAX``
@@ -100,6 +115,12 @@ UtcDatetime = Annotated[
     datetime,
     AfterValidator(_bounded),
     Field(description=f"RFC 3339 date and time (no offset means UTC), {_RANGE_TEXT}"),
+]
+#: The end of a silence: like :data:`UtcDatetime`, up to ``SILENCE_END_MAX``.
+SilenceEnd = Annotated[
+    datetime,
+    AfterValidator(_bounded_end),
+    Field(description=f"RFC 3339 date and time (no offset means UTC), {_window_text(SILENCE_END_MAX)}"),
 ]
 
 
@@ -276,7 +297,7 @@ class MatcherIn(_Body):
 class SilenceCreate(_Body):
     matchers: list[MatcherIn] = Field(min_length=1, max_length=20)
     starts_at: UtcDatetime | None = Field(default=None, description=f"default: now; {_RANGE_TEXT}")
-    ends_at: UtcDatetime = Field(description=f"after starts_at; {_RANGE_TEXT}")
+    ends_at: SilenceEnd = Field(description=f"after starts_at; {_window_text(SILENCE_END_MAX)}")
     comment: str = Field(default="", max_length=2000)
 
 

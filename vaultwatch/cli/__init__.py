@@ -35,7 +35,12 @@ VERBS: dict[str, tuple[str, str]] = {
     ),
     "exposure": ("exposure", "exposure scope of a secret path or a token, from the event archive"),
     "inspect": ("inspect", "parse audit logs and summarise events, identities and parse failures"),
+    "quarantine": ("quarantine", "list, show, requeue or discard quarantined audit lines (encrypted)"),
     "config": ("config", "validate a configuration file and print the effective settings, secrets redacted"),
+    "access-model": (
+        "access_model",
+        "propose a starting access model (roles, protected paths, rotation) from Vault and/or logs",
+    ),
 }
 
 

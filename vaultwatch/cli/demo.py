@@ -281,7 +281,7 @@ def _alert_table(alerts: list[Any], limit: int = 20, width: int = 120) -> Any:
     # One line per alert, so the newest stay on screen; the reason gives way first, and on a
     # narrow terminal the time and count columns go.
     wide = width >= 110
-    cols = {"last seen": 8, "severity": 8, "detector": 22, "identity": 16, "why": 16, "count": 5}
+    cols = {"last seen": 11, "severity": 8, "detector": 22, "identity": 16, "why": 16, "count": 6}
     if not wide:
         cols = {k: v for k, v in cols.items() if k not in ("last seen", "count")}
     fixed = sum(v for k, v in cols.items() if k != "why") + 3 * len(cols)
@@ -295,7 +295,8 @@ def _alert_table(alerts: list[Any], limit: int = 20, width: int = 120) -> Any:
         who = escape(a.identity.display_name or a.identity.key)
         detector = f"[bold]{a.detector}[/bold]" if a.detector in BEHAVIOUR_DETECTORS else a.detector
         row = [sev, detector, who, escape(reason_of(a))]
-        t.add_row(*([a.last_seen[11:19], *row, str(a.count)] if wide else row))
+        when = a.last_seen[5:16].replace("T", " ")  # MM-DD HH:MM: the history's alerts are days old
+        t.add_row(*([when, *row, str(a.count)] if wide else row))
     return t
 
 
@@ -332,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
     """Start the stack, drive the scenario, show alerts live, shut everything down."""
     from rich.markup import escape
 
-    from ..demo.stack import DemoStack, DemoTraffic, TrafficProgress
+    from ..demo.stack import DemoStack, DemoTraffic, TrafficProgress, port_free
     from .console import console as make_console
 
     if args.history_days < 0 or args.live_seconds < 0:
@@ -342,6 +343,9 @@ def run(args: argparse.Namespace) -> int:
         # Its store holds the last run's alerts and engine checkpoints, which would shadow this
         # run's (the new broker starts its offsets at zero again).
         log.error("%s holds a previous demo run; give --keep a new directory", args.keep)
+        return 2
+    if args.port and not port_free("127.0.0.1", args.port):
+        log.error("port %d is in use: pass --port with another port, or --port 0 for any free one", args.port)
         return 2
     exit_after = args.exit_after_traffic or (args.json and not args.duration)
     if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
@@ -469,7 +473,8 @@ def _watch(
                         who = escape(a.identity.display_name or a.identity.key)
                         out.print(
                             f"ALERT {a.severity:<8} {a.detector:<26} {who:<24} {escape(a.title)}"
-                            f" [dim]- {escape(reason_of(a))}[/dim]"
+                            f" [dim]- {escape(reason_of(a))}[/dim]",
+                            soft_wrap=True,  # one line per alert, for whoever reads the log
                         )
             seen.update((a.id, a.count) for a in alerts)
             if duration and time.monotonic() - t0 >= duration:

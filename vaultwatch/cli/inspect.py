@@ -9,6 +9,8 @@ from collections import Counter, OrderedDict
 from typing import Final
 
 from detect.config import DetectConfig
+from detect.drift import DriftWatch
+from detect.policy import PolicyError
 from ingest.dedup import Deduplicator
 from ingest.errors import SourceError
 from ingest.event import AuditEvent
@@ -19,6 +21,8 @@ from ingest.sources.file import FileSource
 from ingest.sources.stdin import StdinSource
 
 from ..service.summary import Summary
+from ..settings import load_policy
+from .access_model import print_drift
 
 #: How long a request entry waits for its response before it stands alone (the engine's default).
 REQUEST_WAIT_SECONDS: Final = DetectConfig().request_wait_seconds
@@ -40,6 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="audit log files or directories ('-' for stdin)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quarantine", metavar="FILE", help="write unparseable lines to FILE (JSON lines)")
+    p.add_argument(
+        "--quarantine-key-file",
+        metavar="PATH",
+        help="the key encrypting the quarantine (default: $VAULTWATCH_QUARANTINE_KEY_FILE, "
+        "else ~/.config/vaultwatch/quarantine.key, created on first use)",
+    )
     p.add_argument("--prefix", help="the audit device's `prefix` option, if one is set")
     p.add_argument(
         "--max-line-bytes",
@@ -48,6 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"longer lines are quarantined as too_large (default {DEFAULT_MAX_LINE_BYTES})",
     )
     p.add_argument("--top", type=int, default=15, help="how many identities to list (default 15)")
+    p.add_argument(
+        "--policy",
+        metavar="TOML",
+        help="access model whose protected and rotation globs are checked against the logs "
+        "(default: the packaged one)",
+    )
 
 
 def summarise(
@@ -57,6 +73,7 @@ def summarise(
     summary: Summary | None = None,
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    drift: DriftWatch | None = None,
 ) -> Summary:
     """Read every entry of ``paths`` (files, ``.gz``, directories, ``-`` for stdin) into a
     :class:`Summary` through the ingest pipeline; what fails to parse goes to ``quarantine``.
@@ -77,6 +94,8 @@ def summarise(
         for ev in iter_events(source, parser=parser, quarantine=quarantine, dedup=dedup):
             summary.add_event(ev)
             attribution.add(ev)
+            if drift is not None:
+                drift.observe(ev)
     attribution.close()
     summary.identities = attribution.entries
     summary.identity_kinds = attribution.kinds
@@ -147,10 +166,19 @@ def run(args: argparse.Namespace) -> int:
     from .console import console
 
     parser = Parser(prefix=args.prefix, max_line_bytes=args.max_line_bytes)
-    quarantine: Quarantine = FileQuarantine(args.quarantine) if args.quarantine else MemoryQuarantine()
+    quarantine: Quarantine = (
+        FileQuarantine(args.quarantine, key_file=args.quarantine_key_file)
+        if args.quarantine
+        else MemoryQuarantine()
+    )
     err = console(stderr=True)
     try:
-        summary = summarise(args.paths, parser, quarantine, max_line_bytes=args.max_line_bytes)
+        drift = DriftWatch(load_policy(args.policy))
+    except PolicyError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 2
+    try:
+        summary = summarise(args.paths, parser, quarantine, max_line_bytes=args.max_line_bytes, drift=drift)
     except SourceError as exc:
         err.print(f"[red]error:[/red] {exc}")
         return 2
@@ -159,11 +187,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     finally:
         quarantine.close()
+    report = drift.report()
     if args.json:
-        json.dump(summary.to_dict(top=args.top), sys.stdout, indent=2)
+        json.dump(
+            {**summary.to_dict(top=args.top), "access_model_drift": report.to_dict()}, sys.stdout, indent=2
+        )
         sys.stdout.write("\n")
     else:
         summary.render(console(), top=args.top)
+        print_drift(err, report.to_dict())
         if summary.failures and not args.quarantine:
             err.print("[yellow]note:[/yellow] pass --quarantine FILE to keep the lines that failed to parse")
     return 0

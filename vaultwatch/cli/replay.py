@@ -21,13 +21,19 @@ from typing import Any
 import msgspec
 
 from detect.alert import Alert
+from detect.drift import DriftWatch
 from detect.engine import Engine
+from detect.policy import PolicyError
+from detect.rules import default_rules
 from ingest.event import AuditEvent
 from ingest.parse import Parser
 from ingest.quarantine import FileQuarantine, MemoryQuarantine, Quarantine
 
 from ..service.archive import EventArchive
+from ..service.atomic import atomic_writer, leftover
 from ..service.replay import deliver, replay
+from ..settings import load_policy
+from .access_model import print_drift
 
 HELP = "process recorded audit logs in event-time order and write every alert as JSON lines"
 DESCRIPTION = """\
@@ -56,8 +62,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="audit log files (plain or .gz)")
     p.add_argument("--alerts-out", required=True, metavar="PATH", help="write alerts here (JSON lines)")
     p.add_argument("--quarantine", metavar="PATH", help="write unparseable lines to PATH (JSON lines, 0600)")
+    p.add_argument(
+        "--quarantine-key-file",
+        metavar="PATH",
+        help="the key encrypting the quarantine (default: $VAULTWATCH_QUARANTINE_KEY_FILE, "
+        "else ~/.config/vaultwatch/quarantine.key, created on first use)",
+    )
     p.add_argument("--config", metavar="JSON", help="detection settings as a JSON file (see detect.config)")
     p.add_argument("--seed", type=int, default=0, help="model seed (default 0)")
+    p.add_argument(
+        "--policy",
+        metavar="TOML",
+        help="access model and rotation schedule (default: the packaged one; "
+        "`vaultwatch access-model suggest` writes a starting file)",
+    )
     p.add_argument("--prefix", help="the audit device's `prefix` option, if one is set")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
@@ -98,14 +116,26 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         config = _load_config(args.config)
-        engine = Engine(config, seed=args.seed)
+        drift = DriftWatch(load_policy(args.policy))
+        engine = Engine(
+            {**(config or {}), "policy": drift.policy},
+            seed=args.seed,
+            detectors=[*default_rules({**(config or {}), "policy": drift.policy}), drift],
+        )
+    except PolicyError as exc:
+        print(f"vaultwatch replay: bad --policy: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     except (OSError, ValueError) as exc:
         print(f"vaultwatch replay: bad --config: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     archive = _open_archive(args.archive) if args.archive else None
     if archive is not None:
         engine = _Archiving(config, seed=args.seed, archive=archive)
-    quarantine: Quarantine = FileQuarantine(args.quarantine) if args.quarantine else MemoryQuarantine()
+    quarantine: Quarantine = (
+        FileQuarantine(args.quarantine, key_file=args.quarantine_key_file)
+        if args.quarantine
+        else MemoryQuarantine()
+    )
     parser = Parser(prefix=args.prefix)
     total = sum(f.stat().st_size for f in files)
     show = not args.no_progress and total >= _PROGRESS_BYTES and sys.stderr.isatty()
@@ -135,12 +165,25 @@ def run(args: argparse.Namespace) -> int:
         if archive is not None:
             archive.close()
     out = Path(args.alerts_out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    interrupted = leftover(out)
+    if interrupted is not None:
+        print(  # noqa: T201
+            f"vaultwatch replay: the last run writing {out} was interrupted ({interrupted} was left "
+            f"behind); {out} is written again now",
+            file=sys.stderr,
+        )
     enc = msgspec.json.Encoder()
-    with open(out, "wb") as f:
+    # Whole or absent: written to <out>.partial and renamed, never a file that looks complete.
+    with atomic_writer(out) as f:
         for a in result.alerts:
             f.write(enc.encode(a.to_dict()) + b"\n")
     summary = result.summary()
+    report = drift.report()
+    summary["access_model_drift"] = report.to_dict()
+    for line in report.lines():
+        log.warning("%s", line)
+    if interrupted is not None:
+        summary["previous_run_interrupted"] = True
     if args.store:
         try:
             _store(args.store, result.alerts, engine)
@@ -154,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
             summary["delivery"] = deliver(result.alerts, args.deliver)
         except Exception as exc:  # noqa: BLE001 - configuration or store problems, in one line
             print(f"vaultwatch replay: delivery failed: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
+            if "no [routes]" in str(exc):
+                hint = "hint: to keep the alerts without sending them, use --store URL instead of --deliver"
+                print(hint, file=sys.stderr)  # noqa: T201
             return 1
     if args.json:
         print(json.dumps(summary, indent=2))  # noqa: T201
@@ -185,6 +231,7 @@ def _print_summary(s: dict[str, Any], out: Path) -> None:
         t.add_row("deliveries", ", ".join(f"{k} {v}" for k, v in s["delivery"].items()) or "none")
     t.add_row("seconds", str(s["seconds"]))
     console.print(t)
+    print_drift(console, s.get("access_model_drift"))
 
 
 # -- --archive and --store ------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 
 HELP = "render an audit review report (HTML and PDF) for a period"
 DESCRIPTION = """\
@@ -25,6 +26,13 @@ examples:
 """
 
 log = logging.getLogger(__name__)
+
+#: How to get an event archive, when there is none where the report looks.
+NO_ARCHIVE_HINT = (
+    "a report reads an event archive: the one `vaultwatch run` writes ([archive] enabled = true), or "
+    "one made from recorded audit logs with `vaultwatch replay FILE... --alerts-out alerts.jsonl "
+    "--archive DIR --store URL`; then pass --archive DIR and --store URL (or --no-store)"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,6 +79,8 @@ def _when(value: str) -> datetime:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from alerts.errors import StoreError
     from detect.policy import PolicyError
 
@@ -123,7 +133,10 @@ def run(args: argparse.Namespace) -> int:
     store = None if args.no_store else (args.store or (settings.store.url if settings else None))
     policy = None
     if args.notify and not store:
-        err.print("[red]error:[/red] --notify needs the alert store (its outbox)")
+        err.print(
+            "[red]error:[/red] --notify needs the alert store (its outbox): pass --store URL, or --config "
+            "with a [store] section, and drop --no-store"
+        )
         return 2
     try:
         if settings is not None and settings.detect.policy_file:
@@ -147,7 +160,14 @@ def run(args: argparse.Namespace) -> int:
             options=options,
         )
     except (ReportError, StoreError, PolicyError, FileNotFoundError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        if not Path(archive or "var/archive").is_dir():
+            err.print(f"[dim]hint:[/dim] {escape(NO_ARCHIVE_HINT)}")
+        elif isinstance(exc, StoreError) and "no alert store" in str(exc):
+            err.print(
+                "[dim]hint:[/dim] pass --store with the URL `vaultwatch run` or `vaultwatch replay --store` "
+                "wrote to, or --no-store for a report without alerts"
+            )
         return 2
     if args.notify and store:
         base_url = args.base_url or (settings.api.public_base_url if settings else None)

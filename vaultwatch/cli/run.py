@@ -50,7 +50,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..service.metrics import Metrics
     from ..service.ops import BackgroundServer, ops_app
-    from ..service.wiring import build_delivery, build_worker, periodic_tasks, vault_client
+    from ..service.wiring import (
+        build_delivery,
+        build_worker,
+        drift_task,
+        periodic_tasks,
+        start_capability_refresh,
+        vault_client,
+    )
     from ..settings import ConfigError, load_settings
     from .console import console
 
@@ -98,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
                 f"[yellow]warning:[/yellow] Vault unavailable, rotation scans off: {type(exc).__name__}"
             )
     worker.tasks = periodic_tasks(settings, worker, metrics=metrics, vault=vault)
+    worker.tasks.append(drift_task(worker, metrics))
+    refresher = start_capability_refresh(worker, vault)
     server = None
     port = args.ops_port or settings.metrics.port
     if port:
@@ -114,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"[red]worker stopped on an error:[/red] {type(exc).__name__}: {exc}")
         return 1
     finally:
+        if refresher is not None:
+            refresher.close()
         if vault is not None:
             vault.close()
         if delivery is not None:

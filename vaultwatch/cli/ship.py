@@ -121,6 +121,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     qq = q.add_mutually_exclusive_group()
     qq.add_argument("--quarantine", metavar="FILE", help="write unparseable lines to FILE (mode 0600)")
     qq.add_argument(
+        "--quarantine-key-file",
+        metavar="PATH",
+        help="the key encrypting the quarantine (default: $VAULTWATCH_QUARANTINE_KEY_FILE, "
+        "else ~/.config/vaultwatch/quarantine.key, created on first use)",
+    )
+    qq.add_argument(
         "--dlq",
         action="store_true",
         help="produce unparseable lines to <topic>.dlq with the reason in headers (the default)",
@@ -262,7 +268,7 @@ def _open_quarantine(
     args: argparse.Namespace, kafka: KafkaSettings, settings: ProducerSettings
 ) -> Quarantine:
     if args.quarantine:
-        return FileQuarantine(args.quarantine)
+        return FileQuarantine(args.quarantine, key_file=args.quarantine_key_file)
     from ingest.sources.kafka import DeadLetterQueue, dlq_topic
 
     # Its own producer, so that it can replace it if it ever fails for good.

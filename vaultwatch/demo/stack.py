@@ -15,10 +15,23 @@ of this process, and the API served by uvicorn. :class:`DemoStack` starts and st
 right order (the socket listener before OpenBao, which refuses to start when its socket audit
 device cannot connect; OpenBao before the listener on the way down).
 
-:class:`DemoTraffic` drives :class:`vaultwatch.demo.traffic.Traffic`'s organisation on the real clock:
-a few simulated days of services, CI pipelines, rotations and people, as fast as the server
-answers, then a few attacks. Its progress (setup, warm-up, attacks) is readable from another
+:class:`DemoTraffic` gives :class:`vaultwatch.demo.traffic.Traffic`'s organisation a past: its
+setup and a week or so of its ordinary work run against the demo's own OpenBao as fast as it
+answers, and the file audit device's entries are moved onto the past days (a slow exfiltration
+among them). The shipper drops the socket device's real-clock copy of those entries and ships the
+rewritten history first (:class:`_HistoryFirst`), so the worker learns its baselines before any
+live entry arrives. Then live traffic runs on the real clock, at night in the organisation's
+time, with attacks one by one. Its progress (setup, history, live) is readable from another
 thread, for the demo's progress bar.
+
+The history is generated afresh on each run, not cached: identities are keyed by the entity ids
+of the server that wrote them, and the dev server starts empty each time, so another run's
+history would describe identities this server does not have. One instance per service keeps it
+small (about 1,500 requests for eight days).
+
+OpenBao gets its root token in its environment (``VAULT_DEV_ROOT_TOKEN_ID``), never on its
+command line, and vaultwatch's API talks to it with a token of its own (exposure queries,
+identity names). The API has a UI login (admin), an analyst key and a viewer key.
 """
 
 from __future__ import annotations
@@ -59,6 +72,7 @@ __all__ = [
     "DemoStopped",
     "DemoTraffic",
     "TrafficProgress",
+    "port_free",
 ]
 
 log = logging.getLogger(__name__)
@@ -335,7 +349,8 @@ def _answers(url: str, timeout: float = 5.0) -> bool:
         return False
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound now (racy by nature, like :func:`free_port`)."""
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -589,9 +604,14 @@ class DemoStack:
 
         port = self.api_port
         if port is None:
-            port = 8080 if _port_free(self.api_host, 8080) else free_port()
+            port = 8080 if port_free(self.api_host, 8080) else free_port()
         elif port == 0:
             port = free_port()
+        elif not port_free(self.api_host, port):
+            raise ServerError(
+                f"port {port} on {self.api_host} is in use: "
+                "pass --port with another port, or --port 0 for any free one"
+            )
         # Its own connection pool: the API reads while the worker writes (SQLite WAL).
         self._api_store = open_store(self.settings)
         auth, self.login = _demo_auth(self.workdir)

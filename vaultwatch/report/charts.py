@@ -12,9 +12,22 @@ from typing import Any, Final
 
 # Figures are made with matplotlib's object API, not pyplot: no backend is chosen or changed,
 # so importing the report leaves an analyst's notebook (inline charts) as it was.
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["SEVERITY_COLOURS", "change", "charts", "hours", "pct"]
+__all__ = [
+    "DPI",
+    "SEVERITY_COLOURS",
+    "change",
+    "chart_figures",
+    "charts",
+    "hours",
+    "overlapping_labels",
+    "pct",
+]
+
+#: Resolution of the chart PNGs (the PDF places them at this many pixels per inch).
+DPI: Final = 110
 
 SEVERITY_COLOURS: Final = {
     "critical": "#7f1d1d",
@@ -27,17 +40,66 @@ SEVERITY_COLOURS: Final = {
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     return buf.getvalue()
 
 
+def _drawn(fig: Figure) -> Any:
+    """A renderer with ``fig`` laid out on it (an Agg canvas; pyplot's backend is not touched)."""
+    canvas: Any = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    fig.draw_without_rendering()
+    return canvas.get_renderer()
+
+
+def overlapping_labels(fig: Figure) -> list[tuple[str, str]]:
+    """Pairs of tick labels (along one axis of one plot) whose drawn boxes intersect."""
+    renderer = _drawn(fig)
+    out: list[tuple[str, str]] = []
+    for ax in fig.axes:
+        for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+            boxes = [
+                (t.get_text(), t.get_window_extent(renderer))
+                for t in labels
+                if t.get_visible() and t.get_text()
+            ]
+            for i, (text, box) in enumerate(boxes):
+                out.extend((text, other) for other, box2 in boxes[i + 1 :] if box.overlaps(box2))
+    return out
+
+
+def _tick_text(label: str, hourly: bool, many_days: bool) -> str:
+    """``09-14`` for a day; an hour as ``06:00``, or as its date at midnight over many days."""
+    if not hourly:
+        return label[5:10]
+    if many_days or label[11:13] == "00":
+        return label[5:10]
+    return label[11:16]
+
+
 def _ticks(ax: Any, labels: list[str], hourly: bool) -> None:
-    step = max(1, len(labels) // 8)
-    pos = list(range(0, len(labels), step))
-    ax.set_xticks(pos)
-    ax.set_xticklabels(
-        [labels[i][5:16].replace("T", " ") if hourly else labels[i][5:10] for i in pos], fontsize=7
+    """At most eight ticks, short labels; hourly buckets over days get one tick per midnight."""
+    many_days = hourly and len(labels) > 48
+    candidates = (
+        [i for i, t in enumerate(labels) if t[11:13] == "00"] or [0]
+        if many_days
+        else list(range(len(labels)))
     )
+    step = max(1, -(-len(candidates) // 8))
+    pos = candidates[::step]
+    ax.set_xticks(pos)
+    ax.set_xticklabels([_tick_text(labels[i], hourly, many_days) for i in pos], fontsize=7)
+
+
+def _declutter(fig: Figure, ax: Any) -> None:
+    """Drop every other x tick label until none overlaps (long labels, a narrow figure)."""
+    while overlapping_labels(fig):
+        ticks = list(ax.get_xticks())
+        texts = [t.get_text() for t in ax.get_xticklabels()]
+        if len(ticks) <= 2:
+            ax.tick_params(axis="x", labelrotation=30)
+            return
+        ax.set_xticks(ticks[::2])
+        ax.set_xticklabels(texts[::2], fontsize=7)
 
 
 def _volume_chart(data: dict[str, Any]) -> Figure | None:
@@ -57,6 +119,7 @@ def _volume_chart(data: dict[str, Any]) -> Figure | None:
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=7, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
+    _declutter(fig, ax)
     return fig
 
 
@@ -75,6 +138,7 @@ def _denials_chart(data: dict[str, Any]) -> Figure | None:
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=7, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
+    _declutter(fig, ax)
     return fig
 
 
@@ -96,17 +160,23 @@ def _alerts_chart(data: dict[str, Any]) -> Figure | None:
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7, frameon=False, loc="lower right")
     ax.spines[["top", "right"]].set_visible(False)
+    _declutter(fig, ax)
     return fig
+
+
+def chart_figures(data: dict[str, Any]) -> dict[str, Figure]:
+    """The report's charts as matplotlib figures, by name; empty ones omitted."""
+    out: dict[str, Figure] = {}
+    for name, make in (("volume", _volume_chart), ("denials", _denials_chart), ("alerts", _alerts_chart)):
+        fig = make(data)
+        if fig is not None:
+            out[name] = fig
+    return out
 
 
 def charts(data: dict[str, Any]) -> dict[str, bytes]:
     """The report's charts as PNG bytes, by name (``volume``, ``denials``, ``alerts``); empty ones omitted."""
-    out: dict[str, bytes] = {}
-    for name, make in (("volume", _volume_chart), ("denials", _denials_chart), ("alerts", _alerts_chart)):
-        fig = make(data)
-        if fig is not None:
-            out[name] = _png(fig)
-    return out
+    return {name: _png(fig) for name, fig in chart_figures(data).items()}
 
 
 # -- number formats ----------------------------------------------------------------------------

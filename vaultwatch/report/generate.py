@@ -21,6 +21,7 @@ import pandas as pd
 from detect.policy import AccessPolicy, default_policy
 
 from .. import __version__
+from ..service.atomic import leftover, write_bytes_atomic
 from . import loaders
 from .charts import charts
 from .data import Period, ReportOptions, build_report_data, previous_period
@@ -144,14 +145,15 @@ def generate_report(
     directory = Path(out) / "reports" / period.id
     directory.mkdir(parents=True, exist_ok=True)
     paths = {ext: directory / f"report.{ext}" for ext in ("html", "pdf", "json")}
-    # Written to temporary names and renamed, so a reader never sees half a report.
+    # Written to <name>.partial and renamed, so a reader never sees half a report; a leftover
+    # .partial means the last generation of this period was interrupted.
     for ext, blob in (
         ("json", json.dumps(data, indent=2, ensure_ascii=False).encode()),
         ("html", render_html(data, images).encode()),
         ("pdf", render_pdf(data, images)),
     ):
-        tmp = directory / f".report.{ext}.tmp"
-        tmp.write_bytes(blob)
-        tmp.replace(paths[ext])
+        if leftover(paths[ext]) is not None:
+            log.warning("the last generation of %s was interrupted: it is written again now", paths[ext])
+        write_bytes_atomic(paths[ext], blob)
     log.info("report %s written to %s (sha256 %s)", period.id, directory, data["signoff"]["sha256"])
     return ReportResult(period, directory, paths["html"], paths["pdf"], paths["json"], data)

@@ -16,12 +16,14 @@ import matplotlib.image as mpimg
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from .charts import change, charts, hours, pct
+from .charts import DPI, change, charts, hours, pct
 
 __all__ = ["render_pdf"]
 
 _A4: Final = (8.27, 11.69)
 _MARGIN: Final = 0.6  # inches
+#: The lowest a block may reach: the footer (page number, data hash) sits below.
+_BOTTOM: Final = _MARGIN + 0.3
 
 
 # -- layout ----------------------------------------------------------------------------------------
@@ -44,6 +46,11 @@ class _Pdf:
     pages: int = 0
     footer: str = ""
     _open: list[Figure] = field(default_factory=list)
+    #: Headings not drawn yet: each goes on the page of the block that follows it, never alone
+    #: at a page's foot.
+    _pending: list[tuple[str, float]] = field(default_factory=list)
+    #: What was drawn, in order: (page, kind, text) with kind ``heading`` or ``block``.
+    blocks: list[tuple[int, str, str]] = field(default_factory=list)
 
     @property
     def width(self) -> float:
@@ -70,20 +77,29 @@ class _Pdf:
         assert self.fig is not None
         self.fig.text(x / _A4[0], y / _A4[1], s, fontsize=size, color=colour, va="top", **kw)
 
-    def need(self, height: float) -> None:
-        if self.fig is None or self.y - height < _MARGIN + 0.3:
+    def need(self, height: float, what: str = "") -> None:
+        """Room for a block ``height`` inches tall, on a new page if needed, with the headings
+        waiting for it; ``what`` names the block in :attr:`blocks`."""
+        headings, self._pending = self._pending, []
+        above = sum(_heading_height(size) for _, size in headings)
+        if self.fig is None or self.y - above - height < _BOTTOM:
             self._new_page()
+        for text, size in headings:
+            self.y -= 0.1
+            self._text(_MARGIN, self.y, text, size=size, weight="bold")
+            self.y -= size / 72 + 0.12
+            self.blocks.append((self.pages, "heading", text))
+        if what:
+            self.blocks.append((self.pages, "block", what))
 
     def heading(self, s: str, size: float = 13) -> None:
-        self.need(0.9)
-        self.y -= 0.1
-        self._text(_MARGIN, self.y, s, size=size, weight="bold")
-        self.y -= size / 72 + 0.12
+        """A heading, kept with the first line of what follows it."""
+        self._pending.append((s, size))
 
     def para(self, s: str, size: float = 8) -> None:
         chars = int(self.width * 72 / (size * 0.52))
         for line in textwrap.wrap(s, chars) or [""]:
-            self.need(size / 72 + 0.06)
+            self.need(size / 72 + 0.06, "text")
             self._text(_MARGIN, self.y, line, size=size)
             self.y -= size / 72 + 0.06
         self.y -= 0.06
@@ -102,11 +118,12 @@ class _Pdf:
                 x += c.width * self.width
             self.y -= line
 
-        self.need(2 * line)
+        self.need(2 * line, "table")
         header()
         for row in rows:
-            if self.fig is None or self.y - line < _MARGIN + 0.3:
+            if self.fig is None or self.y - line < _BOTTOM:
                 self._new_page()
+                self.blocks.append((self.pages, "block", "table"))
                 header()
             x = _MARGIN
             for c in cols:
@@ -125,9 +142,9 @@ class _Pdf:
             return
         img = mpimg.imread(io.BytesIO(png), format="png")
         h_px, w_px = img.shape[0], img.shape[1]
-        w = min(self.width, w_px / 110)
+        w = min(self.width, w_px / DPI)
         h = w * h_px / w_px
-        self.need(h + 0.1)
+        self.need(h + 0.1, "image")
         assert self.fig is not None
         ax = self.fig.add_axes(
             ((_MARGIN) / _A4[0], (self.y - h) / _A4[1], w / _A4[0], h / _A4[1]), frame_on=False
@@ -137,15 +154,26 @@ class _Pdf:
         self.y -= h + 0.15
 
     def close(self) -> None:
+        if self._pending:
+            self.need(0.0)
         self._close_page()
+
+
+def _heading_height(size: float) -> float:
+    return 0.1 + size / 72 + 0.12
 
 
 def _label(row: dict[str, Any]) -> str:
     return str(row.get("label") or row.get("identity") or row.get("key"))
 
 
-def render_pdf(data: dict[str, Any], images: dict[str, bytes] | None = None) -> bytes:
-    """The report as a PDF (A4 pages drawn with matplotlib's PdfPages)."""
+def render_pdf(
+    data: dict[str, Any], images: dict[str, bytes] | None = None, *, layout: list[Any] | None = None
+) -> bytes:
+    """The report as a PDF (A4 pages drawn with matplotlib's PdfPages).
+
+    ``layout``, when given, receives what was drawn on which page: ``(page, kind, text)`` with
+    kind ``heading`` or ``block`` (for layout tests)."""
     pngs = charts(data) if images is None else images
     buf = io.BytesIO()
     s, a, dn, al = data["summary"], data["access"], data["denials"], data["alerts"]
@@ -353,11 +381,13 @@ def render_pdf(data: dict[str, Any], images: dict[str, bytes] | None = None) -> 
         )
         doc.para(f"SHA-256 of the report data: {sign['sha256']}")
         for role in ("Reviewed by", "Approved by"):
-            doc.need(0.8)
+            doc.need(0.8, "signature")
             doc.y -= 0.45
             doc._text(
                 _MARGIN, doc.y, f"{role}: ______________________________    Date: ______________", size=9
             )
             doc.y -= 0.2
         doc.close()
+    if layout is not None:
+        layout.extend(doc.blocks)
     return buf.getvalue()

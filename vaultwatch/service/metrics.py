@@ -43,6 +43,17 @@ class Metrics:
             ["path", "rotation_class"],
             registry=r,
         )
+        self.access_model_drift = Gauge(
+            "vaultwatch_access_model_drift_globs",
+            "access-model globs (protected, rotation, deploy) matching nothing in a busy stream's last day",
+            registry=r,
+        )
+        self.access_model_drift_glob = Gauge(
+            "vaultwatch_access_model_drift",
+            "1 for each access-model glob matching nothing in the last day of a busy stream",
+            ["kind", "glob"],
+            registry=r,
+        )
         self._window: list[tuple[float, int]] = []
         self._last_events = 0
         self._last_quarantined = 0
@@ -66,6 +77,13 @@ class Metrics:
             self.lag.labels(topic, str(partition)).set(lag)
         if worker.last_commit_at is not None:
             self.since_commit.set(max(0.0, time.time() - worker.last_commit_at))
+
+    def observe_drift(self, report: Any) -> None:
+        """Set the drift gauges from a :class:`detect.drift.DriftReport`."""
+        self.access_model_drift.set(len(report.drifting))
+        self.access_model_drift_glob.clear()
+        for d in report.drifting:
+            self.access_model_drift_glob.labels(d.kind, d.glob).set(1)
 
     def render(self) -> bytes:
         out: bytes = generate_latest(self.registry)

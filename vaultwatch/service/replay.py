@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final, Protocol, cast
 
@@ -56,6 +57,8 @@ __all__ = [
 #: the last hour's window, not so far that deadlines of time the log never saw fall due.
 FINAL_FLUSH: Final = 3600.0
 _REORDER: Final = 4096
+_BLOCK: Final = 1 << 20  # read files in 1 MiB blocks
+_TIME_HEAD: Final = b'{"time":"'
 
 
 class EngineLike(Protocol):
@@ -87,14 +90,20 @@ def run_engine(
 
     ``on_event(event, alerts)`` is called after each event the engine processed, with the alerts
     that event raised or updated; ``on_flush(now, alerts)`` after the final flush. Duplicates
-    are skipped before the engine or ``on_event`` sees them.
+    are skipped before the engine or ``on_event`` sees them; the engine's detectors that have a
+    ``witness(event)`` method are handed each skipped copy (a second audit device's entry).
     """
     dedup = Deduplicator()
     run = EngineRun()
     alerts = run.alerts
     process = engine.process
+    # Detectors that judge the audit streams themselves (detect.completeness) must see every
+    # copy, the dropped ones included: they take those through ``witness``.
+    witnesses = [w for d in getattr(engine, "detectors", ()) if (w := getattr(d, "witness", None))]
     for ev in events:
         if dedup.is_duplicate(ev):
+            for witness in witnesses:
+                witness(ev)
             continue
         run.events += 1
         run.last_ts = ev.ts
@@ -141,39 +150,61 @@ class ReplayResult(msgspec.Struct, kw_only=True):
         }
 
 
-def _file_events(
+def _line_time(line: bytes) -> float | None:
+    """The entry time of a raw audit line as POSIX seconds, read from its text, or None.
+
+    Vault and OpenBao write ``time`` first, so it is found without decoding the line; any other
+    shape (no ``{"time":"`` at the object's start, a time ``fromisoformat`` refuses) gives None.
+    Only the order of lines depends on it: every line is still parsed in full afterwards.
+    """
+    start = 0 if line[:1] == b"{" else line.find(b"{")
+    if start < 0 or not line.startswith(_TIME_HEAD, start):
+        return None
+    begin = start + len(_TIME_HEAD)
+    end = line.find(b'"', begin, begin + 64)
+    if end < 0:
+        return None
+    try:
+        t = datetime.fromisoformat(line[begin:end].decode("ascii"))
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=UTC)
+        return t.timestamp()
+    except (ValueError, UnicodeDecodeError, OverflowError, OSError):
+        return None
+
+
+def _file_lines(
     index: int,
     path: Path,
-    parser: Parser,
-    quarantine: Quarantine,
-    failures: Counter[str],
     counter: list[int],
     progress: Callable[[int], None] | None,
-) -> Iterator[tuple[float, int, int, AuditEvent]]:
-    """Events of one file in time order: concurrent requests are written slightly out of order,
-    so events are sorted in chunks with a holdback of ``_REORDER`` (Timsort is linear on nearly
-    sorted input, cheaper than a heap operation per line)."""
-    buf: list[tuple[float, int, int, AuditEvent]] = []
-    source = str(path)
-    raw = open(path, "rb")  # noqa: SIM115 - closed below
+) -> Iterator[tuple[float, int, int, bytes]]:
+    """``(time, index, line number, line)`` of one file in time order, before parsing.
+
+    Concurrent requests are written slightly out of order, so lines are sorted in chunks with a
+    holdback of ``_REORDER`` lines (Timsort is linear on nearly sorted input). The buffer holds
+    raw lines, not parsed events: bytes are one allocation each and invisible to the cyclic
+    garbage collector, and each event is parsed just before the engine takes it, while its
+    objects are still in cache. A line whose time cannot be read from its text (a parse failure
+    to be, most often) keeps the time of the line before it, so it stays in place.
+    """
+    buf: list[tuple[float, int, int, bytes]] = []
+    append = buf.append
+    line_time = _line_time
+    raw = open(path, "rb", buffering=_BLOCK)  # noqa: SIM115 - closed below
+    f: IO[bytes] = raw
     try:
-        f: IO[bytes] = (
-            cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")) if raw.read(2) == b"\x1f\x8b" else raw
-        )
+        if raw.read(2) == b"\x1f\x8b":
+            f = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
         raw.seek(0)
-        parse = parser.parse
         last_pos = 0
+        ts = float("-inf")
         n = 0
         for n, line in enumerate(f, 1):
-            try:
-                ev = parse(line)
-            except ParseError as exc:
-                if not line.strip():
-                    continue  # blank lines are not entries
-                failures[exc.reason] += 1
-                quarantine.put(line, exc, source=source, position=str(n))
-                continue
-            buf.append((ev.ts, index, n, ev))
+            t = line_time(line)
+            if t is not None:
+                ts = t
+            append((ts, index, n, line))
             if len(buf) >= 2 * _REORDER:
                 buf.sort()
                 yield from buf[:_REORDER]
@@ -202,15 +233,31 @@ def read_events(
     counter: list[int] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[AuditEvent]:
-    """Events of all ``files`` merged in event-time order (ties: file order, then line order)."""
+    """Events of all ``files`` merged in event-time order (ties: file order, then line order).
+
+    Lines are ordered on the time written at their start (:func:`_line_time`), merged across
+    files, and only then parsed, one at a time. A line that does not parse is counted in
+    ``failures`` and put in ``quarantine`` (blank lines are skipped).
+    """
     p = parser or Parser()
     q = quarantine if quarantine is not None else MemoryQuarantine()
     fails = failures if failures is not None else Counter()
     cnt = counter if counter is not None else [0]
-    streams = [_file_events(i, path, p, q, fails, cnt, progress) for i, path in enumerate(files)]
+    sources = [str(path) for path in files]
+    streams = [_file_lines(i, path, cnt, progress) for i, path in enumerate(files)]
     merged = streams[0] if len(streams) == 1 else heapq.merge(*streams)
-    for item in merged:
-        yield item[3]
+    parse = p.parse
+    for _, index, n, line in merged:
+        source = sources[index]
+        try:
+            ev = parse(line, source=source)
+        except ParseError as exc:
+            if not line.strip():
+                continue  # blank lines are not entries
+            fails[exc.reason] += 1
+            q.put(line, exc, source=source, position=str(n))
+            continue
+        yield ev
 
 
 def replay(

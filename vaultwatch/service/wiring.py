@@ -6,6 +6,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from detect.drift import DriftReport, DriftWatch, merge_reports
+from detect.policy import CAPABILITY_KEY, AccessPolicy, CapabilityRoleBook, default_policy
+from detect.rules import default_rules
+
 from ..settings import Settings, load_policy
 from ..vault.connect import vault_auth, vault_client
 from .reports import render_scheduled
@@ -55,11 +59,73 @@ def build_worker(s: Settings, *, store: Any | None = None, checkpoint_interval: 
         checkpoint_interval=checkpoint_interval,
         detect_config=_detect_config(s),
     )
-    return Worker(cfg, source_factory=source, store=store, archive=archive, router=router, dlq=dlq)
+    detect_config = cfg.detect_config
+    return Worker(
+        cfg,
+        source_factory=source,
+        store=store,
+        archive=archive,
+        router=router,
+        dlq=dlq,
+        detectors_factory=lambda: with_drift_watch(detect_config),
+    )
 
 
 def _detect_config(s: Settings) -> dict[str, Any]:
-    return s.detect.engine_config()
+    config = s.detect.engine_config()
+    if s.vault is not None:
+        # Roles by capability: filled and swapped by a background refresher once `run` has a
+        # Vault client (start_capability_refresh); every partition's engine reads the same book.
+        config[CAPABILITY_KEY] = CapabilityRoleBook()
+    return config
+
+
+# -- access-model drift and roles by capability (issue 14 items 2 and 4) ---------------------------
+def with_drift_watch(config: dict[str, Any]) -> list[Any]:
+    """The engine's default detectors plus a :class:`~detect.drift.DriftWatch` on its policy."""
+    rules = default_rules(config)
+    policy = config.get("policy")
+    return [*rules, DriftWatch(policy if isinstance(policy, AccessPolicy) else default_policy())]
+
+
+def drift_report(worker: Any) -> DriftReport:
+    """One drift report over every partition engine's :class:`~detect.drift.DriftWatch`."""
+    watches = [
+        d for st in list(worker.parts.values()) for d in st.engine.detectors if isinstance(d, DriftWatch)
+    ]
+    busy = watches[0].busy_events if watches else 1000
+    return merge_reports([w.report() for w in watches], busy_events=busy)
+
+
+def drift_task(worker: Any, metrics: Any = None, interval: float = 3600.0) -> Any:
+    """A periodic task that logs the access model's drift when it changes and sets the gauge."""
+    from .worker import PeriodicTask
+
+    last: list[tuple[str, ...]] = [()]
+
+    def check(now: float) -> None:
+        report = drift_report(worker)
+        if metrics is not None:
+            metrics.observe_drift(report)
+        globs = tuple(d.glob for d in report.drifting)
+        if globs != last[0]:
+            for line in report.lines():
+                log.warning("%s", line)
+            if not globs and last[0]:
+                log.info("access model: every protected and rotation glob matches the stream again")
+            last[0] = globs
+
+    return PeriodicTask("access-model-drift", interval, check)
+
+
+def start_capability_refresh(worker: Any, vault: Any, *, ttl: float = 600.0) -> Any | None:
+    """Start refreshing the worker's roles-by-capability book from ``vault`` (None without one)."""
+    book = worker.cfg.detect_config.get(CAPABILITY_KEY)
+    if vault is None or not isinstance(book, CapabilityRoleBook):
+        return None
+    from ..vault.roles import CapabilityRefresher
+
+    return CapabilityRefresher(vault, book=book, ttl=ttl).start()
 
 
 def build_delivery(s: Settings, store: Any, *, vault: Any = None) -> Any | None:

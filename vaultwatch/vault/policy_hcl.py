@@ -40,8 +40,20 @@ class PolicyParseError(ValueError):
 
 @dataclass(frozen=True)
 class PathRule:
+    """One ``path`` block: its glob, capabilities, and the request parameters it restricts
+    (``allowed_parameters`` / ``denied_parameters`` keys; None when the block sets none)."""
+
     path: str
     capabilities: tuple[str, ...]
+    allowed_parameters: tuple[str, ...] | None = None
+    denied_parameters: tuple[str, ...] = ()
+
+    def parameter_settable(self, name: str) -> bool:
+        """True when a caller may pass request parameter ``name`` under this block."""
+        if name in self.denied_parameters or "*" in self.denied_parameters:
+            return False
+        allowed = self.allowed_parameters
+        return allowed is None or name in allowed or "*" in allowed
 
     @property
     def grants(self) -> frozenset[str]:
@@ -140,14 +152,32 @@ def parse_policy(text: str) -> list[PathRule]:
     return rules
 
 
+def _param_names(value: Any) -> tuple[str, ...] | None:
+    """Keys of an ``allowed_parameters``/``denied_parameters`` value (HCL gives a list of one
+    object per block; JSON an object)."""
+    if isinstance(value, list):
+        names: list[str] = []
+        for item in value:
+            if isinstance(item, dict):
+                names.extend(str(k) for k in item)
+            elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], dict):
+                names.extend(str(k) for k in item[1])
+        return tuple(names)
+    if isinstance(value, dict):
+        return tuple(str(k) for k in value)
+    return None
+
+
 def _rule(path: str, body: dict[str, Any]) -> PathRule:
     caps = body.get("capabilities")
+    allowed = _param_names(body.get("allowed_parameters"))
+    denied = _param_names(body.get("denied_parameters")) or ()
     if isinstance(caps, list):
-        return PathRule(path, tuple(str(c) for c in caps))
+        return PathRule(path, tuple(str(c) for c in caps), allowed, denied)
     legacy = body.get("policy")
     if isinstance(legacy, str):
-        return PathRule(path, _LEGACY.get(legacy, (legacy,)))
-    return PathRule(path, ())
+        return PathRule(path, _LEGACY.get(legacy, (legacy,)), allowed, denied)
+    return PathRule(path, (), allowed, denied)
 
 
 def _segments(glob: str) -> tuple[list[str], bool]:

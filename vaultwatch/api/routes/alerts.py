@@ -16,7 +16,7 @@ import msgspec
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from alerts.errors import AlertNotFound, AlertsError, InvalidTransition
-from alerts.store import AlertQuery, to_epoch
+from alerts.store import AlertQuery, SortKey, to_epoch
 from detect.alert import Alert
 
 from ..deps import Analyst, AppContext, Ctx, Viewer, epoch_of, request_id_of
@@ -76,7 +76,9 @@ def list_alerts(
     since: Annotated[UtcDatetime | None, Query(description="last seen at or after")] = None,
     until: Annotated[UtcDatetime | None, Query(description="first seen before")] = None,
     q: Annotated[str | None, Query(max_length=256, description="free text (title, identity, paths)")] = None,
-    sort: Literal["last_seen", "first_seen", "score", "severity", "count"] = "last_seen",
+    sort: Annotated[
+        SortKey, Query(description="priority = severity, then score, then most recent (the queue's order)")
+    ] = "priority",
     order: Literal["asc", "desc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,

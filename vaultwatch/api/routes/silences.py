@@ -39,7 +39,7 @@ def list_silences(ctx: Ctx, who: Viewer, response: Response, active: bool = Fals
     summary="Create a silence",
     response_model=SilencePublic,
     status_code=201,
-    responses={422: {"description": "invalid matchers or window (dates outside 1970..2200 included)"}},
+    responses={422: {"description": "invalid matchers or window (dates outside 1970..9000 included)"}},
 )
 def create_silence(ctx: Ctx, who: Analyst, request: Request, body: SilenceCreate) -> SilencePublic:
     """Mute alerts matching every matcher between ``starts_at`` (default now) and ``ends_at``."""

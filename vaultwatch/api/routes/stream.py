@@ -68,7 +68,9 @@ async def stream(
     request: Request,
     ctx: Ctx,
     who: Viewer,
-    since: Annotated[str | None, Query(description="RFC 3339; default: now (only future changes)")] = None,
+    since: Annotated[
+        str | None, Query(max_length=64, description="RFC 3339; default: now (only future changes)")
+    ] = None,
     max_seconds: Annotated[float, Query(ge=0.1, le=3600)] = 300,
     last_event_id: Annotated[str | None, Header(max_length=256)] = None,
 ) -> StreamingResponse:

@@ -27,6 +27,7 @@ from alerts.store import to_epoch
 from ..auth import Principal, csrf_token_of, role_at_least
 from ..deps import AppContext, request_id_of
 from ..routes.identities import identity_name
+from ..schemas import utc_of_epoch
 
 __all__ = [
     "LOGIN_ACTION",
@@ -80,7 +81,7 @@ def when(value: str) -> str:
 def epoch(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "—"
-    return fmt_dt(datetime.fromtimestamp(value, UTC))
+    return fmt_dt(utc_of_epoch(value))
 
 
 def hours_text(value: int) -> str:
