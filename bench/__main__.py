@@ -24,7 +24,9 @@ def main() -> int:
     only = sys.argv[1:]
     rows: list[Row] = []
     print(f"== {load_average()}")
-    for name in sorted(names, key=lambda n: (n not in TABLE_MODULES, TABLE_MODULES.index(n) if n in TABLE_MODULES else 0, n)):
+    for name in sorted(
+        names, key=lambda n: (n not in TABLE_MODULES, TABLE_MODULES.index(n) if n in TABLE_MODULES else 0, n)
+    ):
         if only and name not in only:
             continue
         print(f"== {name}", flush=True)

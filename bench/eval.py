@@ -123,18 +123,20 @@ def run_vaultwatch(
         "-c",
         "import sys; from vaultwatch.cli import main; sys.exit(main(sys.argv[1:]))",
         "replay",
-        str(audit_path),
+        str(Path(audit_path).resolve()),
         "--alerts-out",
-        str(alerts_out),
+        str(Path(alerts_out).resolve()),
         "--json",
         "--no-progress",
     ]
     env = dict(os.environ)
+    cwd = None
     if src is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(src).resolve()), env.get("PYTHONPATH", "")]).rstrip(
-            os.pathsep
-        )
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        # ``python -c`` puts the working directory first on sys.path: run from the other tree, or
+        # the checkout the command was started in would shadow it.
+        cwd = str(Path(src).resolve())
+        env["PYTHONPATH"] = os.pathsep.join([cwd, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=cwd)
     if done.returncode != 0:
         raise RuntimeError(f"vaultwatch replay failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     with open(alerts_out, encoding="utf-8") as fh:

@@ -88,6 +88,9 @@ class EngineState(msgspec.Struct, kw_only=True):
     unanswered: dict[str, float] = msgspec.field(default_factory=dict)
     #: Event time of the first entry the engine processed (the start of the rules' warm-up).
     started: float | None = None
+    #: Per identity, the subnets it used and the day of each first use (a HabitBook dump): what
+    #: "an address whose subnet the identity never used" means for a habit.
+    networks: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 def rfc3339(ts: float) -> str:
@@ -149,6 +152,7 @@ class Engine:
         self._state = EngineState(behaviour=self._behaviour.state, model=self._model.state)
         self._pending: OrderedDict[str, AuditEvent] = OrderedDict()
         self._habits = HabitBook()
+        self._networks = HabitBook()
         self._routed_ids: tuple[int, ...] = ()
         self._routes: dict[tuple[str, str, str], list[Detector]] = {}
         self._out: dict[str, Alert] = {}
@@ -240,6 +244,8 @@ class Engine:
             self.stats["late_responses"] = self.stats.get("late_responses", 0) + 1
             return
         self._observe(ev, self._route(ev))
+        if ev.is_response and ev.remote_ip:
+            self._networks.record(ev.identity.key, ts, subnet_of(ev.remote_ip))
         if ev.is_request and rid:
             self._pending[rid] = ev
             if len(self._pending) > _MAX_PENDING:
@@ -360,9 +366,14 @@ class Engine:
                 books = [(key, "")]
                 if f.labels.get(HABIT_SCOPE_LABEL) == ADMIN_SCOPE:
                     books.append((admin, "an administrator by behaviour: admin work "))
+                # A subnet the identity used on an earlier day (for this act or anything else).
+                known = (
+                    subnet is None
+                    or self._habits.knows_subnet(key, subnet, ev.ts)
+                    or self._networks.knows_subnet(ident, subnet, ev.ts)
+                )
                 for sig, what in books:
                     earlier = self._habits.habitual(sig, ev.ts)
-                    known = subnet is None or self._habits.knows_subnet(sig, subnet, ev.ts)
                     if earlier and known:
                         out = self._lowered(f, sig, earlier, ev.ts, subnet, what)
                         break
@@ -777,6 +788,7 @@ class Engine:
         st = self._state
         st.detectors = {getattr(d, "name", str(i)): d.state() for i, d in enumerate(self.detectors)}
         st.habits = self._habits.dump()
+        st.networks = self._networks.dump()
         st.pending = list(self._pending.values()) if identity_keys is None else []
         if identity_keys is None:
             try:
@@ -817,6 +829,9 @@ class Engine:
         self._habits = HabitBook()
         self._habits.load(st.habits)
         st.habits = {}
+        self._networks = HabitBook()
+        self._networks.load(st.networks)
+        st.networks = {}
         for i, d in enumerate(self.detectors):
             saved = st.detectors.get(getattr(d, "name", str(i)))
             if saved is not None:

@@ -42,7 +42,19 @@ class Deduplicator:
         return False
 
     def is_duplicate(self, event: AuditEvent) -> bool:
-        return self.seen(event.dedup_key)
+        """:meth:`seen` of the event's ``dedup_key`` (inlined: it runs once per event)."""
+        rid = event.request.id
+        if not rid:
+            return False
+        key = (rid, event.type)
+        keys = self._keys
+        if key in keys:
+            self.duplicates += 1
+            return True
+        keys[key] = None
+        if len(keys) > self.window:
+            keys.popitem(last=False)
+        return False
 
     def __len__(self) -> int:
         return len(self._keys)

@@ -262,6 +262,29 @@ def test_warmup_state_survives_a_snapshot(week: dict[str, list[AuditEvent]]) -> 
     assert {a.labels.get("habitual") for a in past.values()} == {"true"}
 
 
+def test_a_habit_holds_on_any_network_the_identity_used_on_an_earlier_day(
+    week: dict[str, list[AuditEvent]],
+) -> None:
+    """Regression (eval: the weekly agent token, minted once from the admin's VPN address and a
+    week later from the office, paged again). "A new address" is one whose subnet the identity
+    never used, for this act or anything else, before that day."""
+    eng = Engine({**_NO_WARMUP, "behaviour_enabled": False})
+    _run_weeks(eng, week, 3)
+    office = "192.0.2.40"
+    # The identity works from the office (a denied edit is enough to be seen there)...
+    eng.process_batch(_copy(week["policy_denied"], T0 + 3 * WEEK - DAY, ip=office))
+    # ...so its weekly work from there the next day is still its habit.
+    assert set(_severities(eng.process_batch(_weekly(week, T0 + 3 * WEEK, ip=office))).values()) == {"low"}
+    # A subnet first seen the same day is not known yet, whatever else came from it first.
+    other = "198.51.100.61"
+    eng.process_batch(_copy(week["policy_denied"], T0 + 4 * WEEK, ip=other))
+    assert _severities(eng.process_batch(_weekly(week, T0 + 4 * WEEK + 600.0, ip=other))) == _NORMAL
+    # The networks survive a snapshot.
+    twin = Engine({**_NO_WARMUP, "behaviour_enabled": False})
+    twin.restore(eng.snapshot())
+    assert set(_severities(twin.process_batch(_weekly(week, T0 + 5 * WEEK, ip=other))).values()) == {"low"}
+
+
 def _one_offs(
     eng: Engine, steps: dict[str, list[AuditEvent]], ts: float, ip: str | None = None
 ) -> dict[str, Alert]:

@@ -117,11 +117,19 @@ def rec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
             put(c, layout, "team", "notes")
         cap.take()
 
+        def names(client: Any, layout: str, area: str, name: str) -> None:
+            mount, path, version = _secret(layout, area, name)
+            folder = path.rsplit("/", 1)[0]
+            if version == 2:
+                client.secrets.kv.v2.list_secrets(folder, mount_point=mount)
+            else:
+                client.list(f"{mount}/{folder}")
+
         def record(layout: str, who: str, action: str) -> None:
             client = srv.client(token=tokens[who])
             verb, area, name = action.split(":")
             try:
-                (put if verb == "write" else get)(client, layout, area, name)
+                {"write": put, "list": names}.get(verb, get)(client, layout, area, name)
             except Exception:  # noqa: BLE001 - the refusal is what gets audited
                 pass
             got = [e for e in cap.take() if e.is_response]
@@ -136,6 +144,7 @@ def rec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
                     "read:build:registry-token",
                     "read:team:notes",
                     "write:runtime:jwt-key",
+                    "list:runtime:jwt-key",
                 ):
                     record(layout, who, action)
     finally:
@@ -333,6 +342,17 @@ def test_sensitive_first_access_on_protected_areas(rec: Recorded, layout: str) -
     ]
     # Once alerted, the same identity's next read of the area is not a first any more.
     assert feed(det, after(rec, layout, 8, ("ci1", "read:runtime:api-key"))) == []
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_first_list_of_a_sensitive_area_pages(rec: Recorded, layout: str) -> None:
+    """A short metadata walk (fewer lists than list-sweep's threshold) is caught here: lowering a
+    first list (names, not values) lost it in the evaluation, so a list stays a first access."""
+    det = SensitiveFirstAccess()
+    feed(det, habit(rec, layout, 8))
+    listed = feed(det, after(rec, layout, 8, ("ci1", "list:runtime:jwt-key")))
+    assert [f.labels["operation"] for f in listed] == ["list"]
+    assert listed[0].severity in ("medium", "high")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -58,6 +58,7 @@ __all__ = [
 FINAL_FLUSH: Final = 3600.0
 _REORDER: Final = 4096
 _BLOCK: Final = 1 << 20  # read files in 1 MiB blocks
+_MINUTES: Final = 4096  # minutes whose POSIX time _line_time keeps
 _TIME_HEAD: Final = b'{"time":"'
 
 
@@ -150,12 +151,14 @@ class ReplayResult(msgspec.Struct, kw_only=True):
         }
 
 
-def _line_time(line: bytes) -> float | None:
+def _line_time(line: bytes, minutes: dict[bytes, float]) -> float | None:
     """The entry time of a raw audit line as POSIX seconds, read from its text, or None.
 
     Vault and OpenBao write ``time`` first, so it is found without decoding the line; any other
     shape (no ``{"time":"`` at the object's start, a time ``fromisoformat`` refuses) gives None.
-    Only the order of lines depends on it: every line is still parsed in full afterwards.
+    A UTC time (``...Z``) costs a dictionary look-up of its minute (``minutes``: the caller's
+    cache) and a ``float`` of its seconds. Only the order of lines depends on it: every line is
+    still parsed in full afterwards.
     """
     start = 0 if line[:1] == b"{" else line.find(b"{")
     if start < 0 or not line.startswith(_TIME_HEAD, start):
@@ -164,8 +167,29 @@ def _line_time(line: bytes) -> float | None:
     end = line.find(b'"', begin, begin + 64)
     if end < 0:
         return None
+    if end - begin >= 20 and line[end - 1 : end] == b"Z" and line[begin + 16 : begin + 17] == b":":
+        seconds = line[begin + 17 : end - 1]
+        if seconds[:2].isdigit() and (len(seconds) == 2 or seconds[2:3] == b"."):
+            minute = line[begin : begin + 16]
+            base = minutes.get(minute)
+            if base is None:
+                base = _iso_seconds(minute + b":00Z")
+                if base is None:
+                    return None
+                if len(minutes) >= _MINUTES:
+                    minutes.clear()
+                minutes[minute] = base
+            try:
+                return base + float(seconds)
+            except ValueError:
+                return None
+    return _iso_seconds(line[begin:end])
+
+
+def _iso_seconds(text: bytes) -> float | None:
+    """POSIX seconds of an RFC 3339 time (a zoneless one read as UTC), or None."""
     try:
-        t = datetime.fromisoformat(line[begin:end].decode("ascii"))
+        t = datetime.fromisoformat(text.decode("ascii"))
         if t.tzinfo is None:
             t = t.replace(tzinfo=UTC)
         return t.timestamp()
@@ -191,6 +215,7 @@ def _file_lines(
     buf: list[tuple[float, int, int, bytes]] = []
     append = buf.append
     line_time = _line_time
+    minutes: dict[bytes, float] = {}
     raw = open(path, "rb", buffering=_BLOCK)  # noqa: SIM115 - closed below
     f: IO[bytes] = raw
     try:
@@ -201,7 +226,7 @@ def _file_lines(
         ts = float("-inf")
         n = 0
         for n, line in enumerate(f, 1):
-            t = line_time(line)
+            t = line_time(line, minutes)
             if t is not None:
                 ts = t
             append((ts, index, n, line))
