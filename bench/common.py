@@ -162,7 +162,7 @@ class Row:
 
     @classmethod
     def missing(cls, name: str, target: str, reason: str) -> Row:
-        return cls(name, target, note=f"not measured: {reason}")
+        return cls(name, target, note=reason)
 
 
 def load_average() -> str:

@@ -18,7 +18,9 @@ organisation names: no policy, role, mount or device name is known in advance.
   nothing for at least ``silence_min_minutes`` while its quietest comparable hours (the same hour
   of the week in earlier weeks, or before two weeks of history the same hour on earlier days of
   the same kind, weekday or weekend) would have delivered ``silence_min_expected`` events or more
-  is silent against its own history. Night and weekend hours with little traffic never qualify.
+  is silent against its own history. Only hours when the stream was busy (at least half its mean
+  events per non-empty hour) on most comparable days count, so night and weekend hours with little
+  traffic, even a steady trickle, never qualify.
   It is judged when the source resumes, and while it stays silent as the other sources' events
   (or :meth:`AuditStreamSilence.due`) advance the stream's clock. The clock never runs past the
   last event seen, so a replay's end is not a silence.
@@ -502,30 +504,53 @@ class AuditStreamSilence:
                     out.append(f)
         return out
 
-    def _floor(self, st: dict[str, Any], hour: int) -> float | None:
-        """Events in the quietest comparable earlier hour, or None without enough history."""
+    def _floor(self, st: dict[str, Any], hour: int, busy: float) -> float | None:
+        """Events in the quietest comparable earlier hour, or None without enough history.
+
+        Comparable hours are the same hour of the week in earlier weeks, or (before two weeks) the
+        same hour on earlier days of the same kind; never a day-level average. The hour counts
+        only when the stream was *busy* then (at least ``busy`` events) on most comparable days:
+        a night that always carries a trickle is a quiet hour, and its silence is ordinary.
+        """
         hours: dict[int, int] = st["hours"]
         oldest = max(int(st["first"] // _HOUR) + 1, int(self._clock // _HOUR) - HISTORY_DAYS * 24)
         weekly = [hours.get(h, 0) for h in (hour - _WEEK_HOURS * k for k in (1, 2, 3)) if h >= oldest]
         if len(weekly) >= 2:
-            return float(min(weekly))
-        kind = _weekend(hour)
-        daily = [
-            hours.get(h, 0)
-            for h in (hour - 24 * k for k in range(1, 8))
-            if h >= oldest and _weekend(h) == kind
-        ]
-        return float(min(daily)) if len(daily) >= 3 else None
+            same = weekly
+        else:
+            kind = _weekend(hour)
+            same = [
+                hours.get(h, 0)
+                for h in (hour - 24 * k for k in range(1, 8))
+                if h >= oldest and _weekend(h) == kind
+            ]
+            if len(same) < 3:
+                return None
+        if 2 * sum(1 for n in same if n >= busy) <= len(same):
+            return 0.0
+        return float(min(same))
+
+    @staticmethod
+    def _busy_level(st: dict[str, Any]) -> float:
+        """Half the stream's mean events per hour that delivered any: an hour below it is quiet.
+
+        The mean, not the median, so that many trickling night hours (an agent polling) do not
+        make a trickle the stream's ordinary rate; half of it, so that a flat round-the-clock
+        stream's every hour is busy.
+        """
+        counts = [n for n in st["hours"].values() if n > 0]
+        return sum(counts) / len(counts) / 2.0 if counts else math.inf
 
     def _expected(self, st: dict[str, Any], start: float, end: float) -> float:
         total = 0.0
         first = int(start // _HOUR)
         last = int(end // _HOUR)
+        busy = self._busy_level(st)
         for hour in range(max(first, last - 7 * 24), last + 1):
             lo, hi = max(start, hour * _HOUR), min(end, (hour + 1) * _HOUR)
             if hi <= lo:
                 continue
-            floor = self._floor(st, hour)
+            floor = self._floor(st, hour, busy)
             if floor:
                 total += floor * (hi - lo) / _HOUR
         return total
@@ -550,7 +575,7 @@ class AuditStreamSilence:
                 Reason(
                     "silence",
                     f"0 events for {span}",
-                    f"at least {expected:.0f} events: its quietest comparable hours (same hour in "
+                    f"at least {expected:.0f} events: its quietest comparable busy hours (same hour in "
                     "earlier weeks, or earlier days of the same kind)",
                     1.0,
                 ),

@@ -28,6 +28,7 @@ comes from a network the identity never used (``ctx.baselines.count(key, "subnet
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import deque
 from typing import Any, ClassVar, Final
@@ -65,6 +66,7 @@ _CHANGE_OPS: Final = frozenset({"create", "update", "delete", "patch"})
 _MAX_EVENT_IDS: Final = 50
 _MAX_KEYS: Final = 20_000
 _MAX_ACTS: Final = 64
+_DAY: Final = 86400.0
 
 
 class CorrelateConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -127,11 +129,19 @@ def network_of(ip: str | None) -> str | None:
     """The /16 of an IPv4 address or the /48 of an IPv6 address, or None when not a routable
     address (loopback, link-local and unspecified addresses are the host itself or an agent on it).
 
+    Answers are cached per address (a pure function of its argument; addresses repeat on almost
+    every entry, and parsing them was a measurable share of replay time).
+
     >>> network_of("10.1.2.3"), network_of("2001:db8:1:2::5"), network_of("127.0.0.1"), network_of("x")
     ('10.1.0.0/16', '2001:db8:1::/48', None, None)
     """
     if not ip:
         return None
+    return _network_of(ip)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _network_of(ip: str) -> str | None:
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -422,8 +432,10 @@ class SessionHijack(_Base):
     Catches a stolen token replayed while its owner still uses it: the same accessor at addresses
     in different /16 (IPv4) or /48 (IPv6) networks within ``hijack_window_minutes``, unless this
     identity's tokens habitually alternate between those two networks (``hijack_habit_tokens``
-    earlier tokens showed the same pair). High when either address's subnet is new to the
-    identity (``ctx.baselines.count(key, "subnet", ...)``), low when it used both before.
+    earlier tokens showed the same pair). High when at least one of the two networks is new to
+    the identity (it never used that network on an earlier day, UTC), low when it used both on
+    earlier days (office and VPN, a laptop that roams): what the identity did before decides, not
+    any address or network name.
 
     Reads: ``auth.accessor`` (or the HMAC'd ``auth.client_token`` of batch tokens), ``remote_ip``,
     ``identity``, ``request_id``, ``ts``; response entries of authenticated requests.
@@ -437,6 +449,8 @@ class SessionHijack(_Base):
         self._tokens: dict[str, dict[str, list[Any]]] = {}
         # identity key -> {"netA|netB": tokens that showed the pair}
         self._pairs: dict[str, dict[str, int]] = {}
+        # identity key -> {network: the first UTC day (days since the epoch) it was used from there}
+        self._nets: dict[str, dict[str, int]] = {}
         self._reported = _Recent(_MAX_KEYS)
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
@@ -447,6 +461,7 @@ class SessionHijack(_Base):
         net = network_of(event.remote_ip)
         if not token or net is None or event.identity.kind in ("login", "anonymous"):
             return []
+        self._learn_network(event.identity.key, net, event.ts)
         window = self.cfg.hijack_window_minutes * 60.0
         nets: dict[str, list[Any]] = _lru_touch(self._tokens, token, {})
         rid = event.request_id or ""
@@ -488,13 +503,8 @@ class SessionHijack(_Base):
             pairs[pair] = habit + 1
         if habit >= self.cfg.hijack_habit_tokens:
             return []
-        key = ident.key
-        unknown = [
-            n
-            for n, ip in ((net, event.remote_ip or ""), (other, other_ip))
-            if ctx.baselines.count(key, "subnet", subnet_of(ip)) <= 0
-        ]
-        # Both networks known to the identity (office and VPN, say): stored, not paged.
+        unknown = [n for n in (other, net) if self._unused_before(ident.key, n, event.ts)]
+        # Both networks used by the identity on earlier days (office and VPN, say): stored, not paged.
         severity = "high" if unknown else "low"
         gap = _human(max(0.0, event.ts - last))
         return [
@@ -531,8 +541,19 @@ class SessionHijack(_Base):
                 k: {n: [r[0], r[1], list(r[2])] for n, r in v.items()} for k, v in self._tokens.items()
             },
             "pairs": {k: dict(v) for k, v in self._pairs.items()},
+            "nets": {k: dict(v) for k, v in self._nets.items()},
             "reported": self._reported.dump(),
         }
+
+    def _learn_network(self, key: str, net: str, ts: float) -> None:
+        nets: dict[str, int] = _lru_touch(self._nets, key, {})
+        if net not in nets and len(nets) < _MAX_ACTS:
+            nets[net] = int(ts // _DAY)
+
+    def _unused_before(self, key: str, net: str, ts: float) -> bool:
+        """True unless the identity used ``net`` on a UTC day before the one of ``ts``."""
+        first = self._nets.get(key, {}).get(net)
+        return first is None or first >= int(ts // _DAY)
 
     def load(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` output."""
@@ -544,6 +565,10 @@ class SessionHijack(_Base):
         self._pairs = {
             str(k): {str(p): int(c) for p, c in dict(v).items()}
             for k, v in dict(state.get("pairs", {})).items()
+        }
+        self._nets = {
+            str(k): {str(n): int(d) for n, d in dict(v).items()}
+            for k, v in dict(state.get("nets", {})).items()
         }
         self._reported.restore(state.get("reported", {}))
 

@@ -37,7 +37,17 @@ from .behaviour import Behaviour, BehaviourState, Signal, WindowRow
 from .config import DetectConfig
 from .errors import StateError, VerdictError
 from .explain import rank_reasons, title_for
-from .habit import ADMIN_ACT, ADMIN_SCOPE, HABIT_LABEL, HABIT_SCOPE_LABEL, HabitBook, habit_key
+from .habit import (
+    ADMIN_ACT,
+    ADMIN_SCOPE,
+    HABIT_LABEL,
+    HABIT_SCOPE_LABEL,
+    ORG_NETWORK_IDENTITIES,
+    HabitBook,
+    habit_key,
+    network_key,
+    normal_act,
+)
 from .model import ModelRow, ModelState, WindowModel
 from .risk import Contribution, RiskState, to_score
 from .rules import UNANSWERED_TYPE, default_rules
@@ -245,7 +255,12 @@ class Engine:
             return
         self._observe(ev, self._route(ev))
         if ev.is_response and ev.remote_ip:
-            self._networks.record(ev.identity.key, ts, subnet_of(ev.remote_ip))
+            subnet = subnet_of(ev.remote_ip)
+            self._networks.record(ev.identity.key, ts, subnet)
+            if ev.outcome == "ok":
+                # Who works from each network: a subnet several identities used successfully on
+                # earlier days is the organisation's own (an office, the VPN), not a stranger's.
+                self._networks.record(network_key(subnet), ts, ev.identity.key)
         if ev.is_request and rid:
             self._pending[rid] = ev
             if len(self._pending) > _MAX_PENDING:
@@ -339,7 +354,9 @@ class Engine:
         successful act (outcome ``ok`` on a response) counts as done and can be lowered; a medium
         or high finding drops to ``low`` when the same identity did the same act successfully on
         at least two earlier days (or on one earlier day during the warm-up), from a subnet it did
-        it from before, and is not learning (new or back from dormancy). During the warm-up
+        it from before (or one :data:`~detect.habit.ORG_NETWORK_IDENTITIES` other identities worked
+        from successfully on earlier days: the organisation's office or VPN), and is not learning
+        (new or back from dormancy). During the warm-up
         (``rules_warmup_hours`` after the first entry the engine processed) every such act is
         ``low`` and establishes the habit: when monitoring starts, each routine is a first time.
         A finding of routine configuration work (``habit_scope=admin``: a policy written, a mount
@@ -351,6 +368,7 @@ class Engine:
         act = f.labels.get(HABIT_LABEL)
         if not act or not f.alerting:
             return f
+        act = normal_act(act)
         ident = f.identity.key
         key = habit_key(ident, f.detector, act)
         subnet = subnet_of(ev.remote_ip) if ev.remote_ip else None
@@ -371,6 +389,8 @@ class Engine:
                     subnet is None
                     or self._habits.knows_subnet(key, subnet, ev.ts)
                     or self._networks.knows_subnet(ident, subnet, ev.ts)
+                    or self._networks.earlier_members(network_key(subnet), ev.ts, ident)
+                    >= ORG_NETWORK_IDENTITIES
                 )
                 for sig, what in books:
                     earlier = self._habits.habitual(sig, ev.ts)

@@ -20,6 +20,8 @@ done signatures go first), and time is event time.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any, Final
 
 import msgspec
@@ -33,6 +35,9 @@ __all__ = [
     "HabitRecord",
     "HabitBook",
     "habit_key",
+    "network_key",
+    "normal_act",
+    "ORG_NETWORK_IDENTITIES",
 ]
 
 #: The label a detector sets on a finding to declare the act a habit is kept for.
@@ -48,8 +53,47 @@ ADMIN_SCOPE: Final = "admin"
 ADMIN_ACT: Final = "\x1eadmin work"
 #: Done successfully on this many earlier distinct days (UTC) makes an act habitual.
 MIN_EARLIER_DAYS: Final = 2
+#: A subnet this many other identities used successfully on earlier days is the organisation's
+#: own network (an office, the VPN): working from it is not "an address never used".
+ORG_NETWORK_IDENTITIES: Final = 3
 _DAY: Final = 86400.0
 _MAX_SUBNETS: Final = 8
+_NETWORK: Final = "\x1enetwork "
+# A duration in an act's text (``8d``, ``25h``, ``7.9d``, ``768h``): bucketed, see normal_act.
+_DURATION: Final = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)([smhdw])(?![\w.])")
+_UNIT_SECONDS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+# A comma-separated list in an act's text (an issued policy set).
+_LIST: Final = re.compile(r"[^\s,]+(?:,[^\s,]+)+")
+
+
+def network_key(subnet: str) -> str:
+    """The record under which a :class:`HabitBook` keeps who worked from ``subnet`` (its
+    ``subnets`` hold identity keys, and the day each first did)."""
+    return _NETWORK + subnet
+
+
+def _bucket(match: re.Match[str]) -> str:
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        return match.group(0)
+    # Powers of two of minutes (edges at 64m, 17h, 34h, 5.7d, 11.4d, 22.8d: away from the TTLs
+    # people type): 8d, 8.1d and 7.9d (or 192h) are one act, 8d and 32d are not.
+    step = max(0, math.floor(math.log2(seconds / 60.0)))
+    return f"~2^{step}m"
+
+
+def normal_act(act: str) -> str:
+    """An act as habits compare it: every duration bucketed (a token minted for ``8d`` one week
+    and ``7.9d`` or ``192h`` the next is the same act), every comma-separated list sorted and
+    without repeats (a policy set is a set, in whatever order it was given).
+
+    >>> normal_act("ttl 8d b,a") == normal_act("ttl 192h a,b,a") == normal_act("ttl 7.9d a,b")
+    True
+    >>> normal_act("ttl 8d a") == normal_act("ttl 32d a")
+    False
+    """
+    act = _LIST.sub(lambda m: ",".join(sorted(set(m.group(0).split(",")))), act)
+    return _DURATION.sub(_bucket, act)
 
 
 class HabitRecord(msgspec.Struct, kw_only=True):
@@ -115,6 +159,16 @@ class HabitBook:
         i = rec.subnets.index(subnet)
         first = rec.subnet_days[i] if i < len(rec.subnet_days) else -1
         return first < int(ts // _DAY)
+
+    def earlier_members(self, key: str, ts: float, exclude: str = "") -> int:
+        """How many of the record's ``subnets`` entries (for a :func:`network_key` record: the
+        identities) other than ``exclude`` were first recorded on a day before the day of ``ts``."""
+        rec = self.records.get(key)
+        if rec is None:
+            return 0
+        today = int(ts // _DAY)
+        days = rec.subnet_days + [-1] * (len(rec.subnets) - len(rec.subnet_days))
+        return sum(1 for m, d in zip(rec.subnets, days, strict=True) if m != exclude and d < today)
 
     def habitual(self, key: str, ts: float) -> int:
         """The earlier days that make the act a habit at ``ts``, or 0 when it is not one.

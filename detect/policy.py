@@ -61,6 +61,7 @@ __all__ = [
     "AccessModelDetector",
     "RoleInference",
     "RotationTracker",
+    "learned_period",
     "Grant",
     "CapabilityRole",
     "CapabilityRoles",
@@ -1097,14 +1098,77 @@ class AccessModelDetector:
         self._inferred.restore(state.get("inferred", {}))
 
 
+#: Learned rotation schedules (name-independent): a secret written on this many occasions at
+#: intervals within this max/min ratio, of at least this period, is tracked as if configured.
+LEARN_MIN_WRITES: Final = 3
+LEARN_MAX_RATIO: Final = 1.5
+LEARN_MIN_PERIOD: Final = 3600.0
+#: Writes closer than this are one occasion (a job writing twice, a retry).
+_SAME_OCCASION: Final = 600.0
+#: Write times kept per secret, and secrets kept for learning (least recently written go first).
+_KEEP_WRITES: Final = 8
+_LEARN_LIMIT: Final = 20_000
+#: A secret's own lateness widens its grace up to this share of its period (a skip still shows).
+_MAX_LATENESS: Final = 0.5
+_LEARNED: Final = "learned schedule"
+_KV_MOUNT_TYPES: Final = frozenset({"kv", "generic"})
+
+
+def learned_period(writes: list[float]) -> tuple[float, int] | None:
+    """(period, regular intervals) of a secret written at ``writes`` (sorted occasions), or None.
+
+    Intervals of more than :data:`LEARN_MAX_RATIO` times the median are lapses (a skipped
+    rotation, already reported), so they do not unlearn the schedule while they stay a minority;
+    any shorter than the median / ratio (a human edit in between) means no schedule.
+
+    >>> learned_period([0.0, 86400.0, 2 * 86400.0 + 3600.0])
+    (88200.0, 2)
+    >>> learned_period([0.0, 86400.0, 5 * 86400.0]) is None
+    True
+    """
+    if len(writes) < LEARN_MIN_WRITES:
+        return None
+    gaps = sorted(b - a for a, b in zip(writes, writes[1:], strict=False))
+    mid = gaps[len(gaps) // 2] if len(gaps) % 2 else (gaps[len(gaps) // 2 - 1] + gaps[len(gaps) // 2]) / 2
+    regular = [g for g in gaps if g <= mid * LEARN_MAX_RATIO]
+    if len(regular) < LEARN_MIN_WRITES - 1 or len(regular) * 2 < len(gaps) or regular[0] <= 0:
+        return None
+    if regular[-1] / regular[0] > LEARN_MAX_RATIO:
+        return None
+    period = sum(regular) / len(regular)
+    if period < LEARN_MIN_PERIOD:
+        return None
+    return period, len(regular)
+
+
+def _lateness(writes: list[float], every: float) -> float:
+    """The largest lateness the secret showed on earlier rotations that were not a skip."""
+    late = [b - a - every for a, b in zip(writes, writes[1:], strict=False)]
+    return max((x for x in late if 0 < x <= _MAX_LATENESS * every), default=0.0)
+
+
+def _approx(seconds: float) -> str:
+    """A learned period as a person says it: ``~1d``, ``~6h``, ``~45m``."""
+    unit = 3600.0 if seconds >= 3 * 3600.0 else 60.0
+    return "~" + _human(max(unit, round(seconds / unit) * unit))
+
+
 class RotationTracker:
-    """``rotation-overdue``: a classified secret not rotated within its schedule.
+    """``rotation-overdue``: a secret not rotated within its schedule, configured or learned.
 
     Catches stale credentials (a JWT signing key not rotated daily, API keys weekly, TLS monthly,
     database credentials not rotated after a deploy), which widen the window in which a leaked
     secret stays useful. Tracking starts at a secret's first write or, for one only read so far,
     at its first sighting. Each missed period is reported once; ``due(now)`` lets the engine report
     deadlines that pass while no event arrives.
+
+    Secrets outside every rotation class get a *learned* schedule, whatever they are named: one
+    written successfully on :data:`LEARN_MIN_WRITES` occasions at a steady period (intervals
+    within :data:`LEARN_MAX_RATIO` of each other, at least :data:`LEARN_MIN_PERIOD`) is tracked
+    as if its class said so; a secret edited now and then by people never gets one. Configured
+    classes take precedence. The grace after each period is the class's (10% of the period by
+    default) or, when larger, the lateness the secret itself showed on earlier rotations (a job
+    that habitually runs a few hours late), at most half a period: a skipped rotation still shows.
 
     Reads: response entries with outcome ``ok``; ``path``/``operation``/``mount_point``/
     ``mount_type`` (logical KV path and whether it was a write, a read or a delete), ``ts`` and
@@ -1114,10 +1178,16 @@ class RotationTracker:
     name = "rotation-overdue"
     family = "rotation"
 
-    def __init__(self, policy: AccessPolicy | None = None) -> None:
+    def __init__(self, policy: AccessPolicy | None = None, *, learn: bool = False) -> None:
         self.policy = policy if policy is not None else default_policy()
-        # path -> {"cls", "since", "written", "writer", "reported", "deploy"}
+        #: Learn schedules of unclassified secrets. Off by default: on the generated orgs and the
+        #: scenario stream, people editing notes daily got schedules (issue 14, see the report).
+        self.learn = learn
+        # path -> {"cls", "since", "written", "writer", "reported", "deploy", "writes",
+        #          "every" (learned period, learned schedules only), "regular"}
         self._secrets: dict[str, dict[str, Any]] = {}
+        # Unclassified KV secrets: path -> recent write occasions (least recently written first).
+        self._learning: dict[str, list[float]] = {}
         self._next_due = math.inf
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
@@ -1137,13 +1207,18 @@ class RotationTracker:
                     tracked["reported"] = None
             self._recompute()
         cls_ = self.policy.rotation_class(target.path, target.mount)
-        if cls_ is None or target.api not in ("data", "plain"):
-            if cls_ is not None and target.api == "metadata" and target.op == "delete":
+        if cls_ is None:
+            if self.learn:
+                self._learn(event, target)
+            return
+        if target.api not in ("data", "plain"):
+            if target.api == "metadata" and target.op == "delete":
                 self._secrets.pop(target.path, None)  # every version gone: nothing left to rotate
                 self._recompute()
             return
         info = self._secrets.get(target.path)
         if target.op in _WRITE_OPS:
+            writes = _occasions(info.get("writes", []) if info else [], event.ts)
             self._secrets[target.path] = {
                 "cls": cls_.name,
                 "since": event.ts,
@@ -1151,6 +1226,7 @@ class RotationTracker:
                 "writer": event.request_id,
                 "reported": None,
                 "deploy": None,
+                "writes": writes,
             }
         elif target.op == "delete" and target.api == "plain":
             self._secrets.pop(target.path, None)
@@ -1162,9 +1238,48 @@ class RotationTracker:
                 "writer": None,
                 "reported": None,
                 "deploy": None,
+                "writes": [],
             }
         else:
             return
+        self._recompute()
+
+    def _learn(self, event: AuditEvent, target: SecretTarget) -> None:
+        """Keep the write occasions of an unclassified KV secret; track it once it has a schedule."""
+        path = target.path
+        kv = target.api != "plain" or event.mount_type in _KV_MOUNT_TYPES
+        if not kv or not target.mount:
+            return
+        gone = target.op == "delete" and target.api in ("metadata", "plain")
+        if gone or target.op not in _WRITE_OPS or target.api not in ("data", "plain"):
+            if gone:
+                self._learning.pop(path, None)
+                if self._secrets.pop(path, None) is not None:
+                    self._recompute()
+            return
+        writes = _occasions(self._learning.pop(path, []), event.ts)
+        self._learning[path] = writes  # most recently written last
+        while len(self._learning) > _LEARN_LIMIT:
+            old = next(iter(self._learning))
+            del self._learning[old]
+            self._secrets.pop(old, None)
+        found = learned_period(writes)
+        if found is None:
+            if self._secrets.pop(path, None) is not None:
+                self._recompute()
+            return
+        every, regular = found
+        self._secrets[path] = {
+            "cls": _LEARNED,
+            "since": event.ts,
+            "written": True,
+            "writer": event.request_id,
+            "reported": None,
+            "deploy": None,
+            "writes": list(writes),
+            "every": every,
+            "regular": regular,
+        }
         self._recompute()
 
     def _is_deploy(self, event: AuditEvent, target: SecretTarget) -> bool:
@@ -1174,10 +1289,19 @@ class RotationTracker:
         return not marker.roles or marker.accepts(self.policy.role_for(event.identity))
 
     def _class(self, info: dict[str, Any]) -> RotationClass | None:
+        if info["cls"] == _LEARNED and "every" in info:
+            return RotationClass(_LEARNED, (), every=float(info["every"]))
         for cls in self.policy.rotation:
             if cls.name == info["cls"]:
                 return cls
         return None
+
+    @staticmethod
+    def _slack(info: dict[str, Any], cls: RotationClass) -> float:
+        """The class's grace or, unless set explicitly, the secret's own habitual lateness."""
+        if cls.grace is not None or cls.every is None:
+            return cls.slack
+        return max(cls.slack, _lateness([float(x) for x in info.get("writes", [])], cls.every))
 
     def _deadline(self, info: dict[str, Any]) -> tuple[float, int] | None:
         """(next deadline still to report, period index) or None when nothing is pending."""
@@ -1190,7 +1314,7 @@ class RotationTracker:
             return info["deploy"] + cls.within, 1
         assert cls.every is not None
         k = int(info["reported"] or 0) + 1
-        return info["since"] + k * cls.every + cls.slack, k
+        return info["since"] + k * cls.every + self._slack(info, cls), k
 
     def _recompute(self) -> None:
         deadlines = [d[0] for info in self._secrets.values() if (d := self._deadline(info)) is not None]
@@ -1211,7 +1335,7 @@ class RotationTracker:
             if not cls.on_deploy:
                 assert cls.every is not None
                 # Skip periods missed while idle rather than reporting each of them.
-                k = max(k, int((now - info["since"] - cls.slack) // cls.every))
+                k = max(k, int((now - info["since"] - self._slack(info, cls)) // cls.every))
             info["reported"] = k
             out.append(self._overdue(path, info, cls, deadline, now, k))
         self._recompute()
@@ -1220,15 +1344,26 @@ class RotationTracker:
     def _overdue(
         self, path: str, info: dict[str, Any], cls: RotationClass, deadline: float, now: float, k: int
     ) -> Finding:
+        since = _iso(info["since"])
+        learned = cls.name == _LEARNED
         if cls.on_deploy:
             expected = f"rewritten within {_human(cls.within)} of a deploy"
             title = f"{cls.name}: {path} not rotated after the deploy at {_iso(info['deploy'])}"
+        elif learned:
+            assert cls.every is not None
+            every = _approx(cls.every)
+            expected = (
+                f"learned schedule: written every {every} on {int(info.get('regular', 0)) + 1} "
+                f"earlier occasions; last {since}"
+            )
+            title = (
+                f"{path} not rewritten for {_human(now - info['since'])} (learned schedule: every {every})"
+            )
         else:
             assert cls.every is not None
             expected = f"rotated every {_human(cls.every)}"
             age = _human(now - info["since"])
             title = f"{cls.name}: {path} not rotated for {age} (every {_human(cls.every)})"
-        since = _iso(info["since"])
         last = f"written {since}" if info["written"] else f"not written since first seen {since}"
         severity = "high" if k >= 3 else "medium"
         return _finding(
@@ -1247,17 +1382,31 @@ class RotationTracker:
             first_ts=deadline,
             last_ts=now,
             event_ids=(info["writer"],) if info["writer"] else (),
-            labels={"rotation_class": cls.name, "missed_periods": str(k)},
+            labels={"rotation_class": cls.name, "missed_periods": str(k)}
+            | ({"learned_period": _human(cls.every or 0.0)} if learned else {}),
         )
 
     def state(self) -> dict[str, Any]:
-        """Plain-data state: the tracked secrets."""
-        return {"secrets": {p: dict(v) for p, v in self._secrets.items()}}
+        """Plain-data state: the tracked secrets and the write occasions of unclassified ones."""
+        return {
+            "secrets": {p: dict(v) | {"writes": list(v.get("writes", []))} for p, v in self._secrets.items()},
+            "learning": {p: list(w) for p, w in self._learning.items()},
+        }
 
     def load(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` output."""
         self._secrets = {str(p): dict(v) for p, v in dict(state.get("secrets", {})).items()}
+        self._learning = {str(p): [float(x) for x in w] for p, w in dict(state.get("learning", {})).items()}
         self._recompute()
+
+
+def _occasions(writes: list[float], ts: float) -> list[float]:
+    """``writes`` with a write at ``ts`` added (one occasion with a write just before it), the
+    last :data:`_KEEP_WRITES` kept."""
+    out = [float(x) for x in writes]
+    if out and ts - out[-1] < _SAME_OCCASION:
+        return out
+    return [*out, ts][-_KEEP_WRITES:]
 
 
 # -- roles by capability (issue 14 item 2) --------------------------------------------------------

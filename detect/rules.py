@@ -18,6 +18,7 @@ makes on purpose but a SOC must still see (one policy write, a mount enabled).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, ClassVar, Final
 
@@ -44,7 +45,7 @@ from .policy import (
     secret_target,
 )
 from .sensitive import SensitiveFirstAccess
-from .templates import own_names, template_path
+from .templates import own_names, subnet_of, template_path
 from .types import DetectContext, Detector, Finding
 from .windows import Cooldown, DistinctCount, SlidingCount
 
@@ -78,6 +79,9 @@ _MAX_PLAINTEXT_FIELDS: Final = 64
 _MAX_GROUPS: Final = 10_000
 _HMAC_EXCEPTION_KEYS: Final = ("audit_non_hmac_request_keys", "audit_non_hmac_response_keys")
 _MAX_EVENT_IDS: Final = 50
+#: ``login-failure-burst``: sources (addresses and /24s) remembered, and rising counts kept per window.
+_MAX_SOURCES: Final = 50_000
+_MAX_PENDING_PEAKS: Final = 16
 # PKI endpoints that return a generated private key: .../(root|intermediate|keys)/generate/exported,
 # issuers/generate/(root|intermediate)/exported, root/rotate/exported.
 _PKI_EXPORTED: Final = re.compile(r"/(?:generate|rotate)/(?:(?:root|intermediate)/)?exported$")
@@ -92,10 +96,16 @@ class RulesConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     #: ``token-excessive-ttl``: a token created with a longer TTL alerts (Datadog uses 25 h).
     token_max_ttl_hours: float = 25.0
-    #: ``login-failure-burst``: failures per target, and distinct targets per source (spraying).
+    #: ``login-failure-burst``: failures per target. Spraying (distinct failing accounts per source
+    #: address within ``spray_window_minutes``) adapts to the source's own history: it alerts at
+    #: ``max(floor, spray_history_factor x`` the most the source or its /24 reached in an earlier
+    #: window``)``, where the floor is ``spray_min_targets`` for a source that never authenticated
+    #: successfully and ``spray_known_factor`` times that for one that did (a shared proxy).
     login_failure_threshold: int = 5
     login_failure_window_minutes: float = 5.0
-    spray_target_threshold: int = 10
+    spray_min_targets: int = 5
+    spray_history_factor: float = 2.0
+    spray_known_factor: float = 2.0
     spray_window_minutes: float = 10.0
     #: ``permission-denied-burst``: denials per identity, or distinct denied paths per identity.
     denied_threshold: int = 20
@@ -996,13 +1006,22 @@ class LoginFailureBurst(_Rule):
     and a success right after a burst.
 
     Catches online guessing: at least ``login_failure_threshold`` failures for one target within
-    the window (whatever the source), at least ``spray_target_threshold`` distinct targets failing
-    from one source address, and a successful login to a target still inside its failure burst
-    (critical: the guess may have worked). One typo is never a burst.
+    the window (whatever the source), password spraying from one source address, and a successful
+    login to a target still inside its failure burst (critical: the guess may have worked). One
+    typo is never a burst.
 
-    Reads: ``outcome`` (``login_failed`` / ``ok``), ``identity.key`` (``login:<mount>:<name>``),
-    ``remote_ip``, ``path`` + ``request`` (login target of a success), ``request_id``, ``ts``;
-    response entries.
+    Spraying is judged against the source's own history, not a fixed count: the distinct accounts
+    failing from one address within ``spray_window_minutes`` alert when they reach
+    ``max(floor, spray_history_factor x peak)``, where *peak* is the most distinct failing
+    accounts that address, or any address of its /24, reached in an earlier window (the current
+    window never raises its own bar). The floor is ``spray_min_targets`` for a source that has
+    never authenticated successfully (nothing vouches for it) and ``spray_known_factor`` times that
+    for a source that has (a corporate proxy or NAT where many people mistype). No account, mount
+    or address name is known in advance.
+
+    Reads: ``outcome`` (``login_failed`` / ``ok``), ``identity.key`` (``login:<mount>:<name>``) and
+    ``identity.kind``, ``remote_ip``, ``path`` + ``request`` (login target of a success),
+    ``request_id``, ``ts``; response entries.
     """
 
     only_responses: ClassVar[bool] = True
@@ -1016,12 +1035,17 @@ class LoginFailureBurst(_Rule):
         self._per_target = SlidingCount(c.login_failure_window_minutes * 60.0)
         self._per_source = DistinctCount(c.spray_window_minutes * 60.0)
         self._cooldown = Cooldown(max(c.login_failure_window_minutes, c.spray_window_minutes) * 60.0)
+        #: address or /24 -> [closed peak, [[ts, distinct] still inside their window, rising]]
+        self._peaks: dict[str, list[Any]] = {}
+        #: addresses and /24s that authenticated successfully (value: last success, event time)
+        self._known: dict[str, float] = {}
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
         """Count failures per target and per source; report bursts once per window."""
         if not event.is_response:
             return []
         if event.outcome == "ok":
+            self._learn_success(event)
             return self._success_after_burst(event)
         if event.outcome != "login_failed":
             return []
@@ -1047,27 +1071,82 @@ class LoginFailureBurst(_Rule):
             )
         ip = event.remote_ip
         if ip:
-            d = self._per_source.add(ip, target, event.ts)
-            if d >= c.spray_target_threshold and self._cooldown.ready(f"s:{ip}", event.ts):
-                window = _human(c.spray_window_minutes * 60.0)
-                targets = self._per_source.values(ip)
-                source = Identity(key=f"anon:{ip}", kind="anonymous")
-                out.append(
-                    self._make(
-                        event,
-                        title=f"Password spraying from {ip}: {d} accounts failed within {window}",
-                        severity="high",
-                        key="spray",
-                        identity=source,
-                        reasons=[
-                            Reason(
-                                "distinct_targets", str(d), f"< {c.spray_target_threshold} per {window}", 1.0
-                            ),
-                            Reason("targets", ", ".join(targets[-8:]), "", 0.4),
-                        ],
-                    )
-                )
+            out.extend(self._spray(event, ip, target))
         return out
+
+    def spray_threshold(self, ip: str, now: float) -> tuple[int, int, bool]:
+        """``(threshold, earlier peak, known)`` for failures from ``ip`` at ``now`` (see the class)."""
+        c = self.cfg
+        net = subnet_of(ip)
+        peak = max(self._closed_peak(ip, now), self._closed_peak(net, now))
+        known = ip in self._known or net in self._known
+        floor = c.spray_min_targets * (c.spray_known_factor if known else 1.0)
+        return max(math.ceil(floor), math.ceil(c.spray_history_factor * peak)), peak, known
+
+    def _spray(self, event: AuditEvent, ip: str, target: str) -> list[Finding]:
+        c = self.cfg
+        d = self._per_source.add(ip, target, event.ts)
+        threshold, peak, known = self.spray_threshold(ip, event.ts)
+        for key in (ip, subnet_of(ip)):
+            self._note_peak(key, event.ts, d)
+        if d < threshold or not self._cooldown.ready(f"s:{ip}", event.ts):
+            return []
+        window = _human(c.spray_window_minutes * 60.0)
+        targets = self._per_source.values(ip)
+        source = Identity(key=f"anon:{ip}", kind="anonymous")
+        history = f"at most {peak} in an earlier window" if peak else "no earlier failures"
+        vouched = "authenticated successfully before" if known else "never authenticated successfully"
+        return [
+            self._make(
+                event,
+                title=f"Password spraying from {ip}: {d} accounts failed within {window}",
+                severity="high",
+                key="spray",
+                identity=source,
+                reasons=[
+                    Reason("distinct_targets", str(d), f"< {threshold} per {window} ({history})", 1.0),
+                    Reason("source_history", vouched, "", 0.5 if known else 0.8),
+                    Reason("targets", ", ".join(targets[-8:]), "", 0.4),
+                ],
+            )
+        ]
+
+    def _closed_peak(self, key: str, now: float) -> int:
+        """The most distinct failing accounts ``key`` reached in windows over before ``now``."""
+        row = self._peaks.get(key)
+        if row is None:
+            return 0
+        horizon = now - self.cfg.spray_window_minutes * 60.0
+        pending: list[list[float]] = row[1]
+        while pending and pending[0][0] <= horizon:
+            row[0] = max(row[0], int(pending.pop(0)[1]))
+        return int(row[0])
+
+    def _note_peak(self, key: str, ts: float, d: int) -> None:
+        row = self._peaks.pop(key, None)
+        if row is None:
+            row = [0, []]
+        self._peaks[key] = row  # re-inserted: ordered by last failure, oldest evicted first
+        pending: list[list[float]] = row[1]
+        # Only a rise is kept: a lower count later in the window folds no higher than the rise
+        # before it, which closes first.
+        if d > row[0] and (not pending or d > pending[-1][1]):
+            pending.append([ts, float(d)])
+            del pending[:-_MAX_PENDING_PEAKS]
+        while len(self._peaks) > _MAX_SOURCES:
+            del self._peaks[next(iter(self._peaks))]
+
+    def _learn_success(self, event: AuditEvent) -> None:
+        ip = event.remote_ip
+        if not ip or event.identity.kind == "anonymous":
+            return
+        if event.identity.kind == "login" and (event.response is None or event.response.auth is None):
+            return
+        for key in (ip, subnet_of(ip)):
+            self._known.pop(key, None)
+            self._known[key] = event.ts
+        while len(self._known) > _MAX_SOURCES:
+            del self._known[next(iter(self._known))]
 
     def _success_after_burst(self, event: AuditEvent) -> list[Finding]:
         resp = event.response
@@ -1096,11 +1175,13 @@ class LoginFailureBurst(_Rule):
         ]
 
     def state(self) -> dict[str, Any]:
-        """Plain-data state: the two windows and the cooldowns."""
+        """Plain-data state: the two windows, the cooldowns, source peaks and known sources."""
         return {
             "per_target": self._per_target.state(),
             "per_source": self._per_source.state(),
             "cooldown": self._cooldown.state(),
+            "peaks": {k: [r[0], [list(p) for p in r[1]]] for k, r in self._peaks.items()},
+            "known": dict(self._known),
         }
 
     def load(self, state: dict[str, Any]) -> None:
@@ -1108,6 +1189,11 @@ class LoginFailureBurst(_Rule):
         self._per_target.load(state.get("per_target", {}))
         self._per_source.load(state.get("per_source", {}))
         self._cooldown.load(state.get("cooldown", {}))
+        self._peaks = {
+            str(k): [int(r[0]), [[float(p[0]), float(p[1])] for p in r[1]]]
+            for k, r in dict(state.get("peaks", {})).items()
+        }
+        self._known = {str(k): float(v) for k, v in dict(state.get("known", {})).items()}
 
 
 class PermissionDeniedBurst(_Rule):

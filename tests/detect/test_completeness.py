@@ -179,16 +179,20 @@ def test_the_dropped_copies_reach_the_detector(capture: Capture) -> None:
 
 
 # -- audit-stream-silence --------------------------------------------------------------------------------
-def _pattern(real: dict[str, list[AuditEvent]], *, gap: tuple[float, float] | None) -> list[AuditEvent]:
+def _pattern(
+    real: dict[str, list[AuditEvent]], *, gap: tuple[float, float] | None, night: int = 0
+) -> list[AuditEvent]:
     """Ten days from a Monday: 80 entries an hour per stream on weekdays 9:00-17:00, 3 an hour at
-    weekends, none at night; on the second Monday stream ``b`` delivers nothing within ``gap``."""
+    weekends, ``night`` an hour every night 20:00-06:00 (an agent polling); on the second Monday
+    stream ``b`` delivers nothing within ``gap``."""
     out: list[AuditEvent] = []
     for name, evs in real.items():
         k = 0
         for day in range(8):
             weekend = day in (5, 6)
-            for hour in range(9, 17) if not weekend else range(10, 14):
-                per = 3 if weekend else 80
+            hours = list(range(9, 17) if not weekend else range(10, 14))
+            for hour in [*hours, *(range(20, 30) if night else ())]:
+                per = night if hour >= 20 else 3 if weekend else 80
                 for j in range(per):
                     ts = MONDAY + day * DAY + hour * HOUR + j * HOUR / per + (0.3 if name == "b" else 0.0)
                     if gap and name == "b" and gap[0] <= ts < gap[1]:
@@ -247,6 +251,17 @@ def test_short_or_off_hours_silence_is_quiet(real: dict[str, list[AuditEvent]]) 
     assert _silence(_pattern(real, gap=(day7 + 11 * HOUR, day7 + 11 * HOUR + 20 * 60))) == []
     # Saturday: three entries an hour at most; four hours of nothing is ordinary.
     assert _silence(_pattern(real, gap=(MONDAY + 5 * DAY, MONDAY + 6 * DAY))) == []
+
+
+def test_a_regular_quiet_night_silent_is_quiet(real: dict[str, list[AuditEvent]]) -> None:
+    # Every night carries a trickle of 8 entries an hour; one whole weekday night (80 entries by
+    # a night-level count) delivers nothing. Night hours were never busy: not a silence.
+    night = (MONDAY + 7 * DAY + 19 * HOUR, MONDAY + 8 * DAY + 6 * HOUR)
+    assert _silence(_pattern(real, gap=night, night=8)) == []
+    # The same trickle does not hide a silent working day.
+    day = (MONDAY + 7 * DAY + 9 * HOUR, MONDAY + 7 * DAY + 12 * HOUR)
+    (alert,) = _silence(_pattern(real, gap=day, night=8))
+    assert alert.labels["stream"] == "b" and float(alert.labels["expected_events"]) >= 50
 
 
 def _ts(rfc3339: str) -> float:

@@ -8,9 +8,11 @@ case that must alert at medium or above and a benign counter-case that must stay
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 
 import hvac.exceptions
+import msgspec
 import pytest
 
 from detect.correlate import correlate_rules, network_of
@@ -165,3 +167,57 @@ def test_approle_and_identity_real(bao: dict[str, list[AuditEvent]]) -> None:
     assert change and change[0].request.data and change[0].request.data.get("bind_secret_id") is False
     alias = [e for e in bao["alias"] if e.is_response and e.path == "identity/entity-alias"]
     assert alias and "canonical_id" in (alias[0].request.data or {})
+
+
+def _at(events: list[AuditEvent], ip: str, start: float, step: float = 60.0) -> list[AuditEvent]:
+    """Real response entries of one token, re-timed and moved to source address ``ip``."""
+    return [msgspec.structs.replace(e, remote_ip=ip) for e in _resp(events, start, step)[:5]]
+
+
+OFFICE, VPN, FOREIGN = "10.20.0.5", "172.16.4.9", "185.220.101.4"
+
+
+def _office_and_vpn_days(uses: list[AuditEvent], days: int) -> list[AuditEvent]:
+    """A person's token at the office in the morning and over the VPN in the evening, each day."""
+    out: list[AuditEvent] = []
+    for d in range(days):
+        out += _at(uses, OFFICE, T0 + d * DAY + 9 * 3600.0)
+        out += _at(uses, VPN, T0 + d * DAY + 20 * 3600.0)
+    return out
+
+
+def test_session_hijack_between_two_networks_used_on_earlier_days_is_not_paged(
+    bao: dict[str, list[AuditEvent]],
+) -> None:
+    uses = bao["issue"]
+    history = _office_and_vpn_days(uses, 3)
+    morning = T0 + 3 * DAY + 8 * 3600.0
+    found = run(
+        _det("session-hijack"), [*history, *_at(uses, VPN, morning), *_at(uses, OFFICE, morning + 3600.0)]
+    )
+    # One token, VPN then office an hour apart: both networks are the identity's own (earlier days).
+    assert [f.severity for f in found] == ["low"]
+    assert "none" in json.dumps(msgspec.to_builtins(found[0].reasons))
+
+
+def test_session_hijack_with_a_network_new_to_the_identity_is_high(bao: dict[str, list[AuditEvent]]) -> None:
+    uses = bao["issue"]
+    history = _office_and_vpn_days(uses, 3)
+    morning = T0 + 3 * DAY + 9 * 3600.0
+    hostile = [*history, *_at(uses, OFFICE, morning), *_at(uses, FOREIGN, morning + 1800.0)]
+    found = _paged(run(_det("session-hijack"), hostile))
+    assert [f.severity for f in found] == ["high"] and FOREIGN in found[0].title
+    assert "185.220.0.0/16" in json.dumps(msgspec.to_builtins(found[0].reasons))
+    # A network first used today is new too, even though the identity used it an hour earlier.
+    only_office = [e for e in history if e.remote_ip == OFFICE]
+    found = run(
+        _det("session-hijack"), [*only_office, *_at(uses, VPN, morning - 3600.0), *_at(uses, OFFICE, morning)]
+    )
+    assert [f.severity for f in found] == ["high"]
+    # State round-trips: what each identity used before survives a restart.
+    det = _det("session-hijack")
+    run(det, history)
+    again = _det("session-hijack")
+    again.load(msgspec.json.decode(msgspec.json.encode(det.state())))
+    later = [*_at(uses, VPN, morning), *_at(uses, OFFICE, morning + 3600.0)]
+    assert [f.severity for f in run(again, later)] == ["low"]

@@ -25,8 +25,8 @@ import pytest
 
 from detect.alert import Alert
 from detect.engine import Engine
-from detect.habit import HabitBook
-from ingest.event import AuditEvent
+from detect.habit import HabitBook, network_key, normal_act
+from ingest.event import AuditEvent, Identity
 from vaultwatch.demo.servers import OpenBaoServer
 
 from .conftest import CANARY_PASSWORD, AuditCapture, retime
@@ -339,3 +339,41 @@ def test_same_day_repeats_are_one_day() -> None:
     twin = HabitBook(limit=3)
     twin.load(msgspec.msgpack.decode(msgspec.msgpack.encode(book.dump())))
     assert twin.dump() == book.dump()
+
+
+def _as(events: list[AuditEvent], key: str) -> list[AuditEvent]:
+    """The same real entries made by another identity (a colleague)."""
+    who = Identity(key=key, kind="entity", display_name=key)
+    return [msgspec.structs.replace(e, identity=who) for e in events]
+
+
+def test_a_habit_holds_on_the_organisations_own_network(week: dict[str, list[AuditEvent]]) -> None:
+    """Regression (eval org-3: the weekly agent token minted from the VPN, a subnet the admin
+    had not used but three colleagues had, raised a high and two mediums)."""
+    vpn = "100.64.7.11"
+    for colleagues, same_day, expect in ((3, False, "low"), (2, False, "normal"), (3, True, "normal")):
+        eng = Engine({**_NO_WARMUP, "behaviour_enabled": False})
+        _run_weeks(eng, week, 3)
+        when = T0 + 3 * WEEK - (0.0 if same_day else DAY) - 3600.0
+        for i in range(colleagues):
+            eng.process_batch(_as(_copy(week["token"], when + i, ip=f"100.64.7.{20 + i}"), f"entity:c{i}"))
+        sev = _severities(eng.process_batch(_weekly(week, T0 + 3 * WEEK, ip=vpn)))
+        assert (set(sev.values()) == {"low"}) == (expect == "low"), (colleagues, same_day, sev)
+        if expect == "normal":
+            assert sev == _NORMAL
+
+
+def test_acts_are_compared_normalised() -> None:
+    assert normal_act("ttl 8d b,a") == normal_act("ttl 192h a,b") == normal_act("ttl 8.1d a,b,a")
+    assert normal_act("ttl 8d a") != normal_act("ttl 32d a")
+    assert normal_act("issue b,a") == "issue a,b"
+    assert normal_act("orphan p-1") == "orphan p-1"
+
+
+def test_network_records_are_bounded_and_dated() -> None:
+    book = HabitBook()
+    for i in range(20):
+        book.record(network_key("10.0.0.0/24"), 10.0 + i, f"entity:{i}")
+    assert book.earlier_members(network_key("10.0.0.0/24"), DAY) == 8  # bounded
+    assert book.earlier_members(network_key("10.0.0.0/24"), 100.0) == 0  # same day: not yet
+    assert book.earlier_members(network_key("10.0.0.0/24"), DAY, exclude="entity:19") == 7

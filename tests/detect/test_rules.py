@@ -271,6 +271,60 @@ def test_login_failure_burst_and_spraying(bao_scenario: Scenario) -> None:
     assert all(CANARY_PASSWORD not in f.title for f in burst + after + spray)
 
 
+def _from(events: list[AuditEvent], ip: str, start: float, step: float = 5.0) -> list[AuditEvent]:
+    """Real response entries, re-timed ``step`` apart and moved to source address ``ip``."""
+    return [
+        msgspec.structs.replace(retime(e, start + i * step), remote_ip=ip)
+        for i, e in enumerate(x for x in events if x.is_response)
+    ]
+
+
+@pytest.mark.integration
+def test_spraying_a_few_accounts_from_a_never_seen_address_alerts(bao_scenario: Scenario) -> None:
+    # One external address, 8 distinct (non-existent) userpass accounts within a minute: no fixed
+    # count of 10 is needed from a source with no history and no successful login.
+    eight = _from(bao_scenario["spray"], "198.51.100.20", T0, 7.0)[:8]
+    spray = run(LoginFailureBurst(), eight)
+    assert [f.identity.key for f in spray] == ["anon:198.51.100.20"]
+    assert spray[0].severity == "high" and "5 accounts" in spray[0].title
+    assert "never authenticated" in json.dumps(msgspec.to_builtins(spray[0].reasons))
+    # Below the floor stays quiet.
+    assert run(LoginFailureBurst(), eight[:4]) == []
+
+
+@pytest.mark.integration
+def test_spraying_threshold_follows_the_source_history(bao_scenario: Scenario) -> None:
+    s = bao_scenario
+    proxy, neighbour = "203.0.113.7", "203.0.113.40"
+    fails = s["spray"]
+    rule = LoginFailureBurst()
+    found: list[Finding] = []
+    # A corporate proxy: people log in through it, and every morning 5 or 6 of them mistype.
+    for day in range(7):
+        start = T0 + day * 86400.0
+        found += run(rule, _from(s["login_after_burst"], proxy, start - 3600.0))
+        users = [e for e in fails if e.is_response][day % 5 : day % 5 + 5 + day % 2]
+        found += run(rule, _from(users, proxy, start, 60.0))
+    assert found == []
+    threshold, peak, known = rule.spray_threshold(proxy, T0 + 7 * 86400.0)
+    assert (peak, known) == (6, True) and threshold == 12
+    # Another address of the proxy's /24, never seen: its network's history raises its bar too.
+    day8 = T0 + 7 * 86400.0
+    assert run(rule, _from(fails, neighbour, day8, 7.0)[:8]) == []
+    # A burst well past the proxy's own history does alert.
+    many = [
+        msgspec.structs.replace(e, identity=msgspec.structs.replace(e.identity, key=f"{e.identity.key}-{i}"))
+        for i in range(2)
+        for e in _from(fails, proxy, day8 + 120.0 + 30.0 * i, 2.0)
+    ]
+    burst = [f for f in run(rule, many) if f.identity.key == f"anon:{proxy}"]
+    assert len(burst) == 1 and "12 accounts" in burst[0].title
+    # State round-trips: the history survives a restart.
+    again = LoginFailureBurst()
+    again.load(msgspec.json.decode(msgspec.json.encode(rule.state())))
+    assert again.spray_threshold(proxy, day8) == rule.spray_threshold(proxy, day8)
+
+
 @pytest.mark.integration
 def test_permission_denied_burst(bao_scenario: Scenario) -> None:
     s = bao_scenario

@@ -8,8 +8,8 @@ The archive keeps *who did what, where, from where and how it went*: identity, p
 template (``detect.templates``: UUIDs, numbers and random ids folded), operation,
 mount, namespace, address, outcome, a short error, and the HMACs of the caller's token and
 accessor (``hmac-sha256:...`` values only, so "what did this token touch" can be answered). It
-never keeps request or response data, and a token or accessor that the audit device wrote in
-plaintext (``log_raw``) is dropped rather than stored.
+never keeps request or response data; a token or accessor that the audit device wrote in
+plaintext (``log_raw``) reaches it only as the parser's pseudonym (``hmac-sha256:vw:...``).
 
 Writes are buffered per partition and flushed when a partition's buffer reaches ``max_rows``,
 when ``flush_interval`` seconds have passed since the last flush, and on :meth:`close`. Each

@@ -58,7 +58,7 @@ __all__ = [
 FINAL_FLUSH: Final = 3600.0
 _REORDER: Final = 4096
 _BLOCK: Final = 1 << 20  # read files in 1 MiB blocks
-_MINUTES: Final = 4096  # minutes whose POSIX time _line_time keeps
+_AFTER_SECONDS: Final = (b".", b"Z")
 _TIME_HEAD: Final = b'{"time":"'
 
 
@@ -151,14 +151,15 @@ class ReplayResult(msgspec.Struct, kw_only=True):
         }
 
 
-def _line_time(line: bytes, minutes: dict[bytes, float]) -> float | None:
-    """The entry time of a raw audit line as POSIX seconds, read from its text, or None.
+def _line_key(line: bytes) -> bytes | None:
+    """The entry time of a raw audit line as a sort key, read from its text, or None.
 
-    Vault and OpenBao write ``time`` first, so it is found without decoding the line; any other
-    shape (no ``{"time":"`` at the object's start, a time ``fromisoformat`` refuses) gives None.
-    A UTC time (``...Z``) costs a dictionary look-up of its minute (``minutes``: the caller's
-    cache) and a ``float`` of its seconds. Only the order of lines depends on it: every line is
-    still parsed in full afterwards.
+    Vault and OpenBao write ``time`` first, so it is found without decoding the line. A UTC time
+    as they write it (``2026-08-02T15:00:00.123Z``, any number of fraction digits) is its own key
+    without the ``Z``: such texts sort as their instants do (a shorter fraction is a prefix of a
+    longer one). Any other time (an offset, no zone) is converted to that form. No ``{"time":"``
+    at the object's start, or a time ``fromisoformat`` refuses: None. Only the order of lines
+    depends on it: every line is still parsed in full afterwards.
     """
     start = 0 if line[:1] == b"{" else line.find(b"{")
     if start < 0 or not line.startswith(_TIME_HEAD, start):
@@ -167,33 +168,15 @@ def _line_time(line: bytes, minutes: dict[bytes, float]) -> float | None:
     end = line.find(b'"', begin, begin + 64)
     if end < 0:
         return None
-    if end - begin >= 20 and line[end - 1 : end] == b"Z" and line[begin + 16 : begin + 17] == b":":
-        seconds = line[begin + 17 : end - 1]
-        if seconds[:2].isdigit() and (len(seconds) == 2 or seconds[2:3] == b"."):
-            minute = line[begin : begin + 16]
-            base = minutes.get(minute)
-            if base is None:
-                base = _iso_seconds(minute + b":00Z")
-                if base is None:
-                    return None
-                if len(minutes) >= _MINUTES:
-                    minutes.clear()
-                minutes[minute] = base
-            try:
-                return base + float(seconds)
-            except ValueError:
-                return None
-    return _iso_seconds(line[begin:end])
-
-
-def _iso_seconds(text: bytes) -> float | None:
-    """POSIX seconds of an RFC 3339 time (a zoneless one read as UTC), or None."""
+    text = line[begin:end]
+    if text[-1:] == b"Z" and text[10:11] == b"T" and text[19:20] in _AFTER_SECONDS:
+        return text[:-1]
     try:
         t = datetime.fromisoformat(text.decode("ascii"))
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=UTC)
-        return t.timestamp()
-    except (ValueError, UnicodeDecodeError, OverflowError, OSError):
+        if t.tzinfo is not None:
+            t = t.astimezone(UTC).replace(tzinfo=None)
+        return t.isoformat(timespec="microseconds").encode()
+    except (ValueError, UnicodeDecodeError, OverflowError):
         return None
 
 
@@ -202,8 +185,8 @@ def _file_lines(
     path: Path,
     counter: list[int],
     progress: Callable[[int], None] | None,
-) -> Iterator[tuple[float, int, int, bytes]]:
-    """``(time, index, line number, line)`` of one file in time order, before parsing.
+) -> Iterator[tuple[bytes, int, int, bytes]]:
+    """``(time key, index, line number, line)`` of one file in time order, before parsing.
 
     Concurrent requests are written slightly out of order, so lines are sorted in chunks with a
     holdback of ``_REORDER`` lines (Timsort is linear on nearly sorted input). The buffer holds
@@ -212,10 +195,9 @@ def _file_lines(
     objects are still in cache. A line whose time cannot be read from its text (a parse failure
     to be, most often) keeps the time of the line before it, so it stays in place.
     """
-    buf: list[tuple[float, int, int, bytes]] = []
+    buf: list[tuple[bytes, int, int, bytes]] = []
     append = buf.append
-    line_time = _line_time
-    minutes: dict[bytes, float] = {}
+    line_key = _line_key
     raw = open(path, "rb", buffering=_BLOCK)  # noqa: SIM115 - closed below
     f: IO[bytes] = raw
     try:
@@ -223,13 +205,13 @@ def _file_lines(
             f = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
         raw.seek(0)
         last_pos = 0
-        ts = float("-inf")
+        key = b""
         n = 0
         for n, line in enumerate(f, 1):
-            t = line_time(line, minutes)
-            if t is not None:
-                ts = t
-            append((ts, index, n, line))
+            k = line_key(line)
+            if k is not None:
+                key = k
+            append((key, index, n, line))
             if len(buf) >= 2 * _REORDER:
                 buf.sort()
                 yield from buf[:_REORDER]
@@ -260,7 +242,7 @@ def read_events(
 ) -> Iterator[AuditEvent]:
     """Events of all ``files`` merged in event-time order (ties: file order, then line order).
 
-    Lines are ordered on the time written at their start (:func:`_line_time`), merged across
+    Lines are ordered on the time written at their start (:func:`_line_key`), merged across
     files, and only then parsed, one at a time. A line that does not parse is counted in
     ``failures`` and put in ``quarantine`` (blank lines are skipped).
     """

@@ -1,0 +1,105 @@
+"""Learned rotation schedules and a secret's own lateness (issue 14), on a real OpenBao's entries.
+
+A secret outside every configured rotation class but rewritten by a job on a steady period is
+tracked as if it had a class with that period, whatever it is called; secrets people edit now and
+then never get a schedule. The grace after a period also covers the lateness the secret itself
+showed on earlier rotations, never a whole skipped period.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from detect.policy import RotationTracker, learned_period
+from detect.types import Finding
+from ingest.event import AuditEvent
+
+from .conftest import CANARY_SECRET, Scenario, retime, run
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_800_000_000.0
+HOUR, DAY = 3600.0, 86400.0
+
+
+def _write(s: Scenario, name: str) -> list[AuditEvent]:
+    """The real request/response pair writing ``secret/bulk/<name>`` (a path no class covers)."""
+    return [e for e in s["bulk_setup"] if e.path == f"secret/data/bulk/{name}"]
+
+
+def _at(events: list[AuditEvent], ts: float) -> list[AuditEvent]:
+    return [retime(e, ts + i * 0.001) for i, e in enumerate(events)]
+
+
+def _writes(rt: RotationTracker, events: list[AuditEvent], times: list[float]) -> list[Finding]:
+    out: list[Finding] = []
+    for t in times:
+        out += run(rt, _at(events, t))
+    return out
+
+
+def test_a_secret_rewritten_daily_gets_a_learned_schedule(bao_scenario: Scenario) -> None:
+    s0 = _write(bao_scenario, "s0")
+    assert s0 and all(e.path == "secret/data/bulk/s0" for e in s0)
+    rt = RotationTracker(learn=True)
+    times = [T0 + d * DAY + (d % 3) * 600.0 for d in range(7)]  # 02:00-ish, minutes of jitter
+    assert _writes(rt, s0, times) == []
+    last = times[-1]
+    assert rt.due(last + 1.09 * DAY) == []  # within the 10% grace
+    late = rt.due(last + 1.2 * DAY)
+    assert len(late) == 1
+    f = late[0]
+    assert f.detector == "rotation-overdue" and f.severity == "medium"
+    assert f.paths == ("secret/bulk/s0",) and f.labels["rotation_class"] == "learned schedule"
+    assert "learned schedule: written every ~1d on 7 earlier occasions; last" in f.reasons[0].baseline
+    assert rt.due(last + 1.5 * DAY) == []  # once per missed period
+    assert len(rt.due(last + 2.2 * DAY)) == 1
+    # The schedule and the write history survive a restart, without any secret value.
+    blob = json.dumps(rt.state())
+    assert CANARY_SECRET not in blob
+    twin = RotationTracker(learn=True)
+    twin.load(json.loads(blob))
+    assert len(twin.due(last + 3.2 * DAY)) == 1
+    # The job resumes: the lapse (a skip) does not unlearn the schedule.
+    assert _writes(twin, s0, [last + 3.3 * DAY]) == []
+    assert twin.due(last + 4.3 * DAY) == []
+    assert len(twin.due(last + 4.5 * DAY)) == 1
+
+
+def test_a_secret_edited_irregularly_never_gets_a_schedule(bao_scenario: Scenario) -> None:
+    s1 = _write(bao_scenario, "s1")
+    rt = RotationTracker(learn=True)
+    times = [T0, T0 + 2 * HOUR, T0 + 3 * DAY, T0 + 4 * DAY, T0 + 11 * DAY]
+    assert _writes(rt, s1, times) == []
+    assert rt.due(T0 + 60 * DAY) == []
+    # Two writes are no schedule; nor is a period under an hour.
+    assert learned_period([0.0, DAY]) is None
+    assert learned_period([0.0, 1800.0, 3600.0, 5400.0]) is None
+    assert learned_period([0.0, DAY, 2 * DAY]) == (DAY, 2)
+
+
+def test_configured_classes_keep_precedence(bao_scenario: Scenario) -> None:
+    # jwt-key is in the daily "jwt-signing-keys" class: written weekly, it is judged daily.
+    jwt = [e for e in bao_scenario["setup"] if e.path.endswith("runtime/jwt-key")]
+    rt = RotationTracker(learn=True)
+    found = _writes(rt, jwt, [T0 + w * 7 * DAY for w in range(4)])
+    assert found and {f.labels["rotation_class"] for f in found} == {"jwt-keys"}
+
+
+def test_a_job_that_habitually_runs_late_is_not_overdue(bao_scenario: Scenario) -> None:
+    """Regression (eval: "not rotated for 30.2h (every 1d)" at medium on a daily secret whose job
+    often ran hours late). The grace covers the lateness the secret showed before."""
+    jwt = [e for e in bao_scenario["setup"] if e.path.endswith("runtime/jwt-key")]
+    rt = RotationTracker()
+    times = [T0, T0 + 30 * HOUR, T0 + 2 * DAY, T0 + 3 * DAY + 5 * HOUR, T0 + 4 * DAY]
+    found = _writes(rt, jwt, times)
+    # The first late runs are news (beyond 10% of a day), later ones are the job's habit.
+    assert len(found) == 1
+    assert _writes(rt, jwt, [T0 + 5 * DAY + 6 * HOUR]) == []
+    # A skipped rotation (a whole period) still is overdue.
+    last = T0 + 5 * DAY + 6 * HOUR
+    assert rt.due(last + 1.2 * DAY) == []
+    late = rt.due(last + 1.4 * DAY)
+    assert len(late) == 1 and "every 1d" in late[0].title
