@@ -520,12 +520,12 @@ def test_secret_from_vault_kv2(openbao: Any) -> None:
     client = openbao.client()
     client.secrets.kv.v2.create_or_update_secret(
         path="vaultwatch/channels",
-        secret={"slack_url": "https://hooks.slack.com/services/VAULT"},
+        secret={"slack_url": "https://hooks.slack.com/services/KV2-CANARY-7f3a9c"},
         mount_point="secret",
     )
     r = SecretResolver(vault=client, vault_mount="secret")
-    assert r.resolve("vault:vaultwatch/channels#slack_url").reveal().endswith("/VAULT")
-    assert "VAULT" not in repr(r.__dict__)  # the cache holds wrapped values only
+    assert r.resolve("vault:vaultwatch/channels#slack_url").reveal().endswith("/KV2-CANARY-7f3a9c")
+    assert "KV2-CANARY-7f3a9c" not in repr(r.__dict__)  # the cache holds wrapped values only
     with pytest.raises(SecretError, match="key missing"):
         r.resolve("vault:vaultwatch/channels#nope")
     with pytest.raises(SecretError, match="cannot be read from Vault") as ei:

@@ -126,8 +126,8 @@ def token_exposure(ctx: AppContext, body: TokenExposureRequest) -> dict[str, Any
             end=until,
         )
     except VaultClientError as exc:
-        # The class only: the server's message is not ours to pass on.
-        log.warning("token exposure: Vault/OpenBao call failed: %s", type(exc).__name__)
+        # Logged (a VaultClientError never holds a secret), not passed on to the caller.
+        log.warning("token exposure: Vault/OpenBao call failed: %s", exc)
         raise HTTPException(
             502, "the Vault/OpenBao server refused or could not compute the audit HMACs"
         ) from None
