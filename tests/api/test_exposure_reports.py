@@ -63,6 +63,21 @@ def test_path_exposure_names_the_readers_of_runtime_secrets(
     assert client.get("/api/v1/exposure", params=backwards, headers=h).status_code == 422
 
 
+def test_identity_exposure_is_the_offboarding_rotation_list(
+    client: TestClient, creds: Creds, seed: Seed
+) -> None:
+    h = key_headers(creds, "viewer")
+    readers = client.get("/api/v1/exposure", params={"path": "logos/pxl-core/runtime"}, headers=h).json()
+    reader = next(i for i in readers["identities"] if i["reads"])
+    r = client.get("/api/v1/exposure/identity", params={"identity": reader["identity"]}, headers=h)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["kind"] == "identity" and body["target"] == reader["identity"]
+    assert body["secrets"] and all(a.startswith(("rotate ", "disable ")) for a in body["actions"])
+    assert client.get("/api/v1/exposure/identity", params={"identity": reader["identity"]}).status_code == 401
+    assert client.get("/api/v1/exposure/identity", headers=h).status_code == 422
+
+
 def test_token_exposure_without_vault_client_is_503_and_role_checked(
     client: TestClient, creds: Creds
 ) -> None:

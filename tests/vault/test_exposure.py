@@ -15,7 +15,12 @@ from ingest import Deduplicator, Parser
 from vaultwatch.demo.servers import AuditDevice, OpenBaoServer
 from vaultwatch.service.archive import EventArchive
 from vaultwatch.vault.client import VaultAuth, VaultClient
-from vaultwatch.vault.exposure import exposure_for_path, exposure_for_token, render_html
+from vaultwatch.vault.exposure import (
+    exposure_for_identity,
+    exposure_for_path,
+    exposure_for_token,
+    render_html,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +97,38 @@ def test_path_exposure_groups_by_identity_and_honours_rotation(scene: Any) -> No
     after = exposure_for_path(scene["archive"], "logos/data/pxl-core/runtime/db", since_last_rotation=True)
     assert {i.display_name: i.reads for i in after.identities if i.reads} == {"token-other": 1}
     assert any(a.startswith("rotate logos/data/pxl-core/runtime/db") for a in report.actions)
+
+
+def test_identity_exposure_lists_what_to_rotate_for_an_offboarding(scene: Any) -> None:
+    # By display name: the leaky token read jwt-key 3 times (never rotated since) and db once,
+    # before db's rotation: only jwt-key is still exposed.
+    report = exposure_for_identity(scene["archive"], "token-leaky")
+    assert report.kind == "identity"
+    assert {s.path: s.reads for s in report.secrets} == {"logos/data/pxl-core/runtime/jwt-key": 3}
+    assert report.actions[0].startswith("rotate logos/data/pxl-core/runtime/jwt-key")
+    # By identity key: "other" read db after its rotation, so db is on its list.
+    key = next(
+        i.identity
+        for i in exposure_for_path(scene["archive"], "logos/pxl-core/runtime/db").identities
+        if i.display_name == "token-other"
+    )
+    other = exposure_for_identity(scene["archive"], key)
+    assert {s.path: s.reads for s in other.secrets} == {"logos/data/pxl-core/runtime/db": 1}
+    assert exposure_for_identity(scene["archive"], "nobody").secrets == []
+    # The CLI verb gives the same list.
+    cmd = [
+        sys.executable,
+        "-m",
+        "vaultwatch.cli",
+        "exposure",
+        "--archive",
+        str(scene["work"] / "archive"),
+        "--identity",
+        "token-leaky",
+        "--json",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120)
+    assert [s["path"] for s in json.loads(out.stdout)["secrets"]] == ["logos/data/pxl-core/runtime/jwt-key"]
 
 
 def test_cli_token_from_stdin_never_echoed(scene: Any) -> None:

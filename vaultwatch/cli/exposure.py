@@ -26,6 +26,7 @@ examples:
   vaultwatch exposure --archive var/archive --path logos/data/pxl-core/runtime/
   vaultwatch exposure --archive var/archive --path logos/pxl-core/runtime/jwt-key --since-last-rotation
   vaultwatch exposure --archive var/archive --token-file leaked.txt --addr $VAULT_ADDR --html out.html
+  vaultwatch exposure --archive var/archive --identity userpass-dana     # someone is leaving
 """
 
 
@@ -36,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--token-file", metavar="FILE", help="file holding the leaked token")
     what.add_argument("--token-stdin", action="store_true", help="read the leaked token from stdin")
     what.add_argument("--accessor", help="the leaked token's accessor")
+    what.add_argument(
+        "--identity",
+        metavar="KEY_OR_NAME",
+        help="every secret this identity read since its last rotation (offboarding: what to rotate)",
+    )
     p.add_argument("--since", help="start of the window (ISO 8601, e.g. 2026-11-01T00:00:00Z)")
     p.add_argument("--until", help="end of the window (ISO 8601)")
     p.add_argument(
@@ -72,12 +78,15 @@ def run(args: argparse.Namespace) -> int:
 
     from ..service.archive import ArchiveError, EventArchive
     from ..vault.client import VaultAuth, VaultClient, VaultClientError
-    from ..vault.exposure import exposure_for_path, exposure_for_token, render_html
+    from ..vault.exposure import exposure_for_identity, exposure_for_path, exposure_for_token, render_html
     from .console import console
 
     err = console(stderr=True)
     if not Path(args.archive).is_dir():
-        err.print(f"[red]error:[/red] no event archive at {args.archive}")
+        err.print(
+            f"[red]error:[/red] no event archive at {args.archive}: pass --archive DIR, the directory "
+            "`vaultwatch run` writes with [archive] enabled, or `vaultwatch replay FILE... --archive DIR`"
+        )
         return 2
     try:
         start, end = _when(args.since), _when(args.until)
@@ -86,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     archive = EventArchive(args.archive)
     try:
-        if args.path:
+        if args.identity:
+            report = exposure_for_identity(archive, args.identity, start=start, end=end)
+        elif args.path:
             report = exposure_for_path(
                 archive, args.path, start=start, end=end, since_last_rotation=args.since_last_rotation
             )

@@ -29,6 +29,7 @@ __all__ = [
     "ExposureReport",
     "IdentityExposure",
     "SecretExposure",
+    "exposure_for_identity",
     "exposure_for_path",
     "exposure_for_token",
     "render_html",
@@ -66,7 +67,7 @@ class SecretExposure:
 
 @dataclass
 class ExposureReport:
-    kind: str  # "path" | "token"
+    kind: str  # "path" | "token" | "identity"
     target: str  # the path prefix, or a description of the token (never the token)
     start: str | None
     end: str | None
@@ -186,6 +187,68 @@ def exposure_for_path(
         start=_iso(start),
         end=_iso(end),
         events=len(df),
+        first_seen=_iso(df["time"].min()) if not df.empty else None,
+        last_seen=_iso(df["time"].max()) if not df.empty else None,
+        identities=identities,
+        secrets=sorted(secrets, key=lambda s: -s.reads),
+        actions=actions,
+    )
+
+
+def exposure_for_identity(
+    archive: EventArchive,
+    identity: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> ExposureReport:
+    """Every secret ``identity`` read since that secret's last rotation: the rotation list for an
+    offboarding (the seed's "personnel changes" trigger).
+
+    ``identity`` is an identity key (``entity:<id>``, ``token:<name>``...) or a display name as the
+    audit log shows it (``userpass-dana``). A read counts when it came after the last successful
+    write of the same secret that the archive saw (by anyone): earlier reads saw a value that has
+    since been rotated away.
+    """
+    mine = archive.query(identity=identity, start=start, end=end)
+    if mine.empty and "display_name" in mine.columns:
+        everyone = archive.query(start=start, end=end)
+        mine = everyone[everyone["display_name"] == identity]
+    reads = mine[(mine["outcome"] == "ok") & mine["operation"].isin(READ_OPS)] if not mine.empty else mine
+    secrets: list[SecretExposure] = []
+    kept: list[pd.DataFrame] = []
+    for path, g in reads.groupby("path") if not reads.empty else ():
+        writes = archive.query(path_prefix=str(path), operation=sorted(WRITE_OPS), outcome="ok", end=end)
+        writes = writes[writes["path"] == path] if not writes.empty else writes
+        last_write = writes["time"].max() if not writes.empty else None
+        live = g[g["time"] > last_write] if last_write is not None else g
+        if live.empty:
+            continue
+        kept.append(live)
+        secrets.append(
+            SecretExposure(
+                path=str(path),
+                readers=1,
+                reads=len(live),
+                first_read=_iso(live["time"].min()),
+                last_read=_iso(live["time"].max()),
+                last_write=_iso(last_write),
+            )
+        )
+    df = _concat(kept) if kept else mine.iloc[0:0]
+    identities = _by_identity(mine) if not mine.empty else []
+    actions = [
+        f"rotate {s.path} (read {s.reads} times since its last rotation, last {s.last_read})"
+        for s in sorted(secrets, key=lambda s: s.path)
+    ]
+    if identities:
+        actions.append(f"disable {identity} and revoke its tokens")
+    return ExposureReport(
+        kind="identity",
+        target=identity,
+        start=_iso(start),
+        end=_iso(end),
+        events=len(mine),
         first_seen=_iso(df["time"].min()) if not df.empty else None,
         last_seen=_iso(df["time"].max()) if not df.empty else None,
         identities=identities,

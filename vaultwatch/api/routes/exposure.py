@@ -151,6 +151,29 @@ def get_path_exposure(
     return path_exposure(ctx, path.strip(), since, until, since_last_rotation)
 
 
+@router.get("/identity", summary="Secrets an identity read since their last rotation", responses={503: {}})
+def get_identity_exposure(
+    ctx: Ctx,
+    who: Viewer,
+    identity: Annotated[str, Query(min_length=1, max_length=512, description="identity key or display name")],
+    since: UtcDatetime | None = None,
+    until: UtcDatetime | None = None,
+) -> dict[str, Any]:
+    """The rotation list for an offboarding: every secret ``identity`` read (when, from where)
+    since that secret's last successful write."""
+    from vaultwatch.service.archive import ArchiveError
+    from vaultwatch.vault.exposure import exposure_for_identity
+
+    start, end = _range(since, until)
+    archive = _archive(ctx)
+    try:
+        report = exposure_for_identity(archive, identity.strip(), start=start, end=end)
+    except ArchiveError as exc:
+        log.warning("identity exposure query on the archive failed: %s", type(exc).__name__)
+        raise HTTPException(503, "event archive unavailable") from None
+    return report.to_dict()
+
+
 @router.post(
     "/token",
     summary="Exposure of a leaked token or accessor",
