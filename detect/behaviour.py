@@ -1,5 +1,8 @@
 """Behavioural signals: what an identity does against its own, its peers' and the org's habits.
 
+One module, longer than most: every signal reads and updates the same identity, peer and
+organisation baselines in a single pass per event; split, the pass would walk them twice.
+
 :class:`Behaviour` owns every baseline (identities, peer groups, organisation) and turns each
 behaviour event (a response entry, or a request entry that never got one) into signals. Each
 signal is a calibrated tail probability ``p`` reported as *surprise* ``-log10(p)``, so "observed

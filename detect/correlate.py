@@ -1,5 +1,8 @@
 """Cross-identity and habit-aware detectors for the threat kinds the single-entry rules miss.
 
+One module for all the detectors that correlate acts across tokens, sources, roles and identities:
+they share the window, habit and network helpers at its top, which is why it is long.
+
 Each detector is a small class like those of :mod:`detect.rules` (``name``, ``family``,
 ``observe``, plain-data ``state``/``load``, bounded memory, event time only). None keys on a
 policy, role or mount *name*: they read what the entry itself says (operation, outcome, the shape

@@ -1,5 +1,8 @@
 """The detection engine: events in, alerts out.
 
+Longer than most modules because routing, aggregation into alerts, habits, verdicts and snapshots
+all act on the one engine state and must change together.
+
 For every event, in event-time order:
 
 1. the pluggable detectors (deterministic rules, the access-model policy) observe it; their

@@ -1,5 +1,8 @@
 """The organisation's access model and rotation schedule, and the detectors that enforce them.
 
+Long because the model, its parser, the role resolvers (matchers, capabilities, behaviour) and the
+two detectors that enforce it share one set of path and role answers and their caches.
+
 A policy (TOML text; the default, :data:`detect.policy_data.DEFAULT_POLICY_TOML`, encodes the
 LOGOS PXL Core secrets policy) maps *roles* to identity matchers and to what each role may do, and
 classifies secrets by path into rotation classes. Two detectors use it:

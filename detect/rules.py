@@ -1,5 +1,8 @@
 """Deterministic, high-precision rules: facts about an audit entry that are worth an alert alone.
 
+Long because each rule is a small class kept beside the others: their shared helpers, severity guide
+and docstring conventions stay in one place.
+
 Each rule is a small class implementing :class:`~detect.types.Detector`. Rules judge *response*
 entries (they carry the outcome and any token issued), except the two whose evidence may never get
 a response entry: disabling the only audit device loses its own response, and root-token activity

@@ -1,5 +1,8 @@
 """Authentication and authorisation of the analyst API and web UI.
 
+Long on purpose: every credential kind, the rate limiters and the role checks sit in one module, so
+a security review of authentication reads one file.
+
 Credentials, in the order they are tried (the first one present decides; a present but invalid
 credential is a 401, it never falls through to the next):
 

@@ -1,5 +1,8 @@
 """An organisation's working life on a real OpenBao server: setup, benign habits, hard cases.
 
+Long because an organisation's whole benign life (every kind of identity and hard case) is one
+simulation over one clock.
+
 :class:`Org` turns an :class:`~vaultwatch.demo.org_spec.OrgSpec` into real requests through a
 :class:`~vaultwatch.demo.org_driver.Driver`: the bootstrap (mounts, policies, auth methods, roles,
 users, entities, PKI and transit, as root the day before), then every identity's habits on a

@@ -1,5 +1,8 @@
 """Deployment specs for evaluation organisations, drawn at random from a seed (pure: no server).
 
+Long because the spec is the one place where everything a detector could learn by name is drawn, and
+it must stay in one piece to stay deterministic.
+
 A spec fixes everything about an organisation that a detector could learn by name: the KV mounts
 and their versions, where the seed's service (``pxl-core``) keeps its secrets (``logos/`` as a
 mount, or ``logos/`` as a prefix under a shared mount), the other applications, policy, AppRole

@@ -1,5 +1,8 @@
 """The embedded demo stack: the whole streaming system on one machine, with nothing to set up.
 
+Long because it starts, wires and stops every real part of the demo (OpenBao, broker, shipper,
+worker, API, traffic) in the order their lifecycles need.
+
 ::
 
     OpenBao dev server ──socket audit device──▶ SocketSource ─▶ Shipper ─▶ Kafka-protocol broker

@@ -1,5 +1,8 @@
 """The threat catalogue: every kind of attack the evaluation injects, planned from the seed.
 
+Long because the catalogue keeps every threat kind's plan and requests side by side, so the labels
+of all kinds follow one convention.
+
 :func:`plan_threats` (pure) picks, for each kind in :data:`THREAT_KINDS`, a time after the
 learning period and a target of the right kind in the spec (an identity whose credentials are
 stolen, a mount, a policy, a secret...). :func:`schedule_threats` puts each on an
