@@ -1044,7 +1044,8 @@ class LoginFailureBurst(_Rule):
         self._known: dict[str, float] = {}
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
-        """Count failures per target and per source; report bursts once per window."""
+        """Count failures per target and per source; report a burst at the threshold and update it
+        with every further failure (one alert whose evidence counts them all)."""
         if not event.is_response:
             return []
         if event.outcome == "ok":
@@ -1056,7 +1057,10 @@ class LoginFailureBurst(_Rule):
         c = self.cfg
         target = event.identity.key
         n = self._per_target.add(target, event.ts, event.request_id or "")
-        if n >= c.login_failure_threshold and self._cooldown.ready(f"t:{target}", event.ts):
+        if n >= c.login_failure_threshold:
+            # Every failure past the threshold updates the burst's alert (same dedup key), so its
+            # title and evidence count all of them, not only the first ``threshold``.
+            self._cooldown.ready(f"t:{target}", event.ts)
             ids = tuple(self._per_target.tags(target, event.ts)[-_MAX_EVENT_IDS:])
             window = _human(c.login_failure_window_minutes * 60.0)
             out.append(

@@ -254,12 +254,30 @@ def test_token_privilege_escalation(bao_scenario: Scenario) -> None:
 
 
 @pytest.mark.integration
+def test_login_failure_burst_counts_every_failure_not_only_the_first_threshold(
+    bao_scenario: Scenario,
+) -> None:
+    # The same five failures seen again a little later: ten failures in the window. The burst is
+    # reported at the fifth and updated at every further one, so its alert says ten, not five.
+    burst = spread(bao_scenario["login_burst"], T0, 5.0) + spread(bao_scenario["login_burst"], T0 + 30.0, 5.0)
+    failures = sum(1 for e in burst if e.is_response and e.outcome == "login_failed")
+    found = run(LoginFailureBurst(), burst)
+    assert failures >= 10 and len(found) == failures - 4
+    assert found[0].title.startswith("5 failed logins")
+    assert found[-1].title.startswith(f"{failures} failed logins")
+    assert {f.dedup_key for f in found} == {found[0].dedup_key}
+
+
+@pytest.mark.integration
 def test_login_failure_burst_and_spraying(bao_scenario: Scenario) -> None:
     s = bao_scenario
     rule = LoginFailureBurst()
     burst = run(rule, s["login_burst"])
-    assert sev(burst) == ["high"] and burst[0].identity.key == "login:userpass:bob"
-    assert len(burst[0].event_ids) == 5
+    failures = sum(1 for e in s["login_burst"] if e.is_response and e.outcome == "login_failed")
+    # Reported at the fifth failure, then updated with every further one.
+    assert set(sev(burst)) == {"high"} and len(burst) == failures - 4
+    assert burst[0].identity.key == "login:userpass:bob"
+    assert len(burst[0].event_ids) == 5 and len(burst[-1].event_ids) == failures
     after = run(rule, s["login_after_burst"])
     assert sev(after) == ["critical"] and "succeeded" in after[0].title
     assert run(LoginFailureBurst(), s["login_single_failure"] + s["login_after_burst"]) == []
