@@ -36,6 +36,17 @@ def convert_known(cls: type[_S], data: dict[str, Any] | None, what: str) -> _S:
         raise ConfigError(f"invalid {what}: {exc}") from None
 
 
+def convert_positive(cls: type[_S], data: dict[str, Any] | None, what: str) -> _S:
+    """:func:`convert_known`, then every numeric setting must be positive (thresholds, windows and
+    counts: zero or less would silence or flood a detector)."""
+    cfg = convert_known(cls, data, what)
+    for fname in cls.__struct_fields__:
+        value = getattr(cfg, fname)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+            raise ConfigError(f"invalid {what}: {fname} must be positive, got {value!r}")
+    return cfg
+
+
 class DetectConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Behavioural engine settings (days and hours are event time)."""
 

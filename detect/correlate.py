@@ -42,8 +42,7 @@ from detect.alert import Reason
 from ingest.event import AuditEvent, Identity
 from ingest.identity import login_target
 
-from .config import convert_known
-from .errors import ConfigError
+from .config import convert_positive
 from .policy import _finding, _human, _Recent
 from .templates import subnet_of
 from .types import DetectContext, Detector, Finding
@@ -102,12 +101,7 @@ class CorrelateConfig(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> CorrelateConfig:
         """Build from a mapping, ignoring keys that other detectors own."""
-        cfg = convert_known(cls, data, "correlation setting")
-        for fname in cls.__struct_fields__:
-            value = getattr(cfg, fname)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
-                raise ConfigError(f"invalid correlation setting: {fname} must be positive, got {value!r}")
-        return cfg
+        return convert_positive(cls, data, "correlation setting")
 
 
 def correlate_rules(config: dict[str, Any] | None = None) -> list[Detector]:

@@ -32,7 +32,7 @@ from ingest.event import AuditEvent, Identity
 from ingest.identity import login_target
 
 from .completeness import completeness_rules
-from .config import convert_known
+from .config import convert_positive
 from .correlate import correlate_rules
 from .errors import ConfigError
 from .habit import ADMIN_SCOPE, HABIT_LABEL, HABIT_SCOPE_LABEL
@@ -133,12 +133,7 @@ class RulesConfig(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RulesConfig:
         """Build from a mapping, ignoring keys that other detectors own."""
-        cfg = convert_known(cls, data, "rule setting")
-        for fname in cls.__struct_fields__:
-            value = getattr(cfg, fname)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
-                raise ConfigError(f"invalid rule setting: {fname} must be positive, got {value!r}")
-        return cfg
+        return convert_positive(cls, data, "rule setting")
 
 
 def default_rules(config: dict[str, Any] | None = None) -> list[Detector]:
