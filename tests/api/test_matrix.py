@@ -45,6 +45,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/api/v1/identities/{key}"): "viewer",
     ("GET", "/api/v1/events"): "viewer",
     ("GET", "/api/v1/exposure"): "viewer",
+    ("GET", "/api/v1/exposure/identity"): "viewer",
     ("POST", "/api/v1/exposure/token"): "analyst",
     ("GET", "/api/v1/reports"): "viewer",
     ("GET", "/api/v1/reports/{period_id}/{name}"): "viewer",
