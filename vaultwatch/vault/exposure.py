@@ -89,6 +89,47 @@ def _iso(t: Any) -> str | None:
     return pd.Timestamp(t).isoformat()
 
 
+def _secret(path: Any, reads: pd.DataFrame, *, last_write: Any = None) -> SecretExposure:
+    """One secret's exposure from its (non-empty) reads."""
+    return SecretExposure(
+        path=str(path),
+        readers=int(reads["identity_key"].nunique()),
+        reads=len(reads),
+        first_read=_iso(reads["time"].min()),
+        last_read=_iso(reads["time"].max()),
+        last_write=_iso(last_write),
+    )
+
+
+def _report(
+    kind: str,
+    target: str,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    events: int,
+    seen: pd.DataFrame,
+    identities: list[IdentityExposure],
+    secrets: list[SecretExposure],
+    actions: list[str],
+    devices: list[str] | None = None,
+) -> ExposureReport:
+    """The report, with the first and last time of the entries in ``seen``."""
+    return ExposureReport(
+        kind=kind,
+        target=target,
+        start=_iso(start),
+        end=_iso(end),
+        events=events,
+        first_seen=_iso(seen["time"].min()) if not seen.empty else None,
+        last_seen=_iso(seen["time"].max()) if not seen.empty else None,
+        identities=identities,
+        secrets=secrets,
+        actions=actions,
+        devices_searched=devices or [],
+    )
+
+
 def _one_per_request(df: pd.DataFrame) -> pd.DataFrame:
     """Keep the response entry of each request (it has the outcome), else the request entry."""
     if df.empty:
@@ -164,16 +205,7 @@ def exposure_for_path(
             df = df[lw.isna() | (df["time"] > lw)]
         reads = df[(df["outcome"] == "ok") & df["operation"].isin(READ_OPS)]
         for path, g in reads.groupby("path"):
-            secrets.append(
-                SecretExposure(
-                    path=str(path),
-                    readers=g["identity_key"].nunique(),
-                    reads=len(g),
-                    first_read=_iso(g["time"].min()),
-                    last_read=_iso(g["time"].max()),
-                    last_write=_iso(last_write.get(path)),
-                )
-            )
+            secrets.append(_secret(path, g, last_write=last_write.get(path)))
     identities = _by_identity(df) if not df.empty else []
     actions = [f"rotate {s.path} (read {s.reads} times by {s.readers} identities)" for s in secrets]
     actions += [
@@ -181,14 +213,13 @@ def exposure_for_path(
         for i in identities
         if i.reads
     ]
-    return ExposureReport(
-        kind="path",
-        target=prefix,
-        start=_iso(start),
-        end=_iso(end),
+    return _report(
+        "path",
+        prefix,
+        start,
+        end,
         events=len(df),
-        first_seen=_iso(df["time"].min()) if not df.empty else None,
-        last_seen=_iso(df["time"].max()) if not df.empty else None,
+        seen=df,
         identities=identities,
         secrets=sorted(secrets, key=lambda s: -s.reads),
         actions=actions,
@@ -225,16 +256,7 @@ def exposure_for_identity(
         if live.empty:
             continue
         kept.append(live)
-        secrets.append(
-            SecretExposure(
-                path=str(path),
-                readers=1,
-                reads=len(live),
-                first_read=_iso(live["time"].min()),
-                last_read=_iso(live["time"].max()),
-                last_write=_iso(last_write),
-            )
-        )
+        secrets.append(_secret(path, live, last_write=last_write))
     df = _concat(kept) if kept else mine.iloc[0:0]
     identities = _by_identity(mine) if not mine.empty else []
     actions = [
@@ -243,14 +265,13 @@ def exposure_for_identity(
     ]
     if identities:
         actions.append(f"disable {identity} and revoke its tokens")
-    return ExposureReport(
-        kind="identity",
-        target=identity,
-        start=_iso(start),
-        end=_iso(end),
+    return _report(
+        "identity",
+        identity,
+        start,
+        end,
         events=len(mine),
-        first_seen=_iso(df["time"].min()) if not df.empty else None,
-        last_seen=_iso(df["time"].max()) if not df.empty else None,
+        seen=df,
         identities=identities,
         secrets=sorted(secrets, key=lambda s: -s.reads),
         actions=actions,
@@ -284,33 +305,23 @@ def exposure_for_token(
     if not df.empty:
         reads = df[(df["outcome"] == "ok") & df["operation"].isin(READ_OPS)]
         for path, g in reads.groupby("path"):
-            secrets.append(
-                SecretExposure(
-                    str(path),
-                    g["identity_key"].nunique(),
-                    len(g),
-                    _iso(g["time"].min()),
-                    _iso(g["time"].max()),
-                    None,
-                )
-            )
+            secrets.append(_secret(path, g))
     what = "token" if token else "accessor"
     actions = ["revoke the token (or its accessor) now"] + [
         f"rotate {s.path} (read {s.reads} times with this {what})"
         for s in sorted(secrets, key=lambda s: -s.reads)
     ]
-    return ExposureReport(
-        kind="token",
-        target=f"a {what} (matched by its HMAC on {len(devices)} audit device(s))",
-        start=_iso(start),
-        end=_iso(end),
+    return _report(
+        "token",
+        f"a {what} (matched by its HMAC on {len(devices)} audit device(s))",
+        start,
+        end,
         events=len(df),
-        first_seen=_iso(df["time"].min()) if not df.empty else None,
-        last_seen=_iso(df["time"].max()) if not df.empty else None,
+        seen=df,
         identities=identities,
         secrets=secrets,
         actions=actions,
-        devices_searched=devices,
+        devices=devices,
     )
 
 
