@@ -562,6 +562,15 @@ def _login(org: Org, thief: Actor) -> bool:
     return org.ensure_login(thief, force=True)
 
 
+def _use_takeover(org: Org, actor: Actor) -> None:
+    """What an attacker does with a login it just took over: look at the policies, read two
+    service secrets."""
+    if org.ensure_login(actor, force=True):
+        org.d.req(actor, "LIST", "sys/policies/acl")
+        for mount, path in org.rng.sample(_all_secrets(org, service_only=True), 2):
+            org.kv_read(actor, mount, path)
+
+
 def _all_secrets(org: Org, *, service_only: bool = False) -> list[tuple[str, str]]:
     spec = org.spec
     out = [
@@ -878,10 +887,7 @@ def _alias_takeover(org: Org, p: Planned) -> None:
     secret_id = str(org.d.req(admin, "POST", f"{base}/secret-id").data.get("secret_id", ""))
     creds = {"role_id": role_id, "secret_id": secret_id}
     attacker = Actor(role, "attacker", p.params["address"], f"auth/{spec.approle_path}/login", creds)
-    if org.ensure_login(attacker, force=True):
-        org.d.req(attacker, "LIST", "sys/policies/acl")
-        for mount, path in org.rng.sample(_all_secrets(org, service_only=True), 2):
-            org.kv_read(attacker, mount, path)
+    _use_takeover(org, attacker)
 
 
 def _group_escalation(org: Org, p: Planned) -> None:
@@ -902,10 +908,7 @@ def _group_escalation(org: Org, p: Planned) -> None:
         name=f"{member}@group", kind="attacker", address=org.hspec(member).address
     )
     person.token = None
-    if org.ensure_login(person, force=True):
-        org.d.req(person, "LIST", "sys/policies/acl")
-        for mount, path in org.rng.sample(_all_secrets(org, service_only=True), 2):
-            org.kv_read(person, mount, path)
+    _use_takeover(org, person)
 
 
 def _approle_change(org: Org, p: Planned) -> None:
