@@ -39,8 +39,12 @@ def measure(n: int = 60_000) -> dict[str, float]:
             parse(line)
         return len(lines)
 
+    parsers: list[Parser] = []
+
     def full() -> int:
-        parse = Parser().parse
+        parser = Parser()
+        parsers.append(parser)
+        parse = parser.parse
         dedup = Deduplicator()
         for line in lines:
             dedup.is_duplicate(parse(line))
@@ -59,6 +63,7 @@ def measure(n: int = 60_000) -> dict[str, float]:
     r_parse = max(r[1] for r in rounds)
     r_full = max(r[2] for r in rounds)
     r_json = rate(stdlib, 1)
+    cache = parsers[-1].identity_cache_stats()
     return {
         "lines": float(len(lines)),
         "mean_line_bytes": sum(map(len, lines)) / len(lines),
@@ -69,6 +74,10 @@ def measure(n: int = 60_000) -> dict[str, float]:
         "ratio_parse_to_bare": statistics.median(p / b for b, p, _ in rounds),
         "ratio_ingest_to_bare": statistics.median(f / b for b, _, f in rounds),
         "us_per_line_after_decode": statistics.median((1 / f - 1 / b) * 1e6 for b, _, f in rounds),
+        "general_path_lines": float(parsers[-1].general_path),
+        "identity_cache_lookups": float(cache["lookups"]),
+        "identity_cache_misses": float(cache["misses"]),
+        "identity_cache_evictions": float(cache["evictions"]),
     }
 
 

@@ -10,7 +10,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -151,6 +151,8 @@ class Row:
     met: bool | None = None
     unit: str = ""
     note: str = ""
+    #: The 1-minute load average when the row was made (right after its measurement).
+    load: float = field(default_factory=lambda: os.getloadavg()[0])
 
     @classmethod
     def ratio(cls, name: str, value: float, at_least: float, note: str = "") -> Row:
@@ -174,12 +176,12 @@ def load_average() -> str:
 def print_table(rows: list[Row]) -> None:
     """Issue 17's table: benchmark, measured figure, target, met / not met / not measured."""
     print(f"\nissue 17 table ({load_average()}):")
-    print(f"| {'benchmark':58s} | {'measured':>10s} | {'target':>10s} | status    | note")
-    print(f"| {'-' * 58} | {'-' * 10} | {'-' * 10} | --------- | ----")
+    print(f"| {'benchmark':58s} | {'measured':>10s} | {'target':>10s} | status       | load | note")
+    print(f"| {'-' * 58} | {'-' * 10} | {'-' * 10} | ------------ | ---- | ----")
     for r in rows:
         if r.value is None:
             shown, status = "-", "not measured"
         else:
             shown = f"{r.value:.2f}" + (f" {r.unit}" if r.unit else "")
             status = "met" if r.met else "NOT met"
-        print(f"| {r.name:58s} | {shown:>10s} | {r.target:>10s} | {status:9s} | {r.note}")
+        print(f"| {r.name:58s} | {shown:>10s} | {r.target:>10s} | {status:12s} | {r.load:4.1f} | {r.note}")

@@ -6,7 +6,7 @@ HMACs (each device has its own salt). The window is bounded by count, so memory 
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 
 from .event import AuditEvent
 
@@ -25,7 +25,10 @@ class Deduplicator:
         if window <= 0:
             raise ValueError("window must be positive")
         self.window = window
-        self._keys: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # A set for membership and a queue for age: exactly the last ``window`` distinct keys
+        # (an OrderedDict does the same at about twice the cost per entry).
+        self._keys: set[tuple[str, str]] = set()
+        self._order: deque[tuple[str, str]] = deque()
         self.duplicates = 0
 
     def seen(self, key: tuple[str, str] | None) -> bool:
@@ -36,9 +39,11 @@ class Deduplicator:
         if key in keys:
             self.duplicates += 1
             return True
-        keys[key] = None
-        if len(keys) > self.window:
-            keys.popitem(last=False)
+        keys.add(key)
+        order = self._order
+        order.append(key)
+        if len(order) > self.window:
+            keys.discard(order.popleft())
         return False
 
     def is_duplicate(self, event: AuditEvent) -> bool:
@@ -51,9 +56,11 @@ class Deduplicator:
         if key in keys:
             self.duplicates += 1
             return True
-        keys[key] = None
-        if len(keys) > self.window:
-            keys.popitem(last=False)
+        keys.add(key)
+        order = self._order
+        order.append(key)
+        if len(order) > self.window:
+            keys.discard(order.popleft())
         return False
 
     def __len__(self) -> int:

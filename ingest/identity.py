@@ -162,40 +162,45 @@ def _is_authenticated(auth: Auth) -> bool:
 def resolve_identity(auth: Auth, req: Request, path: str, remote_ip: str | None) -> Identity:
     """Resolve the identity key of an entry; see :class:`~ingest.event.Identity`."""
     policies = auth.policies or ()
-    common = {
-        "policies": policies,
-        "token_type": auth.token_type,
-        "accessor": auth.accessor,
-        "client_id": req.client_id,
-        "metadata": auth.metadata,
-        "is_root": "root" in policies,
-        "is_wrapping": policies == (_WRAPPING_POLICY,),
-        "is_batch": auth.token_type == "batch",
-    }
-    if auth.entity_id:
-        mount = req.mount_point if _login_mount(path) else None
-        return Identity(
-            key=f"entity:{auth.entity_id}",
-            kind="entity",
-            entity_id=auth.entity_id,
-            display_name=auth.display_name,
-            auth_mount=mount,
-            **common,  # type: ignore[arg-type]
-        )
-    if _is_authenticated(auth):
+    if auth.entity_id or _is_authenticated(auth):
+        token_type = auth.token_type
+        is_root = "root" in policies
+        is_wrapping = policies == (_WRAPPING_POLICY,)
+        is_batch = token_type == "batch"
         dn = auth.display_name
+        if auth.entity_id:
+            return Identity(
+                key=f"entity:{auth.entity_id}",
+                kind="entity",
+                entity_id=auth.entity_id,
+                display_name=dn,
+                auth_mount=req.mount_point if _login_mount(path) else None,
+                policies=policies,
+                token_type=token_type,
+                accessor=auth.accessor,
+                client_id=req.client_id,
+                metadata=auth.metadata,
+                is_root=is_root,
+                is_wrapping=is_wrapping,
+                is_batch=is_batch,
+            )
         mount = "auth/token/" if dn and (dn == "token" or dn.startswith("token-")) else None
         # A generic or missing display name names no one: the token itself does.
         name = f"{dn or ''}{_token_handle(auth)}" if not dn or dn in GENERIC_DISPLAY_NAMES else dn
-        if common["is_root"]:
-            return Identity(
-                key=f"root:{name}",
-                kind="root",
-                display_name=dn,
-                auth_mount=mount,
-                **common,  # type: ignore[arg-type]
-            )
-        return Identity(key=f"token:{name}", kind="token", display_name=dn, auth_mount=mount, **common)  # type: ignore[arg-type]
+        return Identity(
+            key=f"root:{name}" if is_root else f"token:{name}",
+            kind="root" if is_root else "token",
+            display_name=dn,
+            auth_mount=mount,
+            policies=policies,
+            token_type=token_type,
+            accessor=auth.accessor,
+            client_id=req.client_id,
+            metadata=auth.metadata,
+            is_root=is_root,
+            is_wrapping=is_wrapping,
+            is_batch=is_batch,
+        )
     target = login_target(path, req)
     if target is not None:
         mount, name = target

@@ -17,6 +17,7 @@ nothing else escapes :meth:`Parser.parse`.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -39,7 +40,6 @@ from .event import (
 from .identity import MAX_PORT, classify_outcome, resolve_identity, split_address, valid_port
 from .redact import (
     HMAC_PREFIX,
-    PSEUDONYM_PREFIX,
     REDACTED,
     check_depth,
     has_plaintext,
@@ -52,7 +52,14 @@ from .redact import (
     redact_tree,
 )
 
-__all__ = ["Parser", "DEFAULT_MAX_LINE_BYTES", "DEFAULT_MAX_DEPTH", "MIN_TIME", "MAX_TIME"]
+__all__ = [
+    "Parser",
+    "DEFAULT_IDENTITY_CACHE",
+    "DEFAULT_MAX_LINE_BYTES",
+    "DEFAULT_MAX_DEPTH",
+    "MIN_TIME",
+    "MAX_TIME",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +83,22 @@ _CHILDREN: Final[dict[type[msgspec.Struct], dict[str, type[msgspec.Struct]]]] = 
     Request: {"namespace": Namespace},
     Response: {"auth": Auth, "secret": Secret, "wrap_info": WrapInfo},
 }
-_IDENTITY_CACHE: Final = 50_000
+#: Identity cache key: token HMAC, accessor, client id, login entry or not.
+_CacheKey = tuple[str, str | None, str | None, bool]
+#: Tokens whose identity the parser remembers (about 1 KB each with the key and its Identity).
+DEFAULT_IDENTITY_CACHE: Final = 50_000
 _RESP_ERROR: Final = "response.data.error"
+#: Audited (header name, value) pairs the parser remembers as holding no credential.
+_CLEAN_HEADERS: Final = 4096
+#: The fast path builds events positionally: this is the field order it was written for.
+_EVENT_FIELDS: Final = (
+    "time", "ts", "type", "identity", "outcome", "auth", "request", "response", "error", "forwarded_from",
+    "forwarded", "path", "namespace", "remote_ip", "remote_port", "plaintext_fields", "extra", "source",
+)  # fmt: skip
+if AuditEvent.__struct_fields__ != _EVENT_FIELDS:  # pragma: no cover - a guard against a silent reorder
+    raise ImportError(
+        f"ingest.parse builds AuditEvent positionally; its fields changed: {AuditEvent.__struct_fields__}"
+    )
 
 
 class Parser:
@@ -100,15 +121,28 @@ class Parser:
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         max_depth: int = DEFAULT_MAX_DEPTH,
         pseudonym_key: bytes | None = None,
+        identity_cache_size: int = DEFAULT_IDENTITY_CACHE,
     ) -> None:
+        if identity_cache_size <= 0:
+            raise ValueError("identity_cache_size must be positive")
         self.prefix = prefix.encode() if prefix else None
         self._pseudonym_key = pseudonym_key or None
         self.max_line_bytes = max_line_bytes
         self.max_depth = max_depth
         self._decoder = msgspec.json.Decoder(Entry)
         # A token's identity does not change during its life: cache it by token HMAC, accessor,
-        # client id and whether the entry is a login (a login's response describes the new token).
-        self._identities: dict[tuple[str, str | None, str | None, bool], Identity] = {}
+        # client id and whether the entry is a login (a login's response describes the new
+        # token). Bounded: the oldest entry leaves first.
+        self._identities: dict[_CacheKey, Identity] = {}
+        self._identity_order: deque[_CacheKey] = deque()
+        self._clean_headers: dict[tuple[str, str], None] = {}
+        #: Entries built by the general (redacting) path rather than the one-pass fast path.
+        self.general_path = 0
+        #: The identity cache's bound (entries; the oldest leaves first) and its counters.
+        self.identity_cache_size = identity_cache_size
+        self.identity_lookups = 0
+        self.identity_misses = 0
+        self.identity_evictions = 0
 
     # -- public -------------------------------------------------------------------------------
     def parse(self, line: bytes | str, *, source: str | None = None) -> AuditEvent:
@@ -132,8 +166,7 @@ class Parser:
             line = line.encode("utf-8", "surrogatepass")
         if len(line) > self.max_line_bytes:
             raise ParseError("too_large", f"{len(line)} bytes > limit {self.max_line_bytes}")
-        body = self._strip(line)
-        extra: dict[str, Any] | None = None
+        body = line if self.prefix is None and line[:1] == b"{" else self._strip(line)
         try:
             entry = self._decoder.decode(body)
         except msgspec.ValidationError as exc:
@@ -141,13 +174,49 @@ class Parser:
             if "unknown field" not in msg:
                 raise ParseError("wrong_type", msg) from None
             entry, extra = self._decode_lenient(body)
+            return self._build_general(entry, extra, source)
         except msgspec.DecodeError as exc:
             raise ParseError(_decode_reason(str(exc)), str(exc)) from None
         except UnicodeDecodeError:
             raise ParseError("not_utf8", "invalid UTF-8 in a JSON string") from None
         except RecursionError:
             raise ParseError("too_deep", "nesting too deep to decode") from None
-        return self._build(entry, extra, source)
+        event = self._build_clean(entry, source)
+        return event if event is not None else self._build_general(entry, None, source)
+
+    def _headers_clean(self, headers: dict[str, Any]) -> bool:
+        """True when :func:`_redact_headers` would leave ``headers`` as they are (no credential).
+
+        Audited headers repeat (``user-agent`` on every request): a header whose single value
+        was found clean is remembered (bounded), so its check costs a lookup afterwards.
+        """
+        known = self._clean_headers
+        for name, value in headers.items():
+            key: tuple[str, str] | None = None
+            if type(value) is list and len(value) == 1 and type(value[0]) is str:
+                key = (name, value[0])
+                if key in known:
+                    continue
+            values = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str) and is_protected(v) for v in values) and is_credential_header(
+                name, values
+            ):
+                return False
+            if key is not None:
+                if len(known) >= _CLEAN_HEADERS:
+                    known.clear()
+                known[key] = None
+        return True
+
+    def identity_cache_stats(self) -> dict[str, int]:
+        """The identity cache's size and bound, lookups, misses (resolutions) and evictions."""
+        return {
+            "size": len(self._identities),
+            "bound": self.identity_cache_size,
+            "lookups": self.identity_lookups,
+            "misses": self.identity_misses,
+            "evictions": self.identity_evictions,
+        }
 
     # -- internals ----------------------------------------------------------------------------
     def _strip(self, line: bytes) -> bytes:
@@ -185,82 +254,136 @@ class Parser:
         found: list[str] = []
         return entry, redact_tree(extra, "extra", found, self.max_depth)
 
-    def _build(self, entry: Entry, extra: dict[str, Any] | None, source: str | None) -> AuditEvent:
-        """The event of a decoded entry: the fast path when nothing in it needs redacting."""
-        event = self._build_clean(entry, extra, source)
-        return event if event is not None else self._build_general(entry, extra, source)
-
-    def _build_clean(
-        self, entry: Entry, extra: dict[str, Any] | None, source: str | None
-    ) -> AuditEvent | None:
+    def _build_clean(self, entry: Entry, source: str | None) -> AuditEvent | None:
         """The event of an entry that needs no redaction at all (nearly every entry), or None.
 
-        Checks, inline and in one pass, what :meth:`_build_general` would find to redact: every
-        token and accessor a Vault HMAC, no plaintext in ``request.data`` / ``response.data``, no
-        token in the path, no headers, no wrap info, no ``error`` text, no unknown fields, a UTC
-        time in range. Any of those present: None, and the general path does the work. The event
-        is the one :meth:`_build_general` would make (same fields, same identity and outcome).
+        One pass, inline, over what :meth:`_build_general` would find to redact: every token and
+        accessor a Vault HMAC, no plaintext in ``request.data`` / ``response.data``, no token in
+        the path, no credential in the audited headers, no wrap info, no ``error`` text, a UTC
+        time in range; the identity (cached per token), the outcome and the address are worked
+        out in the same pass. Any of those present: None, and the general path does the work.
+        Its checks may be stricter than the general path's (an HMAC-looking value starting
+        ``vw:``, say, goes there), never looser. The event is the one :meth:`_build_general`
+        would make (same fields, same identity and outcome), and a nesting too deep raises the
+        same :class:`ParseError`.
         """
         t = entry.time
-        if extra is not None or not entry.type or t.tzinfo is not UTC or not _MIN_YEAR <= t.year < _MAX_YEAR:
+        kind = entry.type
+        if t.tzinfo is not UTC or not kind or not _MIN_YEAR <= t.year < _MAX_YEAR:
             return None
         auth = entry.auth or _EMPTY_AUTH
         req = entry.request or _EMPTY_REQUEST
         resp = entry.response
         md = self.max_depth
-        _check_free_form(auth, req, resp, md)  # first, as on the general path: same errors
-        if entry.error:
+        # The free-form fields' nesting, first, as on the general path (same errors). Only the
+        # metadata is common; any of the others present and the whole check runs.
+        if (
+            auth.external_namespace_policies is not None
+            or auth.authorization_details is not None
+            or req.headers is not None
+            or req.supplemental_audit_data is not None
+            or (resp is not None and (resp.headers is not None or resp.supplemental_audit_data is not None))
+            or (resp is not None and resp.auth is not None)
+        ):
+            _check_free_form(auth, req, resp, md)
+        elif auth.metadata is not None:
+            check_depth(auth.metadata, md, "auth.metadata")
+        if entry.error or (req.headers and not self._headers_clean(req.headers)):
             return None
-        v = auth.client_token
-        if v is not None and (not v.startswith(HMAC_PREFIX) or v.startswith(PSEUDONYM_PREFIX)):
+        # Tokens and accessors: Vault HMACs (the request's copies are most often the same text).
+        token = auth.client_token
+        if token is not None and not (token.startswith(HMAC_PREFIX) and not token.startswith("vw:", 12)):
             return None
-        v = auth.accessor
-        if v is not None and (not v.startswith(HMAC_PREFIX) or v.startswith(PSEUDONYM_PREFIX)):
+        accessor = auth.accessor
+        if accessor is not None and not (
+            accessor.startswith(HMAC_PREFIX) and not accessor.startswith("vw:", 12)
+        ):
             return None
         v = req.client_token
-        if v is not None and (not v.startswith(HMAC_PREFIX) or v.startswith(PSEUDONYM_PREFIX)):
+        if v is not None and v != token and not (v.startswith(HMAC_PREFIX) and not v.startswith("vw:", 12)):
             return None
         v = req.client_token_accessor
-        if v is not None and (not v.startswith(HMAC_PREFIX) or v.startswith(PSEUDONYM_PREFIX)):
+        if (
+            v is not None
+            and v != accessor
+            and not (v.startswith(HMAC_PREFIX) and not v.startswith("vw:", 12))
+        ):
             return None
         port = req.remote_port
-        if req.headers or (port is not None and not 0 <= port <= MAX_PORT):
+        if port is not None and not 0 <= port <= MAX_PORT:
             return None
         raw_path = req.path or ""
         if raw_path.startswith("auth/token/") and redact_path(raw_path) is not None:
             return None
-        if req.data is not None and has_plaintext(req.data, md):
+        data = req.data
+        if data is not None and has_plaintext(data, md):
             return None
-        if resp is not None:
-            if resp.wrap_info is not None or (resp.data is not None and has_plaintext(resp.data, md)):
+        outcome: str
+        if resp is None:
+            outcome = "pending" if kind.endswith("request") else "ok"
+        else:
+            if resp.wrap_info is not None:
+                return None
+            data = resp.data
+            if data is not None and has_plaintext(data, md):
                 return None
             ra = resp.auth
             if ra is not None:
                 v = ra.client_token
-                if v is not None and (not v.startswith(HMAC_PREFIX) or v.startswith(PSEUDONYM_PREFIX)):
+                if v is not None and not (v.startswith(HMAC_PREFIX) and not v.startswith("vw:", 12)):
                     return None
                 v = ra.accessor
-                if v is not None and (not v.startswith(HMAC_PREFIX) or v.startswith(PSEUDONYM_PREFIX)):
+                if v is not None and not (v.startswith(HMAC_PREFIX) and not v.startswith("vw:", 12)):
                     return None
+            # classify_outcome without an error: a response's data error, else ok.
+            if data is not None and "error" in data:
+                outcome = "login_failed" if ra is None and _is_login(raw_path) else "error"
+            else:
+                outcome = "ok"
+        pr = auth.policy_results
+        if pr is not None and pr.allowed is False:
+            outcome = "denied"
+        addr = req.remote_address
+        ip: str | None
+        if not addr:
+            ip = None
+        elif ":" not in addr and "[" not in addr:
+            ip = addr
+        else:
+            ip, addr_port = split_address(addr)
+            if addr_port is not None:
+                port = addr_port
+        # The identity: cached per token (a token's identity does not change during its life).
+        if token:
+            ck = (token, accessor, req.client_id, raw_path.startswith("auth/") and "/login" in raw_path)
+            self.identity_lookups += 1
+            identity = self._identities.get(ck)
+            if identity is None:
+                identity = self._resolve_cached(ck, auth, req, raw_path, ip)
+        else:
+            identity = resolve_identity(auth, req, raw_path, ip)
         ns = req.namespace
-        ns_path = ns.path if ns is not None and ns.path else None
-        ip, addr_port = split_address(req.remote_address)
+        ns_path = ns.path if ns is not None else None
+        # Positional, in AuditEvent's field order (checked at import: _EVENT_FIELDS).
         return AuditEvent(
-            time=t,
-            ts=t.timestamp(),
-            type=entry.type,
-            identity=self._identity(auth, req, raw_path, ip),
-            outcome=classify_outcome(entry.type, None, auth, resp, raw_path),
-            auth=auth,
-            request=req,
-            response=resp,
-            forwarded_from=entry.forwarded_from,
-            forwarded=entry.forwarded,
-            path=f"{ns_path}{raw_path}" if ns_path else raw_path,
-            namespace=ns_path,
-            remote_ip=ip,
-            remote_port=port if addr_port is None else addr_port,
-            source=source,
+            t,
+            t.timestamp(),
+            kind,
+            identity,
+            outcome,
+            auth,
+            req,
+            resp,
+            None,  # error
+            entry.forwarded_from,
+            entry.forwarded,
+            f"{ns_path}{raw_path}" if ns_path else raw_path,
+            ns_path or None,
+            ip,
+            port,
+            (),  # plaintext_fields
+            None,  # extra
+            source,
         )
 
     def _identity(self, auth: Auth, req: Request, raw_path: str, ip: str | None) -> Identity:
@@ -268,17 +391,30 @@ class Parser:
         token = auth.client_token
         # Only an HMAC names one token; a redacted plaintext token ([REDACTED]) names none.
         if token and token.startswith("hmac-sha256:"):
-            ck = (token, auth.accessor, req.client_id, raw_path.startswith("auth/") and "/login" in raw_path)
+            ck = (token, auth.accessor, req.client_id, _is_login(raw_path))
+            self.identity_lookups += 1
             identity = self._identities.get(ck)
             if identity is None:
-                identity = resolve_identity(auth, req, raw_path, ip)
-                if len(self._identities) >= _IDENTITY_CACHE:
-                    self._identities.clear()
-                self._identities[ck] = identity
+                identity = self._resolve_cached(ck, auth, req, raw_path, ip)
             return identity
         return resolve_identity(auth, req, raw_path, ip)
 
+    def _resolve_cached(
+        self, ck: _CacheKey, auth: Auth, req: Request, raw_path: str, ip: str | None
+    ) -> Identity:
+        """A cache miss: resolve and remember (the oldest entry leaves when the cache is full)."""
+        identity = resolve_identity(auth, req, raw_path, ip)
+        self.identity_misses += 1
+        self._identities[ck] = identity
+        order = self._identity_order
+        order.append(ck)
+        if len(order) > self.identity_cache_size:
+            del self._identities[order.popleft()]
+            self.identity_evictions += 1
+        return identity
+
     def _build_general(self, entry: Entry, extra: dict[str, Any] | None, source: str | None) -> AuditEvent:
+        self.general_path += 1
         if not entry.type:
             raise ParseError("not_audit", "empty entry type")
         time = _bounded_time(entry.time)
@@ -397,6 +533,10 @@ class Parser:
             if hidden is not value:
                 new[name] = hidden
         return msgspec.structs.replace(auth, **new) if new else auth
+
+
+def _is_login(path: str) -> bool:
+    return path.startswith("auth/") and "/login" in path
 
 
 def _bounded_time(t: datetime) -> datetime:

@@ -143,10 +143,10 @@ def has_plaintext(node: Any, max_depth: int, depth: int = 0) -> bool:
     for v in values:
         t = type(v)
         if t is str:
-            if v and not v.startswith(HMAC_PREFIX) and (v[4:5] != "-" or _RFC3339.match(v) is None):
-                if not is_masked(v):
+            if v.startswith(HMAC_PREFIX):
+                if v.startswith("vw:", 12):  # PSEUDONYM_PREFIX: hashed by vaultwatch, was plaintext
                     return True
-            elif v.startswith(PSEUDONYM_PREFIX):
+            elif v and (v[4:5] != "-" or _RFC3339.match(v) is None) and not is_masked(v):
                 return True
         elif t is dict or t is list:
             if has_plaintext(v, max_depth, depth + 1):
