@@ -246,7 +246,12 @@ def evaluate_org(
     labels = load_labels(made.labels_path)
     spec = json.loads(Path(made.spec_path).read_text())
     sim_start = sim_start_of(spec if isinstance(spec, dict) else {})
-    _say(f"  {org}: {made.spec_hash} ready in {gen_s:.0f}s, {len(labels.threats)} threats; scoring")
+    skipped = (
+        f" ({len(labels.not_executed)} planned threats made no request: not scored)"
+        if labels.not_executed
+        else ""
+    )
+    _say(f"  {org}: {made.spec_hash} ready in {gen_s:.0f}s, {len(labels.threats)} threats{skipped}; scoring")
     t1 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"vaultwatch-eval-{seed}-") as tmp:
         scores = score_log(

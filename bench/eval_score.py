@@ -90,29 +90,35 @@ class Labels:
 
     threats: tuple[Threat, ...]
     benign_hard_cases: tuple[Any, ...] = ()
+    #: Planned threats that made no request and are no absence (the simulation ended, or the
+    #: server refused before anything was logged): no detector can see them, so they are not scored.
+    not_executed: tuple[str, ...] = ()
 
 
 def parse_labels(data: Mapping[str, Any]) -> Labels:
     """Labels from the generator's JSON object (``{"threats": [...], "benign_hard_cases": [...]}``)."""
     threats = []
+    not_executed: list[str] = []
     seen: set[str] = set()
     for i, t in enumerate(data.get("threats") or ()):
         instance = str(t.get("instance") or f"{t.get('kind', 'threat')}#{i}")
         if instance in seen:
             raise ValueError(f"duplicate threat instance {instance!r}")
         seen.add(instance)
-        threats.append(
-            Threat(
-                instance=instance,
-                kind=str(t["kind"]),
-                target=str(t.get("target") or ""),
-                request_ids=tuple(str(r) for r in t.get("request_ids") or ()),
-                first_time=t.get("first_time"),
-                trigger=int(t.get("trigger") or 0),
-                due_time=str(t["due_time"]) if t.get("due_time") else None,
-            )
+        threat = Threat(
+            instance=instance,
+            kind=str(t["kind"]),
+            target=str(t.get("target") or ""),
+            request_ids=tuple(str(r) for r in t.get("request_ids") or ()),
+            first_time=t.get("first_time"),
+            trigger=int(t.get("trigger") or 0),
+            due_time=str(t["due_time"]) if t.get("due_time") else None,
         )
-    return Labels(tuple(threats), tuple(data.get("benign_hard_cases") or ()))
+        if threat.request_ids or threat.due_time:
+            threats.append(threat)
+        else:
+            not_executed.append(instance)
+    return Labels(tuple(threats), tuple(data.get("benign_hard_cases") or ()), tuple(not_executed))
 
 
 def load_labels(path: str | Path) -> Labels:

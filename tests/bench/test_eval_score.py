@@ -143,3 +143,21 @@ def test_an_absence_is_detected_by_an_alert_naming_its_target_after_it_was_due()
     }
     s = score_org([late], LOG, labels)
     assert s.outcomes[0].detected and s.outcomes[0].delay == 0 and s.false_alerts == 0
+
+
+def test_a_planned_threat_that_made_no_request_is_not_scored() -> None:
+    """A threat with no request and no due time never reached the log (the simulation ended
+    first): it is listed apart, not counted as every detector's miss."""
+    labels = parse_labels(
+        {
+            "threats": [
+                {"instance": "a", "kind": "brute-force", "request_ids": ["b1"]},
+                {"instance": "ghost", "kind": "seal-attempt", "request_ids": []},
+                {"instance": "late", "kind": "rotation-overdue", "request_ids": [], "due_time": "2026-01-02T00:00:00Z"},
+            ]
+        }
+    )
+    assert [t.instance for t in labels.threats] == ["a", "late"]
+    assert labels.not_executed == ("ghost",)
+    s = score_org([alert(["b1"])], ["b1", "n1"], labels)
+    assert [o.instance for o in s.outcomes] == ["a", "late"]

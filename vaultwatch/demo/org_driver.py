@@ -129,6 +129,8 @@ class Driver:
         self.tag = SETUP
         self.calls: list[_Call] = []
         self.bootstrap_address = "10.0.0.2"
+        #: The dev server's unseal key, for :meth:`unseal` after a threat sealed it.
+        self.unseal_key: str | None = None
 
     def __repr__(self) -> str:  # never the token
         return f"Driver(url={self.url!r}, requests={len(self.calls)})"
@@ -174,7 +176,19 @@ class Driver:
         address = self.bootstrap_address if actor is None else actor.address
         reply = self._send(token, method, path, body, seq, address)
         self.now += self.rng.uniform(*gap)
+        if reply.status == 503 and any("sealed" in str(e) for e in reply.body.get("errors") or ()):
+            # A sealed server audits nothing: every later request would silently vanish from the
+            # log and every later threat would be labelled with no requests.
+            raise DriverError(f"OpenBao is sealed ({method} {path}); a threat that seals must unseal")
         return reply
+
+    def unseal(self) -> None:
+        """Unseal the server (the operator's recovery after a threat sealed it)."""
+        if not self.unseal_key:
+            raise DriverError("the server was sealed and its unseal key is unknown")
+        r = self._send(None, "PUT", "sys/unseal", {"key": self.unseal_key}, 0)
+        if not r.ok or r.body.get("sealed", True):
+            raise DriverError(f"could not unseal OpenBao: HTTP {r.status}")
 
     def _send(
         self,

@@ -184,6 +184,7 @@ def _generate(spec: OrgSpec, tmp: Path) -> dict[str, Any]:
     rng = random.Random(f"vaultwatch-life:{spec.seed}:{spec.size}:{spec.days}")
     with server:
         driver = Driver(url, server.root_token, now=spec.t0 - DAY, rng=rng)
+        driver.unseal_key = server.unseal_key()
         try:
             org = Org(spec, driver)
             org.setup()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -177,6 +178,19 @@ class OpenBaoServer:
                 pass
             time.sleep(0.2)
         raise ServerError("OpenBao did not become ready")
+
+    def unseal_key(self, wait: float = 10.0) -> str | None:
+        """The dev server's unseal key, as it prints it just after start (None if it did not
+        within ``wait`` seconds)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                m = re.search(r"Unseal Key: (\S+)", self.server_log.read_text(errors="replace"))
+            except OSError:
+                m = None
+            if m or time.monotonic() >= deadline:
+                return m.group(1) if m else None
+            time.sleep(0.1)
 
     def client(self, token: str | None = None, **kwargs: Any) -> Any:
         """An hvac client; root token unless ``token`` is given ("" for none)."""
