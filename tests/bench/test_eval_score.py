@@ -153,7 +153,12 @@ def test_a_planned_threat_that_made_no_request_is_not_scored() -> None:
             "threats": [
                 {"instance": "a", "kind": "brute-force", "request_ids": ["b1"]},
                 {"instance": "ghost", "kind": "seal-attempt", "request_ids": []},
-                {"instance": "late", "kind": "rotation-overdue", "request_ids": [], "due_time": "2026-01-02T00:00:00Z"},
+                {
+                    "instance": "late",
+                    "kind": "rotation-overdue",
+                    "request_ids": [],
+                    "due_time": "2026-01-02T00:00:00Z",
+                },
             ]
         }
     )
