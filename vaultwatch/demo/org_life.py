@@ -124,9 +124,14 @@ class Org:
         return p.instance
 
     def run(self) -> None:
-        """Execute every planned action in simulated-time order."""
+        """Execute every planned action in simulated-time order, up to the end of the simulated
+        period: an attack's follow-up planned later would run alone, after all normal traffic
+        stopped, and look like an outage of the organisation."""
+        end = self.t0 + self.spec.days * DAY
         while self._heap:
             item = heapq.heappop(self._heap)
+            if item.ts >= end:
+                continue
             self.d.at(item.ts)
             with self.d.tagged(item.tag):
                 item.run()
