@@ -11,7 +11,7 @@ with what the same identity, or its peer group (identities holding the same poli
 aside), has done before.
 
 * ``session-hijack``: one token used from two distant networks within minutes;
-* ``credential-stuffing``: login attempts from many unfamiliar addresses against many accounts;
+* ``credential-stuffing``: failed password logins from many unfamiliar addresses on many accounts;
 * ``accessor-enumeration``: listing token accessors, or bursts of accessor lookups;
 * ``capability-probing``: bursts of capability checks over many distinct paths;
 * ``mass-revocation``: bursts of token or lease revocations, and prefix/force revocations;
@@ -43,6 +43,7 @@ from ingest.event import AuditEvent, Identity
 from ingest.identity import login_target
 
 from .config import convert_positive
+from .explain import person
 from .policy import _finding, _human, _Recent
 from .templates import subnet_of
 from .types import DetectContext, Detector, Finding
@@ -177,7 +178,8 @@ def peer_group(ident: Identity) -> str:
 
 
 def _who(ident: Identity) -> str:
-    return ident.display_name or ident.key
+    """The identity as a person reads it (AppRole role, user and auth mount, token name)."""
+    return person(ident)
 
 
 def _verdict(event: AuditEvent) -> str:
@@ -418,21 +420,31 @@ class _Base:
         return severity
 
 
+def _names(accounts: set[str], limit: int = 3) -> str:
+    """The first account names of ``mount:name`` keys, for a title (``a, b, c, +2``)."""
+    names = sorted(a.split(":", 1)[1] for a in accounts)
+    more = f", +{len(names) - limit}" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def _bounded_ids(ids: list[str]) -> tuple[str, ...]:
     return tuple(i for i in ids if i)[-_MAX_EVENT_IDS:]
 
 
 # -- session hijack -----------------------------------------------------------------------------------
 class SessionHijack(_Base):
-    """``session-hijack``: one token used from two distant networks within a short window.
+    """``session-hijack``: one token used from two distant networks at once.
 
     Catches a stolen token replayed while its owner still uses it: the same accessor at addresses
-    in different /16 (IPv4) or /48 (IPv6) networks within ``hijack_window_minutes``, unless this
+    in different /16 (IPv4) or /48 (IPv6) networks *alternating* within ``hijack_window_minutes``
+    (network A, then B, then A again, or B again after A resumed): two clients hold the token at
+    the same time. A token that moves once and stays (a laptop leaving the office for the VPN, a
+    first day on a new VPN) is one client roaming: stored at ``low``, never paged. Alternation is
+    high when at least one of the two networks is new to the identity (it never used it on an
+    earlier day, UTC), medium when it used both on earlier days, and not reported when this
     identity's tokens habitually alternate between those two networks (``hijack_habit_tokens``
-    earlier tokens showed the same pair). High when at least one of the two networks is new to
-    the identity (it never used that network on an earlier day, UTC), low when it used both on
-    earlier days (office and VPN, a laptop that roams): what the identity did before decides, not
-    any address or network name.
+    earlier tokens showed the same pair: a split-tunnel VPN): what the identity did before decides,
+    not any address or network name.
 
     Reads: ``auth.accessor`` (or the HMAC'd ``auth.client_token`` of batch tokens), ``remote_ip``,
     ``identity``, ``request_id``, ``ts``; response entries of authenticated requests.
@@ -458,19 +470,23 @@ class SessionHijack(_Base):
         net = network_of(event.remote_ip)
         if not token or net is None or event.identity.kind in ("login", "anonymous"):
             return []
-        self._learn_network(event.identity.key, net, event.ts)
         window = self.cfg.hijack_window_minutes * 60.0
         nets: dict[str, list[Any]] = _lru_touch(self._tokens, token, {})
+        mine = nets.get(net)
         rid = event.request_id or ""
         out: list[Finding] = []
         for other, (last, other_ip, other_ids) in list(nets.items()):
             if other == net or event.ts - last > window:
                 continue
             pair = "|".join(sorted((net, other)))
-            if not self._reported.add(f"{token}:{pair}", event.ts):
+            # Back on a network this token used before the other one's latest use: two clients.
+            both = mine is not None and event.ts - mine[0] <= window and mine[0] < last
+            kind = "both" if both else "move"
+            if not self._reported.add(f"{token}:{pair}:{kind}", event.ts):
                 continue
-            out.extend(self._judge(event, ctx, pair, net, other, other_ip, last, list(other_ids)))
-        row = nets.get(net)
+            out.extend(self._judge(event, pair, net, other, other_ip, last, list(other_ids), both=both))
+        self._learn_network(event.identity.key, net, event.ts)
+        row = mine
         if row is None:
             row = nets[net] = [event.ts, event.remote_ip, []]
         row[0], row[1] = event.ts, event.remote_ip
@@ -485,38 +501,53 @@ class SessionHijack(_Base):
     def _judge(
         self,
         event: AuditEvent,
-        ctx: DetectContext,
         pair: str,
         net: str,
         other: str,
         other_ip: str,
         last: float,
         other_ids: list[str],
+        *,
+        both: bool,
     ) -> list[Finding]:
         ident = event.identity
         pairs: dict[str, int] = _lru_touch(self._pairs, ident.key, {})
-        habit = pairs.get(pair, 0)
-        if pair in pairs or len(pairs) < _MAX_ACTS:
-            pairs[pair] = habit + 1
+        if not both:
+            # One count per token (at its first switch); alternation compares with earlier tokens.
+            habit = pairs.get(pair, 0)
+            if pair in pairs or len(pairs) < _MAX_ACTS:
+                pairs[pair] = habit + 1
+        else:
+            habit = max(0, pairs.get(pair, 0) - 1)
         if habit >= self.cfg.hijack_habit_tokens:
             return []
         unknown = [n for n in (other, net) if self._unused_before(ident.key, n, event.ts)]
-        # Both networks used by the identity on earlier days (office and VPN, say): stored, not paged.
-        severity = "high" if unknown else "low"
         gap = _human(max(0.0, event.ts - last))
+        who = person(ident)
+        if both:
+            # Two clients at once: high when a network is new to the identity; medium when it used
+            # both on earlier days (an attacker may come back from where it logged in before);
+            # a pair this identity's earlier tokens alternated between is its habit (above).
+            severity = "high" if unknown else "medium"
+            title = (
+                f"Session hijack: one token of {who} used at once from {other_ip} and {event.remote_ip} "
+                f"(alternating, {gap} apart)"
+            )
+            seen = f"{other} and {net} alternating within {gap}"
+            usual = "one client per token: a token that roams moves once and stays"
+        else:
+            severity = "low"
+            title = f"Token of {who} moved from {other_ip} to {event.remote_ip} ({gap} later)"
+            seen = f"{other} then {net} ({gap} later), not back"
+            usual = "one network per token session; a single move is a client roaming"
         return [
             self._make(
                 event,
-                title=(
-                    f"Session hijack: one token of {_who(ident)} used from {other_ip} and "
-                    f"{event.remote_ip} ({gap} apart)"
-                ),
+                title=title,
                 severity=severity,
-                key=f"{event.auth.accessor or '-'}:{pair}",
+                key=f"{event.auth.accessor or '-'}:{pair}:{'both' if both else 'move'}",
                 reasons=[
-                    Reason(
-                        "networks", f"{other} and {net} within {gap}", "one network per token session", 1.0
-                    ),
+                    Reason("networks", seen, usual, 1.0),
                     Reason(
                         "habit",
                         f"{habit} earlier token(s) of this identity used from both",
@@ -571,85 +602,159 @@ class SessionHijack(_Base):
 
 
 # -- credential stuffing ------------------------------------------------------------------------------
+#: Auth methods whose login is a username and a password: what a leaked list replays.
+_PASSWORD_METHODS: Final = frozenset({"userpass", "ldap", "okta", "radius"})
+
+
+def _password_login(event: AuditEvent) -> tuple[str, str] | None:
+    """``(mount, account)`` of a username-and-password login entry, else None.
+
+    AppRole, JWT/OIDC, Kubernetes and certificate logins prove a key or a signed token that no
+    leaked password list replays, and a fleet of instances logging in from fresh addresses is their
+    normal day. The entry's ``mount_type`` says which method it is; without one, only password
+    methods name the account in the URL (``auth/<mount>/login/<name>``).
+    """
+    rel = _rel(event)
+    target = login_target(rel, event.request)
+    if target is None:
+        return None
+    kind = event.mount_type
+    if kind:
+        return target if kind in _PASSWORD_METHODS else None
+    return target if rel.endswith(f"/login/{target[1]}") else None
+
+
 class CredentialStuffing(_Base):
-    """``credential-stuffing``: login attempts from many unfamiliar addresses against many accounts.
+    """``credential-stuffing``: failed password logins from many strange addresses on many accounts.
 
     Catches leaked-password lists replayed through a botnet: each address tries one or two
     accounts, so neither the per-account burst nor the per-address spraying count of
-    ``login-failure-burst`` moves. Addresses are *unfamiliar* when no request from them has been
-    authenticated before (organisation-wide); a wave is ``stuffing_sources`` such addresses and
-    ``stuffing_accounts`` accounts, with ``stuffing_failures`` failures, within the window. A
-    success from an unfamiliar address inside a wave is critical (a stuffed password worked).
+    ``login-failure-burst`` moves. Only username-and-password logins count (``mount_type``
+    userpass, LDAP, Okta, RADIUS); each auth mount is its own set of accounts.
 
-    Reads: login ``path`` (``auth/<mount>/login[/<name>]``), ``outcome`` (``login_failed`` / ``ok``),
-    ``remote_ip``, ``identity.kind``, ``request_id``, ``ts``; response entries.
+    What separates a list from a large organisation's morning (hundreds of people logging in at
+    once, each from an address new to the log) is what the entries say, not how many there are:
+
+    * only *failures* build a wave: people mostly succeed, a list mostly fails; successes never
+      dilute or build the wave, so a busy hour neither hides nor fakes one;
+    * a failure counts only from an *unfamiliar* address (no authenticated request from it has
+      succeeded, organisation-wide) in a network (its /16 or /48) the account never logged in
+      from: not a person at their usual place;
+    * a failure the same account then completes from the same network was a typo, and leaves the
+      wave.
+
+    A wave is ``stuffing_failures`` such failures from ``stuffing_sources`` addresses on
+    ``stuffing_accounts`` accounts within ``stuffing_window_minutes`` (high, once per window per
+    mount). A success within the window of a wave, before or after it formed, is critical (a
+    stuffed password worked) when it came from a network nobody in the organisation had logged in
+    or worked from, and no other account has logged in from since: people joining the morning
+    from the office or a VPN pool are not, not even the first one on a pool new to the log.
+
+    Reads: login ``path`` (``auth/<mount>/login[/<name>]``), ``mount_type``, ``outcome``
+    (``login_failed`` / ``ok``), ``remote_ip``, ``identity.kind``, ``request_id``, ``ts``; response
+    entries.
     """
 
     name = "credential-stuffing"
 
     def __init__(self, config: CorrelateConfig | None = None) -> None:
         super().__init__(config)
+        # Addresses with authenticated, successful work; networks with that or a successful login.
         self._familiar = _Seen(100_000)
-        # recent attempts from unfamiliar addresses: [ts, ip, account, ok, request id]
-        self._wave: deque[list[Any]] = deque(maxlen=2000)
+        self._networks = _Seen(20_000)
+        # ``mount:account|network``: where each account logged in successfully.
+        self._homes = _Seen(100_000)
+        # Network -> the first account that logged in from it, ``*`` once another did (shared).
+        self._pools: dict[str, str] = {}
+        # Per auth mount, recent failures from unfamiliar places and successes from new networks:
+        # [ts, ip, account, state, request id, network]; state False: a failure, True: a success
+        # not reported yet, None: a success reported.
+        self._waves: dict[str, deque[list[Any]]] = {}
         self._cooldown = Cooldown(self.cfg.stuffing_window_minutes * 60.0)
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
-        """Track attempts from unfamiliar addresses; report a wave and successes inside it."""
+        """Track password logins from unfamiliar places; report a wave and successes within it."""
         if not event.is_response:
             return []
-        ip = event.remote_ip
-        if not ip:
-            return []
-        rel = _rel(event)
-        target = login_target(rel, event.request) if event.outcome in ("ok", "login_failed") else None
+        net = network_of(event.remote_ip)
+        if net is None:
+            return []  # no address, or the host itself (loopback, link-local): never a botnet
+        target = _password_login(event) if event.outcome in ("ok", "login_failed") else None
         if target is None:
             # Authenticated work that succeeded makes its address familiar (learned after judging).
             if event.outcome == "ok" and event.identity.kind not in ("login", "anonymous"):
-                self._familiar.add(ip)
+                self._familiar.add(event.remote_ip or "")
+                self._networks.add(net)
             return []
-        if ip in self._familiar:
-            return []
-        ok = event.outcome == "ok"
-        account = f"{target[0]}:{target[1]}"
-        self._wave.append([event.ts, ip, account, ok, event.request_id or ""])
-        return self._judge(event, ok, account)
+        mount = target[0]
+        account = f"{mount}:{target[1]}"
+        wave = self._recent(mount, event.ts)
+        home = f"{account}|{net}" in self._homes
+        row: list[Any] = [event.ts, event.remote_ip or "", account, False, event.request_id or "", net]
+        if event.outcome != "ok":
+            if home or row[1] in self._familiar:
+                return []
+            wave.append(row)
+            return self._judge(event, mount, wave)
+        # The person completing a login they mistyped from here: those failures were typos.
+        for typo in [r for r in wave if r[2] == account and r[5] == net and r[3] is False]:
+            wave.remove(typo)
+        if _lru_touch(self._pools, net, account) != account:
+            self._pools[net] = "*"
+        out: list[Finding] = []
+        if not home and net not in self._networks:
+            row[3] = True
+            wave.append(row)
+            out = self._judge(event, mount, wave)
+        if not out:
+            self._homes.add(f"{account}|{net}")
+            self._networks.add(net)
+        return out
 
-    def _judge(self, event: AuditEvent, ok: bool, account: str) -> list[Finding]:
+    def _recent(self, mount: str, ts: float) -> deque[list[Any]]:
+        """The mount's attempts from unfamiliar places within the window (older ones dropped)."""
+        window = self.cfg.stuffing_window_minutes * 60.0
+        wave: deque[list[Any]] = _lru_touch(self._waves, mount, deque(maxlen=2000), limit=1000)
+        while wave and ts - wave[0][0] > window:
+            wave.popleft()
+        return wave
+
+    def _judge(self, event: AuditEvent, mount: str, wave: deque[list[Any]]) -> list[Finding]:
         c = self.cfg
         window = c.stuffing_window_minutes * 60.0
-        while self._wave and event.ts - self._wave[0][0] > window:
-            self._wave.popleft()
-        sources = {row[1] for row in self._wave}
-        accounts = {row[2] for row in self._wave}
-        failures = sum(1 for row in self._wave if not row[3])
+        failed = [row for row in wave if row[3] is False]
+        sources = {row[1] for row in failed}
+        accounts = {row[2] for row in failed}
         if (
             len(sources) < c.stuffing_sources
             or len(accounts) < c.stuffing_accounts
-            or failures < c.stuffing_failures
+            or len(failed) < c.stuffing_failures
         ):
             return []
-        mount = account.split(":", 1)[0]
         wave_id = Identity(key=f"login:{mount}:*", kind="login", auth_mount=mount)
         human_window = _human(window)
         reasons = [
             Reason(
-                "unfamiliar_sources", str(len(sources)), f"< {c.stuffing_sources} per {human_window}", 1.0
+                "unfamiliar_sources",
+                f"{len(sources)} addresses in {len({row[5] for row in failed})} networks",
+                f"< {c.stuffing_sources} per {human_window} from addresses with no earlier work, "
+                "outside the account's networks",
+                1.0,
             ),
             Reason("accounts", str(len(accounts)), f"< {c.stuffing_accounts} per {human_window}", 0.8),
-            Reason("failures", str(failures), "", 0.5),
+            Reason("failures", str(len(failed)), "typos the same account then completed: not counted", 0.5),
             Reason("recent_accounts", ", ".join(sorted(a.split(":", 1)[1] for a in accounts)[:8]), "", 0.3),
         ]
-        ids = _bounded_ids([row[4] for row in self._wave])
-        first = self._wave[0][0]
+        ids = _bounded_ids([row[4] for row in failed])
+        first = wave[0][0]
         out: list[Finding] = []
-        if self._cooldown.ready("wave", event.ts):
+        if self._cooldown.ready(f"wave:{mount}", event.ts):
             out.append(
                 self._make(
                     event,
                     title=(
-                        f"Credential stuffing: {len(sources)} unfamiliar addresses tried "
-                        f"{len(accounts)} accounts within {human_window}"
+                        f"Credential stuffing on {mount}: {len(sources)} unfamiliar addresses tried "
+                        f"{len(accounts)} accounts ({_names(accounts)}) within {human_window}"
                     ),
                     severity="high",
                     key="wave",
@@ -659,31 +764,46 @@ class CredentialStuffing(_Base):
                     first_ts=first,
                 )
             )
-        if ok:
-            who = account.split(":", 1)[1]
+        for row in wave:
+            if row[3] is not True:
+                continue
+            row[3] = None
+            if self._pools.get(row[5]) == "*":
+                continue  # other accounts logged in from there since: a place people share
+            who, ip = row[2].split(":", 1)[1], row[1]
             out.append(
                 self._make(
                     event,
-                    title=f"Login to {who} from unfamiliar {event.remote_ip} amid credential stuffing",
+                    title=(
+                        f"Login to {who} on {mount} succeeded from unfamiliar {ip} amid credential stuffing"
+                    ),
                     severity="critical",
-                    key=f"success:{account}",
+                    key=f"success:{row[2]}",
                     identity=wave_id,
                     reasons=[
-                        Reason("login", f"{who} from {event.remote_ip}", "no success during a wave", 1.0),
+                        Reason("login", f"{who} from {ip}", "no success from a new network in a wave", 1.0),
                         *reasons[:3],
                     ],
-                    event_ids=_bounded_ids([*ids[-(_MAX_EVENT_IDS - 1) :], event.request_id or ""]),
+                    event_ids=_bounded_ids([*ids[-(_MAX_EVENT_IDS - 1) :], row[4]]),
                     first_ts=first,
                 )
             )
         return out
 
+    @staticmethod
+    def _row(r: list[Any]) -> list[Any]:
+        state = None if r[3] is None else bool(r[3])
+        return [float(r[0]), str(r[1]), str(r[2]), state, str(r[4]), str(r[5])]
+
     def state(self) -> dict[str, Any]:
-        """Plain-data state: familiar addresses, the current wave, cooldown."""
+        """Plain-data state: familiar addresses and networks, accounts' homes, waves, cooldown."""
         return {
             **self._base_state(),
             "familiar": self._familiar.dump(),
-            "wave": [list(r) for r in self._wave],
+            "networks": self._networks.dump(),
+            "homes": self._homes.dump(),
+            "pools": dict(self._pools),
+            "waves": {m: [list(r) for r in w] for m, w in self._waves.items()},
             "cooldown": self._cooldown.state(),
         }
 
@@ -691,10 +811,13 @@ class CredentialStuffing(_Base):
         """Restore :meth:`state` output."""
         self._base_load(state)
         self._familiar.restore(state.get("familiar", []))
-        self._wave = deque(
-            ([float(r[0]), str(r[1]), str(r[2]), bool(r[3]), str(r[4])] for r in state.get("wave", [])),
-            maxlen=2000,
-        )
+        self._networks.restore(state.get("networks", []))
+        self._homes.restore(state.get("homes", []))
+        self._pools = {str(k): str(v) for k, v in dict(state.get("pools", {})).items()}
+        self._waves = {
+            str(m): deque((self._row(r) for r in rows), maxlen=2000)
+            for m, rows in dict(state.get("waves", {})).items()
+        }
         self._cooldown.load(state.get("cooldown", {}))
 
 
@@ -841,6 +964,90 @@ class AccessorEnumeration(_Base):
         self._lookups.load(state.get("lookups", {}))
 
 
+class _SettledPeaks:
+    """Per key, the largest count of any *settled* fixed window: one the sliding window being
+    judged can no longer overlap (two windows back or more).
+
+    :class:`_Peaks` counts the window just closed, so a burst straddling a window boundary became
+    its own habit halfway through (15 probes in 11 seconds: 8 before the boundary made the
+    threshold 33 for the other 7). A key may also hold the largest *single* count per window of
+    several members (``add(..., most=n)``): a peer group's habit is what one member did, never the
+    sum of a hundred instances, so it does not grow with the organisation.
+
+    Each key holds ``[window index, count, previous index, previous count, settled peak, first ts]``.
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = float(window)
+        self._keys: dict[str, list[float]] = {}
+
+    def peak(self, key: str, ts: float) -> tuple[int, float]:
+        """(largest settled window count at ``ts``, first act ts) of ``key``."""
+        row = self._keys.get(key)
+        if row is None:
+            return 0, 0.0
+        idx = ts // self.window
+        best = row[4]
+        for i, n in ((row[0], row[1]), (row[2], row[3])):
+            if i <= idx - 2:
+                best = max(best, n)
+        return int(best), row[5]
+
+    def add(self, key: str, ts: float, most: float | None = None) -> float:
+        """Count one act at ``ts`` (or raise the window to ``most``); the window's count."""
+        idx = float(ts // self.window)
+        row: list[float] = _lru_touch(self._keys, key, [idx, 0.0, -1.0, 0.0, 0.0, ts])
+        if row[0] != idx:
+            row[4] = max(row[4], row[3])
+            row[2], row[3] = row[0], row[1]
+            row[0], row[1] = idx, 0.0
+        row[1] = row[1] + 1 if most is None else max(row[1], most)
+        return row[1]
+
+    def state(self) -> dict[str, Any]:
+        return {"keys": {k: list(v) for k, v in self._keys.items()}}
+
+    def load(self, state: dict[str, Any]) -> None:
+        rows = dict(state.get("keys", {}))
+        self._keys = {str(k): [float(x) for x in v] for k, v in rows.items() if len(v) == 6}
+
+
+class _SettledVolume(_Volume):
+    """:class:`_Volume` judged against settled habit (:class:`_SettledPeaks`): the identity's own
+    largest settled window, and the largest settled window of any one member of its peer group."""
+
+    def __init__(self, cfg: CorrelateConfig, minimum: int, *, distinct: bool = False) -> None:
+        super().__init__(cfg, minimum, distinct=distinct)
+        self.settled = _SettledPeaks(self.window)
+
+    def add(self, event: AuditEvent, unit: str, value: str = "") -> tuple[int, int, int, int, float] | None:
+        """Record one act; (count, threshold, own peak, peer peak, habit days) when it bursts."""
+        ident = event.identity
+        key = f"{ident.key}|{unit}"
+        group = peer_group(ident)
+        gkey = f"g:{group}|{unit}" if group else ""
+        own, first = self.settled.peak(key, event.ts)
+        peers = self.settled.peak(gkey, event.ts)[0] if gkey else 0
+        n = self.count.add(key, event.ts, event.request_id or "")
+        if self.distinct:
+            n = self.values.add(key, value, event.ts)
+        acts = self.settled.add(key, event.ts)
+        if gkey:
+            self.settled.add(gkey, event.ts, most=acts)
+        threshold = max(self.minimum, int(self.cfg.burst_factor * max(own, peers)) + 1)
+        if n < threshold or not self.cooldown.ready(key, event.ts):
+            return None
+        days = (event.ts - first) / 86400.0 if own else 0.0
+        return n, threshold, own, peers, days
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "settled": self.settled.state()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        super().load(state)
+        self.settled.load(state.get("settled", {}))
+
+
 _CAPABILITY_PATHS: Final = (
     "sys/capabilities",
     "sys/capabilities-self",
@@ -854,8 +1061,9 @@ class CapabilityProbing(_Base):
 
     Catches a stolen token mapping what it may do before acting (``sys/capabilities*``,
     ``sys/internal/ui/resultant-acl``): ``capability_probe_paths`` distinct probed paths within the
-    window and ``burst_factor`` times the identity's (or peers') usual number of checks. The probed
-    paths are HMAC'd in the body; their HMACs are still distinct per path.
+    window and ``burst_factor`` times the identity's (or any one peer's) usual number of checks, in
+    windows that closed before the burst began (:class:`_SettledPeaks`). The probed paths are HMAC'd
+    in the body; their HMACs are still distinct per path.
 
     Reads: namespace-relative ``request.path``, ``request.data.paths`` / ``path`` (HMACs),
     ``identity``, ``request_id``, ``ts``; response entries of any outcome.
@@ -866,7 +1074,7 @@ class CapabilityProbing(_Base):
 
     def __init__(self, config: CorrelateConfig | None = None) -> None:
         super().__init__(config)
-        self._probes = _Volume(self.cfg, self.cfg.capability_probe_paths, distinct=True)
+        self._probes = _SettledVolume(self.cfg, self.cfg.capability_probe_paths, distinct=True)
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
         """Count distinct probed paths per identity; report a burst once per window."""
@@ -1147,10 +1355,11 @@ class AppRoleRoleChange(_Base):
     Catches privilege escalation through a machine login: widening a role's ``token_policies``,
     turning ``bind_secret_id`` off (the public role_id alone then logs in), lifting CIDR bounds,
     setting a chosen ``role_id``, or creating a role to attach to someone's entity. The writer is
-    judged against its own and its peers' habit of writing roles on that mount: high for a
-    learned identity's first write touching policies, ``bind_secret_id``, CIDRs or the role_id,
-    medium for other first writes and denied attempts, low when habitual (unless from a new
-    network).
+    judged against its own and its peers' habit of the same act on that mount (creating roles,
+    changing existing roles and deleting roles are three habits: onboarding services is no habit
+    of rewriting existing roles): high for a learned identity's first such act touching policies,
+    ``bind_secret_id``, CIDRs or the role_id, medium for other first acts and denied attempts, low
+    when habitual (unless from a new network).
 
     Reads: ``mount_type`` (``approle``), ``mount_point``, namespace-relative ``request.path``
     (``role/<role>[/<field>]``), the *keys* of ``request.data`` and ``bind_secret_id`` (a bool,
@@ -1196,14 +1405,18 @@ class AppRoleRoleChange(_Base):
         if unbound:
             reasons.insert(1, Reason("bind_secret_id", "false", "true: role_id alone does not log in", 0.9))
         novel = "high" if touched or op == "delete" else "medium"
+        verb = {"delete": "deleted", "create": "created"}.get(op, "changed")
+        # Creating roles (onboarding services), changing existing ones and deleting them are
+        # different habits: an administrator who creates roles has not thereby shown a habit of
+        # rewriting the policies of roles that exist (Vault logs ``create`` for a new role).
+        act = f"role-{verb}:{mount}"
         severity = self._habit_severity(
-            event, ctx, self._acts, f"role-write:{mount}", novel=novel, reasons=reasons, what="role writes"
+            event, ctx, self._acts, act, novel=novel, reasons=reasons, what=f"roles {verb}"
         )
         if unbound and severity == "low":
             severity = "medium"
         if event.outcome == "ok":
-            self._acts.add(event.identity, f"role-write:{mount}")
-        verb = {"delete": "deleted", "create": "created"}.get(op, "changed")
+            self._acts.add(event.identity, act)
         extra = f" ({', '.join(touched)})" if touched else ""
         return [
             self._make(

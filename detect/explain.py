@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from detect.alert import Reason
+from ingest.event import Identity
 
 from .risk import Contribution
 
@@ -18,7 +19,7 @@ from .risk import Contribution
 #: its own detector, reaches the alert level on its own, and its text is the alert's title.
 THREAT_FAMILIES = frozenset({"credential", "exfiltration", "denial"})
 
-__all__ = ["THREAT_FAMILIES", "rank_reasons", "fmt_count", "title_for"]
+__all__ = ["THREAT_FAMILIES", "rank_reasons", "fmt_count", "title_for", "person"]
 
 _TITLES = {
     "novelty": "unfamiliar activity",
@@ -91,3 +92,61 @@ def title_for(families: list[str], display: str, items: Iterable[tuple[float, Co
     parts = [_TITLES.get(f, f) for f in families[:3]]
     what = ", ".join(parts) if parts else "unusual behaviour"
     return f"Unusual behaviour by {display}: {what}"
+
+
+def _meta(ident: Identity, key: str) -> str:
+    value = (ident.metadata or {}).get(key)
+    return value if isinstance(value, str) and value and not value.startswith("hmac-") else ""
+
+
+def person(ident: Identity) -> str:
+    """The identity as a person reads it: AppRole role, user and auth mount, token name, address.
+
+    Built from what the entry says (``display_name``, the auth ``metadata`` ``role_name`` /
+    ``username``, ``auth_mount``), never from a raw key when a name is known.
+
+    >>> person(Identity(key="e:1", kind="entity", display_name="approle", metadata={"role_name": "api"}))
+    'AppRole role api'
+    >>> person(Identity(key="e:2", kind="entity", display_name="userpass-dana", metadata={"username": "x"}))
+    'user x'
+    >>> person(Identity(key="e:3", kind="entity", display_name="apps", metadata={"role_name": "billing"}))
+    'AppRole role billing (login apps)'
+    >>> person(Identity(key="e:4", kind="entity", display_name="oidc-ana", metadata={"role": "sre"}))
+    'oidc-ana role sre'
+    >>> person(Identity(key="anon:10.0.0.9", kind="anonymous"))
+    'an unauthenticated client at 10.0.0.9'
+    """
+    dn = ident.display_name or ""
+    if ident.kind == "anonymous":
+        return f"an unauthenticated client at {ident.key.removeprefix('anon:')}"
+    if ident.kind == "login":
+        mount = (ident.auth_mount or "").removeprefix("auth/").rstrip("/") or "auth"
+        return f"login {dn or '?'} on {mount}"
+    if ident.is_root:
+        return "a root token" if dn in ("", "root", "token") else f"a root token ({dn})"
+    approle = _meta(ident, "role_name")  # AppRole's own metadata key
+    if approle:
+        mount = "" if not dn or dn.startswith("approle") else f" (login {dn})"
+        return f"AppRole role {approle}{mount}"
+    role = _meta(ident, "role")  # JWT/OIDC, Kubernetes and other role-based logins
+    if role:
+        return f"{dn} role {role}" if dn else f"role {role}"
+    user = _meta(ident, "username")
+    if user:
+        mount = dn[: -len(user) - 1] if dn.endswith("-" + user) else ""
+        return f"{mount} user {user}" if mount else f"user {user}"
+    if dn:
+        if dn == "token" or dn.startswith("token-"):
+            return f"token {dn.removeprefix('token-')}" if dn != "token" else f"a token ({_short(ident)})"
+        return dn
+    return _short(ident)
+
+
+def _short(ident: Identity) -> str:
+    """A short form of the key when nothing names the identity."""
+    kind, _, rest = ident.key.partition(":")
+    if kind == "entity" and ident.entity_id:
+        return f"entity {ident.entity_id[:8]}"
+    if ident.accessor:
+        return f"accessor {ident.accessor[:12]}"
+    return ident.key if len(ident.key) <= 40 else f"{kind}:{rest[:24]}…"

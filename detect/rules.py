@@ -35,6 +35,7 @@ from .completeness import completeness_rules
 from .config import convert_positive
 from .correlate import correlate_rules
 from .errors import ConfigError
+from .explain import person
 from .habit import ADMIN_SCOPE, HABIT_LABEL, HABIT_SCOPE_LABEL
 from .policy import (
     AccessModelDetector,
@@ -56,6 +57,7 @@ __all__ = [
     "UNANSWERED_TYPE",
     "who",
     "RulesConfig",
+    "AdminWork",
     "default_rules",
     "RootTokenUse",
     "AuditTampering",
@@ -85,6 +87,8 @@ _MAX_EVENT_IDS: Final = 50
 #: ``login-failure-burst``: sources (addresses and /24s) remembered, and rising counts kept per window.
 _MAX_SOURCES: Final = 50_000
 _MAX_PENDING_PEAKS: Final = 16
+#: Distinct identities remembered per vouched source (enough to tell one machine from a proxy).
+_MAX_VOUCHERS: Final = 8
 # PKI endpoints that return a generated private key: .../(root|intermediate|keys)/generate/exported,
 # issuers/generate/(root|intermediate)/exported, root/rotate/exported.
 _PKI_EXPORTED: Final = re.compile(r"/(?:generate|rotate)/(?:(?:root|intermediate)/)?exported$")
@@ -102,13 +106,16 @@ class RulesConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: ``login-failure-burst``: failures per target. Spraying (distinct failing accounts per source
     #: address within ``spray_window_minutes``) adapts to the source's own history: it alerts at
     #: ``max(floor, spray_history_factor x`` the most the source or its /24 reached in an earlier
-    #: window``)``, where the floor is ``spray_min_targets`` for a source that never authenticated
-    #: successfully and ``spray_known_factor`` times that for one that did (a shared proxy).
+    #: window``)``, where the floor is ``spray_min_targets`` for an unvouched source and
+    #: ``spray_known_factor`` times that for a shared one: an address (or /24) from which at least
+    #: ``spray_known_identities`` distinct identities authenticated successfully (a proxy, a NAT, an
+    #: office; one identity's success vouches only for that identity's own machine).
     login_failure_threshold: int = 5
     login_failure_window_minutes: float = 5.0
     spray_min_targets: int = 5
     spray_history_factor: float = 2.0
     spray_known_factor: float = 2.0
+    spray_known_identities: int = 3
     spray_window_minutes: float = 10.0
     #: ``permission-denied-burst``: denials per identity, or distinct denied paths per identity.
     denied_threshold: int = 20
@@ -122,11 +129,6 @@ class RulesConfig(msgspec.Struct, frozen=True, kw_only=True):
     destruction_habit_min: int = 3
     mass_destruction_threshold: int = 10
     mass_destruction_window_minutes: float = 10.0
-    #: ``policy-change``: administrators are told by what their policies *grant* (the shell's
-    #: capability mapping from ``[vault]``, ``config["capability_roles"]``, see detect.policy).
-    #: Without that mapping these policy names are the fallback (name-based: remaining debt,
-    #: kept because detection without Vault has nothing better until habits settle).
-    policy_admin_policies: tuple[str, ...] = ("admin", "root")
     access_model_enabled: bool = True
     rotation_enabled: bool = True
 
@@ -152,12 +154,13 @@ def default_rules(config: dict[str, Any] | None = None) -> list[Detector]:
             "and pass the parsed AccessPolicy as config['policy']"
         )
     cfg = RulesConfig.from_dict(config)
+    admin_work = AdminWork()  # one book: what each policy set is seen administering
     rules: list[Detector] = [
         RootTokenUse(cfg),
         AuditTampering(cfg),
-        PolicyChange(cfg),
-        AuthMethodChange(cfg),
-        SecretsEngineChange(cfg),
+        PolicyChange(cfg, admin_work),
+        AuthMethodChange(cfg, admin_work),
+        SecretsEngineChange(cfg, admin_work),
         PlaintextSecretInAudit(cfg),
         TokenExcessiveTtl(cfg),
         OrphanToken(cfg),
@@ -198,54 +201,13 @@ def _where(event: AuditEvent) -> str:
     return event.path or _rel(event)
 
 
-def _meta(ident: Identity, key: str) -> str:
-    value = (ident.metadata or {}).get(key)
-    return value if isinstance(value, str) and value and not value.startswith("hmac-") else ""
-
-
 def who(ident: Identity) -> str:
-    """The identity as a person reads it: AppRole role, user and auth mount, token name, address.
-
-    Built from what the entry says (``display_name``, the auth ``metadata`` ``role_name`` /
-    ``username``, ``auth_mount``), never from a raw key when a name is known.
+    """The identity as a person reads it (see :func:`detect.explain.person`).
 
     >>> who(Identity(key="e:1", kind="entity", display_name="approle", metadata={"role_name": "api"}))
     'AppRole role api'
-    >>> who(Identity(key="e:2", kind="entity", display_name="userpass-dana", metadata={"username": "dana"}))
-    'userpass user dana'
-    >>> who(Identity(key="anon:10.0.0.9", kind="anonymous"))
-    'an unauthenticated client at 10.0.0.9'
     """
-    dn = ident.display_name or ""
-    if ident.kind == "anonymous":
-        return f"an unauthenticated client at {ident.key.removeprefix('anon:')}"
-    if ident.kind == "login":
-        mount = (ident.auth_mount or "").removeprefix("auth/").rstrip("/") or "auth"
-        return f"login {dn or '?'} on {mount}"
-    if ident.is_root:
-        return "a root token" if dn in ("", "root", "token") else f"a root token ({dn})"
-    role = _meta(ident, "role_name") or _meta(ident, "role")
-    if role:
-        return f"AppRole role {role}" if dn.startswith("approle") or not dn else f"{dn} role {role}"
-    user = _meta(ident, "username")
-    if user:
-        mount = dn[: -len(user) - 1] if dn.endswith("-" + user) else ""
-        return f"{mount} user {user}" if mount else f"user {user}"
-    if dn:
-        if dn == "token" or dn.startswith("token-"):
-            return f"token {dn.removeprefix('token-')}" if dn != "token" else f"a token ({_short(ident)})"
-        return dn
-    return _short(ident)
-
-
-def _short(ident: Identity) -> str:
-    """A short form of the key when nothing names the identity."""
-    kind, _, rest = ident.key.partition(":")
-    if kind == "entity" and ident.entity_id:
-        return f"entity {ident.entity_id[:8]}"
-    if ident.accessor:
-        return f"accessor {ident.accessor[:12]}"
-    return ident.key if len(ident.key) <= 40 else f"{kind}:{rest[:24]}…"
+    return person(ident)
 
 
 class _Rule:
@@ -336,6 +298,12 @@ def _policies(policies: tuple[str, ...] | set[str] | list[str]) -> str:
     return ",".join(sorted(p for p in policies if p not in ("default", "response-wrapping"))) or "default"
 
 
+def _root_name(ident: Identity) -> str:
+    """``Root token`` or ``Root token <name>`` when the token carries a name of its own."""
+    dn = ident.display_name or ""
+    return "Root token" if dn in ("", "root", "token") else f"Root token {dn}"
+
+
 # -- rules ----------------------------------------------------------------------------------------
 class RootTokenUse(_PairedRule):
     """``root-token-use``: a root token used, generated or created.
@@ -395,7 +363,7 @@ class RootTokenUse(_PairedRule):
         return [
             self._make(
                 event,
-                title=f"Root token used by {ident.display_name or 'root'}: {event.operation} {_where(event)}",
+                title=f"{_root_name(ident)} used: {event.operation} {_where(event)}",
                 severity="high",
                 key=f"use:{event.auth.accessor or '-'}",
                 reasons=[
@@ -507,6 +475,154 @@ class AuditTampering(_PairedRule):
         ]
 
 
+class AdminWork:
+    """Which policy sets are seen administering Vault: the capability *as the entries show it*.
+
+    A policy, auth method or secrets engine changed successfully by a non-root token proves that
+    the token's policy set grants that change. The *other* identities holding the same set (its
+    peer group, ``default`` aside) are administrators by capability from the next day (UTC) on,
+    whatever the policies are named: a security team's second administrator writing a policy for
+    the first time is doing what the team's grant is for. An identity that read Vault's own
+    configuration successfully (policies, auth methods, mounts: :meth:`record_read`) on an earlier
+    day holds a grant on ``sys/`` that developers and services lack: an administrator too. An
+    identity's own earlier admin *changes* are its habit, judged by the engine
+    (:mod:`detect.habit`), not here. Shared by ``policy-change``
+    and the mount rules (one book, dumped by each; loading it twice is harmless). Bounded, plain
+    data, event time.
+
+    >>> book = AdminWork()
+    >>> ana = Identity(key="entity:a", kind="entity", display_name="sso-ana", policies=("default", "sec"))
+    >>> bo = Identity(key="entity:b", kind="entity", display_name="sso-bo", policies=("sec", "default"))
+    >>> book.record(ana, 0.0)
+    >>> book.evidence(bo, 3600.0), book.evidence(ana, 86400.0), book.evidence(bo, 86400.0)[:28]
+    ('', '', 'peers holding the same polic')
+    """
+
+    _MAX_GROUPS: ClassVar[int] = 10_000
+    _MAX_MEMBERS: ClassVar[int] = 16
+    _MAX_DAYS: ClassVar[int] = 32
+
+    def __init__(self) -> None:
+        #: peer group -> {identity key: [name as a person reads it, [distinct UTC days of admin work]]}
+        self._groups: dict[str, dict[str, list[Any]]] = {}
+        #: identity key -> distinct UTC days on which it read Vault's configuration successfully
+        self._readers: dict[str, list[int]] = {}
+
+    @staticmethod
+    def group(ident: Identity) -> str:
+        """The identity's peer group: its policy set without ``default`` ("" for root or none)."""
+        if ident.is_root:
+            return ""
+        return ",".join(sorted(p for p in ident.policies if p not in ("default", "response-wrapping")))
+
+    def record(self, ident: Identity, ts: float) -> None:
+        """Remember one successful administrative change by ``ident`` at ``ts``."""
+        group = self.group(ident)
+        if not group:
+            return
+        members = self._groups.pop(group, None) or {}
+        self._groups[group] = members  # most recently active group last
+        row = members.get(ident.key)
+        if row is None:
+            if len(members) >= self._MAX_MEMBERS:
+                return
+            row = members[ident.key] = [person(ident), []]
+        day = int(ts // 86400.0)
+        if day not in row[1]:
+            row[1] = [*row[1], day][-self._MAX_DAYS :]
+        while len(self._groups) > self._MAX_GROUPS:
+            del self._groups[next(iter(self._groups))]
+
+    def record_read(self, ident: Identity, ts: float) -> None:
+        """Remember that ``ident`` read Vault's configuration (policies, auth methods, mounts)
+        successfully at ``ts``."""
+        if ident.is_root or not ident.policies:
+            return
+        days = self._readers.pop(ident.key, None) or []
+        self._readers[ident.key] = days  # most recently active last
+        day = int(ts // 86400.0)
+        if day not in days:
+            days.append(day)
+            del days[: -self._MAX_DAYS]
+        while len(self._readers) > self._MAX_GROUPS:
+            del self._readers[next(iter(self._readers))]
+
+    def evidence(self, ident: Identity, ts: float) -> str:
+        """Why ``ident`` administers, by what *other* holders of its policy set were seen doing on
+        earlier days, or by its own successful reads of Vault's configuration on earlier days (its
+        grant covers ``sys/policies``, ``sys/auth`` or ``sys/mounts``: a developer's or a
+        service's does not), or ""."""
+        today = int(ts // 86400.0)
+        read_days = sum(1 for d in self._readers.get(ident.key, ()) if d < today)
+        own = (
+            f"it read Vault's configuration (policies, auth methods, mounts) successfully on {read_days} "
+            "earlier day(s): its grant covers sys/"
+            if read_days
+            else ""
+        )
+        group = self.group(ident)
+        members = self._groups.get(group) if group else None
+        if not members:
+            return own
+        names: list[str] = []
+        days: set[int] = set()
+        for key, (name, worked) in members.items():
+            earlier = [d for d in worked if d < today]
+            if key != ident.key and earlier:
+                names.append(name)
+                days.update(earlier)
+        if not days:
+            return own
+        peers = (
+            f"peers holding the same policies ({group}): {', '.join(names[:4])} changed policies or "
+            f"mounts successfully on {len(days)} earlier day(s)"
+        )
+        return f"{peers}; {own}" if own else peers
+
+    def dump(self) -> dict[str, Any]:
+        """Plain data."""
+        return {
+            "groups": {g: {k: [r[0], list(r[1])] for k, r in m.items()} for g, m in self._groups.items()},
+            "readers": {k: list(v) for k, v in self._readers.items()},
+        }
+
+    def load(self, data: dict[str, Any]) -> None:
+        """Restore :meth:`dump` output."""
+        data = dict(data or {})
+        self._groups = {
+            str(g): {str(k): [str(r[0]), [int(d) for d in r[1]]] for k, r in dict(m).items()}
+            for g, m in dict(data.get("groups") or {}).items()
+        }
+        self._readers = {str(k): [int(d) for d in v] for k, v in dict(data.get("readers") or {}).items()}
+
+
+def _admin_why(book: AdminWork, event: AuditEvent, ctx: DetectContext) -> tuple[str, str]:
+    """(why the writer is an administrator or "", where the answer came from).
+
+    Vault's own answer first (the shell's capability mapping, or a root token); otherwise what the
+    writer's policy set was seen doing (:class:`AdminWork`), from a network the writer used before:
+    the same grant used from a place the identity never worked from is not vouched for.
+    """
+    ident = event.identity
+    why = admin_by_capability(ctx.config, ident)
+    if why is not None:
+        return why, "Vault's policies"
+    seen = book.evidence(ident, event.ts)
+    if not seen:
+        return "", "entries seen (no Vault policies)"
+    ip = event.remote_ip
+    if ip and ctx.baselines.count(ident.key, "subnet", subnet_of(ip)) <= 0:
+        if ctx.baselines.total(ident.key) <= 0:
+            return "", f"entries seen; {seen}, but this identity has no history of its own yet"
+        return "", f"entries seen; {seen}, but from {subnet_of(ip)}, a network this identity never used"
+    return seen, "entries seen (no Vault policies)"
+
+
+#: Vault's own configuration (policies, auth methods, secrets engines): reading it successfully
+#: shows a grant that default, application and developer policies do not include.
+_CONFIG_PREFIXES: Final = ("sys/policy", "sys/policies/", "sys/auth", "sys/mounts")
+
+
 def _policy_name(rel: str) -> str | None:
     for prefix in ("sys/policy/", "sys/policies/acl/", "sys/policies/rgp/", "sys/policies/egp/",
                    "sys/policies/password/"):  # fmt: skip
@@ -517,8 +633,8 @@ def _policy_name(rel: str) -> str | None:
 
 
 _ADMIN_MEANS: Final = (
-    "administrators: identities whose policies grant changes to policies, auth methods, mounts "
-    "or token policies"
+    "administrators: identities whose policies grant changes to policies, auth methods or mounts "
+    "(Vault's answer, or holders of the same policies seen making such changes on earlier days)"
 )
 
 
@@ -529,73 +645,95 @@ class PolicyChange(_Rule):
     policies that restrict. Every change is reported; the severity says how unusual it is:
 
     * high: the writer holds the policy it changed and is no administrator (self-escalation), or
-      it is the first policy change by an identity without an administrator policy, or a denied
-      attempt (someone without the right tried);
-    * medium: a change made with a root token;
-    * medium: a change by an identity that has changed policies before (the engine lowers a
-      change to the same policy it made on two earlier days to low: its habit);
-    * low: a change by an administrator (``policy_admin_policies``), and a change
-      Vault rejected as invalid (nothing changed).
+      it is the first policy change by an identity that is no administrator, or a denied attempt
+      (someone without the right tried);
+    * medium: a change made with a root token; a policy deleted by an administrator (a delete
+      removes what restricts; the engine lowers a habitual one); a change by an identity that has
+      changed policies before (the engine lowers a change to the same policy it made on two
+      earlier days to low: its habit);
+    * low: a policy written by an administrator, and a change Vault rejected as invalid (nothing
+      changed).
+
+    *Administrator* is told by what the writer's policies grant, never by their names: Vault's
+    answer where the shell resolved the policies (``[vault]``: ``config["capability_roles"]``, see
+    :mod:`detect.policy`), otherwise what the entries show the writer's policy set doing
+    (:class:`AdminWork`: other holders of the same set changed policies or mounts successfully on
+    an earlier day, or the writer itself read Vault's configuration (policies, auth methods,
+    mounts) successfully on an earlier day: its grant covers ``sys/``), from a network the writer
+    used before. The explanation says which. The writer's own repeated work is its habit (the
+    engine lowers it, :mod:`detect.habit`).
 
     A write logged only as a request (its response lost) is judged as an attempt.
 
     Reads: namespace-relative ``request.path`` (the policy name is in the path, never HMAC'd),
-    ``operation``, ``outcome``, the writer's ``identity.policies``; response entries (or a request
-    never answered). State: when each identity last changed a policy.
+    ``operation``, ``outcome``, the writer's ``identity.policies``, ``remote_ip``; response
+    entries (or a request never answered). State: when each identity last changed a policy, and
+    the :class:`AdminWork` book.
     """
 
     only_responses: ClassVar[bool] = True
-    only_operations: ClassVar[frozenset[str] | None] = _CHANGE_OPS
+    #: Reads and lists too: a successful read of Vault's configuration (policies, auth methods,
+    #: mounts) shows what the reader's grant covers (:meth:`AdminWork.record_read`); only changes
+    #: are reported.
+    only_operations: ClassVar[frozenset[str] | None] = _CHANGE_OPS | {"read", "list"}
 
     name = "policy-change"
 
-    def __init__(self, config: RulesConfig | None = None) -> None:
+    def __init__(self, config: RulesConfig | None = None, admin_work: AdminWork | None = None) -> None:
         super().__init__(config)
         self._writers: dict[str, float] = {}
+        self.admin_work = admin_work or AdminWork()
 
     def state(self) -> dict[str, Any]:
-        return {"writers": dict(self._writers)}
+        return {"writers": dict(self._writers), "admin_work": self.admin_work.dump()}
 
     def load(self, state: dict[str, Any]) -> None:
         self._writers = {str(k): float(v) for k, v in (state.get("writers") or {}).items()}
+        if "admin_work" in state:
+            self.admin_work.load(state["admin_work"])
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
-        """Report a policy write or delete."""
-        if not event.is_response or (event.operation or "") not in _CHANGE_OPS:
+        """Report a policy write or delete (and learn who reads Vault's configuration)."""
+        op = event.operation or ""
+        if not event.is_response:
             return []
         rel = _rel(event)
+        if op not in _CHANGE_OPS:
+            if op in ("read", "list") and event.outcome == "ok" and rel.startswith(_CONFIG_PREFIXES):
+                self.admin_work.record_read(event.identity, event.ts)
+            return []
         policy = _policy_name(rel)
         if policy is None:
             return []
         ident = event.identity
         held = set(ident.policies)
-        # Administrator by what its policies grant (the shell's capability mapping, or root);
-        # only where Vault's policies are not known, by the configured policy names.
-        admin_why = admin_by_capability(ctx.config, ident)
-        if admin_why is None:  # no Vault mapping for this policy set: the configured names
-            named = sorted(held & set(self.cfg.policy_admin_policies))
-            admin_why = f"holds {', '.join(named)}" if named else ""
+        admin_why, source = _admin_why(self.admin_work, event, ctx)
         admin = bool(admin_why)
+        own = policy.rsplit("/", 1)[-1] in held
+        delete = event.operation == "delete"
         if event.outcome == "denied":
             severity, writer = "high", "denied: the writer lacks the right to change policies"
         elif event.outcome not in ("ok", "pending"):
             severity, writer = "low", "rejected by Vault: nothing changed"
         elif ident.is_root:
             severity, writer = "medium", "written with a root token"
-        elif policy.rsplit("/", 1)[-1] in held and not admin:
+        elif own and not admin:
             severity, writer = "high", "the writer holds this policy and is no administrator: self-escalation"
+        elif admin and delete:
+            severity, writer = "medium", "an administrator deleted a policy (what it restricted is gone)"
         elif admin:
             severity, writer = "low", "an administrator's change"
         elif ident.key in self._writers:
             severity, writer = "medium", "this identity has changed policies before"
         else:
-            severity, writer = "high", "first policy change by an identity without an administrator policy"
+            severity, writer = "high", "first policy change by an identity that is no administrator"
         if event.outcome == "ok":
             self._writers[ident.key] = event.ts
-        verb = "deleted" if event.operation == "delete" else "written"
+            self.admin_work.record(ident, event.ts)
+        verb = "deleted" if delete else "written"
         ns = f" in namespace {event.namespace}" if event.namespace else ""
         labels = {"policy": policy, HABIT_LABEL: f"{verb} {event.namespace or ''}{policy}"}
-        if event.operation != "delete" and policy.rsplit("/", 1)[-1] not in held:
+        if not delete and not own:
             # Routine for an administrator by behaviour (detect.habit): a policy written that the
             # writer does not hold itself (a delete or a self-grant never is).
             labels[HABIT_SCOPE_LABEL] = ADMIN_SCOPE
@@ -613,6 +751,7 @@ class PolicyChange(_Rule):
                         f"administrator: {admin_why}" if admin else _ADMIN_MEANS,
                         0.8,
                     ),
+                    Reason("role_from", source, "", 0.4),
                     Reason("operation", event.operation or "", "read", 0.5),
                     Reason("outcome", event.outcome, "ok", 0.3),
                 ],
@@ -648,8 +787,25 @@ class _MountChange(_Rule):
     #: engine is; a new auth method is a new way in, never routine).
     routine_enable: ClassVar[bool] = False
 
+    def __init__(self, config: RulesConfig | None = None, admin_work: AdminWork | None = None) -> None:
+        super().__init__(config)
+        self.admin_work = admin_work or AdminWork()
+
+    def state(self) -> dict[str, Any]:
+        """Plain-data state: the shared :class:`AdminWork` book."""
+        return {"admin_work": self.admin_work.dump()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` output."""
+        if "admin_work" in state:
+            self.admin_work.load(state["admin_work"])
+
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
-        """Report an enable, disable, move or tune (critical when it disables audit HMAC)."""
+        """Report an enable, disable, move or tune (critical when it disables audit HMAC).
+
+        Routine configuration (an enable where enabling is routine, a tune that keeps HMAC on) by
+        an administrator by capability (:func:`_admin_why`) who did it successfully is ``low``:
+        stored, in reports, not paged. A disable, a move, a tune that turns HMAC off never is."""
         op = event.operation or ""
         if not event.is_response or op not in _CHANGE_OPS:
             return []
@@ -684,6 +840,7 @@ class _MountChange(_Rule):
             severity = "low"
         title = f"{title} by {who(event.identity)}"
         labels = {"mount": mount}
+        routine = False
         if not exceptions:
             # A habit: the same change to the same mount (a planned tune) done again and again.
             labels[HABIT_LABEL] = f"{'tune' if tune else op} {event.namespace or ''}{mount}"
@@ -691,8 +848,24 @@ class _MountChange(_Rule):
                 # Routine for an administrator by behaviour (detect.habit): a tune, or an enable
                 # where enabling is routine (never a disable, a move, a tune that turns HMAC off).
                 labels[HABIT_SCOPE_LABEL] = ADMIN_SCOPE
+                routine = True
         reasons.append(Reason("operation", f"{op} {rel}", "mounts change only through reviewed changes", 0.8))
         reasons.append(Reason("outcome", event.outcome, "ok", 0.3))
+        if routine and event.outcome == "ok" and severity == "medium" and not event.identity.is_root:
+            admin_why, source = _admin_why(self.admin_work, event, ctx)
+            if admin_why:
+                severity = "low"
+                title = f"{title} (an administrator's routine change)"
+            reasons.append(
+                Reason(
+                    "writer",
+                    f"administrator: {admin_why}" if admin_why else "no administrator by capability",
+                    f"{_ADMIN_MEANS} (told from {source})",
+                    0.6,
+                )
+            )
+        if event.outcome == "ok":
+            self.admin_work.record(event.identity, event.ts)
         return [
             self._make(
                 event,
@@ -865,29 +1038,39 @@ class OrphanToken(_Rule):
     Catches persistence: an orphan survives the revocation of the token that created it, so
     revoking a compromised login does not revoke what it minted.
 
+    A request whose response was never logged (:data:`UNANSWERED_TYPE`, outcome ``pending``) is
+    judged as an attempt from what the request says (the path or ``no_parent``); the issued
+    policies are unknown then (the requested ones are HMAC'd).
+
     Reads: namespace-relative ``request.path`` (``auth/token/create-orphan``),
     ``request.data.no_parent`` (a bool, never HMAC'd), ``response.auth`` presence, ``outcome``.
     """
 
     only_responses: ClassVar[bool] = True
-    only_outcomes: ClassVar[frozenset[str] | None] = frozenset({"ok"})
+    only_outcomes: ClassVar[frozenset[str] | None] = frozenset({"ok", "pending"})
 
     name = "orphan-token"
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
-        """Report the creation of an orphan token."""
-        issued = _issued(event)
+        """Report the creation of an orphan token (or an attempt whose response is lost)."""
+        rel = _rel(event)
+        if event.outcome == "pending" and event.is_response and rel.startswith("auth/token/create"):
+            issued: tuple[tuple[str, ...], int | None] | None = ((), None)
+        else:
+            issued = _issued(event)
         if issued is None:
             return []
-        via_path = _rel(event).startswith("auth/token/create-orphan")
+        via_path = rel.startswith("auth/token/create-orphan")
         via_flag = (event.request.data or {}).get("no_parent") is True
         if not (via_path or via_flag):
             return []
         policies, ttl = issued
+        made = "created" if event.outcome == "ok" else f"requested ({_verdict(event)})"
         return [
             self._make(
                 event,
-                title=f"Orphan token for policies {_policies(policies)} created by {who(event.identity)}",
+                title=f"Orphan token for policies {_policies(policies) if policies else '(not logged)'} "
+                f"{made} by {who(event.identity)}",
                 severity="medium",
                 key=",".join(sorted(policies)),
                 reasons=[
@@ -1012,10 +1195,13 @@ class LoginFailureBurst(_Rule):
     failing from one address within ``spray_window_minutes`` alert when they reach
     ``max(floor, spray_history_factor x peak)``, where *peak* is the most distinct failing
     accounts that address, or any address of its /24, reached in an earlier window (the current
-    window never raises its own bar). The floor is ``spray_min_targets`` for a source that has
-    never authenticated successfully (nothing vouches for it) and ``spray_known_factor`` times that
-    for a source that has (a corporate proxy or NAT where many people mistype). No account, mount
-    or address name is known in advance.
+    window never raises its own bar). The floor is ``spray_min_targets`` for an unvouched source
+    and ``spray_known_factor`` times that for a shared one: an address, or /24, from which at least
+    ``spray_known_identities`` distinct identities authenticated successfully (a corporate proxy,
+    NAT or office where many people mistype). One identity's success vouches for nothing but its
+    own machine: an attacker who once logged in with one stolen password from a neighbouring
+    address does not make the network a trusted proxy. No account, mount or address name is known
+    in advance.
 
     Reads: ``outcome`` (``login_failed`` / ``ok``), ``identity.key`` (``login:<mount>:<name>``) and
     ``identity.kind``, ``remote_ip``, ``path`` + ``request`` (login target of a success),
@@ -1032,11 +1218,14 @@ class LoginFailureBurst(_Rule):
         c = self.cfg
         self._per_target = SlidingCount(c.login_failure_window_minutes * 60.0)
         self._per_source = DistinctCount(c.spray_window_minutes * 60.0)
+        #: the request ids of each source's failures in the spraying window (the alert's evidence)
+        self._source_ids = SlidingCount(c.spray_window_minutes * 60.0)
         self._cooldown = Cooldown(max(c.login_failure_window_minutes, c.spray_window_minutes) * 60.0)
         #: address or /24 -> [closed peak, [[ts, distinct] still inside their window, rising]]
         self._peaks: dict[str, list[Any]] = {}
-        #: addresses and /24s that authenticated successfully (value: last success, event time)
-        self._known: dict[str, float] = {}
+        #: addresses and /24s that authenticated successfully: [last success (event time),
+        #: [distinct identity keys that did, bounded]]
+        self._known: dict[str, list[Any]] = {}
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
         """Count failures per target and per source; report a burst at the threshold and update it
@@ -1081,13 +1270,14 @@ class LoginFailureBurst(_Rule):
         c = self.cfg
         net = subnet_of(ip)
         peak = max(self._closed_peak(ip, now), self._closed_peak(net, now))
-        known = ip in self._known or net in self._known
+        known = any(len(self._known.get(k, (0.0, ()))[1]) >= c.spray_known_identities for k in (ip, net))
         floor = c.spray_min_targets * (c.spray_known_factor if known else 1.0)
         return max(math.ceil(floor), math.ceil(c.spray_history_factor * peak)), peak, known
 
     def _spray(self, event: AuditEvent, ip: str, target: str) -> list[Finding]:
         c = self.cfg
         d = self._per_source.add(ip, target, event.ts)
+        self._source_ids.add(ip, event.ts, event.request_id or "")
         threshold, peak, known = self.spray_threshold(ip, event.ts)
         for key in (ip, subnet_of(ip)):
             self._note_peak(key, event.ts, d)
@@ -1097,7 +1287,11 @@ class LoginFailureBurst(_Rule):
         targets = self._per_source.values(ip)
         source = Identity(key=f"anon:{ip}", kind="anonymous")
         history = f"at most {peak} in an earlier window" if peak else "no earlier failures"
-        vouched = "authenticated successfully before" if known else "never authenticated successfully"
+        vouched = (
+            f"{c.spray_known_identities}+ identities authenticated successfully from it before (shared)"
+            if known
+            else f"fewer than {c.spray_known_identities} identities ever authenticated from it"
+        )
         return [
             self._make(
                 event,
@@ -1110,6 +1304,7 @@ class LoginFailureBurst(_Rule):
                     Reason("source_history", vouched, "", 0.5 if known else 0.8),
                     Reason("targets", ", ".join(targets[-8:]), "", 0.4),
                 ],
+                event_ids=tuple(self._source_ids.tags(ip, event.ts)[-_MAX_EVENT_IDS:]),
             )
         ]
 
@@ -1144,9 +1339,14 @@ class LoginFailureBurst(_Rule):
             return
         if event.identity.kind == "login" and (event.response is None or event.response.auth is None):
             return
+        who = event.identity.key
         for key in (ip, subnet_of(ip)):
-            self._known.pop(key, None)
-            self._known[key] = event.ts
+            row = self._known.pop(key, None) or [event.ts, []]
+            self._known[key] = row  # re-inserted: ordered by last success, oldest evicted first
+            row[0] = event.ts
+            ids: list[str] = row[1]
+            if who not in ids and len(ids) < _MAX_VOUCHERS:
+                ids.append(who)
         while len(self._known) > _MAX_SOURCES:
             del self._known[next(iter(self._known))]
 
@@ -1181,21 +1381,26 @@ class LoginFailureBurst(_Rule):
         return {
             "per_target": self._per_target.state(),
             "per_source": self._per_source.state(),
+            "source_ids": self._source_ids.state(),
             "cooldown": self._cooldown.state(),
             "peaks": {k: [r[0], [list(p) for p in r[1]]] for k, r in self._peaks.items()},
-            "known": dict(self._known),
+            "known": {k: [r[0], list(r[1])] for k, r in self._known.items()},
         }
 
     def load(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` output."""
         self._per_target.load(state.get("per_target", {}))
         self._per_source.load(state.get("per_source", {}))
+        self._source_ids.load(state.get("source_ids", {}))
         self._cooldown.load(state.get("cooldown", {}))
         self._peaks = {
             str(k): [int(r[0]), [[float(p[0]), float(p[1])] for p in r[1]]]
             for k, r in dict(state.get("peaks", {})).items()
         }
-        self._known = {str(k): float(v) for k, v in dict(state.get("known", {})).items()}
+        self._known = {
+            str(k): [float(v[0]), [str(i) for i in v[1]]] if isinstance(v, list) else [float(v), []]
+            for k, v in dict(state.get("known", {})).items()
+        }
 
 
 class PermissionDeniedBurst(_Rule):
@@ -1338,7 +1543,8 @@ class SecretDestruction(_Rule):
     """
 
     only_responses: ClassVar[bool] = True
-    only_outcomes: ClassVar[frozenset[str] | None] = frozenset({"ok"})
+    #: ``pending``: a request whose response was never logged is judged as the attempt it records.
+    only_outcomes: ClassVar[frozenset[str] | None] = frozenset({"ok", "pending"})
 
     name = "secret-destruction"
     _MAX_IDENTITIES: ClassVar[int] = 10_000
@@ -1368,7 +1574,7 @@ class SecretDestruction(_Rule):
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
         """Report a deletion the identity does not usually make, and mass destruction."""
-        if not event.is_response or event.outcome != "ok":
+        if not event.is_response or event.outcome not in ("ok", "pending"):
             return []
         kind = self._kind(event)
         if kind is None:
@@ -1404,7 +1610,8 @@ class SecretDestruction(_Rule):
             out.append(
                 self._make(
                     event,
-                    title=f"Secret {'destroyed' if permanent else 'deleted'} by {who(ident)}: "
+                    title=f"Secret {'destroyed' if permanent else 'deleted'}"
+                    f"{'' if event.outcome == 'ok' else ' (' + _verdict(event) + ')'} by {who(ident)}: "
                     f"{what} {target}",
                     severity="high" if permanent else "medium",
                     key=target,
@@ -1422,7 +1629,8 @@ class SecretDestruction(_Rule):
                     labels={"kind": what},
                 )
             )
-        self._remember(ident.key, template)
+        if event.outcome == "ok":  # an attempt whose outcome is unknown is no habit
+            self._remember(ident.key, template)
         return out
 
     def _remember(self, key: str, template: str) -> None:

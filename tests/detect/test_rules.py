@@ -297,6 +297,39 @@ def _from(events: list[AuditEvent], ip: str, start: float, step: float = 5.0) ->
     ]
 
 
+def _as_people(events: list[AuditEvent], n: int) -> list[AuditEvent]:
+    """``events`` repeated as ``n`` different identities (``key``, ``key-1``, ...)."""
+    return [
+        msgspec.structs.replace(e, identity=msgspec.structs.replace(e.identity, key=f"{e.identity.key}-{i}"))
+        if i
+        else e
+        for i in range(n)
+        for e in events
+    ]
+
+
+@pytest.mark.integration
+def test_one_identitys_login_from_a_neighbour_does_not_vouch_for_a_sprayer(bao_scenario: Scenario) -> None:
+    # org-15 of the scoreboard: an attacker logged in once with a stolen password from an address of
+    # a /24, and two days later another address of that /24 sprayed 9 accounts in a minute. One
+    # identity's success is one machine, not a shared proxy: the unvouched floor (5) applies.
+    s = bao_scenario
+    rule = LoginFailureBurst()
+    assert run(rule, _from(s["login_after_burst"], "192.0.2.181", T0)) == []
+    threshold, _, known = rule.spray_threshold("192.0.2.66", T0 + 2 * 86400.0)
+    assert (threshold, known) == (5, False)
+    nine = _from(s["spray"], "192.0.2.66", T0 + 2 * 86400.0, 6.0)[:9]
+    spray = [f for f in run(rule, nine) if f.identity.key == "anon:192.0.2.66"]
+    assert len(spray) == 1 and spray[0].severity == "high"
+    # Its evidence is the whole wave, from the first failure (not only the one that crossed the bar).
+    assert spray[0].event_ids == tuple(e.request_id for e in nine[:5])
+    # Three people who log in from the /24 do make it a shared network (a proxy, an office).
+    shared = LoginFailureBurst()
+    run(shared, _as_people(_from(s["login_after_burst"], "192.0.2.181", T0), 3))
+    assert shared.spray_threshold("192.0.2.66", T0 + 2 * 86400.0)[1:] == (0, True)
+    assert [f for f in run(shared, nine) if f.identity.key == "anon:192.0.2.66"] == []
+
+
 @pytest.mark.integration
 def test_spraying_a_few_accounts_from_a_never_seen_address_alerts(bao_scenario: Scenario) -> None:
     # One external address, 8 distinct (non-existent) userpass accounts within a minute: no fixed
@@ -305,7 +338,7 @@ def test_spraying_a_few_accounts_from_a_never_seen_address_alerts(bao_scenario: 
     spray = run(LoginFailureBurst(), eight)
     assert [f.identity.key for f in spray] == ["anon:198.51.100.20"]
     assert spray[0].severity == "high" and "5 accounts" in spray[0].title
-    assert "never authenticated" in json.dumps(msgspec.to_builtins(spray[0].reasons))
+    assert "fewer than 3 identities ever authenticated" in json.dumps(msgspec.to_builtins(spray[0].reasons))
     # Below the floor stays quiet.
     assert run(LoginFailureBurst(), eight[:4]) == []
 
@@ -320,7 +353,7 @@ def test_spraying_threshold_follows_the_source_history(bao_scenario: Scenario) -
     # A corporate proxy: people log in through it, and every morning 5 or 6 of them mistype.
     for day in range(7):
         start = T0 + day * 86400.0
-        found += run(rule, _from(s["login_after_burst"], proxy, start - 3600.0))
+        found += run(rule, _as_people(_from(s["login_after_burst"], proxy, start - 3600.0), 3))
         users = [e for e in fails if e.is_response][day % 5 : day % 5 + 5 + day % 2]
         found += run(rule, _from(users, proxy, start, 60.0))
     assert found == []

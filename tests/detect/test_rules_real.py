@@ -20,7 +20,16 @@ import msgspec
 import pytest
 
 from detect.engine import Engine
-from detect.rules import AuditTampering, PlaintextSecretInAudit, PolicyChange, TokenPrivilegeEscalation
+from detect.rules import (
+    AdminWork,
+    AuditTampering,
+    PlaintextSecretInAudit,
+    PolicyChange,
+    RulesConfig,
+    SecretsEngineChange,
+    TokenPrivilegeEscalation,
+)
+from detect.templates import subnet_of
 from detect.types import Finding
 from ingest.event import AuditEvent
 from vaultwatch.demo.servers import AuditDevice, OpenBaoServer
@@ -35,6 +44,7 @@ path "sys/policy/agent-*" { capabilities = ["create", "update", "read", "delete"
 path "auth/token/create" { capabilities = ["create", "update", "sudo"] }
 path "auth/token/create-orphan" { capabilities = ["create", "update", "sudo"] }
 path "secret/data/ops/*" { capabilities = ["create", "update", "read"] }
+path "sys/mounts/team-*" { capabilities = ["create", "update", "read"] }
 """
 
 
@@ -78,6 +88,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
         c.sys.enable_auth_method("userpass")
         c.sys.enable_auth_method("approle")
         c.auth.userpass.create_or_update_user("dana", password=CANARY_PASSWORD, policies=["ops-team"])
+        c.auth.userpass.create_or_update_user("finn", password=CANARY_PASSWORD, policies=["ops-team"])
         c.auth.userpass.create_or_update_user("eve", password=CANARY_PASSWORD, policies=["default"])
         c.auth.approle.create_or_update_approle("billing-api", token_policies=["default"])
         step("setup")
@@ -87,8 +98,10 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
         role_id = c.auth.approle.read_role_id("billing-api")["data"]["role_id"]
         secret_id = c.auth.approle.generate_secret_id("billing-api")["data"]["secret_id"]
         st = anon.auth.approle.login(role_id, secret_id, use_token=False)["auth"]["client_token"]
-        secrets += [dt, et, st]
+        ft = anon.auth.userpass.login("finn", CANARY_PASSWORD, use_token=False)["auth"]["client_token"]
+        secrets += [dt, et, st, ft]
         dana, eve, svc = srv.client(token=dt), srv.client(token=et), srv.client(token=st)
+        finn = srv.client(token=ft)
         step("logins")
 
         # Audit devices: added, re-added over the same path, disabled, re-created with other options.
@@ -116,12 +129,22 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
         step("audit_headers")
 
         # Administration by a userpass admin and an AppRole service.
+        dana.sys.read_acl_policy("agent-read")
+        step("dana_policy_read")
         dana.sys.create_or_update_policy("agent-extra", 'path "secret/data/x" { capabilities = ["read"] }')
         step("dana_policy_write")
         secrets.append(dana.auth.token.create(policies=["agent-read"], ttl="1h")["auth"]["client_token"])
         step("dana_token_beyond_own")
         _quiet(lambda: svc.sys.create_or_update_policy("agent-mine", 'path "*" { capabilities = ["sudo"] }'))
         step("svc_policy_denied")
+        # A second holder of the same policies (a colleague of the same team) at work.
+        finn.sys.create_or_update_policy("agent-other", 'path "secret/data/y" { capabilities = ["read"] }')
+        step("finn_policy_write")
+        finn.sys.delete_policy("agent-other")
+        step("finn_policy_delete")
+        finn.sys.enable_secrets_engine("kv", path="team-x", options={"version": "2"})
+        finn.sys.tune_mount_configuration("team-x", default_lease_ttl="768h")
+        step("finn_mount_new")
 
         # Writes through a log_raw device by several identities.
         dana.secrets.kv.v2.create_or_update_secret(
@@ -253,3 +276,96 @@ def test_titles_name_the_identity_as_a_person_reads_it(real: Real) -> None:
     assert "root token" in added[0].title
     for f in pol + esc + svc + added:
         assert "\n" not in f.title and len(f.title) <= 160
+
+
+# -- administrators by capability, as the entries show it (item 6; brief: no policy names) --------
+_DAY = 86400.0
+
+
+def _later(events: list[AuditEvent], days: float) -> list[AuditEvent]:
+    return [retime(e, e.ts + days * _DAY) for e in events]
+
+
+def _knows_subnet(events: list[AuditEvent]) -> Ctx:
+    """A baseline in which the events' identities worked from their subnets before."""
+    counts = {
+        (e.identity.key, "subnet", subnet_of(e.remote_ip)): 5.0
+        for e in events
+        if e.remote_ip and e.is_response
+    }
+    return Ctx(FakeBaselines(counts))
+
+
+def test_a_peer_of_an_administrator_changes_policies_and_mounts_at_low(real: Real) -> None:
+    """Regression (scoreboard orgs 14, 15, 19: a security team's second administrator writing a
+    team policy or enabling and tuning a planned mount for the first time raised a high
+    ``policy-change`` and a medium ``secrets-engine-change``). Nothing names the policies: dana's
+    successful policy write the day before shows what their shared policy set grants."""
+    book = AdminWork()
+    pol, mounts = PolicyChange(admin_work=book), SecretsEngineChange(admin_work=book)
+    finn_write = _later(real["finn_policy_write"], 1)
+    ctx = _knows_subnet(finn_write)
+    assert sev(run(pol, real["dana_policy_write"], ctx)) == ["high"]  # nobody vouches for dana yet
+    written = run(pol, finn_write, ctx)
+    assert sev(written) == ["low"], written
+    why = " ".join(f"{r.observed} {r.baseline}" for r in written[0].reasons)
+    assert "userpass user dana" in why and "ops-team" in why and "entries seen" in why
+    assert sev(run(mounts, _later(real["finn_mount_new"], 1), ctx)) == ["low", "low"]
+    # A delete by an administrator stays medium (what the policy restricted is gone).
+    deleted = run(pol, _later(real["finn_policy_delete"], 1), ctx)
+    assert sev(deleted) == ["medium"] and "deleted" in deleted[0].title
+    # The state (one book shared by the rules) survives a restart.
+    twin = PolicyChange()
+    twin.load(msgspec.json.decode(msgspec.json.encode(pol.state())))
+    assert sev(run(twin, _later(real["finn_policy_write"], 2), ctx)) == ["low"]
+
+
+def test_a_peer_is_no_administrator_the_same_day_or_from_a_new_network(real: Real) -> None:
+    ctx = _knows_subnet(real["finn_policy_write"])
+    book = AdminWork()
+    pol = PolicyChange(admin_work=book)
+    run(pol, real["dana_policy_write"], ctx)
+    # The same day: the grant is not proven on an earlier day yet.
+    assert sev(run(pol, real["finn_policy_write"], ctx)) == ["high"]
+    # From a network finn never worked from: not vouched for.
+    book2 = AdminWork()
+    run(PolicyChange(admin_work=book2), real["dana_policy_write"], ctx)
+    finn_key = real["finn_policy_write"][-1].identity.key
+    elsewhere = Ctx(FakeBaselines({(finn_key, "subnet", "10.9.8.0/24"): 5.0}))
+    stranger = run(PolicyChange(admin_work=book2), _later(real["finn_policy_write"], 1), elsewhere)
+    assert sev(stranger) == ["high"]
+    assert "never used" in " ".join(r.observed for r in stranger[0].reasons)
+    # No history of its own at all: not vouched for either.
+    fresh = run(PolicyChange(admin_work=book2), _later(real["finn_policy_write"], 1), Ctx(FakeBaselines()))
+    assert sev(fresh) == ["high"] and "no history" in " ".join(r.observed for r in fresh[0].reasons)
+    # Its own earlier work is the engine's habit, not a peer's evidence: alone, finn stays high
+    # the first time and medium the next day.
+    alone = PolicyChange()
+    assert sev(run(alone, real["finn_policy_write"], ctx)) == ["high"]
+    assert sev(run(alone, _later(real["finn_policy_write"], 1), ctx)) == ["medium"]
+    # A mount change by someone whose peers never administered keeps its medium.
+    assert sev(run(SecretsEngineChange(), real["finn_mount_new"], ctx)) == ["medium", "medium"]
+
+
+def test_no_policy_name_makes_an_administrator() -> None:
+    # The old fallback took policies named "admin" or "root" for administrators.
+    assert "policy_admin_policies" not in RulesConfig.__struct_fields__
+
+
+def test_an_identity_that_reads_vault_configuration_administers_it(real: Real) -> None:
+    """Regression (the scenario suite, once the ``admin`` policy name no longer made an
+    administrator: ops-kim, who lists auth methods and mounts as part of its admin tasks, raised a
+    high and a medium for editing the developers' policy and onboarding a new hire). A successful
+    read of Vault's configuration on an earlier day shows a grant on ``sys/`` that developers and
+    services do not have."""
+    write = real["dana_policy_write"]
+    ctx = _knows_subnet(write)
+    pol = PolicyChange()
+    assert run(pol, _later(real["dana_policy_read"], -1), ctx) == []  # a read is learned, not reported
+    found = run(pol, write, ctx)
+    assert sev(found) == ["low"], found
+    assert "read Vault's configuration" in " ".join(r.baseline for r in found[0].reasons)
+    # The same day, the read proves nothing yet.
+    same_day = PolicyChange()
+    run(same_day, real["dana_policy_read"], ctx)
+    assert sev(run(same_day, write, ctx)) == ["high"]
