@@ -219,6 +219,8 @@ class Mark(msgspec.Struct, kw_only=True, gc=False):
     ts: float
     what: str
     weight: float = 1.0
+    #: The request id of the act (evidence an alert about the acts names).
+    rid: str = ""
 
 
 class Suspect(msgspec.Struct, kw_only=True, gc=False):

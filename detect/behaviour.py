@@ -96,6 +96,8 @@ _UPDATE_POINTS = 10.0
 _SUSPECT_GAP = 2 * 3600.0
 #: Network and hour must together be this unusual before what is touched is counted at all.
 _SITUATION = 40.0
+#: Earlier requests a signal names as its evidence, at most.
+_MAX_EVIDENCE = 16
 #: Days of activity before an identity's addresses and hours are habits worth judging.
 _MIN_DAYS = 3
 _MAX_NAMES = 4096
@@ -129,6 +131,8 @@ class Signal(NamedTuple):
     surprise: float
     observed: str
     baseline: str
+    #: Request ids of earlier acts the signal is about (besides the event that raised it).
+    evidence: tuple[str, ...] = ()
 
 
 class WindowRow(NamedTuple):
@@ -739,6 +743,7 @@ class Behaviour:
         sub = values["subnet"]
         mine = b.feats.get("subnet")
         gc = grp.feats.get("subnet")
+        beside = False
         if not new.get("subnet"):
             net, note = 0.0, f"new address in its usual {sub}"
         elif len(grp.members) > 1 and gc is not None and sub in gc.items:
@@ -754,6 +759,7 @@ class Behaviour:
             # of strangers is a stronger sign than one that roams.
             steady = 20.0 if mine is not None and len(mine.items) <= 2 else 0.0
             if near:
+                beside = True
                 net, note = 10.0, f"{sub} new for it, beside its usual networks"
             elif mc is not None and sub in mc.items:
                 net, note = 15.0, f"{sub} new for it, used by others of {ev.identity.auth_mount}"
@@ -764,6 +770,12 @@ class Behaviour:
             else:
                 net, note = 60.0, f"{sub}, never seen in the organisation"
         hour, hour_note = self._odd_hour(b, ev.ts, fresh, peers or ())
+        if hour and beside:
+            # A network beside the ones it uses (the next subnet of its own range) is where a
+            # scaled-out instance or a new pod appears, at whatever hour it starts: the hour is
+            # half the news it would be from elsewhere.
+            hour *= 0.5
+            hour_note += " (weighed half: a network beside its own)"
         if net + hour < _SITUATION:
             return None
         at = rfc_hm(ev.ts)
@@ -982,7 +994,7 @@ class Behaviour:
         marks = [m for m in b.firsts if m.ts >= ts - _EXFIL_WINDOW]
         if len(marks) >= _MAX_MARKS:
             marks = marks[1:]
-        marks.append(Mark(ts=ts, what=_intern(ev.path), weight=weight))
+        marks.append(Mark(ts=ts, what=_intern(ev.path), weight=weight, rid=ev.request_id or ""))
         b.firsts = marks
         b.first_total += weight
         w = sum(m.weight for m in marks)
@@ -1024,6 +1036,7 @@ class Behaviour:
                 self._points(emit),
                 observed,
                 baseline,
+                tuple(m.rid for m in marks if m.rid)[-_MAX_EVIDENCE:],
             )
         )
 

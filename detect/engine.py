@@ -561,6 +561,7 @@ class Engine:
                     event_id=eid,
                     path=path,
                     address=addr,
+                    more=s.evidence,
                 )
             )
         if not added:
@@ -632,7 +633,7 @@ class Engine:
             first_seen=rfc3339(first_ts),
             last_seen=rfc3339(last_ts),
             count=count,
-            event_ids=_merge((), (c.event_id for c in ordered), MAX_EVENT_IDS),
+            event_ids=_merge((), (e for c in ordered for e in (*c.more, c.event_id)), MAX_EVENT_IDS),
             source_addresses=_merge((), (c.address for c in ordered), 50),
             paths=_merge((), (c.path for c in ordered), 50),
             explanation=rank_reasons(decayed),

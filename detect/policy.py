@@ -65,6 +65,9 @@ __all__ = [
     "RoleInference",
     "RotationTracker",
     "learned_period",
+    "job_cadence",
+    "GrantBook",
+    "granting_policies",
     "Grant",
     "CapabilityRole",
     "CapabilityRoles",
@@ -732,6 +735,114 @@ def _finding(
     )
 
 
+def granting_policies(event: AuditEvent) -> tuple[str, ...]:
+    """The policies Vault says granted the request (``default`` and ``root`` aside)."""
+    auth = event.auth
+    results = auth.policy_results if auth is not None else None
+    got = results.granting_policies if results is not None else None
+    if not got:
+        return ()
+    return tuple(n for g in got if (n := g.name) and n != "default" and n != "root")
+
+
+class GrantBook:
+    """What each granting policy has been used for: its successful uses, and how many of them
+    were reads of an area another peer group reads most (another group's secrets).
+
+    The entry names the policies that granted a request (``auth.policy_results``). A policy whose
+    uses so far were (nearly) all such reads, or that has never been used, is an access role of
+    its own (on-call, audit, break-glass): a first access it alone granted is what the policy is
+    for, not a role's deviation. State is plain data, bounded by ``limit`` policies and areas.
+    """
+
+    def __init__(self, share: float = 0.8, limit: int = 8192) -> None:
+        self.share = share
+        self.limit = limit
+        self._uses: dict[str, list[int]] = {}
+        # area -> {peer group: successful reads}, and each area's top reader.
+        self._reads: dict[str, dict[str, int]] = {}
+        self._top: dict[str, str] = {}
+
+    def observe(self, event: AuditEvent, group: str, area: str, op: str) -> None:
+        """Count one successful request under each of its granting policies, then its read."""
+        if event.outcome != "ok":
+            return
+        if op != "read":
+            self.note(event, False)
+            return
+        reads = self._reads.get(area)
+        if reads is None:
+            if len(self._reads) >= self.limit:
+                old = next(iter(self._reads))
+                del self._reads[old]
+                self._top.pop(old, None)
+            reads = self._reads[area] = {}
+        top = self._top.get(area)
+        self.note(event, top is not None and top != group)
+        if group in reads or len(reads) < 32:
+            n = reads[group] = reads.get(group, 0) + 1
+            if top is None or (top != group and n > reads[top]):
+                self._top[area] = group
+
+    def note(self, event: AuditEvent, roaming: bool) -> None:
+        """Count one successful request under each of its granting policies; ``roaming`` when it
+        read another group's area (a caller that tracks areas itself says so)."""
+        if event.outcome != "ok":
+            return
+        uses = self._uses
+        for name in granting_policies(event):
+            entry = uses.get(name)
+            if entry is None:
+                if len(uses) >= self.limit:
+                    del uses[next(iter(uses))]
+                entry = uses[name] = [0, 0]
+            entry[0] += 1
+            entry[1] += 1 if roaming else 0
+
+    def dedicated(self, event: AuditEvent) -> str | None:
+        """Why the request is what its granting policies are for, or None (some granting policy
+        is used mostly for its holders' own areas, or Vault named none)."""
+        names = granting_policies(event)
+        if not names:
+            return None
+        parts = []
+        for name in names:
+            uses, roams = self._uses.get(name, (0, 0))
+            if uses == 0:
+                parts.append(f"`{name}` (its first use)")
+            elif roams >= self.share * uses:
+                parts.append(f"`{name}` ({roams} of its {uses} uses read other groups' secrets)")
+            else:
+                return None
+        return "granted by policy " + ", ".join(parts)
+
+    def dump(self) -> dict[str, Any]:
+        """Plain-data state."""
+        return {
+            "uses": {k: list(v) for k, v in self._uses.items()},
+            "reads": {a: dict(r) for a, r in self._reads.items()},
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load :meth:`dump` output."""
+        self._uses = {str(k): [int(v[0]), int(v[1])] for k, v in dict(state.get("uses", {})).items()}
+        self._reads = {
+            str(a): {str(g): int(n) for g, n in dict(r).items()}
+            for a, r in dict(state.get("reads", {})).items()
+        }
+        self._top = {a: max(r.items(), key=lambda kv: kv[1])[0] for a, r in self._reads.items() if r}
+
+
+def _person(identity: Identity) -> str:
+    """The identity as a person reads it: display name, with its auth role when it has one."""
+    md = identity.metadata or {}
+    role = md.get("role_name") or md.get("role")
+    name = identity.display_name or identity.key
+    if isinstance(role, str) and role and role not in name:
+        return f"{name} (role {role})"
+    return name
+
+
 class _Recent:
     """A bounded set of recently seen keys, as plain data.
 
@@ -934,6 +1045,7 @@ class AccessModelDetector:
         self.policy = policy if policy is not None else default_policy()
         self._ttl_reported = _Recent()
         self._inferred = RoleInference(self.policy, learning_days=role_learning_days)
+        self._grants = GrantBook()
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
         """Judge one event against the model."""
@@ -953,12 +1065,14 @@ class AccessModelDetector:
                 found = self._inferred_violation(event, *by_vault, source="vault")
                 if found is not None:
                     out.append(found)
+                self._note_grant(event)
                 return out
             guess = self._inferred.observe(event)
             if guess is not None:
                 found = self._inferred_violation(event, *guess)
                 if found is not None:
                     out.append(found)
+            self._note_grant(event)
             return out
         caller_ttl = self._caller_ttl(event, role)
         if caller_ttl is not None:
@@ -966,7 +1080,14 @@ class AccessModelDetector:
         violation = self._path_violation(event, role)
         if violation is not None:
             out.append(violation)
+        self._note_grant(event)
         return out
+
+    def _note_grant(self, event: AuditEvent) -> None:
+        """Teach the grant book what the request's granting policies were used for."""
+        if event.outcome == "ok" and not self.policy.is_housekeeping(event.path):
+            target = secret_target(event)
+            self._grants.observe(event, peer_group(event.identity), _parent(target.path), target.op)
 
     def _path_violation(self, event: AuditEvent, role: Role) -> Finding | None:
         if self.policy.is_housekeeping(event.path):
@@ -1019,10 +1140,23 @@ class AccessModelDetector:
         if not self.policy.is_protected(target.path, target.mount) or role.permits(target):
             return None
         allowed_by_vault = event.outcome in ("ok", "pending")
-        severity = "high" if allowed_by_vault else "medium"
+        # A role guessed from behaviour is weaker evidence than a configured one: a read granted
+        # by a policy that exists for such reads (never used before, or used only to read
+        # protected paths beyond its holders' roles: on-call, audit) is what that policy is for.
+        dedicated = self._grants.dedicated(event) if allowed_by_vault and source == "behaviour" else None
+        severity = ("low" if dedicated else "high") if allowed_by_vault else "medium"
         verdict = "Vault allowed it" if allowed_by_vault else f"Vault answered {event.outcome}"
         identity = event.identity
-        who = identity.display_name or identity.key
+        who = _person(identity)
+        reasons = [
+            Reason("role", f"{role.name} ({_ROLE_SOURCES.get(source, source)})", basis, 1.0),
+            Reason("operation", f"{target.op} {target.path}", f"{role.name}: {role.describe()}", 0.9),
+            Reason("outcome", event.outcome, "the model applies whatever the ACL allowed", 0.4),
+        ]
+        if dedicated:
+            reasons.append(
+                Reason("grant", dedicated, "an access role of its own: what the policy is for", 0.5)
+            )
         return _finding(
             self.name,
             self.family,
@@ -1031,11 +1165,7 @@ class AccessModelDetector:
             title=f"{role.name}-like identity {who} {target.op} {target.path} outside its role ({verdict})",
             severity=severity,
             dedup_key=f"{self.name}:{identity.key}:{role.name}~:{target.op}:{target.path}",
-            reasons=[
-                Reason("role", f"{role.name} ({_ROLE_SOURCES.get(source, source)})", basis, 1.0),
-                Reason("operation", f"{target.op} {target.path}", f"{role.name}: {role.describe()}", 0.9),
-                Reason("outcome", event.outcome, "the model applies whatever the ACL allowed", 0.4),
-            ],
+            reasons=reasons,
             paths=(event.path,),
             first_ts=event.ts,
             last_ts=event.ts,
@@ -1093,12 +1223,17 @@ class AccessModelDetector:
     def state(self) -> dict[str, Any]:
         """Plain-data state: token accessors already reported for an over-long TTL, and what
         each unmatched peer group has shown of its role."""
-        return {"ttl_reported": self._ttl_reported.dump(), "inferred": self._inferred.dump()}
+        return {
+            "ttl_reported": self._ttl_reported.dump(),
+            "inferred": self._inferred.dump(),
+            "grants": self._grants.dump(),
+        }
 
     def load(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` output."""
         self._ttl_reported.restore(state.get("ttl_reported", {}))
         self._inferred.restore(state.get("inferred", {}))
+        self._grants.restore(state.get("grants", {}))
 
 
 #: Learned rotation schedules (name-independent): a secret written on this many occasions at
@@ -1115,6 +1250,12 @@ _LEARN_LIMIT: Final = 20_000
 _MAX_LATENESS: Final = 0.5
 _LEARNED: Final = "learned schedule"
 _KV_MOUNT_TYPES: Final = frozenset({"kv", "generic"})
+#: What makes a learned schedule a *job's*, not a person's habit (people edit notes daily, at
+#: office hours that drift by hours): one writer identity made every tracked write, on at least
+#: this many occasions, each regular interval within this share of the period (a scheduler's
+#: jitter is seconds to minutes).
+LEARN_JOB_MIN_WRITES: Final = 4
+LEARN_JOB_JITTER: Final = 0.1
 
 
 def learned_period(writes: list[float]) -> tuple[float, int] | None:
@@ -1142,6 +1283,23 @@ def learned_period(writes: list[float]) -> tuple[float, int] | None:
     if period < LEARN_MIN_PERIOD:
         return None
     return period, len(regular)
+
+
+def job_cadence(writes: list[float], every: float) -> bool:
+    """True when the occasions ``writes`` keep ``every`` as a scheduler would: at least
+    :data:`LEARN_JOB_MIN_WRITES` of them, every interval that is not a lapse (a skipped run)
+    within :data:`LEARN_JOB_JITTER` of the period.
+
+    >>> job_cadence([0.0, 86400.0, 172830.0, 259200.0], 86400.0)
+    True
+    >>> job_cadence([0.0, 80000.0, 172800.0, 259200.0], 86400.0)  # a person, hours apart
+    False
+    """
+    if len(writes) < LEARN_JOB_MIN_WRITES or every <= 0:
+        return False
+    gaps = [b - a for a, b in zip(writes, writes[1:], strict=False)]
+    regular = [g for g in gaps if g <= every * LEARN_MAX_RATIO]
+    return bool(regular) and all(abs(g - every) <= LEARN_JOB_JITTER * every for g in regular)
 
 
 def _lateness(writes: list[float], every: float) -> float:
@@ -1181,16 +1339,18 @@ class RotationTracker:
     name = "rotation-overdue"
     family = "rotation"
 
-    def __init__(self, policy: AccessPolicy | None = None, *, learn: bool = False) -> None:
+    def __init__(self, policy: AccessPolicy | None = None, *, learn: bool = True) -> None:
         self.policy = policy if policy is not None else default_policy()
-        #: Learn schedules of unclassified secrets. Off by default: on the generated orgs and the
-        #: scenario stream, people editing notes daily got schedules (issue 14, see the report).
+        #: Learn schedules of unclassified secrets written by a job (one writer, a scheduler's
+        #: cadence: :func:`job_cadence`); people editing a secret daily never get one.
         self.learn = learn
         # path -> {"cls", "since", "written", "writer", "reported", "deploy", "writes",
         #          "every" (learned period, learned schedules only), "regular"}
         self._secrets: dict[str, dict[str, Any]] = {}
-        # Unclassified KV secrets: path -> recent write occasions (least recently written first).
+        # Unclassified KV secrets: path -> recent write occasions (least recently written first),
+        # and the identity that made each of them.
         self._learning: dict[str, list[float]] = {}
+        self._writers: dict[str, list[str]] = {}
         self._next_due = math.inf
 
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
@@ -1260,18 +1420,29 @@ class RotationTracker:
                 if self._secrets.pop(path, None) is not None:
                     self._recompute()
             return
-        writes = _occasions(self._learning.pop(path, []), event.ts)
+        before = self._learning.pop(path, [])
+        writes = _occasions(before, event.ts)
         self._learning[path] = writes  # most recently written last
+        # Who made each kept occasion (the first writer of an occasion stands for it).
+        writers = self._writers.pop(path, [])
+        if not before or writes[-1] != before[-1]:
+            writers = [*writers, event.identity.key]
+        self._writers[path] = writers[-len(writes) :]
         while len(self._learning) > _LEARN_LIMIT:
             old = next(iter(self._learning))
             del self._learning[old]
+            self._writers.pop(old, None)
             self._secrets.pop(old, None)
-        found = learned_period(writes)
-        if found is None:
+        found = learned_period(writes) if len(writes) >= LEARN_JOB_MIN_WRITES else None
+        # A job's schedule only: one writer, a scheduler's cadence (people who edit a secret
+        # daily, or a team sharing one, never keep a period to minutes).
+        if found is None or len(set(self._writers[path])) != 1 or not job_cadence(writes, found[0]):
             if self._secrets.pop(path, None) is not None:
                 self._recompute()
             return
         every, regular = found
+        old_info = self._secrets.get(path)
+        old_due = self._deadline(old_info) if old_info is not None else None
         self._secrets[path] = {
             "cls": _LEARNED,
             "since": event.ts,
@@ -1282,8 +1453,13 @@ class RotationTracker:
             "writes": list(writes),
             "every": every,
             "regular": regular,
+            "by": _person(event.identity),
         }
-        self._recompute()
+        due = self._deadline(self._secrets[path])
+        if old_due is not None and old_due[0] <= self._next_due:
+            self._recompute()  # it held the earliest deadline: find the next one
+        elif due is not None and due[0] < self._next_due:
+            self._next_due = due[0]
 
     def _is_deploy(self, event: AuditEvent, target: SecretTarget) -> bool:
         marker = self.policy.deploy
@@ -1355,9 +1531,11 @@ class RotationTracker:
         elif learned:
             assert cls.every is not None
             every = _approx(cls.every)
+            by = f" by {info['by']}" if info.get("by") else ""
             expected = (
-                f"learned schedule: written every {every} on {int(info.get('regular', 0)) + 1} "
-                f"earlier occasions; last {since}"
+                f"learned schedule: written every {every}{by} on {int(info.get('regular', 0)) + 1} "
+                f"earlier occasions, each within {int(LEARN_JOB_JITTER * 100)}% of the period "
+                f"(a job's cadence); last {since}"
             )
             title = (
                 f"{path} not rewritten for {_human(now - info['since'])} (learned schedule: every {every})"
@@ -1394,12 +1572,14 @@ class RotationTracker:
         return {
             "secrets": {p: dict(v) | {"writes": list(v.get("writes", []))} for p, v in self._secrets.items()},
             "learning": {p: list(w) for p, w in self._learning.items()},
+            "writers": {p: list(w) for p, w in self._writers.items()},
         }
 
     def load(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` output."""
         self._secrets = {str(p): dict(v) for p, v in dict(state.get("secrets", {})).items()}
         self._learning = {str(p): [float(x) for x in w] for p, w in dict(state.get("learning", {})).items()}
+        self._writers = {str(p): [str(k) for k in w] for p, w in dict(state.get("writers", {})).items()}
         self._recompute()
 
 

@@ -38,6 +38,8 @@ class Contribution(msgspec.Struct, kw_only=True):
     event_id: str = ""
     path: str = ""
     address: str = ""
+    #: Earlier requests behind the signal (a slow exfiltration's first reads), also evidence.
+    more: tuple[str, ...] = ()
 
 
 class RiskState(msgspec.Struct, kw_only=True):

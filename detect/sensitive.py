@@ -51,6 +51,7 @@ from .errors import ConfigError
 from .policy import (
     SYSTEM_ROOTS,
     AccessPolicy,
+    GrantBook,
     default_policy,
     describe_peers,
     peer_group,
@@ -69,7 +70,7 @@ _MAX_GROUPS: Final = 8192
 _MAX_IDENTITIES: Final = 50_000
 _MAX_MEMBERS: Final = 64
 _MAX_DAYS: Final = 8
-_SCORES: Final = {"medium": 60.0, "high": 80.0}
+_SCORES: Final = {"low": 35.0, "medium": 60.0, "high": 80.0}
 #: Operations that reach a secret's value or its names: what a first access is about. A first
 #: write (a rotation job's weekly run) changes a secret without reading it: other detectors judge
 #: writes and deletions.
@@ -96,9 +97,22 @@ class SensitiveConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: successful reads (an on-call human reading a service's secrets now and then does not make
     #: them everybody's), and read it this much.
     sensitive_owner_share: float = 0.8
-    sensitive_owner_min_reads: int = 5
+    #: A group's reads of an area where no other group reads at all (all its successful reads are
+    #: the owner's) establish ownership sooner than a mixed area's: a pipeline reads its build
+    #: secrets on deploy days only.
+    sensitive_owner_min_reads: int = 3
     sensitive_owner_min_members: int = 1
     sensitive_owner_min_days: int = 2
+    #: An identity whose first access alerted is judged again when it touches the area after this
+    #: long (the open alert covers the rest of its session). A credential that read another
+    #: group's secrets once (stolen, then used for exfiltration) and does it again days later has
+    #: not made it a habit; after ``sensitive_habit_days`` distinct days it has.
+    sensitive_realert_hours: float = 24.0
+    sensitive_habit_days: int = 3
+    #: A policy whose grants so far were (nearly) all reads of other groups' areas is an access
+    #: role of its own (on-call, audit, break-glass): a first read granted by it alone is what
+    #: the policy is for, and stays ``low`` (still recorded). Share of such reads among its uses.
+    sensitive_roaming_share: float = 0.8
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> SensitiveConfig:
@@ -145,7 +159,7 @@ class SensitiveFirstAccess:
 
     Reads: response entries; ``identity`` (key, policies, metadata ``role_name``, display name),
     ``path``/``operation``/``mount_point``/``mount_type``, ``outcome``, ``request_id``,
-    ``remote_ip``, ``ts``.
+    ``remote_ip``, ``ts``, the granting policies of ``auth.policy_results``.
     """
 
     name = "sensitive-first-access"
@@ -167,8 +181,12 @@ class SensitiveFirstAccess:
         # group -> [first seen, [member keys]]
         self._groups: dict[str, list[Any]] = {}
         # area -> {"days": [..], "groups": {group: [touches, ok reads, [members], [read days]]},
-        #          "ids": [identity keys], "alerted": {group: [member keys]}, "many": bool}
+        #          "ids": [identity keys that made it a habit], "alerted": {group: [member keys]},
+        #          "many": bool, "top": group with most ok reads, "pols": {policy: ok reads},
+        #          "tries": {identity key: [last alert ts, [days]]}}
         self._areas: dict[str, dict[str, Any]] = {}
+        # granting policy -> [ok uses, reads of an area another group reads most]
+        self._grants = GrantBook(cfg.sensitive_roaming_share)
 
     # -- observing ----------------------------------------------------------------------------
     def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
@@ -192,36 +210,79 @@ class SensitiveFirstAccess:
         if not path or path.startswith(SYSTEM_ROOTS) or self.policy.is_housekeeping(path):
             return []
         target = secret_target(event)
+        op = target.op
+        if target.api == "metadata" and op == "list" and not target.path.endswith("/"):
+            # The metadata of one secret (its versions; a rotation job checks it before writing):
+            # neither its value nor the names of an area.
+            op = "metadata"
         area = area_of_path(target.path)
         info = self._areas.get(area)
         outcome = event.outcome
+        key = identity.key
         finding: Finding | None = None
+        tried = None if info is None else info["tries"].get(key)
         if (
             info is not None
-            and target.op in _READ_OPS
-            and identity.key not in info["ids"]
+            and op in _READ_OPS
+            and key not in info["ids"]
             and gk not in info["groups"]
+            and (tried is None or ts - float(tried[0]) >= self.cfg.sensitive_realert_hours * 3600.0)
         ):
-            finding = self._judge(event, target.op, area, info, gk, grp, seen, ts)
+            finding = self._judge(event, op, area, info, gk, grp, seen, ts)
         if info is None:
             if len(self._areas) >= _MAX_AREAS:
                 del self._areas[next(iter(self._areas))]
-            info = self._areas[area] = {"days": [], "groups": {}, "ids": [], "alerted": {}, "many": False}
-        ids: list[str] = info["ids"]
-        if identity.key not in ids and len(ids) < _MAX_IDS_PER_AREA:
-            ids.append(identity.key)
-        if outcome != "ok" and finding is None and gk not in info["groups"]:
-            # A quiet refusal teaches nothing about what the group does (only the identity's try).
-            return []
+            info = self._areas[area] = {
+                "days": [],
+                "groups": {},
+                "ids": [],
+                "alerted": {},
+                "many": False,
+                "top": "",
+                "pols": {},
+                "tries": {},
+            }
+        if outcome == "ok":
+            self._grant(event, info, gk, op)
         if finding is not None:
             alerted: dict[str, list[str]] = info["alerted"]
             who = alerted.setdefault(gk, [])
-            if identity.key not in who:
-                who.append(identity.key)
+            if key not in who:
+                who.append(key)
             if len(who) < 2:
+                # Remembered for the identity (its session is covered by the open alert), not
+                # taught: the group never did this, and the identity did it once.
+                self._try(info, key, ts, alerted=True)
                 return [finding]
-        self._learn(info, gk, identity.key, target.op, outcome, ts)
+        elif (
+            key not in info["ids"]
+            and gk not in info["groups"]
+            and (outcome != "ok" or (tried is not None and float(tried[0]) > 0.0))
+        ):
+            # A quiet refusal teaches nothing about what the group does (only the identity's try);
+            # nor does an identity that alerted here and has not made it a habit yet.
+            self._try(info, key, ts, alerted=False)
+            return []
+        ids: list[str] = info["ids"]
+        if key not in ids and len(ids) < _MAX_IDS_PER_AREA:
+            ids.append(key)
+        self._learn(info, gk, identity, op, outcome, ts)
         return [finding] if finding is not None else []
+
+    def _try(self, info: dict[str, Any], key: str, ts: float, *, alerted: bool) -> None:
+        """Count an identity's unlearned touch of an area; on enough distinct days it is a habit."""
+        tries: dict[str, list[Any]] = info["tries"]
+        entry = tries.get(key)
+        if entry is None:
+            if len(tries) >= _MAX_IDS_PER_AREA:
+                del tries[next(iter(tries))]
+            entry = tries[key] = [0.0, []]
+        if alerted:
+            entry[0] = ts
+        _add_day(entry[1], ts)
+        ids: list[str] = info["ids"]
+        if len(entry[1]) >= self.cfg.sensitive_habit_days and key not in ids and len(ids) < _MAX_IDS_PER_AREA:
+            ids.append(key)
 
     def _group(self, gk: str, key: str, ts: float) -> list[Any]:
         grp = self._groups.get(gk)
@@ -234,7 +295,14 @@ class SensitiveFirstAccess:
             members.append(key)
         return grp
 
-    def _learn(self, info: dict[str, Any], gk: str, key: str, op: str, outcome: str, ts: float) -> None:
+    def _grant(self, event: AuditEvent, info: dict[str, Any], gk: str, op: str) -> None:
+        """Count what each granting policy of a successful request was used for."""
+        top = info["top"]
+        self._grants.note(event, op == "read" and bool(top) and top != gk)
+
+    def _learn(
+        self, info: dict[str, Any], gk: str, identity: Identity, op: str, outcome: str, ts: float
+    ) -> None:
         if outcome == "ok":
             _add_day(info["days"], ts)
         groups: dict[str, list[Any]] = info["groups"]
@@ -247,9 +315,16 @@ class SensitiveFirstAccess:
         entry[0] += 1
         if op == "read" and outcome == "ok":
             entry[1] += 1
-            if key not in entry[2] and len(entry[2]) < _MAX_MEMBERS:
-                entry[2].append(key)
+            if identity.key not in entry[2] and len(entry[2]) < _MAX_MEMBERS:
+                entry[2].append(identity.key)
             _add_day(entry[3], ts)
+            top = info["top"]
+            if not top or (top != gk and entry[1] > groups[top][1]):
+                info["top"] = gk
+            pols: dict[str, int] = info["pols"]
+            for name in identity.policies:
+                if name != "default" and (name in pols or len(pols) < _MAX_MEMBERS):
+                    pols[name] = pols.get(name, 0) + 1
 
     # -- judging ------------------------------------------------------------------------------
     def _judge(
@@ -279,23 +354,34 @@ class SensitiveFirstAccess:
         owner = self._owner(info) if ts - self._start >= cfg.sensitive_owner_history_days * _DAY else None
         if not protected and owner is None:
             return None
+        held = {p for p in event.identity.policies if p != "default"}
+        if owner is not None:
+            kind, _, names = owner.partition(":")
+            if kind == "policies" and held >= set(names.split(",")):
+                # It holds every policy of the area's readers (and more): one of them.
+                return None
         return self._finding(event, op, area, info, gk, grp, protected, owner)
 
     def _owner(self, info: dict[str, Any]) -> str | None:
-        """The group that (almost) alone reads the area, as an established habit; or None."""
+        """The group (or one policy all its readers hold) that (almost) alone reads the area, as
+        an established habit; or None."""
         cfg = self.cfg
         groups: dict[str, list[Any]] = info["groups"]
         total = sum(int(e[1]) for e in groups.values())
         if total <= 0:
             return None
         g, e = max(groups.items(), key=lambda kv: (kv[1][1], kv[0]))
-        if (
-            e[1] >= cfg.sensitive_owner_share * total
-            and e[1] >= cfg.sensitive_owner_min_reads
-            and len(e[2]) >= cfg.sensitive_owner_min_members
-            and len(e[3]) >= cfg.sensitive_owner_min_days
-        ):
+        if len(e[2]) < cfg.sensitive_owner_min_members or len(e[3]) < cfg.sensitive_owner_min_days:
+            return None
+        if e[1] >= cfg.sensitive_owner_share * total and e[1] >= cfg.sensitive_owner_min_reads:
             return str(g)
+        # Several groups read it, but they share one policy (a service and the people who hold
+        # its policy besides their own): the area belongs to that policy's holders.
+        pols: dict[str, int] = info["pols"]
+        if pols:
+            name, reads = max(pols.items(), key=lambda kv: (kv[1], kv[0]))
+            if reads >= cfg.sensitive_owner_share * total and reads >= cfg.sensitive_owner_min_reads:
+                return f"policies:{name}"
         return None
 
     def _readers(self, info: dict[str, Any]) -> str:
@@ -322,23 +408,33 @@ class SensitiveFirstAccess:
         identity = event.identity
         who = _who(identity)
         allowed = event.outcome in ("ok", "pending")
-        severity = "high" if allowed else "medium"
+        roaming = self._grants.dedicated(event) if allowed else None
+        severity = ("low" if roaming else "high") if allowed else "medium"
         verdict = "Vault allowed it" if allowed else f"Vault answered {event.outcome}"
         act = "read" if op == "read" else f"{op or 'access'}"
         peers = describe_peers(gk, len(grp[1]))
         if protected or owner is None:
             why = "protected by the access model"
+            whose = "protected secrets"
         else:
-            why = f"read mostly by {describe_peers(owner, len(info['groups'][owner][2]))}"
+            owners = describe_peers(owner, len(info["groups"][owner][2]) if owner in info["groups"] else None)
+            why = f"read mostly by {owners}"
+            whose = f"secrets of {owners}"
+        span = (event.ts - (self._start or event.ts)) / _DAY
+        history = f"its peers ({peers}): 0 reads in {span:.0f} days"
         reasons = [
             Reason("first_access", f"first {act} of {area} by {who}", "never by this identity", 1.0),
-            Reason("peers", f"its peers ({peers}): 0 reads", "its peer group never touched this area", 0.9),
+            Reason("peers", history, "its peer group never touched this area", 0.9),
             Reason("readers", f"readers so far: {self._readers(info)}", why, 0.7),
             Reason("outcome", event.outcome, verdict, 0.4 if allowed else 0.3),
         ]
+        title = f"First {act} of {area} ({whose}) by {who}: {verdict}; {history}"
+        if roaming:
+            reasons.append(Reason("grant", roaming, "an access role of its own: what the policy is for", 0.5))
+            title += f"; {roaming}"
         return Finding(
             detector=self.name,
-            title=f"First {act} of {area} by {who} ({verdict}); its peers never touch it",
+            title=title,
             severity=severity,
             score=_SCORES[severity],
             family=self.family,
@@ -362,11 +458,12 @@ class SensitiveFirstAccess:
 
     # -- state --------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        """Plain-data state: stream start, groups, and who touched each area."""
+        """Plain-data state: stream start, groups, who touched each area, policies' grants."""
         return {
             "start": self._start,
             "seen": dict(self._seen),
             "groups": {g: [v[0], list(v[1])] for g, v in self._groups.items()},
+            "grants": self._grants.dump(),
             "areas": {
                 a: {
                     "days": list(v["days"]),
@@ -374,6 +471,9 @@ class SensitiveFirstAccess:
                     "ids": list(v["ids"]),
                     "alerted": {g: list(m) for g, m in v["alerted"].items()},
                     "many": bool(v["many"]),
+                    "top": v["top"],
+                    "pols": dict(v["pols"]),
+                    "tries": {k: [t[0], list(t[1])] for k, t in v["tries"].items()},
                 }
                 for a, v in self._areas.items()
             },
@@ -386,6 +486,7 @@ class SensitiveFirstAccess:
         self._seen = {str(k): float(v) for k, v in dict(state.get("seen", {})).items()}
         groups = dict(state.get("groups", {}))
         self._groups = {str(g): [float(v[0]), [str(k) for k in v[1]]] for g, v in groups.items()}
+        self._grants.restore(state.get("grants", {}))
         self._areas = {
             str(a): {
                 "days": [int(d) for d in v["days"]],
@@ -396,6 +497,11 @@ class SensitiveFirstAccess:
                 "ids": [str(k) for k in v["ids"]],
                 "alerted": {str(g): [str(k) for k in m] for g, m in dict(v["alerted"]).items()},
                 "many": bool(v["many"]),
+                "top": str(v.get("top", "")),
+                "pols": {str(p): int(n) for p, n in dict(v.get("pols", {})).items()},
+                "tries": {
+                    str(k): [float(t[0]), [int(d) for d in t[1]]] for k, t in dict(v.get("tries", {})).items()
+                },
             }
             for a, v in dict(state.get("areas", {})).items()
         }

@@ -219,6 +219,17 @@ def test_slow_exfiltration_over_days_alerts(world: World, run: Run) -> None:
     # Caught before the end: five of the seven reads are enough.
     _, early = run(evs[:10])
     assert [x.title for x in medium(early) if "never read before" in x.title]
+    # Regression (eval: a slow harvest's alert named only the read that tipped it, a day after
+    # the reads under other users' paths): every first read in the window is its evidence.
+    # Regression (eval: a slow harvest's alert named only the reads of its last day, not the
+    # earlier reads under other users' paths): every first read in its window is its evidence.
+    slow = _slow(w, svc, paths, 14 * HOUR)
+    _, alerts = run(slow)
+    hits = [a for a in medium(alerts) if "never read before" in a.title]
+    reads = [e.request_id for e in slow if e.request_id and e.operation == "read" and "/data/" in e.path]
+    assert len(hits) == 1 and "read 5 secrets" in hits[0].title
+    distinct = list(dict.fromkeys(reads))  # a request and its response share an id
+    assert len(distinct) >= 5 and set(distinct[:5]) <= set(hits[0].event_ids)
 
 
 def test_a_few_new_reads_are_normal_work(world: World, run: Run) -> None:
@@ -251,3 +262,22 @@ def test_snapshot_mid_attack_continues_the_same(world: World, run: Run) -> None:
     assert alerts == [split[a.id] for a in alerts]
     b = again._behaviour.state.identities["entity:dev01"]
     assert b.suspect is not None and b.suspect.address == "203.0.113.78" and b.suspect.emitted
+
+
+def test_a_new_instance_beside_its_network_at_an_odd_hour_is_quiet(world: World, run: Run) -> None:
+    """Regression (eval: 2 of 3 false behaviour-risk alerts): a service scaled out into the
+    subnet next to its own, the new pod starting hours from the role's usual activity, scored
+    network 10 + hour 42-56 and alerted. A network beside its own halves the hour's weight; the
+    same hour from its own network, or from a stranger's, still alerts."""
+    w, dev = world[1], actor(world, "entity:dev01")
+    t = DAY3 + 3 * HOUR + 10 * 60  # 03:10, hours from its 08-19
+    beside: list[AuditEvent] = []
+    for i, leaf in enumerate(("config", "db", "tls")):
+        beside += w.event(dev, t + 30 * i, f"{dev.dirs[1]}/{leaf}", ip="10.0.77.250")
+    _, alerts = run(beside)
+    assert not medium(alerts), [(a.title, [e.observed for e in a.explanation]) for a in medium(alerts)]
+    stranger: list[AuditEvent] = []
+    for i, leaf in enumerate(("config", "db", "tls")):
+        stranger += w.event(dev, t + 30 * i, f"{dev.dirs[1]}/{leaf}", ip="198.51.100.77")
+    _, alerts = run(stranger)
+    assert len(medium(alerts)) == 1

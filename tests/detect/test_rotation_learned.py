@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 
-from detect.policy import RotationTracker, learned_period
+from detect.policy import RotationTracker, job_cadence, learned_period
 from detect.types import Finding
 from ingest.event import AuditEvent
 
@@ -53,7 +54,10 @@ def test_a_secret_rewritten_daily_gets_a_learned_schedule(bao_scenario: Scenario
     f = late[0]
     assert f.detector == "rotation-overdue" and f.severity == "medium"
     assert f.paths == ("secret/bulk/s0",) and f.labels["rotation_class"] == "learned schedule"
-    assert "learned schedule: written every ~1d on 7 earlier occasions; last" in f.reasons[0].baseline
+    assert (
+        "learned schedule: written every ~1d by token on 7 earlier occasions, each within 10% of the "
+        "period (a job's cadence); last" in f.reasons[0].baseline
+    )
     assert rt.due(last + 1.5 * DAY) == []  # once per missed period
     assert len(rt.due(last + 2.2 * DAY)) == 1
     # The schedule and the write history survive a restart, without any secret value.
@@ -103,3 +107,52 @@ def test_a_job_that_habitually_runs_late_is_not_overdue(bao_scenario: Scenario) 
     assert rt.due(last + 1.2 * DAY) == []
     late = rt.due(last + 1.4 * DAY)
     assert len(late) == 1 and "every 1d" in late[0].title
+
+
+# -- default on: a job's schedule, never a person's habit (issue 14 work item 2) --------------------
+def _by(events: list[AuditEvent], key: str) -> list[AuditEvent]:
+    """The same real entries, made by another identity (a colleague editing the same secret)."""
+    return [msgspec.structs.replace(e, identity=msgspec.structs.replace(e.identity, key=key)) for e in events]
+
+
+def test_learned_schedules_are_on_by_default(bao_scenario: Scenario) -> None:
+    """Regression (eval: rotation-overdue 16/20, the skipped rotations of secrets outside the
+    configured globs were missed): a job's daily rewrite is learned without any setting."""
+    s0 = _write(bao_scenario, "s0")
+    rt = RotationTracker()
+    times = [T0 + d * DAY + (d % 3) * 40.0 for d in range(8)]  # a scheduler: seconds of jitter
+    assert _writes(rt, s0, times) == []
+    assert [f.labels["rotation_class"] for f in rt.due(times[-1] + 1.2 * DAY)] == ["learned schedule"]
+
+
+def test_a_person_editing_daily_at_office_hours_gets_no_schedule(bao_scenario: Scenario) -> None:
+    """Regression (eval: ~100 false alerts when learned schedules were on): people who edit a
+    secret about daily, hours apart from one day to the next, kept a ratio-1.5 "schedule" and
+    were "overdue" on their first day off. A period kept to minutes is a job's; hours are not."""
+    s1 = _write(bao_scenario, "s1")
+    rt = RotationTracker(learn=True)  # the default now; explicit, as it was when the alerts came
+    drift = [0.0, 3.0, 1.0, 5.0, 2.0, 4.0, 0.5, 3.5]  # office hours: 09:00-14:00
+    times = [T0 + d * DAY + h * HOUR for d, h in enumerate(drift)]
+    assert learned_period(times) is not None  # regular enough for the old rule
+    assert not job_cadence(times, DAY)
+    assert _writes(rt, s1, times) == []
+    assert rt.due(times[-1] + 3 * DAY) == []
+
+
+def test_a_secret_two_people_take_turns_on_gets_no_schedule(bao_scenario: Scenario) -> None:
+    s1 = _write(bao_scenario, "s1")
+    other = _by(s1, "entity:colleague")
+    rt = RotationTracker(learn=True)
+    for d in range(8):
+        run(rt, _at(s1 if d % 2 else other, T0 + d * DAY))
+    assert rt.due(T0 + 12 * DAY) == []
+    # Three precise occasions are not enough to tell a job from a coincidence.
+    lone = RotationTracker()
+    assert _writes(lone, s1, [T0, T0 + DAY, T0 + 2 * DAY]) == []
+    assert lone.due(T0 + 6 * DAY) == []
+    # The writers survive a restart with the schedule.
+    job = RotationTracker()
+    _writes(job, s1, [T0 + d * DAY for d in range(5)])
+    twin = RotationTracker()
+    twin.load(json.loads(json.dumps(job.state())))
+    assert [f.paths for f in twin.due(T0 + 5.2 * DAY)] == [("secret/bulk/s1",)]

@@ -40,6 +40,20 @@ _BROAD = 'path "*" { capabilities = ["read", "list", "create", "update"] }'
 #: Policy names nothing in the default model knows. Each is broad: Vault allows what the model
 #: and the behaviour judge.
 POLICIES = {"svc-a7": _BROAD, "bld-q2": _BROAD, "eng-x": _BROAD, "kr-9": _BROAD, "new-team": _BROAD}
+#: Narrow grants (so that Vault names which one granted a read): a team's own secrets, and an
+#: on-call grant on the runtime secrets (an access role of its own), in every layout.
+POLICIES["team-t"] = "".join(
+    f'path "{p}/*" {{ capabilities = ["read", "list", "create", "update"] }}\n'
+    for p in ("logos/data/team", "logos/metadata/team", "secret/data/logos/team", "team-kv/logos/team")
+)
+POLICIES["pager-z"] = "".join(
+    f'path "{p}/*" {{ capabilities = ["read"] }}\n'
+    for p in (
+        "logos/data/pxl-core/runtime",
+        "secret/data/logos/pxl-core/runtime",
+        "team-kv/logos/pxl-core/runtime",
+    )
+)
 #: Actors: display name -> policies.
 ACTORS = {
     "svc1": ["svc-a7"],
@@ -51,6 +65,10 @@ ACTORS = {
     "rot1": ["kr-9"],
     "nobody": ["default"],  # no grant at all: Vault denies
     "fresh": ["new-team"],  # a brand-new group
+    "tm1": ["team-t"],  # a team whose policy grants its own secrets only
+    "tm2": ["team-t"],
+    "oncall1": ["team-t", "pager-z"],  # ...one of them on call: runtime reads granted by pager-z
+    "ops1": ["eng-x", "svc-a7"],  # a person who holds the service's policy besides their own
 }
 
 
@@ -125,11 +143,15 @@ def rec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
             else:
                 client.list(f"{mount}/{folder}")
 
+        def meta(client: Any, layout: str, area: str, name: str) -> None:
+            mount, path, _ = _secret(layout, area, name)
+            client.secrets.kv.v2.read_secret_metadata(path, mount_point=mount)
+
         def record(layout: str, who: str, action: str) -> None:
             client = srv.client(token=tokens[who])
             verb, area, name = action.split(":")
             try:
-                {"write": put, "list": names}.get(verb, get)(client, layout, area, name)
+                {"write": put, "list": names, "meta": meta}.get(verb, get)(client, layout, area, name)
             except Exception:  # noqa: BLE001 - the refusal is what gets audited
                 pass
             got = [e for e in cap.take() if e.is_response]
@@ -147,6 +169,8 @@ def rec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
                     "list:runtime:jwt-key",
                 ):
                     record(layout, who, action)
+                if WHERE[layout][2] == 2:  # KV v2 keeps metadata apart
+                    record(layout, who, "meta:runtime:jwt-key")
     finally:
         srv.cleanup()
     for ev in events.values():
@@ -326,7 +350,10 @@ def test_sensitive_first_access_on_protected_areas(rec: Recorded, layout: str) -
     assert len(found) == 1
     f = found[0]
     assert f.detector == "sensitive-first-access" and f.severity == "high" and f.alerting
-    assert f.title.startswith(f"First read of {area} by token-ci1")
+    assert f.title == (
+        f"First read of {area} (protected secrets) by token-ci1: Vault allowed it; "
+        "its peers (1 identity sharing policies bld-q2): 0 reads in 8 days"
+    )
     text = " | ".join(r.observed for r in f.reasons)
     assert f"first read of {area} by token-ci1" in text
     assert "its peers (1 identity sharing policies bld-q2): 0 reads" in text
@@ -431,3 +458,118 @@ def test_registered_and_configurable(tmp_path: Path) -> None:
         SensitiveFirstAccess({"sensitive_min_history_days": -1})
     with pytest.raises(ConfigError, match="must be an AccessPolicy"):
         SensitiveFirstAccess({"policy": "protected = []"})
+
+
+# -- regressions from the evaluation (issue 14 work item 1) ---------------------------------------
+def _team(rec: Recorded, layout: str, days: int, *, start: float = T0) -> list[AuditEvent]:
+    """:func:`habit` plus a team (one member on call) reading its own notes every day."""
+    out = habit(rec, layout, days, start=start)
+    for d in range(days):
+        base = start + d * DAY
+        for i, who in enumerate(("tm1", "tm2", "oncall1")):
+            out.append(rec(layout, who, "read:team:notes", base + (9 + i) * HOUR + 30))
+    return sorted(out, key=lambda e: e.ts)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_credential_that_alerted_once_is_judged_again_days_later(rec: Recorded, layout: str) -> None:
+    """Regression (eval: runtime -> build missed): a service credential stolen and used to read
+    build secrets once (alerted), then used the same way days later, raised nothing the second
+    time: the first alert had made the area "known" to the identity for good."""
+    det = SensitiveFirstAccess()
+    feed(det, habit(rec, layout, 8))
+    act = ("svc1", "read:build:registry-token")
+    assert [f.severity for f in feed(det, after(rec, layout, 8, act))] == ["high"]
+    # The rest of that session is the open alert's.
+    assert feed(det, after(rec, layout, 8, act)) == []
+    assert [f.severity for f in feed(det, after(rec, layout, 11, act))] == ["high"]
+    # Three distinct days make it the identity's habit: then it is quiet.
+    assert len(feed(det, after(rec, layout, 12, act))) == 1
+    assert feed(det, after(rec, layout, 13, act)) == []
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_refused_try_does_not_make_an_area_familiar(rec: Recorded, layout: str) -> None:
+    """Regression (eval: ci -> runtime missed): a refused list while the stream was young made
+    the identity "known" to the area, so its refused reads a week later raised nothing."""
+    det = SensitiveFirstAccess()
+    early = habit(rec, layout, 2) + [rec(layout, "nobody", "list:runtime:jwt-key", T0 + 2 * DAY + 5 * HOUR)]
+    feed(det, early + habit(rec, layout, 6, start=T0 + 3 * DAY))
+    found = feed(det, after(rec, layout, 9, ("nobody", "read:runtime:api-key")))
+    assert [(f.severity, f.labels["operation"]) for f in found] == [("medium", "read")]
+
+
+@pytest.mark.parametrize("layout", ["root", "shared"])
+def test_reading_one_secrets_metadata_is_not_a_first_access(rec: Recorded, layout: str) -> None:
+    """Regression (eval: a rotation job checking a secret's versions before rewriting it raised a
+    high "first list"): the metadata of one secret is neither its value nor an area's names."""
+    det = SensitiveFirstAccess()
+    feed(det, habit(rec, layout, 8))
+    ev = rec(layout, "ci1", "meta:runtime:jwt-key", T0 + 8 * DAY + 10 * HOUR)
+    assert "/metadata/" in ev.path and ev.path.endswith("pxl-core/runtime/jwt-key")
+    assert feed(det, [ev]) == []
+    # Listing the area (its names) still is one.
+    assert len(feed(det, after(rec, layout, 8, ("dev1", "list:runtime:jwt-key")))) == 1
+
+
+@pytest.mark.parametrize("layout", ["shared", "kv1"])
+def test_a_pipelines_few_deploy_day_reads_make_an_area_its_own(rec: Recorded, layout: str) -> None:
+    """Regression (eval: runtime -> build missed): a pipeline reads its build secrets on deploy
+    days only (3 reads over 2 days); no one else ever reads them. A runtime service reading them
+    is a first access even without a protected glob."""
+    det = SensitiveFirstAccess(policy=parse_policy("protected = []"))
+    stream = [e for e in habit(rec, layout, 8) if e.identity.display_name != "token-ci1"]
+    stream += [
+        rec(layout, "ci1", "read:build:registry-token", T0 + 1 * DAY + 15 * HOUR),
+        rec(layout, "ci1", "read:build:registry-token", T0 + 1 * DAY + 15 * HOUR + 60),
+        rec(layout, "ci1", "read:build:registry-token", T0 + 5 * DAY + 16 * HOUR),
+    ]
+    assert feed(det, sorted(stream, key=lambda e: e.ts)) == []
+    found = feed(det, after(rec, layout, 8, ("svc1", "read:build:registry-token")))
+    assert [f.labels["owner"] for f in found] == ["policies:bld-q2"]
+    assert "(secrets of 1 identity sharing policies bld-q2)" in found[0].title
+
+
+@pytest.mark.parametrize("layout", ["shared", "kv1"])
+def test_an_area_belongs_to_the_holders_of_its_readers_policy(rec: Recorded, layout: str) -> None:
+    """Regression (eval: ci -> runtime missed): people who hold the service's policy besides their
+    own also read its secrets, so no single peer group made 80% of the reads and the area had
+    no owner. It belongs to the holders of the policy every reader shares."""
+    det = SensitiveFirstAccess(policy=parse_policy("protected = []"))
+    stream = habit(rec, layout, 8)
+    for d in range(8):
+        for h in (9, 13, 16):
+            stream.append(rec(layout, "ops1", "read:runtime:jwt-key", T0 + d * DAY + h * HOUR + 90))
+    assert feed(det, sorted(stream, key=lambda e: e.ts)) == []
+    found = feed(det, after(rec, layout, 8, ("ci1", "read:runtime:jwt-key")))
+    assert [(f.severity, f.labels["owner"]) for f in found] == [("high", "policies:svc-a7")]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_an_on_call_grant_used_for_what_it_is_for_stays_low(rec: Recorded, layout: str) -> None:
+    """Regression (eval: 7 of 9 false sensitive-first-access alerts, 4 access-model ones): an
+    on-call person's first read of the service's secrets, granted by the on-call policy alone
+    (the entry's ``policy_results`` name it), is what that policy is for: low, still recorded.
+    A colleague whose team policy does not grant it is refused (medium); a developer whose
+    policy's uses so far were its own team's secrets is granted it (high)."""
+    det = SensitiveFirstAccess()
+    model = AccessModelDetector()
+    stream = _team(rec, layout, 8)
+    assert feed(det, stream) == []
+    assert feed(model, stream) == []
+    oncall = after(rec, layout, 8, ("oncall1", "read:runtime:jwt-key"))
+    assert [g.name for g in oncall[0].auth.policy_results.granting_policies] == ["pager-z"]  # type: ignore[union-attr]
+    found = feed(det, oncall)
+    assert [f.severity for f in found] == ["low"]
+    assert "granted by policy `pager-z` (its first use)" in found[0].title
+    assert found[0].reasons[-1].feature == "grant"
+    inferred = feed(model, oncall)
+    assert [(f.severity, f.labels["role_source"]) for f in inferred] == [("low", "behaviour")]
+    refused = feed(det, after(rec, layout, 8, ("tm1", "read:runtime:jwt-key")))
+    granted = feed(det, after(rec, layout, 8, ("dev1", "read:runtime:jwt-key")))
+    outside = feed(model, after(rec, layout, 8, ("dev1", "read:runtime:api-key")))
+    assert [f.severity for f in refused + granted + outside] == ["medium", "high", "high"]
+    # The grant book is part of the state.
+    again = SensitiveFirstAccess()
+    again.load(json.loads(json.dumps(det.state())))
+    assert again.state() == det.state()
