@@ -102,6 +102,7 @@ _MAX_EVIDENCE = 16
 _MIN_DAYS = 3
 _MAX_NAMES = 4096
 _MAX_MOUNTS = 256
+_MAX_DISTRUSTED = 4096
 _MAX_MARKS = 64
 _DENIAL_WINDOW = 3600.0
 _DENIAL_POINTS = 16.0
@@ -160,6 +161,9 @@ class BehaviourState(msgspec.Struct, kw_only=True):
     #: Networks taken up by identities of each auth mount (people of one login method, the
     #: machines of one AppRole mount): a network others log in from the same way is no stranger.
     mount_subnets: dict[str, TopK] = msgspec.field(default_factory=dict)
+    #: Networks seen in alerted activity (a takeover, a brute force), until when: whatever the
+    #: organisation, its peers or a login method learned from them vouches for nothing there.
+    distrusted: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 def group_key(identity: Identity) -> str:
@@ -552,7 +556,10 @@ class Behaviour:
             org.n += 1
             org.tot_l += wl
             org.tot_s += ws
-            if any_new:
+            # What peers, the auth mount and the organisation count as familiar is taught only by
+            # requests Vault granted: refused logins and denied probes from a network (a spray, a
+            # scan) must not vouch for it when a stolen credential later succeeds from there.
+            if any_new and ev.outcome == "ok":
                 for f, is_new in new.items():
                     if is_new:
                         v = values[f]
@@ -715,6 +722,17 @@ class Behaviour:
         if ev.operation == "read" and _secret_path(ev):
             self._first_read(ev, b, grp, values, new, out)
 
+    def distrust(self, subnet: str, until: float) -> None:
+        """Count ``subnet`` as no one's familiar network until ``until`` (it carried alerted
+        activity); bounded, the entry ending soonest leaves first."""
+        d = self.state.distrusted
+        if subnet not in d and len(d) >= _MAX_DISTRUSTED:
+            del d[min(d, key=d.__getitem__)]
+        d[_intern(subnet)] = max(d.get(subnet, 0.0), until)
+
+    def _trusted(self, subnet: str, ts: float) -> bool:
+        return self.state.distrusted.get(subnet, 0.0) <= ts
+
     def _mount_subnet(self, mount: str, subnet: str, wl: float, ws: float) -> None:
         ms = self.state.mount_subnets
         c = ms.get(mount)
@@ -744,9 +762,10 @@ class Behaviour:
         mine = b.feats.get("subnet")
         gc = grp.feats.get("subnet")
         beside = False
+        vouched = self._trusted(sub, ev.ts)
         if not new.get("subnet"):
             net, note = 0.0, f"new address in its usual {sub}"
-        elif len(grp.members) > 1 and gc is not None and sub in gc.items:
+        elif vouched and len(grp.members) > 1 and gc is not None and sub in gc.items:
             net, note = 10.0, f"{sub} new for it, used by its peers"
         else:
             hood = net_of(sub)
@@ -761,12 +780,14 @@ class Behaviour:
             if near:
                 beside = True
                 net, note = 10.0, f"{sub} new for it, beside its usual networks"
-            elif mc is not None and sub in mc.items:
+            elif vouched and mc is not None and sub in mc.items:
                 net, note = 15.0, f"{sub} new for it, used by others of {ev.identity.auth_mount}"
-            elif oc is not None and sub in oc.items:
+            elif vouched and oc is not None and sub in oc.items:
                 net, note = 25.0 + steady, f"{sub} new for it and its peers"
                 if steady:
                     note += f"; it used only {len(mine.items) if mine is not None else 0} before"
+            elif not vouched:
+                net, note = 60.0, f"{sub}, a network alerted activity came from in the last days"
             else:
                 net, note = 60.0, f"{sub}, never seen in the organisation"
         hour, hour_note = self._odd_hour(b, ev.ts, fresh, peers or ())

@@ -286,7 +286,23 @@ class Engine:
                 log.exception("detector %s failed on request %s", getattr(det, "name", det), ev.request_id)
                 continue
             for f in found:
-                self._finding(self._habit(f, ev))
+                f = self._habit(f, ev)
+                if f.alerting and _rank(f.severity) >= _rank("medium") and ev.remote_ip:
+                    self._distrust(ev)
+                self._finding(f)
+
+    def _distrust(self, ev: AuditEvent) -> None:
+        """The network an attack came from vouches for no one for a while, whatever its requests
+        taught the organisation (see :meth:`Behaviour.distrust`) -- unless it is already the
+        organisation's own (several identities worked from it on earlier days: an office, the
+        VPN), where an insider's or a compromised laptop's alert says nothing of its neighbours."""
+        subnet = subnet_of(ev.remote_ip or "")
+        if (
+            self._networks.earlier_members(network_key(subnet), ev.ts, ev.identity.key)
+            >= ORG_NETWORK_IDENTITIES
+        ):
+            return
+        self._behaviour.distrust(subnet, ev.ts + self.cfg.taint_days * 86400)
 
     def _unanswered(self, ev: AuditEvent) -> None:
         """Judge a request entry whose response never came, as the only record of its request.

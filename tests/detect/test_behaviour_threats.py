@@ -18,6 +18,7 @@ import pytest
 
 from detect.alert import Alert
 from detect.engine import BEHAVIOUR_DETECTOR, Engine
+from detect.types import Finding
 from ingest.event import AuditEvent, Identity
 from tests.detect.test_engine import DAY, HOUR, T0, Actor, Workload, benign, load_seeds, make_org
 
@@ -281,3 +282,75 @@ def test_a_new_instance_beside_its_network_at_an_odd_hour_is_quiet(world: World,
         stranger += w.event(dev, t + 30 * i, f"{dev.dirs[1]}/{leaf}", ip="198.51.100.77")
     _, alerts = run(stranger)
     assert len(medium(alerts)) == 1
+
+
+# -- a network an attack came from ------------------------------------------------------------
+class _FlagWrites:
+    """A stand-in pluggable detector: every write under ``identity/`` is a medium alert (as an
+    entity or group takeover would be)."""
+
+    name = "flag-identity-writes"
+    family = "test"
+
+    def observe(self, event: AuditEvent, ctx: object) -> list[Finding]:
+        if not (event.is_response and event.path.startswith("identity/") and event.operation == "update"):
+            return []
+        return [
+            Finding(
+                detector=self.name,
+                title="identity write",
+                severity="medium",
+                score=55.0,
+                family=self.family,
+                identity=event.identity,
+                dedup_key=f"{self.name}:{event.request_id}",
+                event_ids=(event.request_id,) if event.request_id else (),
+                first_ts=event.ts,
+                last_ts=event.ts,
+            )
+        ]
+
+    def state(self) -> dict[str, object]:
+        return {}
+
+    def load(self, state: dict[str, object]) -> None:
+        return None
+
+
+def _after_a_takeover_from(world: World, ip: str, flagged: bool) -> list[Alert]:
+    """dev02 logs in from ``ip`` and writes under identity/ (alerted when ``flagged``); two days
+    later svc1's credential reads its secret from the same /24."""
+    w, dev, svc = world[1], actor(world, "entity:dev02"), actor(world, "entity:svc1")
+    t = DAY3 + 10 * HOUR
+    evs = w.event(dev, t, "auth/oidc/login/dev02", op="update", ip=ip)
+    evs += w.event(dev, t + 5, "identity/group", op="update", ip=ip)
+    t2 = DAY3 + 2 * DAY + 14 * HOUR
+    other = ip.rsplit(".", 1)[0] + ".77"
+    evs += w.event(svc, t2, "auth/approle/login", op="update", ip=other)
+    evs += w.event(svc, t2 + 3, f"{svc.dirs[0]}/db", ip=other)
+    eng = Engine(CONFIG, detectors=[_FlagWrites()] if flagged else [])
+    eng.restore(world[0])
+    out: dict[str, Alert] = {}
+    for ev in sorted(evs, key=lambda e: (e.ts, e.type)):
+        for a in eng.process(ev):
+            out[a.id] = a
+    return [a for a in medium(list(out.values())) if a.identity.key == "entity:svc1"]
+
+
+def test_a_network_seen_only_in_an_alerted_takeover_vouches_for_no_one(world: World) -> None:
+    """Before, dev02's successful (but alerted) requests taught the organisation 198.51.100.0/24,
+    and a stolen service credential used from there two days later scored as 'new for it and its
+    peers' -- below the alert level in real generated organisations."""
+    hits = _after_a_takeover_from(world, "198.51.100.20", flagged=True)
+    assert len(hits) == 1
+    assert "a network alerted activity came from" in hits[0].title
+    # Unflagged, the same network is one the organisation has seen: the title says so.
+    quiet = _after_a_takeover_from(world, "198.51.100.20", flagged=False)
+    assert all("alerted activity" not in a.title for a in quiet)
+
+
+def test_an_alert_from_the_organisations_own_network_distrusts_nothing(world: World) -> None:
+    """An insider on the office network: the office /24 stays vouched for everyone else."""
+    office = actor(world, "entity:dev01").subnets[1] + ".55"  # the VPN every developer uses
+    hits = _after_a_takeover_from(world, office, flagged=True)
+    assert all("alerted activity" not in a.title for a in hits)
