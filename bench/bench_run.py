@@ -13,6 +13,12 @@
   Also to delivery: the worker routes alerts (one group per identity and detector) and an
   :class:`alerts.deliver.DeliveryWorker` posts signed webhooks to a loopback receiver, which
   records when each arrived. The steady producer runs in its own process.
+* **Scale-out** (``python -m bench.bench_run --scale-out``, not in the table): two ``vaultwatch
+  run`` processes sharing a 4-partition topic on PostgreSQL, each running both stages (identity
+  partitions and the cross-identity repartition topic); a steady producer at the offered rate;
+  consumer lag sampled every second, events each worker handled per second, and the
+  ``access-model-violation`` markers' event-time → alert-row latency (that detector runs in the
+  cross stage, so the figure covers both stages and the repartition hop).
 * **Memory**: RSS growth of one detection engine per 10,000 active identities, the identities
   made by rewriting the entity id of real service entries. Target: <= 30 MB.
 
@@ -154,12 +160,12 @@ def bare_consume(bootstrap: str, topic: str, total: int) -> float:
 
 
 def _run_worker(settings: Any, until: Any, timeout: float = 180) -> tuple[Any, _BatchClock]:
-    from vaultwatch.service.wiring import build_worker
+    from vaultwatch.service.wiring import build_worker, run_both
 
     worker = build_worker(settings, checkpoint_interval=5.0)
     clock = _BatchClock()
     worker.metrics = clock
-    t = threading.Thread(target=worker.run, daemon=True)
+    t = threading.Thread(target=run_both, args=(worker,), daemon=True)
     t.start()
     deadline = time.monotonic() + timeout
     try:
@@ -344,7 +350,7 @@ def latency(
 
     import sqlalchemy as sa
 
-    from vaultwatch.service.wiring import build_worker, open_store
+    from vaultwatch.service.wiring import build_worker, open_store, run_both
 
     topic = f"bench-lat-{uuid.uuid4().hex[:6]}"
     _create_topic(bootstrap, topic, 1)
@@ -357,7 +363,7 @@ def latency(
     delivery, channels = _delivery(delivery_store, hook)
     clock = _BatchClock()
     worker.metrics = clock
-    t = threading.Thread(target=worker.run, daemon=True)
+    t = threading.Thread(target=run_both, args=(worker,), daemon=True)
     t.start()
     result = work / "producer.json"
     try:
@@ -562,9 +568,166 @@ def _show(part: str, figures: dict[str, float]) -> None:
         print(f"  {part}_{k:40s} {v:14.2f}")
 
 
+def scale_out(
+    bootstrap: str,
+    db: str,
+    work: Path,
+    rate: int = 1000,
+    seconds: float = 30.0,
+    workers: int = 2,
+    partitions: int = 4,
+) -> dict[str, Any]:
+    """``workers`` ``vaultwatch run`` processes on a ``partitions``-partition topic (see the module)."""
+    import json
+    import multiprocessing
+    import os
+    import subprocess
+    import sys
+
+    import sqlalchemy as sa
+
+    topic = f"bench-scale-{uuid.uuid4().hex[:6]}"
+    group = f"scale-{uuid.uuid4().hex[:6]}"
+    _create_topic(bootstrap, topic, partitions)
+    cfg = work / "scale.toml"
+    cfg.write_text(
+        f"""
+[kafka]
+bootstrap = "{bootstrap}"
+topic = "{topic}"
+group_id = "{group}"
+max_poll_records = 500
+
+[store]
+url = "{db}"
+
+[archive]
+enabled = true
+path = "{work / "scale-archive"}"
+"""
+    )
+    procs = []
+    for i in range(workers):
+        log = open(work / f"scale-{i}.log", "wb")  # noqa: SIM115 - handed to the child
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "vaultwatch.cli", "--log-level", "INFO", "run", "--config", str(cfg)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        )
+        log.close()
+    eng = sa.create_engine(db)
+
+    def committed() -> int:
+        try:
+            with eng.connect() as c:
+                rows = c.execute(
+                    sa.text('SELECT "offset" FROM consumer_offsets WHERE group_id = :g'), {"g": group}
+                ).all()
+        except sa.exc.SQLAlchemyError:
+            return 0
+        return sum(int(r[0]) for r in rows)
+
+    result = work / "scale-producer.json"
+    samples: list[tuple[float, int, int]] = []  # (seconds, produced so far, committed)
+    try:
+        deadline = time.monotonic() + 60
+        while not all(
+            (work / f"scale-{i}.log").read_text(errors="replace").count("partitions assigned")
+            for i in range(workers)
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not join the group")
+            time.sleep(0.2)
+        time.sleep(4.0)  # both groups (stage 1 and the cross stage) settle
+        proc = multiprocessing.get_context("spawn").Process(
+            target=steady_producer, args=(bootstrap, topic, rate, seconds, str(result))
+        )
+        t0 = time.monotonic()
+        proc.start()
+        while proc.is_alive() or time.monotonic() - t0 < seconds + 30:
+            el = time.monotonic() - t0
+            sent = min(int(el * rate), int(seconds * rate * 1.02))
+            samples.append((el, sent, committed()))
+            if not proc.is_alive() and result.exists():
+                total = json.loads(result.read_text())["sent"]
+                if samples[-1][2] >= total:
+                    break
+            time.sleep(1.0)
+        proc.join(timeout=30)
+        done = json.loads(result.read_text())
+        markers = set(done["markers"])
+        deadline = time.monotonic() + 60
+        lat: list[float] = []
+        while time.monotonic() < deadline:
+            with eng.connect() as c:
+                rows = c.execute(
+                    sa.text("SELECT identity_key, first_seen, created_at FROM alerts WHERE detector = :d"),
+                    {"d": "access-model-violation"},
+                ).all()
+            lat = sorted(r.created_at - r.first_seen for r in rows if r.identity_key in markers)
+            if len(lat) >= len(markers):
+                break
+            time.sleep(1.0)
+    finally:
+        for p in procs:
+            p.send_signal(15)
+        for p in procs:
+            p.wait(timeout=60)
+        eng.dispose()
+    per_worker = []
+    for i in range(workers):
+        text = (work / f"scale-{i}.log").read_text(errors="replace")
+        stats = [ln for ln in text.splitlines() if ln.startswith("stopped: ")]
+        per_worker.append(stats[-1] if stats else "?")
+    lags = [(round(t, 1), max(0, done["sent"] * min(1.0, t / done["seconds"]) - c)) for t, _, c in samples]
+    q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [lat[0] if lat else float("nan")] * 99
+    return {
+        "offered_events_per_s": done["sent"] / done["seconds"],
+        "events": done["sent"],
+        "markers": len(markers),
+        "marker_alerts": len(lat),
+        "p50_s": q[49],
+        "p99_s": q[98],
+        "max_s": lat[-1] if lat else float("nan"),
+        "lag_over_time": lags,
+        "workers": per_worker,
+    }
+
+
 def main() -> None:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m bench.bench_run")
+    ap.add_argument("--scale-out", action="store_true", help="only the 2 workers x 4 partitions load test")
+    ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--db", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    args = ap.parse_args()
+    if args.scale_out:
+        from vaultwatch.demo.servers import KafkaBroker
+
+        with tempfile.TemporaryDirectory() as tmp, KafkaBroker() as broker:
+            out = scale_out(broker.bootstrap, _fresh_schema(args.db), Path(tmp), args.rate, args.seconds)
+        print(json.dumps(out, indent=1))
+        return
     for r in rows():
         print(f"{r.name}: {r.note if r.value is None else f'{r.value:.2f} {r.unit}'} (target {r.target})")
+
+
+def _fresh_schema(base: str) -> str:
+    """A new PostgreSQL schema for one load test (its URL)."""
+    import sqlalchemy as sa
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    eng = sa.create_engine(base)
+    with eng.begin() as c:
+        c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    eng.dispose()
+    return f"{base}?options=-csearch_path%3D{schema}"
 
 
 if __name__ == "__main__":

@@ -299,3 +299,43 @@ def test_memory_bound_across_many_hours(traffic: Traffic, tmp_path: Path) -> Non
             arch.append(ev)
             assert arch.pending < 25
     assert len(arch.query()) == len(events)
+
+
+def test_a_replayed_partition_is_archived_once(traffic: Traffic, tmp_path: Path) -> None:
+    """A crash after some flushes: the partition resumes at its checkpoint and rewinds the archive."""
+    events = [
+        msgspec.structs.replace(
+            e, time=BASE + timedelta(minutes=i), ts=(BASE + timedelta(minutes=i)).timestamp()
+        )
+        for i, e in enumerate(traffic.hmac_events[:40])
+    ]
+    arch = EventArchive(tmp_path)
+    for off, ev in enumerate(events[:25]):
+        arch.append(ev, position=("audit.t", 3, off))
+        if off == 9:
+            arch.flush()  # the checkpoint at offset 10 flushes first
+        if off == 17:
+            arch.flush()  # an interval flush after the checkpoint
+    # The worker dies here; the partition (maybe on another worker) resumes at offset 10.
+    other = EventArchive(tmp_path)
+    assert other.rewind("audit.t", 3, 10, since=events[9].ts) == 1
+    arch.drop_buffered("audit.t", 3)
+    assert arch.pending == 0
+    for off, ev in enumerate(events[10:], start=10):
+        other.append(ev, position=("audit.t", 3, off))
+        if off == 30:
+            other.rewind("audit.t", 3, 25)  # buffered rows from 25 on are dropped too
+            assert other.pending == 15
+            for o, e in enumerate(events[25:31], start=25):
+                other.append(e, position=("audit.t", 3, o))
+    other.close()
+    rows = ds.dataset([str(p) for p in other.files()], format="parquet").to_table().to_pylist()
+    assert len(rows) == len(events)
+    assert sorted(r["ts"] for r in rows) == sorted(e.ts for e in events)
+    # Another partition's files are never touched by a rewind.
+    arch2 = EventArchive(tmp_path)
+    arch2.append(events[0], position=("audit.t", 4, 0))
+    arch2.close()
+    assert EventArchive(tmp_path).rewind("audit.t", 3, 0) >= 1
+    left = ds.dataset([str(p) for p in other.files()], format="parquet").to_table().to_pylist()
+    assert len(left) == 1

@@ -18,7 +18,8 @@ from vaultwatch.service.worker import Worker, WorkerConfig, _Checkpoint, checkpo
 
 
 def _records(lines: list[bytes]) -> list[RawRecord]:
-    parser, dedup, out = Parser(), Deduplicator(), []
+    parser, dedup = Parser(), Deduplicator()
+    out: list[RawRecord] = []
     for line in lines:
         ev = parser.parse(line)
         if not dedup.is_duplicate(ev):

@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,7 @@ from typing import Any
 import msgspec
 
 from detect.alert import Alert
-from detect.drift import DriftWatch
-from detect.engine import Engine
+from detect.drift import DriftReport, DriftWatch, merge_reports
 from detect.policy import PolicyError
 from detect.rules import default_rules
 from ingest.event import AuditEvent
@@ -31,6 +31,7 @@ from ingest.quarantine import FileQuarantine, MemoryQuarantine, Quarantine
 
 from ..service.archive import EventArchive
 from ..service.atomic import atomic_writer, leftover
+from ..service.cross import Pipeline
 from ..service.replay import deliver, replay
 from ..settings import load_policy
 from .access_model import print_drift
@@ -70,6 +71,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--config", metavar="JSON", help="detection settings as a JSON file (see detect.config)")
     p.add_argument("--seed", type=int, default=0, help="model seed (default 0)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes: identities are sharded across N, the cross-identity stage runs once "
+        "(default 1; the same alert ids, the behavioural core's peer priors aside)",
+    )
     p.add_argument(
         "--policy",
         metavar="TOML",
@@ -117,20 +126,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = _load_config(args.config)
         drift = DriftWatch(load_policy(args.policy))
-        engine = Engine(
-            {**(config or {}), "policy": drift.policy},
-            seed=args.seed,
-            detectors=[*default_rules({**(config or {}), "policy": drift.policy}), drift],
-        )
+        full = {**(config or {}), "policy": drift.policy}
+
+        def detectors() -> list[Any]:
+            # Called once per stage (detect.partition.split): fresh rules each time; the one drift
+            # watch is identity-scoped, so it lands in stage 1 only.
+            return [*default_rules(full), drift]
+
+        archive = _open_archive(args.archive) if args.archive else None
+        engine = _Archiving(full, seed=args.seed, detectors=detectors, archive=archive)
     except PolicyError as exc:
         print(f"vaultwatch replay: bad --policy: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     except (OSError, ValueError) as exc:
         print(f"vaultwatch replay: bad --config: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    archive = _open_archive(args.archive) if args.archive else None
-    if archive is not None:
-        engine = _Archiving(config, seed=args.seed, archive=archive)
     quarantine: Quarantine = (
         FileQuarantine(args.quarantine, key_file=args.quarantine_key_file)
         if args.quarantine
@@ -139,8 +149,16 @@ def run(args: argparse.Namespace) -> int:
     parser = Parser(prefix=args.prefix)
     total = sum(f.stat().st_size for f in files)
     show = not args.no_progress and total >= _PROGRESS_BYTES and sys.stderr.isatty()
+    if args.jobs < 1:
+        print("vaultwatch replay: --jobs must be at least 1", file=sys.stderr)  # noqa: T201
+        return 2
+    report = None
+    snapshots: list[bytes] | None = None
     try:
-        if show:
+        if args.jobs > 1:
+            result, report, snapshots, span = _run_jobs(args, files, full, detectors, quarantine)
+            engine.span = span
+        elif show:
             from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
             with Progress(
@@ -178,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
         for a in result.alerts:
             f.write(enc.encode(a.to_dict()) + b"\n")
     summary = result.summary()
-    report = drift.report()
+    if report is None:
+        report = drift.report()
     summary["access_model_drift"] = report.to_dict()
     for line in report.lines():
         log.warning("%s", line)
@@ -186,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         summary["previous_run_interrupted"] = True
     if args.store:
         try:
-            _store(args.store, result.alerts, engine)
+            _store(args.store, result.alerts, snapshots if snapshots is not None else [engine.snapshot()])
         except Exception as exc:  # noqa: BLE001 - a bad URL or an unwritable store, in one line
             print(f"vaultwatch replay: --store {args.store}: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
             return 1
@@ -240,19 +259,76 @@ def _print_summary(s: dict[str, Any], out: Path) -> None:
 REPLAY_GROUP = "replay"
 
 
-class _Archiving(Engine):
-    """The detection engine, writing each event it is given to an event archive as well
-    (after de-duplication, in event-time order: exactly the events ``vaultwatch run`` archives)."""
+class _Archiving(Pipeline):
+    """Both detection stages (:class:`~vaultwatch.service.cross.Pipeline`, what ``vaultwatch run``
+    runs), writing each event to an event archive as well when there is one (after
+    de-duplication, in event-time order: exactly the events ``vaultwatch run`` archives)."""
 
-    def __init__(self, config: dict[str, Any] | None, *, seed: int, archive: EventArchive) -> None:
-        super().__init__(config, seed=seed)
+    def __init__(
+        self,
+        config: dict[str, Any] | None,
+        *,
+        seed: int,
+        detectors: Callable[[], list[Any]],
+        archive: EventArchive | None,
+    ) -> None:
+        super().__init__(config, seed=seed, make=detectors)
         self.archive = archive
         self.span: tuple[float, float] | None = None  # first and last event time
 
     def process(self, event: AuditEvent) -> list[Alert]:
-        self.archive.append(event)
+        if self.archive is not None:
+            self.archive.append(event)
         self.span = (self.span[0] if self.span else event.ts, event.ts)
         return super().process(event)
+
+
+#: Each ``--jobs`` child's archive (one writer per process), opened on its first event.
+_CHILD_ARCHIVE: dict[int, EventArchive] = {}
+
+
+def _run_jobs(
+    args: argparse.Namespace,
+    files: list[Path],
+    config: dict[str, Any],
+    detectors: Callable[[], list[Any]],
+    quarantine: Quarantine,
+) -> tuple[Any, DriftReport, list[bytes] | None, tuple[float, float] | None]:
+    """``--jobs N``: :func:`vaultwatch.service.shard.replay_jobs`, with the drift watches' reports
+    merged and, with ``--archive``, each child archiving its own shard's events."""
+    from ..service.shard import replay_jobs
+
+    def on_event(shard: int) -> Callable[[AuditEvent], None] | None:
+        if not args.archive:
+            return None
+        arch = _CHILD_ARCHIVE[shard] = _open_archive(args.archive)
+        return arch.append
+
+    def on_engine(engine: Any, shard: int) -> dict[str, Any]:
+        arch = _CHILD_ARCHIVE.pop(shard, None)
+        if arch is not None:
+            arch.close()
+        watches = [d for d in engine.detectors if isinstance(d, DriftWatch)]
+        return {"drift": watches[0].report() if watches else None}
+
+    result, shards = replay_jobs(
+        files,
+        args.jobs,
+        config=config,
+        make=detectors,
+        seed=args.seed,
+        prefix=args.prefix,
+        quarantine=quarantine,
+        on_engine=on_engine,
+        on_event=on_event,
+        keep_snapshots=bool(args.store),
+    )
+    reports = [r.extra["drift"] for r in shards if r.extra.get("drift") is not None]
+    busy = next((d.busy_events for d in detectors() if isinstance(d, DriftWatch)), 1000)
+    snapshots = [r.extra["snapshot"] for r in shards] if args.store else None
+    first, last = shards[0].first_ts, shards[0].last_ts
+    span = (first, last) if first is not None and last is not None else None
+    return result, merge_reports(reports, busy_events=busy), snapshots, span
 
 
 def _open_archive(path: str) -> EventArchive:
@@ -260,8 +336,9 @@ def _open_archive(path: str) -> EventArchive:
     return EventArchive(Path(path), retention_days=3650)
 
 
-def _store(url: str, alerts: list[Alert], engine: Engine) -> None:
-    """Alerts in their final state, and the engine as a checkpoint the API reads baselines from."""
+def _store(url: str, alerts: list[Alert], snapshots: list[bytes]) -> None:
+    """Alerts in their final state, and the engines (one per ``--jobs`` shard) as checkpoints the
+    API reads baselines from."""
     from alerts.store import Store
 
     from ..service.worker import _Checkpoint, checkpoint_key
@@ -270,11 +347,12 @@ def _store(url: str, alerts: list[Alert], engine: Engine) -> None:
         store.migrate()
         with store.transaction() as tx:
             tx.add_alerts(alerts)
-            blob = msgspec.msgpack.encode(_Checkpoint(offset=0, hour=None, engine=engine.snapshot()))
-            tx.save_checkpoint(checkpoint_key(REPLAY_GROUP, "files", 0), blob)
+            for shard, snap in enumerate(snapshots):
+                blob = msgspec.msgpack.encode(_Checkpoint(offset=0, hour=None, engine=snap))
+                tx.save_checkpoint(checkpoint_key(REPLAY_GROUP, "files", shard), blob)
 
 
-def _next_steps(archive: str | None, store: str | None, engine: Engine) -> list[str]:
+def _next_steps(archive: str | None, store: str | None, engine: Pipeline) -> list[str]:
     """The commands that use what this replay wrote."""
     span = getattr(engine, "span", None)
     when = (

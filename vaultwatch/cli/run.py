@@ -43,6 +43,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=5.0,
         help="seconds between engine checkpoints (default 5; 0 = every batch)",
     )
+    p.add_argument(
+        "--cross-topic",
+        metavar="TOPIC",
+        help="repartition topic of the cross-identity stage (default <topic>.xid, created when missing)",
+    )
+    p.add_argument(
+        "--cross-lateness",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="event-time disorder within a partition that the cross-identity stage waits out before "
+        "judging entries in one order; its alerts come that much later (default 2)",
+    )
+    p.add_argument(
+        "--no-cross-stage",
+        action="store_true",
+        help="run every detector per partition (the cross-identity detectors then see one partition only)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         build_worker,
         drift_task,
         periodic_tasks,
+        run_both,
         start_capability_refresh,
         vault_client,
     )
@@ -80,7 +99,13 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"[red]configuration error:[/red] {exc}")
         return 2
     try:
-        worker = build_worker(settings, checkpoint_interval=args.checkpoint_interval)
+        worker = build_worker(
+            settings,
+            checkpoint_interval=args.checkpoint_interval,
+            cross=not args.no_cross_stage,
+            cross_topic_name=args.cross_topic,
+            lateness=args.cross_lateness,
+        )
     except Exception as exc:  # noqa: BLE001 - report the cause in one line, not a traceback
         err.print(f"[red]cannot start:[/red] {type(exc).__name__}: {exc}")
         return 1
@@ -118,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         server = BackgroundServer(app, settings.metrics.host, port).start()
 
     try:
-        worker.run()
+        run_both(worker)
     except Exception as exc:  # noqa: BLE001
         err.print(f"[red]worker stopped on an error:[/red] {type(exc).__name__}: {exc}")
         return 1

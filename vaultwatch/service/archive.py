@@ -17,6 +17,16 @@ file is written to a dot-prefixed temporary name and renamed, so a reader never 
 (pyarrow ignores dot- and underscore-prefixed files). Rows are sorted by identity, then time,
 inside each file, which keeps row-group min/max statistics tight for identity filters.
 
+**Idempotent under crashes.** A stream consumer passes each event's source position
+(``append(event, position=(topic, partition, offset))``). Its rows are then buffered and written
+per source partition, into files named by the partition and the first offset they hold
+(``part-k<topic>-<partition>-o<offset>.parquet``). The consumer flushes the archive before each
+checkpoint commit, so nothing a checkpoint covers is only in memory; when a partition resumes from
+a checkpoint at offset ``c`` (after a crash, or on another worker), :meth:`EventArchive.rewind`
+deletes that partition's files whose first offset is ``c`` or later and drops its buffered rows
+from ``c``: the events are processed again and written again, once. No file straddles a
+checkpoint (every checkpoint flushes first), so a reader never sees a duplicate row.
+
 Queries never list the whole archive: the hour directories to open are derived from the time
 range, and the remaining filters are pushed down to the Parquet reader as dataset expressions.
 """
@@ -130,6 +140,11 @@ def event_row(ev: AuditEvent) -> dict[str, Any]:
     }
 
 
+def _source_key(topic: str, partition: int) -> str:
+    """A source partition as a file-name part (letters, digits, ``_`` and ``.`` only)."""
+    return f"{re.sub(r'[^A-Za-z0-9_.]', '_', topic)}-{partition}"
+
+
 def _hour_start(t: datetime) -> datetime:
     t = t.astimezone(UTC) if t.tzinfo is not None else t.replace(tzinfo=UTC)
     return t.replace(minute=0, second=0, microsecond=0)
@@ -191,7 +206,8 @@ class EventArchive:
         self.row_group_size = row_group_size
         self.compression = compression
         self._clock = clock
-        self._buffers: dict[datetime, list[dict[str, Any]]] = {}
+        #: (hour, source partition or "") -> rows; a sourced buffer's rows carry ``_off``.
+        self._buffers: dict[tuple[datetime, str], list[dict[str, Any]]] = {}
         self._last_flush = clock()
         # A restart with the same writer id must not overwrite earlier files.
         self._run = f"{_time.time_ns():x}"
@@ -204,13 +220,22 @@ class EventArchive:
         return f"EventArchive(root={str(self.root)!r}, writer_id={self.writer_id!r})"
 
     # -- writing ------------------------------------------------------------------------------
-    def append(self, event: AuditEvent) -> None:
-        """Buffer one event; flushes its partition when full and everything when due."""
+    def append(self, event: AuditEvent, position: tuple[str, int, int] | None = None) -> None:
+        """Buffer one event; flushes its partition when full and everything when due.
+
+        ``position`` is the event's ``(topic, partition, offset)`` when it comes from a stream
+        that may deliver it again after a crash (see the module: :meth:`rewind`).
+        """
         if self._closed:
             raise ArchiveError("archive is closed")
-        key = _hour_start(event.time)
+        row = event_row(event)
+        src = ""
+        if position is not None:
+            src = _source_key(position[0], position[1])
+            row["_off"] = position[2]
+        key = (_hour_start(event.time), src)
         buf = self._buffers.setdefault(key, [])
-        buf.append(event_row(event))
+        buf.append(row)
         self._pending += 1
         if len(buf) >= self.max_rows:
             self._flush_partition(key)
@@ -258,17 +283,67 @@ class EventArchive:
     def _partition_dir(self, hour: datetime) -> Path:
         return self.root / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}"
 
-    def _flush_partition(self, key: datetime) -> None:
+    def rewind(self, topic: str, partition: int, offset: int, *, since: float | None = None) -> int:
+        """Forget what was archived of ``(topic, partition)`` from ``offset`` on (it is about to be
+        processed again): buffered rows and written files. ``since`` (event time, seconds) bounds
+        the hour directories searched: files of rows after a checkpoint are no older than an hour
+        before the checkpoint's event time. Returns the number of files deleted."""
+        src = _source_key(topic, partition)
+        for key in [k for k in self._buffers if k[1] == src]:
+            rows = self._buffers[key]
+            keep = [r for r in rows if r["_off"] < offset]
+            self._pending -= len(rows) - len(keep)
+            if keep:
+                self._buffers[key] = keep
+            else:
+                del self._buffers[key]
+        start = datetime.fromtimestamp(since - 3600.0, UTC) if since is not None else None
+        prefix = f"part-k{src}-o"
+        deleted = 0
+        for _, pdir in self._hour_dirs(start, None):
+            try:
+                names = os.listdir(pdir)
+            except OSError:
+                continue
+            for name in names:
+                if not name.startswith(prefix) or not name.endswith(".parquet"):
+                    continue
+                first = name[len(prefix) : -len(".parquet")].split("-", 1)[0]
+                if first.isdigit() and int(first) >= offset:
+                    (pdir / name).unlink(missing_ok=True)
+                    deleted += 1
+        if deleted:
+            log.info("archive: %d file(s) of %s:%d from offset %d removed", deleted, topic, partition, offset)
+        return deleted
+
+    def drop_buffered(self, topic: str, partition: int) -> int:
+        """Drop the rows of ``(topic, partition)`` not written yet (the partition was lost: its
+        new owner processes them again from its checkpoint). Returns how many were dropped."""
+        src = _source_key(topic, partition)
+        dropped = 0
+        for key in [k for k in self._buffers if k[1] == src]:
+            dropped += len(self._buffers.pop(key))
+        self._pending -= dropped
+        return dropped
+
+    def _flush_partition(self, key: tuple[datetime, str]) -> None:
         rows = self._buffers.pop(key, None)
         if not rows:
             return
         self._pending -= len(rows)
+        hour, src = key
+        kept = rows
+        if src:
+            first = min(r["_off"] for r in rows)
+            name = f"part-k{src}-o{first:015d}-{len(rows)}.parquet"
+            rows = [{k: v for k, v in r.items() if k != "_off"} for r in rows]
+        else:
+            self._seq += 1
+            name = f"part-{self.writer_id}-{self._run}{self._seq:06d}.parquet"
         # Sorted by identity then time: identity filters then skip whole row groups by statistics.
         rows.sort(key=lambda r: (r["identity_key"], r["time"]))
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
-        pdir = self._partition_dir(key)
-        self._seq += 1
-        name = f"part-{self.writer_id}-{self._run}{self._seq:06d}.parquet"
+        pdir = self._partition_dir(hour)
         tmp = pdir / f".{name}.tmp"
         try:
             pdir.mkdir(parents=True, exist_ok=True)
@@ -276,7 +351,7 @@ class EventArchive:
             os.replace(tmp, pdir / name)
         except OSError as exc:
             # Keep the rows: a later flush may succeed (disk full, permissions fixed).
-            self._buffers.setdefault(key, []).extend(rows)
+            self._buffers.setdefault(key, []).extend(kept)
             self._pending += len(rows)
             tmp.unlink(missing_ok=True)
             raise ArchiveError(f"cannot write archive partition {pdir}: {exc.strerror}") from exc

@@ -40,6 +40,7 @@ from ingest.parse import Parser
 from ingest.quarantine import MemoryQuarantine, Quarantine
 
 from ..settings import load_settings
+from .cross import Pipeline
 from .wiring import build_delivery, open_store
 
 __all__ = [
@@ -270,7 +271,7 @@ def read_events(
 def replay(
     files: list[Path],
     *,
-    engine: Engine | None = None,
+    engine: Engine | Pipeline | None = None,
     quarantine: Quarantine | None = None,
     parser: Parser | None = None,
     progress: Callable[[int], None] | None = None,

@@ -12,10 +12,20 @@ from detect.rules import default_rules
 
 from ..settings import Settings, load_policy
 from ..vault.connect import vault_auth, vault_client
+from .cross import DEFAULT_LATENESS
 from .reports import render_scheduled
+from .stage2 import CrossProducer, CrossWorker, cross_topic, ensure_cross_topic, topic_partitions
 from .worker import Worker, WorkerConfig
 
-__all__ = ["build_delivery", "build_worker", "open_store", "periodic_tasks", "vault_auth", "vault_client"]
+__all__ = [
+    "build_delivery",
+    "build_worker",
+    "open_store",
+    "periodic_tasks",
+    "run_both",
+    "vault_auth",
+    "vault_client",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +41,24 @@ def open_store(s: Settings) -> Any:
     return store
 
 
-def build_worker(s: Settings, *, store: Any | None = None, checkpoint_interval: float = 5.0) -> Worker:
-    """A worker consuming ``s.kafka.topic`` as ``s.kafka.group_id``, with DLQ, archive and routing."""
+def build_worker(
+    s: Settings,
+    *,
+    store: Any | None = None,
+    checkpoint_interval: float = 5.0,
+    cross: bool = True,
+    cross_topic_name: str | None = None,
+    lateness: float = DEFAULT_LATENESS,
+    idle_after: float = 5.0,
+) -> Worker:
+    """A worker consuming ``s.kafka.topic`` as ``s.kafka.group_id``, with DLQ, archive and routing.
+
+    With ``cross`` (the default) it is stage 1 of two: it produces the events cross-identity
+    detectors need onto ``cross_topic_name`` (``<topic>.xid``, created with the input topic's
+    partition count when missing), and ``worker.cross_worker`` is the stage-2 worker (group
+    ``<group_id>.xid``) the caller runs beside it (:func:`run_both`).
+    """
+    from ingest.kafka_config import ConsumerSettings, ProducerSettings, import_kafka, producer_config
     from ingest.sources.kafka import DeadLetterQueue, KafkaSource, dlq_topic
 
     from .archive import EventArchive
@@ -40,7 +66,14 @@ def build_worker(s: Settings, *, store: Any | None = None, checkpoint_interval: 
     ks, cs = s.kafka.client_settings(), s.kafka.consumer_settings()
     store = store or open_store(s)
     archive = (
-        EventArchive(s.archive.path, retention_days=s.archive.retention_days) if s.archive.enabled else None
+        EventArchive(
+            s.archive.path,
+            retention_days=s.archive.retention_days,
+            max_rows=s.archive.max_rows,
+            flush_interval=s.archive.flush_interval_s,
+        )
+        if s.archive.enabled
+        else None
     )
     router = None
     if s.routes:
@@ -59,16 +92,91 @@ def build_worker(s: Settings, *, store: Any | None = None, checkpoint_interval: 
         checkpoint_interval=checkpoint_interval,
         detect_config=_detect_config(s),
     )
+    cfg.idle_after = idle_after
     detect_config = cfg.detect_config
-    return Worker(
+
+    def detectors() -> list[Any]:
+        return with_drift_watch(detect_config)
+
+    cross_out = None
+    cross_worker = None
+    if cross:
+        sources = topic_partitions(ks, s.kafka.topic) or 1
+        xtopic = cross_topic_name or cross_topic(s.kafka.topic)
+        xparts = ensure_cross_topic(ks, xtopic, sources)
+        pconf = producer_config(ks, ProducerSettings())
+        cross_out = CrossProducer(xtopic, xparts, factory=lambda: import_kafka().KafkaProducer(**pconf))
+        xcs = ConsumerSettings(
+            group_id=f"{s.kafka.group_id}.xid",
+            timings=cs.timings,
+            max_poll_records=cs.max_poll_records,
+            fetch_max_wait_ms=cs.fetch_max_wait_ms,
+        )
+
+        def xsource(**hooks: Any) -> KafkaSource:
+            return KafkaSource(xtopic, kafka=ks, consumer=xcs, **hooks)
+
+        xcfg = WorkerConfig(
+            topic=xtopic,
+            group_id=f"{s.kafka.group_id}.xid",
+            batch_size=s.kafka.max_poll_records,
+            checkpoint_interval=checkpoint_interval,
+            detect_config=detect_config,
+        )
+        cross_worker = CrossWorker(
+            xcfg,
+            make=detectors,
+            sources=sources,
+            lateness=lateness,
+            source_factory=xsource,
+            store=store,
+            router=router,
+        )
+    worker = Worker(
         cfg,
         source_factory=source,
         store=store,
         archive=archive,
         router=router,
         dlq=dlq,
-        detectors_factory=lambda: with_drift_watch(detect_config),
+        detectors_factory=detectors,
+        cross_out=cross_out,
     )
+    worker.cross_worker = cross_worker
+    return worker
+
+
+def run_both(worker: Worker) -> None:
+    """Run stage 1 (``worker``) here and its stage-2 worker, if any, on a thread; stop both together.
+
+    Either loop ending (SIGTERM, or an error) stops the other; the caller's ``worker.stop()``
+    stops both.
+    """
+    import threading
+
+    cross = worker.cross_worker
+    if cross is None:
+        worker.run()
+        return
+    failure: list[BaseException] = []
+
+    def stage2() -> None:
+        try:
+            cross.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failure.append(exc)
+        finally:
+            worker.stop()
+
+    thread = threading.Thread(target=stage2, name="cross-stage", daemon=True)
+    thread.start()
+    try:
+        worker.run()
+    finally:
+        cross.stop()
+        thread.join(timeout=60)
+    if failure:
+        raise failure[0]
 
 
 def _detect_config(s: Settings) -> dict[str, Any]:

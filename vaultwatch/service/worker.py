@@ -22,8 +22,13 @@ lost (the group evicted it) it drops their state without writing anything. Rebal
 on kafka-python's I/O thread, so they only hand work to this loop; the revoke callback waits a
 bounded time for the loop to write the checkpoint.
 
-Detection is per partition: detectors that correlate across identities (password spraying from one
-address across many accounts) see the identities of their partition only.
+**Cross-identity stage.** With a ``cross_out`` producer, each partition's engine runs only the
+identity-scoped detectors; events that detectors keyed by something else need (a source network, a
+login account, a peer group: :mod:`detect.partition`) go to the repartition topic as records with
+the identity's baseline facts, followed after each batch by a mark per output partition, and idle
+marks for caught-up partitions. The producer is flushed before every checkpoint. Stage 2
+(:class:`vaultwatch.service.stage2.CrossWorker`) runs the cross detectors over that topic in a
+canonical order (:mod:`vaultwatch.service.cross`).
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ from detect.engine import Engine
 from ingest.errors import ParseError, ShipError, SourceError
 from ingest.parse import Parser
 from ingest.sources.base import RawRecord
+
+from .cross import IdentityStage, build_split
 
 __all__ = ["Worker", "WorkerConfig", "PartitionState", "PeriodicTask", "checkpoint_key"]
 
@@ -76,6 +83,9 @@ class WorkerConfig:
     max_backoff: float = 10.0
     detect_config: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    #: Seconds a caught-up partition must have had no record before it is announced idle to the
+    #: cross stage (which then stops waiting for it).
+    idle_after: float = 5.0
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
 
@@ -98,12 +108,16 @@ class PeriodicTask:
 class PartitionState:
     topic: str
     partition: int
-    engine: Engine
+    engine: Any  # an Engine (stage 1) or a CrossState (stage 2)
     next_offset: int | None = None  # None until the first record (no checkpoint yet)
     hour: int | None = None
     verdict_id: int = 0
     last_record: RawRecord | None = None  # last handled record, for the Kafka commit
     dirty: bool = False
+    stage: Any = None  # the IdentityStage routing to the cross stage, when there is one
+    max_ts: float = float("-inf")  # latest event time handled
+    seen_at: float = 0.0  # wall time of the last record (for idle marks)
+    idle_sent: bool = False
 
     def engine_now(self) -> float:
         """The partition's event time (verdicts are applied at it, not at the wall clock)."""
@@ -112,6 +126,11 @@ class PartitionState:
 
 class Worker:
     """One detection worker. Build it, then :meth:`run` until :meth:`stop` (or SIGTERM)."""
+
+    #: Skip records below a partition's checkpointed offset (its state has them). A worker whose
+    #: state drops re-deliveries itself (the cross stage) sets it False: it then also follows a
+    #: topic that was recreated and starts again below the checkpoint.
+    skip_replayed: bool = True
 
     def __init__(
         self,
@@ -126,8 +145,14 @@ class Worker:
         detectors_factory: Callable[[], list[Any]] | None = None,
         clock: Callable[[], float] = time.time,
         tasks: list[PeriodicTask] | None = None,
+        cross_out: Any | None = None,
     ) -> None:
         self.cfg = config
+        self.cross_out = cross_out
+        #: The stage-2 worker run beside this one (set by the wiring), or None.
+        self.cross_worker: Worker | None = None
+        self._scopes: tuple[str, ...] = ()
+        self._idle_at = 0.0
         self.tasks = list(tasks or [])
         self._source_factory = source_factory
         self.store = store
@@ -186,6 +211,8 @@ class Worker:
         for pair in lost:
             if self.parts.pop(pair, None) is not None:
                 log.info("partition %s:%d lost: state dropped without a checkpoint", *pair)
+            if self.archive is not None and hasattr(self.archive, "drop_buffered"):
+                self.archive.drop_buffered(*pair)
         if revoked is not None:
             states = [self.parts[p] for p in revoked if p in self.parts]
             try:
@@ -198,9 +225,22 @@ class Worker:
             log.info("partitions %s revoked: checkpointed and released", revoked)
 
     # -- state ---------------------------------------------------------------------------------
-    def _new_engine(self) -> Engine:
+    def _checkpoint_key(self, topic: str, partition: int) -> str:
+        return checkpoint_key(self.cfg.group_id, topic, partition)
+
+    def _new_engine(self) -> Any:
+        if self.cross_out is not None:
+            local, _, _, self._scopes = build_split(self._full_detectors)
+            return Engine(dict(self.cfg.detect_config), seed=self.cfg.seed, detectors=local)
         detectors = self._detectors_factory() if self._detectors_factory is not None else None
         return Engine(dict(self.cfg.detect_config), seed=self.cfg.seed, detectors=detectors)
+
+    def _full_detectors(self) -> list[Any]:
+        if self._detectors_factory is not None:
+            return self._detectors_factory()
+        from detect.rules import default_rules
+
+        return default_rules(dict(self.cfg.detect_config))
 
     def _partition(self, topic: str, partition: int) -> PartitionState:
         key = (topic, partition)
@@ -208,14 +248,20 @@ class Worker:
         if st is not None:
             return st
         engine = self._new_engine()
-        st = PartitionState(topic, partition, engine)
+        st = PartitionState(topic, partition, engine, seen_at=self._clock())
+        if self.cross_out is not None:
+            st.stage = IdentityStage(engine, self._scopes)
         with self.store.transaction(read_only=True) as tx:
-            blob = tx.load_checkpoint(checkpoint_key(self.cfg.group_id, topic, partition))
+            blob = tx.load_checkpoint(self._checkpoint_key(topic, partition))
         if blob is not None:
             cp = msgspec.msgpack.decode(blob, type=_Checkpoint)
             engine.restore(cp.engine)
             st.next_offset, st.hour, st.verdict_id = cp.offset, cp.hour, cp.verdict_id
             log.info("partition %s:%d resumes at offset %d from its checkpoint", topic, partition, cp.offset)
+        if self.archive is not None and hasattr(self.archive, "rewind"):
+            # What was archived past the checkpoint is processed, hence archived, again: once.
+            since = float(st.hour * 3600) if st.hour is not None else None
+            self.archive.rewind(topic, partition, st.next_offset or 0, since=since)
         self.parts[key] = st
         return st
 
@@ -231,13 +277,17 @@ class Worker:
         cps = [st for st in checkpoint if st.next_offset is not None]
         if not alerts and not cps:
             return
+        if cps and self.cross_out is not None:
+            # The cross stage must hold every record a checkpoint covers before it is written.
+            self.cross_out.flush()
+        if cps and self.archive is not None:
+            # So must the archive: after a crash, what follows the checkpoint is rewritten (rewind).
+            self.archive.flush()
         with self.store.transaction() as tx:
             if alerts:
                 tx.add_alerts(alerts)
             for st in cps:
-                tx.save_checkpoint(
-                    checkpoint_key(self.cfg.group_id, st.topic, st.partition), self._snapshot(st)
-                )
+                tx.save_checkpoint(self._checkpoint_key(st.topic, st.partition), self._snapshot(st))
             if cps:
                 tx.save_offsets(self.cfg.group_id, {(st.topic, st.partition): st.next_offset for st in cps})
         for st in cps:
@@ -260,15 +310,17 @@ class Worker:
             pos = rec.position
             by_part[(pos.topic, pos.partition)].append(rec)
         latest: dict[str, Alert] = {}
+        touched: list[PartitionState] = []
         for (topic, partition), recs in by_part.items():
             with self._lock:
                 owned = (topic, partition) in self._owned or not self._owned_mode
             if not owned:
                 continue
             st = self._partition(topic, partition)
+            touched.append(st)
             for rec in recs:
                 off = rec.position.offset
-                if st.next_offset is not None and off < st.next_offset:
+                if st.next_offset is not None and off < st.next_offset and self.skip_replayed:
                     self.stats["skipped_replayed"] += 1
                     continue  # already reflected in the checkpointed state
                 if st.next_offset is not None and off > st.next_offset:
@@ -288,6 +340,8 @@ class Worker:
                 st.last_record = rec
                 st.dirty = True
         alerts = list(latest.values())
+        if self.cross_out is not None:
+            self._cross_marks(touched)
         alerts += self._run_tasks(self._clock())
         if self.dlq is not None and hasattr(self.dlq, "flush"):
             # Refused records must be safe in the DLQ before their offsets can be committed.
@@ -310,6 +364,41 @@ class Worker:
         if self.metrics is not None:
             self.metrics.observe_batch(self, batch, alerts)
         return alerts
+
+    def _cross_marks(self, touched: list[PartitionState]) -> None:
+        """Marks for the partitions this batch advanced; idle marks for caught-up quiet ones."""
+        out = self.cross_out
+        assert out is not None
+        now = self._clock()
+        for st in touched:
+            if st.next_offset is not None:
+                out.mark(st.partition, st.next_offset - 1, st.max_ts)
+                st.seen_at, st.idle_sent = now, False
+        if now - self._idle_at < 1.0:
+            return
+        self._idle_at = now
+        with self._lock:
+            owned = sorted(self._owned) if self._owned_mode else sorted(self.parts)
+        states = [self._partition(t, p) for t, p in owned]
+        self._lag = lag = self._measure_lag() if self._owned_mode else {}
+        wall = time.time()
+        for st in states:
+            if now - st.seen_at < self.cfg.idle_after:
+                continue
+            if lag.get((st.topic, st.partition), 0) == 0:
+                # Repeated every second while idle: the cross stage trusts an idle mark only
+                # briefly, so a worker that dies does not leave its partitions "idle" forever.
+                off = (st.next_offset if st.next_offset is not None else 0) - 1
+                out.mark(st.partition, off, st.max_ts, idle=True, at=wall)
+                if st.idle_sent:
+                    continue
+                st.idle_sent = True
+                log.info(
+                    "partition %s:%d idle at offset %d: announced to the cross stage",
+                    st.topic,
+                    st.partition,
+                    off,
+                )
 
     def _run_tasks(self, now: float) -> list[Alert]:
         out: list[Alert] = []
@@ -379,6 +468,13 @@ class Worker:
                 log.warning("unparseable record at %s: %s (no DLQ configured)", rec.position, err.reason)
             return []
         self.stats["events"] += 1
+        if st.stage is not None:
+            st.hour, found, records = st.stage.step(ev, st.hour, st.partition, rec.position.offset)
+            st.max_ts = max(st.max_ts, ev.ts)
+            if records and self.cross_out is not None:
+                self.cross_out.send(records)
+            self._archive(ev, rec)
+            return list(found)
         out: list[Alert] = []
         hour = int(ev.ts // 3600)
         # Time-driven work at event-time hour boundaries: deterministic for a partition's stream.
@@ -387,9 +483,17 @@ class Worker:
         if st.hour is None or hour > st.hour:
             st.hour = hour
         out.extend(st.engine.process(ev))
-        if self.archive is not None:
-            self.archive.append(ev)
+        self._archive(ev, rec)
         return out
+
+    def _archive(self, ev: Any, rec: RawRecord) -> None:
+        if self.archive is None:
+            return
+        pos = rec.position
+        if all(hasattr(pos, a) for a in ("topic", "partition", "offset")):
+            self.archive.append(ev, position=(pos.topic, pos.partition, pos.offset))
+        else:
+            self.archive.append(ev)
 
     @property
     def _owned_mode(self) -> bool:
@@ -442,7 +546,7 @@ class Worker:
         for (topic, partition), _ in owned.items():
             try:
                 with self.store.transaction(read_only=True) as tx:
-                    blob = tx.load_checkpoint(checkpoint_key(self.cfg.group_id, topic, partition))
+                    blob = tx.load_checkpoint(self._checkpoint_key(topic, partition))
                 offset = msgspec.msgpack.decode(blob, type=_Checkpoint).offset if blob is not None else 0
                 self._source.seek(topic, partition, offset)
             except Exception as exc:  # noqa: BLE001 - the gap check seeks later if this fails
@@ -455,6 +559,8 @@ class Worker:
             if self.archive is not None:
                 self.archive.flush()
         finally:
+            if self.cross_out is not None:
+                self.cross_out.close()
             if self.dlq is not None and hasattr(self.dlq, "close"):
                 self.dlq.close()
             if self._source is not None:

@@ -1,0 +1,273 @@
+"""The cross-identity stage in one process: any partitioning, any interleaving, any crash, one answer.
+
+The real broker and workers are exercised by ``test_invariance.py``; here the two stages are driven
+directly (stage-1 partitions keyed by identity, records routed to stage-2 partitions by their
+correlation key, marks after each "batch") so many partitionings, interleavings and crashes run in
+seconds, against :class:`~vaultwatch.service.cross.Pipeline` (what ``vaultwatch replay`` runs).
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from detect.alert import Alert
+from detect.engine import Engine
+from detect.partition import (
+    ACCOUNT,
+    ADDRESS,
+    CROSS_SCOPES,
+    GLOBAL,
+    IDENTITY,
+    SCOPES,
+    CarriedBaselines,
+    Facts,
+    correlation_keys,
+    scopes_of,
+    split,
+)
+from detect.rules import default_rules
+from ingest.dedup import Deduplicator
+from ingest.event import AuditEvent
+from vaultwatch.demo.orgs import generate_org
+from vaultwatch.service.cross import (
+    CrossState,
+    IdentityStage,
+    Pipeline,
+    XMark,
+    XRecord,
+    build_split,
+    decode,
+    describe,
+    encode,
+    partition_for,
+)
+from vaultwatch.service.replay import read_events, run_engine
+
+ROOT = Path(__file__).resolve().parents[2]
+BEHAVIOUR = "behaviour-risk"
+
+
+@pytest.fixture(scope="module")
+def events() -> list[AuditEvent]:
+    org = generate_org(3, size="small", workdir=ROOT / "var" / "eval")
+    dedup = Deduplicator()
+    return [e for e in read_events([org.audit_path]) if not dedup.is_duplicate(e)]
+
+
+@pytest.fixture(scope="module")
+def reference(events: list[AuditEvent]) -> dict[str, str]:
+    """The pipeline's alerts without the end-of-replay flush (a live stream never ends)."""
+    pipe = Pipeline(seed=0)
+    out: dict[str, Alert] = {}
+    for ev in events:
+        out.update((a.id, a) for a in pipe.process(ev))
+    out.update((a.id, a) for a in pipe.cross.release(final=True))
+    return {k: a.detector for k, a in out.items()}
+
+
+class _Stage1:
+    def __init__(self, src: int, evs: list[AuditEvent]) -> None:
+        local, _, _, scopes = build_split(lambda: default_rules({}))
+        self.src = src
+        self.stage = IdentityStage(Engine({}, seed=0, detectors=local), scopes)
+        self.evs = evs
+        self.pos = 0
+        self.hour: int | None = None
+        self.max_ts = float("-inf")
+        self.saved: tuple[bytes, int, int | None, float] | None = None
+
+    def checkpoint(self) -> None:
+        self.saved = (self.stage.engine.snapshot(), self.pos, self.hour, self.max_ts)
+
+    def crash(self) -> None:
+        """Lose everything since the last checkpoint (the broker keeps what was sent)."""
+        local, _, _, scopes = build_split(lambda: default_rules({}))
+        self.stage = IdentityStage(Engine({}, seed=0, detectors=local), scopes)
+        if self.saved is None:
+            self.pos, self.hour, self.max_ts = 0, None, float("-inf")
+            return
+        blob, self.pos, self.hour, self.max_ts = self.saved
+        self.stage.engine.restore(blob)
+
+
+class _Stage2:
+    def __init__(self, sources: int) -> None:
+        self.sources = sources
+        self.log: list[bytes] = []  # the repartition topic partition
+        self.state = self._fresh()
+        self.next = 0
+        self.saved: tuple[bytes, int] | None = None
+
+    def _fresh(self) -> CrossState:
+        _, cross, carried, _ = build_split(lambda: default_rules({}))
+        return CrossState(cross, carried, {}, seed=0, sources=self.sources)
+
+    def consume(self, alerts: dict[str, str]) -> None:
+        while self.next < len(self.log):
+            for a in self.state.offer(decode(self.log[self.next])):
+                alerts[a.id] = a.detector
+            self.next += 1
+
+    def checkpoint(self) -> None:
+        self.saved = (self.state.snapshot(), self.next)
+
+    def crash(self) -> None:
+        self.state = self._fresh()
+        self.next = 0
+        if self.saved is not None:
+            self.state.restore(self.saved[0])
+            self.next = self.saved[1]
+
+
+def _simulate(
+    events: list[AuditEvent], parts: int, xparts: int, rng: random.Random, crashes: int
+) -> dict[str, Any]:
+    s1 = [_Stage1(p, []) for p in range(parts)]
+    for ev in events:
+        s1[zlib.crc32(ev.identity.key.encode()) % parts].evs.append(ev)
+    s2 = [_Stage2(parts) for _ in range(xparts)]
+    alerts: dict[str, str] = {}
+    crash_at = sorted(rng.randrange(len(events)) for _ in range(crashes))
+    done = 0
+    while any(st.pos < len(st.evs) for st in s1):
+        st = rng.choice([st for st in s1 if st.pos < len(st.evs)])
+        for ev in st.evs[st.pos : st.pos + rng.randint(1, 250)]:
+            st.hour, out, records = st.stage.step(ev, st.hour, st.src, st.pos)
+            st.max_ts = max(st.max_ts, ev.ts)
+            st.pos += 1
+            done += 1
+            alerts.update((a.id, a.detector) for a in out)
+            for rec in records:
+                s2[partition_for(rec.scope, rec.key, xparts)].log.append(encode(rec))
+        for q in s2:
+            q.log.append(encode(XMark(st.src, st.pos - 1, st.max_ts)))
+        if rng.random() < 0.3:
+            st.checkpoint()
+        q = rng.choice(s2)
+        q.consume(alerts)
+        if rng.random() < 0.3:
+            q.checkpoint()
+        while crash_at and done >= crash_at[0]:
+            crash_at.pop(0)
+            rng.choice(s1).crash()
+            rng.choice(s2).crash()
+    for st in s1:
+        for q in s2:
+            q.log.append(encode(XMark(st.src, st.pos - 1, st.max_ts, idle=True)))
+    for q in s2:
+        q.consume(alerts)
+    states = [describe(q.state.snapshot()) for q in s2]
+    return {"alerts": alerts, "states": states}
+
+
+def _without(ids: dict[str, str], *names: str) -> dict[str, str]:
+    return {k: v for k, v in ids.items() if v not in names}
+
+
+@pytest.mark.integration
+def test_pipeline_equals_the_single_engine(events: list[AuditEvent]) -> None:
+    """Splitting changes no alert in one process: every detector sees what it saw in one engine."""
+    single = run_engine(events, Engine(seed=0)).alerts
+    piped = run_engine(events, Pipeline(seed=0)).alerts
+    assert set(piped) == set(single)
+    by_det = Counter(a.detector for a in piped.values())
+    assert (
+        by_det["login-failure-burst"] and by_det["credential-stuffing"] and by_det["sensitive-first-access"]
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("parts", "xparts", "seed", "crashes"), [(1, 1, 1, 0), (4, 4, 2, 0), (3, 2, 3, 4), (5, 3, 4, 6)]
+)
+def test_any_partitioning_interleaving_and_crash_gives_the_same_alerts(
+    events: list[AuditEvent], reference: dict[str, str], parts: int, xparts: int, seed: int, crashes: int
+) -> None:
+    got = _simulate(events, parts, xparts, random.Random(seed), crashes)
+    for st in got["states"]:
+        assert st["pending"] == 0 and st["late"] == 0 and len(st["idle"]) == parts
+    if parts == 1:
+        assert got["alerts"] == reference
+    # The behavioural core's priors are per partition (the priors job is not built yet).
+    assert _without(got["alerts"], BEHAVIOUR) == _without(reference, BEHAVIOUR)
+
+
+# -- the audit's table and the routing ------------------------------------------------------------
+def test_every_default_detector_is_classified_and_cross_names_exist() -> None:
+    names = {d.name for d in default_rules({})}
+    assert set(SCOPES) <= names, set(SCOPES) - names
+    local, cross = split(lambda: default_rules({}), CarriedBaselines())
+    assert {d.name for d in local} == {n for n in names if scopes_of(n) == (IDENTITY,)}
+    assert set(cross) <= set(CROSS_SCOPES)
+    assert [d.name for d in cross[ACCOUNT]] == ["login-failure-burst"]
+    assert "login-failure-burst" in [d.name for d in cross[ADDRESS]]
+    # Each scope's copies are its own: no detector object is shared between two scopes.
+    objs = [id(getattr(d, "inner", d)) for dets in cross.values() for d in dets] + [id(d) for d in local]
+    assert len(objs) == len(set(objs))
+
+
+def _login(events: list[AuditEvent], outcome: str) -> AuditEvent:
+    return next(e for e in events if e.is_response and e.outcome == outcome and e.identity.kind == "login")
+
+
+@pytest.mark.integration
+def test_correlation_keys_follow_what_the_state_is_keyed_by(events: list[AuditEvent]) -> None:
+    failed = _login(events, "login_failed")
+    assert failed.remote_ip
+    (net,) = correlation_keys(ADDRESS, failed)
+    assert net.startswith(failed.remote_ip.rsplit(".", 1)[0])
+    assert correlation_keys(ACCOUNT, failed) == (failed.identity.key,)
+    assert correlation_keys(GLOBAL, failed) == ("*",)
+    # A successful login is filed under the entity that logged in, but correlated with the account.
+    ok = next(
+        e
+        for e in events
+        if e.is_response
+        and e.outcome == "ok"
+        and e.response is not None
+        and e.response.auth is not None
+        and "/login" in e.path
+    )
+    (acct,) = correlation_keys(ACCOUNT, ok)
+    assert acct.startswith("login:") and acct != ok.identity.key
+    # Request entries go only to the scopes whose detectors judge requests.
+    req = next(e for e in events if not e.is_response)
+    assert correlation_keys(ADDRESS, req) == () and correlation_keys(ACCOUNT, req) == ()
+
+
+def test_records_round_trip_and_duplicates_are_dropped() -> None:
+    rec = XRecord(2, 10, 0, GLOBAL, "*", b"x", 5.0, Facts(3.0, 1.0, False))
+    assert decode(encode(rec)) == rec
+    mark = XMark(2, 10, 5.0, idle=True)
+    assert decode(encode(mark)) == mark
+    _, cross, carried, _ = build_split(lambda: default_rules({}))
+    st = CrossState(cross, carried, {}, sources=1)
+    assert st.offer(XMark(0, 5, 100.0)) == []
+    assert st.frontier() == 100.0 - st.lateness
+    st.offer(XMark(0, 5, 500.0))  # a re-sent mark: dropped
+    assert st.marks[0] == 100.0
+    st.offer(XMark(0, 5, 100.0, idle=True))  # the idle mark of the same offset is news
+    assert st.frontier() == float("inf")
+
+
+def test_an_idle_mark_counts_only_while_its_owner_repeats_it() -> None:
+    """A worker that dies with its partition idle must not let the cross stage run ahead."""
+    now = [1000.0]
+    _, cross, carried, _ = build_split(lambda: default_rules({}))
+    st = CrossState(cross, carried, {}, sources=2, idle_ttl=3.0, clock=lambda: now[0])
+    st.offer(XMark(0, 7, 500.0))
+    st.offer(XMark(1, 3, 400.0, idle=True, at=now[0]))
+    assert st.frontier() == 500.0 - st.lateness  # source 1 idle: only source 0 holds back
+    now[0] += 2.0
+    st.offer(XMark(1, 3, 400.0, idle=True, at=now[0]))  # repeated: same offset, still news
+    now[0] += 2.5
+    assert st.frontier() == 500.0 - st.lateness
+    now[0] += 1.0  # its owner died: no repeat within the ttl
+    assert st.frontier() == 400.0 - st.lateness
+    assert describe(st.snapshot())["idle"] == [1]

@@ -1,0 +1,271 @@
+"""``vaultwatch replay --jobs N``: identities sharded across N processes, the cross stage once.
+
+Each child process reads and parses every file (parsing is a small share of a replay), drops
+second copies exactly as :func:`~vaultwatch.service.replay.run_engine` does, numbers the remaining
+events (the same numbers in every child), and runs stage 1
+(:class:`~vaultwatch.service.cross.IdentityStage`) over the identities of its shard only, as one
+partition of ``vaultwatch run`` would. Its cross records go to a spool file. The parent then runs
+stage 2 (:class:`~vaultwatch.service.cross.CrossState`, one source per shard) over the spools in
+the canonical order, and flushes everything where a one-process replay flushes. The alert ids are
+those of ``--jobs 1`` for every detector whose state the split keeps whole (every pluggable
+detector); the behavioural core's peer and organisation priors are per shard, as they are per
+partition in ``run``.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import struct
+import tempfile
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from detect.alert import Alert
+from detect.engine import Engine
+from ingest.dedup import Deduplicator
+from ingest.parse import Parser
+from ingest.quarantine import MemoryQuarantine, Quarantine
+
+from .cross import DEFAULT_LATENESS, CrossState, IdentityStage, XMark, XRecord, build_split, decode, encode
+from .replay import FINAL_FLUSH, ReplayResult, read_events
+
+__all__ = ["ShardResult", "replay_jobs", "shard_of"]
+
+_LEN: Final = struct.Struct(">I")
+_CHUNK: Final = 2000  # records read from one spool before the next
+
+
+def shard_of(identity_key: str, jobs: int) -> int:
+    """The shard of an identity (stable across processes and runs)."""
+    return zlib.crc32(identity_key.encode()) % jobs
+
+
+@dataclass
+class ShardResult:
+    """What one child saw and raised."""
+
+    shard: int
+    alerts: list[Alert] = field(default_factory=list)
+    lines: int = 0
+    events: int = 0
+    duplicates: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    identities: int = 0
+    identity_keys: list[str] = field(default_factory=list)
+    first_ts: float | None = None
+    last_ts: float | None = None
+    spool: str = ""
+    snapshot: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Job:
+    files: list[Path]
+    shard: int
+    jobs: int
+    config: dict[str, Any]
+    seed: int
+    make: Callable[[], list[Any]]
+    spool_dir: str
+    prefix: str | None
+    quarantine: Quarantine | None
+    on_engine: Callable[[Engine, int], dict[str, Any]] | None
+    on_event: Callable[[int], Callable[[Any], None] | None] | None
+    keep_snapshot: bool
+
+
+#: The jobs of the running :func:`replay_jobs`, inherited by its forked children (closures and open
+#: quarantines do not pickle).
+_JOBS: list[_Job] = []
+
+
+def _run_index(index: int) -> ShardResult:
+    return _run_shard(_JOBS[index])
+
+
+def _run_shard(job: _Job) -> ShardResult:
+    saved = gc.get_threshold()
+    gc.set_threshold(max(saved[0], 50_000), max(saved[1], 20), max(saved[2], 100))
+    local, _, _, scopes = build_split(job.make)
+    engine = Engine(dict(job.config), seed=job.seed, detectors=local)
+    stage = IdentityStage(engine, scopes)
+    res = ShardResult(shard=job.shard)
+    failures: Counter[str] = Counter()
+    counter = [0]
+    quarantine = job.quarantine if job.shard == 0 and job.quarantine is not None else MemoryQuarantine()
+    archive = job.on_event(job.shard) if job.on_event is not None else None
+    alerts: dict[str, Alert] = {}
+    dedup = Deduplicator()
+    hour: int | None = None
+    ordinal = 0
+    spool = Path(job.spool_dir) / f"shard-{job.shard}.xid"
+    with open(spool, "wb", buffering=1 << 20) as out:
+
+        def put(rec: XRecord) -> None:
+            data = encode(rec)
+            out.write(_LEN.pack(len(data)))
+            out.write(data)
+
+        events = read_events(
+            job.files,
+            parser=Parser(prefix=job.prefix),
+            quarantine=quarantine,
+            failures=failures,
+            counter=counter,
+        )
+        for ev in events:
+            if dedup.is_duplicate(ev):
+                if job.shard == 0:  # one shard reports second copies to the completeness detectors
+                    for rec in stage.route(ev, 0, ordinal, witness=True):
+                        put(rec)
+                ordinal += 1
+                continue
+            res.events += 1
+            if res.first_ts is None:
+                res.first_ts = ev.ts
+            res.last_ts = ev.ts
+            if shard_of(ev.identity.key, job.jobs) == job.shard:
+                if archive is not None:
+                    archive(ev)
+                hour, found, records = stage.step(ev, hour, job.shard, ordinal)
+                for a in found:
+                    alerts[a.id] = a
+                for rec in records:
+                    put(rec)
+            ordinal += 1
+        if res.last_ts is not None:
+            for a in engine.flush(res.last_ts + FINAL_FLUSH):
+                alerts[a.id] = a
+    if job.quarantine is not None and job.shard == 0:
+        job.quarantine.close()
+    res.alerts = list(alerts.values())
+    res.lines = counter[0]
+    res.duplicates = dedup.duplicates
+    res.failures = dict(failures)
+    res.identity_keys = engine.identities()
+    res.identities = len(res.identity_keys)
+    res.spool = str(spool)
+    if job.keep_snapshot:
+        snap = Path(job.spool_dir) / f"shard-{job.shard}.engine"
+        snap.write_bytes(engine.snapshot())
+        res.snapshot = str(snap)
+    if job.on_engine is not None:
+        res.extra = job.on_engine(engine, job.shard)
+    gc.set_threshold(*saved)
+    return res
+
+
+def _spool(path: str) -> Iterator[list[XRecord]]:
+    with open(path, "rb", buffering=1 << 20) as f:
+        chunk: list[XRecord] = []
+        while True:
+            head = f.read(_LEN.size)
+            if not head:
+                break
+            msg = decode(f.read(_LEN.unpack(head)[0]))
+            assert isinstance(msg, XRecord)
+            if len(chunk) >= _CHUNK and msg.off != chunk[-1].off:
+                yield chunk  # whole offsets only: a mark after a chunk covers all its records
+                chunk = []
+            chunk.append(msg)
+        if chunk:
+            yield chunk
+
+
+def replay_jobs(
+    files: list[Path],
+    jobs: int,
+    *,
+    config: dict[str, Any],
+    make: Callable[[], list[Any]],
+    seed: int = 0,
+    prefix: str | None = None,
+    quarantine: Quarantine | None = None,
+    lateness: float = DEFAULT_LATENESS,
+    on_engine: Callable[[Engine, int], dict[str, Any]] | None = None,
+    on_event: Callable[[int], Callable[[Any], None] | None] | None = None,
+    keep_snapshots: bool = False,
+) -> tuple[ReplayResult, list[ShardResult]]:
+    """Replay ``files`` with ``jobs`` stage-1 processes and one cross stage (see the module).
+
+    ``make`` builds the full detector list (called in each child, once per stage); ``on_engine``
+    runs in each child at the end and returns plain data (a drift report, say); ``on_event(shard)``
+    returns a per-child callable handed each of its shard's events (an archive's ``append``).
+    """
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="vw-replay-jobs-") as spool_dir:
+        todo = [
+            _Job(
+                files,
+                s,
+                jobs,
+                config,
+                seed,
+                make,
+                spool_dir,
+                prefix,
+                quarantine,
+                on_engine,
+                on_event,
+                keep_snapshots,
+            )
+            for s in range(jobs)
+        ]
+        _JOBS[:] = todo
+        try:
+            ctx = multiprocessing.get_context("fork")
+            with ctx.Pool(jobs) as pool:
+                shards = pool.map(_run_index, range(jobs), chunksize=1)
+        finally:
+            _JOBS.clear()
+        _, cross, carried, _ = build_split(make)
+        state = CrossState(cross, carried, dict(config), seed=seed, sources=jobs, lateness=lateness)
+        alerts: dict[str, Alert] = {}
+        for res in shards:
+            for a in res.alerts:
+                alerts[a.id] = a
+        streams = [_spool(res.spool) for res in shards]
+        live = list(range(jobs))
+        while live:
+            for s in list(live):
+                chunk = next(streams[s], None)
+                if chunk is None:
+                    live.remove(s)
+                    found = state.offer(XMark(s, 1 << 62, float("inf"), idle=True))
+                else:
+                    for rec in chunk:
+                        for a in state.offer(rec):
+                            alerts[a.id] = a
+                    found = state.offer(XMark(s, chunk[-1].off, max(r.ts for r in chunk)))
+                for a in found:
+                    alerts[a.id] = a
+        for a in state.release(final=True):
+            alerts[a.id] = a
+        last = max((r.last_ts for r in shards if r.last_ts is not None), default=None)
+        if last is not None:
+            for a in state.flush(last + FINAL_FLUSH):
+                alerts[a.id] = a
+        for res in shards:
+            os.unlink(res.spool)
+        if keep_snapshots:
+            for res in shards:
+                res.extra["snapshot"] = Path(res.snapshot).read_bytes()
+    first = shards[0]
+    result = ReplayResult(
+        lines=first.lines,
+        events=first.events,
+        duplicates=first.duplicates,
+        parse_failures=dict(first.failures),
+        identities=len({k for r in shards for k in r.identity_keys}),
+        alerts=list(alerts.values()),
+        seconds=time.perf_counter() - started,
+    )
+    return result, shards

@@ -1,0 +1,208 @@
+"""Kafka plumbing of the cross-identity stage (:mod:`vaultwatch.service.cross`).
+
+:class:`CrossProducer` is stage 1's side: records and marks onto the repartition topic
+(``<topic>.xid`` by default), flushed before stage 1 commits a checkpoint, so a checkpoint never
+covers a record the broker has not acknowledged. :class:`CrossWorker` is stage 2: a
+:class:`~vaultwatch.service.worker.Worker` whose per-partition "engine" is a
+:class:`~vaultwatch.service.cross.CrossState`, checkpointed with its offsets in the same store
+transaction as its alerts, exactly as stage 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from detect.alert import Alert
+from detect.types import Detector
+from ingest.errors import ShipError
+
+from .cross import CrossState, XMark, XRecord, build_split, decode, encode, partition_for
+from .worker import PartitionState, Worker
+
+__all__ = ["CrossProducer", "CrossWorker", "cross_checkpoint_key", "cross_topic", "ensure_cross_topic"]
+
+log = logging.getLogger(__name__)
+
+
+def cross_checkpoint_key(group: str, topic: str, partition: int) -> str:
+    """Where a stage-2 partition's state is checkpointed (beside, not among, engine checkpoints)."""
+    return f"cross/{group}/{topic}/{partition}"
+
+
+def cross_topic(topic: str) -> str:
+    """The default repartition topic of ``topic``."""
+    return f"{topic}.xid"
+
+
+def topic_partitions(kafka: Any, topic: str) -> int:
+    """The number of partitions of ``topic`` (0 when it does not exist)."""
+    from ingest.kafka_config import import_kafka
+
+    k = import_kafka()
+    admin = k.KafkaAdminClient(**kafka.common())
+    try:
+        meta = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    for t in meta:
+        if (t.get("name") or t.get("topic")) == topic and not t.get("error_code"):
+            return len(t.get("partitions") or [])
+    return 0
+
+
+def ensure_cross_topic(kafka: Any, topic: str, partitions: int) -> int:
+    """Create the repartition topic with ``partitions`` when it is missing; its partition count."""
+    from ingest.kafka_config import import_kafka
+
+    have = topic_partitions(kafka, topic)
+    if have:
+        return have
+    k = import_kafka()
+    admin = k.KafkaAdminClient(**kafka.common())
+    try:
+        admin.create_topics([k.admin.NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    except k.errors.TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+    return topic_partitions(kafka, topic) or partitions
+
+
+class CrossProducer:
+    """Stage 1's producer of cross records and marks (asynchronous; :meth:`flush` waits)."""
+
+    def __init__(
+        self,
+        topic: str,
+        partitions: int,
+        *,
+        producer: Any = None,
+        factory: Callable[[], Any] | None = None,
+        flush_timeout: float = 30.0,
+    ) -> None:
+        if producer is None and factory is None:
+            raise ValueError("pass a producer or a factory")
+        self.topic = topic
+        self.partitions = partitions
+        self._factory = factory
+        self._producer = producer if producer is not None else factory()  # type: ignore[misc]
+        self.flush_timeout = flush_timeout
+        self._pending: list[Any] = []
+        self.sent = 0
+
+    def send(self, records: list[XRecord]) -> None:
+        for rec in records:
+            part = partition_for(rec.scope, rec.key, self.partitions)
+            self._pending.append(self._producer.send(self.topic, value=encode(rec), partition=part))
+        self.sent += len(records)
+
+    def mark(self, src: int, off: int, ts: float, *, idle: bool = False, at: float = float("inf")) -> None:
+        data = encode(XMark(src, off, ts, idle, at))
+        for part in range(self.partitions):
+            self._pending.append(self._producer.send(self.topic, value=data, partition=part))
+
+    def flush(self) -> None:
+        """Wait until everything sent is acknowledged; :class:`ShipError` when not (the caller
+        rewinds to its checkpoint and sends again)."""
+        if not self._pending:
+            return
+        from ingest.kafka_config import import_kafka
+
+        k = import_kafka()
+        try:
+            self._producer.flush(timeout=self.flush_timeout)
+        except k.errors.KafkaError as exc:
+            self._pending = []
+            self._renew()
+            raise ShipError(f"{self.topic} did not acknowledge in time: {exc}") from exc
+        failed = [f for f in self._pending if not f.succeeded()]
+        self._pending = []
+        if failed:
+            # The worker rewinds to its checkpoint and sends everything again (the cross stage
+            # drops what it already has): a fresh producer, since a failed idempotent one (its
+            # producer id refused after a broker restart, say) never recovers by itself.
+            self._renew()
+            raise ShipError(f"{self.topic} refused {len(failed)} record(s): {failed[0].exception}")
+
+    def _renew(self) -> None:
+        if self._factory is None:
+            return
+        old = self._producer
+        try:
+            self._producer = self._factory()
+        except Exception as exc:  # noqa: BLE001 - the next flush reports it again
+            log.warning("cannot start a new cross-stage producer yet: %s", type(exc).__name__)
+            return
+        try:
+            old.close(timeout=0)
+        except Exception:  # noqa: BLE001 - a broken producer may fail to close
+            log.info("the old cross-stage producer did not close cleanly")
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        except ShipError as exc:
+            log.warning("closing the cross-stage producer: %s", exc)
+        finally:
+            self._producer.close()
+
+
+class CrossWorker(Worker):
+    """Stage 2: consumes the repartition topic, runs the cross detectors (see the module).
+
+    Re-delivered records are dropped by the state itself (by source partition and offset), so
+    records below the checkpointed offset are handed to it rather than skipped.
+    """
+
+    skip_replayed = False
+
+    def __init__(
+        self,
+        config: Any,
+        *,
+        make: Callable[[], list[Detector]],
+        sources: int,
+        lateness: float,
+        **kw: Any,
+    ) -> None:
+        super().__init__(config, **kw)
+        self._make = make
+        self.sources = sources
+        self.lateness = lateness
+
+    def _checkpoint_key(self, topic: str, partition: int) -> str:
+        # Not under ``engine/``: readers of engine checkpoints (the API's baselines) skip these.
+        return cross_checkpoint_key(self.cfg.group_id, topic, partition)
+
+    def _new_engine(self) -> Any:
+        _, cross, carried, _ = build_split(self._make)
+        return CrossState(
+            cross,
+            carried,
+            dict(self.cfg.detect_config),
+            seed=self.cfg.seed,
+            sources=self.sources,
+            lateness=self.lateness,
+        )
+
+    def _handle(self, st: PartitionState, rec: Any) -> list[Alert]:
+        self.stats["records"] += 1
+        try:
+            msg = decode(rec.data)
+        except msgspec.DecodeError as exc:
+            self.stats["cross_refused"] += 1
+            log.warning("cross record at %s refused: %s", rec.position, exc)
+            return []
+        self.stats["cross_marks" if isinstance(msg, XMark) else "events"] += 1
+        return list(st.engine.offer(msg))
+
+    def _apply_verdicts(self, now: float) -> None:
+        """Analyst verdicts act on the identity's stage-1 engine; the cross stage has none yet."""
+
+    def pending(self) -> int:
+        """Records buffered until every source partition's mark passes them."""
+        return sum(st.engine.pending for st in self.parts.values())
