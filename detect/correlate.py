@@ -638,8 +638,8 @@ class CredentialStuffing(_Base):
     * only *failures* build a wave: people mostly succeed, a list mostly fails; successes never
       dilute or build the wave, so a busy hour neither hides nor fakes one;
     * a failure counts only from an *unfamiliar* address (no authenticated request from it has
-      succeeded, organisation-wide) in a network (its /16 or /48) the account never logged in
-      from: not a person at their usual place;
+      succeeded, organisation-wide) outside the account's habitual networks (the /16 or /48 it
+      logged in from on two days or more): not a person at their usual place;
     * a failure the same account then completes from the same network was a typo, and leaves the
       wave.
 
@@ -662,8 +662,10 @@ class CredentialStuffing(_Base):
         # Addresses with authenticated, successful work; networks with that or a successful login.
         self._familiar = _Seen(100_000)
         self._networks = _Seen(20_000)
-        # ``mount:account|network``: where each account logged in successfully.
-        self._homes = _Seen(100_000)
+        # ``mount:account|network`` -> UTC day of the account's first success from there, -1 once it
+        # logged in from there on another day too: its habit (one day of logins is no habit, and
+        # may be an attacker's: a brute-forced password works once).
+        self._homes: dict[str, int] = {}
         # Network -> the first account that logged in from it, ``*`` once another did (shared).
         self._pools: dict[str, str] = {}
         # Per auth mount, recent failures from unfamiliar places and successes from new networks:
@@ -689,7 +691,7 @@ class CredentialStuffing(_Base):
         mount = target[0]
         account = f"{mount}:{target[1]}"
         wave = self._recent(mount, event.ts)
-        home = f"{account}|{net}" in self._homes
+        home = self._homes.get(f"{account}|{net}") == -1
         row: list[Any] = [event.ts, event.remote_ip or "", account, False, event.request_id or "", net]
         if event.outcome != "ok":
             if home or row[1] in self._familiar:
@@ -707,7 +709,9 @@ class CredentialStuffing(_Base):
             wave.append(row)
             out = self._judge(event, mount, wave)
         if not out:
-            self._homes.add(f"{account}|{net}")
+            day = int(event.ts // _DAY)
+            if _lru_touch(self._homes, f"{account}|{net}", day, limit=100_000) != day:
+                self._homes[f"{account}|{net}"] = -1
             self._networks.add(net)
         return out
 
@@ -801,7 +805,7 @@ class CredentialStuffing(_Base):
             **self._base_state(),
             "familiar": self._familiar.dump(),
             "networks": self._networks.dump(),
-            "homes": self._homes.dump(),
+            "homes": dict(self._homes),
             "pools": dict(self._pools),
             "waves": {m: [list(r) for r in w] for m, w in self._waves.items()},
             "cooldown": self._cooldown.state(),
@@ -812,7 +816,7 @@ class CredentialStuffing(_Base):
         self._base_load(state)
         self._familiar.restore(state.get("familiar", []))
         self._networks.restore(state.get("networks", []))
-        self._homes.restore(state.get("homes", []))
+        self._homes = {str(k): int(v) for k, v in dict(state.get("homes", {})).items()}
         self._pools = {str(k): str(v) for k, v in dict(state.get("pools", {})).items()}
         self._waves = {
             str(m): deque((self._row(r) for r in rows), maxlen=2000)
