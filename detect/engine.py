@@ -52,6 +52,7 @@ from .habit import (
     normal_act,
 )
 from .model import ModelRow, ModelState, WindowModel
+from .partition import IDENTITY, scopes_of
 from .risk import Contribution, RiskState, to_score
 from .rules import UNANSWERED_TYPE, default_rules
 from .templates import subnet_of
@@ -287,7 +288,7 @@ class Engine:
                 continue
             for f in found:
                 f = self._habit(f, ev)
-                if f.alerting and _rank(f.severity) >= _rank("medium") and ev.remote_ip:
+                if f.alerting and _rank(f.severity) >= _rank("medium") and ev.remote_ip and _local(det):
                     self._distrust(ev)
                 self._finding(f)
 
@@ -899,6 +900,13 @@ def _ago(seconds: float) -> str:
     if seconds >= 2 * 86400.0:
         return f"{seconds / 86400.0:.0f}d"
     return f"{max(seconds, 0.0) / 3600.0:.0f}h"
+
+
+def _local(det: Detector) -> bool:
+    """Whether ``det`` runs beside the behavioural core in every deployment (its state is keyed by
+    the event's identity, :mod:`detect.partition`): only its alerts may steer the core, so that
+    ``replay`` and ``run`` with any partitioning learn the same."""
+    return scopes_of(str(getattr(det, "name", ""))) == (IDENTITY,)
 
 
 def _rank(sev: str) -> int:
