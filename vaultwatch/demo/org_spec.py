@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the same seed would produce a different organisation (invalidates caches).
-GENERATOR_VERSION: Final = 1
+GENERATOR_VERSION: Final = 2
 SEED_APP: Final = "pxl-core"
 SEED_PREFIX: Final = "logos"
 
