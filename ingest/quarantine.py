@@ -13,6 +13,15 @@ a kill is dropped when the file is next opened. The key file is chosen, in order
 ``$XDG_CONFIG_HOME/vaultwatch/quarantine.key`` (``~/.config/...``), which is created (mode 0600)
 on first use. Keep it apart from the quarantine files and their backups.
 
+The Kafka dead-letter queue (:class:`~ingest.sources.kafka.DeadLetterQueue`) seals its records
+with the same key and scheme (:class:`DlqSealer`): a DLQ message's value is a Fernet token of the
+zlib-compressed line and parser detail, and its headers keep the metadata readable (reason,
+source, position, time, size, record id). No raw byte of a refused record is readable in the
+topic. :func:`dlq_record` turns a consumed message back into a :class:`SealedRecord`, so the same
+admin functions (:func:`open_records`) list, show and requeue DLQ records. A line whose sealed
+form would exceed ``max_value_bytes`` (the producer's request limit) is kept cut at that size with
+``vaultwatch.truncated`` set and its full size in ``vaultwatch.size``: said, never silent.
+
 Admin functions (for ``vaultwatch quarantine list/show/requeue``): :func:`list_records` (metadata
 only, no key needed), :func:`show_record` (one record, decrypted), :func:`requeue` (the decrypted
 lines, to feed back to the pipeline) and :func:`discard` (drop records once requeued).
@@ -27,8 +36,9 @@ import logging
 import os
 import tempfile
 import threading
+import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Protocol
@@ -39,7 +49,9 @@ from cryptography.fernet import Fernet, InvalidToken
 from .errors import IngestError, ParseError
 
 __all__ = [
+    "DLQ_SCHEME",
     "KEY_FILE_ENV",
+    "DlqSealer",
     "FileQuarantine",
     "MemoryQuarantine",
     "Quarantine",
@@ -48,9 +60,11 @@ __all__ = [
     "SealedRecord",
     "default_key_file",
     "discard",
+    "dlq_record",
     "generate_key_file",
     "list_records",
     "load_key",
+    "open_records",
     "requeue",
     "show_record",
 ]
@@ -60,6 +74,10 @@ log = logging.getLogger(__name__)
 #: Environment variable naming the quarantine key file.
 KEY_FILE_ENV: Final = "VAULTWATCH_QUARANTINE_KEY_FILE"
 _FORMAT: Final = 2
+#: Format of a sealed DLQ record: Fernet over zlib over msgpack ``{detail, line}`` (raw bytes).
+_DLQ_FORMAT: Final = 3
+#: The ``vaultwatch.sealed`` header value of a sealed DLQ message.
+DLQ_SCHEME: Final = "fernet-zlib-v1"
 _ID_LABEL: Final = b"vaultwatch quarantine record id v1"
 
 
@@ -99,6 +117,11 @@ class SealedRecord(msgspec.Struct, frozen=True):
 class _Payload(msgspec.Struct, frozen=True):
     detail: str
     line_b64: str
+
+
+class _DlqPayload(msgspec.Struct, frozen=True):
+    detail: str
+    line: bytes
 
 
 class Quarantine(Protocol):
@@ -226,21 +249,130 @@ class _Sealer:
             sealed=self._fernet.encrypt(payload).decode("ascii"),
         )
 
+    def encrypt(self, data: bytes) -> bytes:
+        return self._fernet.encrypt(data)
+
     def open(self, s: SealedRecord) -> QuarantineRecord:
         try:
-            payload = self._dec.decode(self._fernet.decrypt(s.sealed.encode("ascii")))
+            clear = self._fernet.decrypt(s.sealed.encode("ascii"))
         except InvalidToken:
             raise QuarantineError(f"record {s.id}: wrong quarantine key or tampered record") from None
+        if s.v == _DLQ_FORMAT:
+            try:
+                dlq = _dlq_dec.decode(zlib.decompress(clear))
+            except (zlib.error, msgspec.DecodeError):
+                raise QuarantineError(f"record {s.id}: not a sealed DLQ payload") from None
+            detail, line_b64 = dlq.detail, base64.b64encode(dlq.line).decode("ascii")
+        else:
+            payload = self._dec.decode(clear)
+            detail, line_b64 = payload.detail, payload.line_b64
         return QuarantineRecord(
             quarantined_at=s.quarantined_at,
             source=s.source,
             position=s.position,
             reason=s.reason,
-            detail=payload.detail,
+            detail=detail,
             size=s.size,
-            line_b64=payload.line_b64,
+            line_b64=line_b64,
             id=s.id,
         )
+
+
+_dlq_enc: Final = msgspec.msgpack.Encoder()
+_dlq_dec: Final = msgspec.msgpack.Decoder(_DlqPayload)
+
+
+# -- the Kafka dead-letter queue's records ------------------------------------------------------
+class DlqSealer:
+    """Seals refused records for the Kafka DLQ with the quarantine key (see the module doc).
+
+    :meth:`seal` returns the message value (a Fernet token) and the clear headers; the caller adds
+    its own (the Kafka position) and produces them. The key is resolved as for
+    :class:`FileQuarantine` (``key``, ``key_file``, ``$VAULTWATCH_QUARANTINE_KEY_FILE``, the
+    default file, created on first use).
+    """
+
+    #: A sealed value stays below this (kafka-python's default request limit here is 4 MiB).
+    DEFAULT_MAX_VALUE_BYTES: Final = 3 * 1024 * 1024
+
+    def __init__(
+        self,
+        *,
+        key: bytes | None = None,
+        key_file: str | Path | None = None,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    ) -> None:
+        self._sealer = _Sealer(_resolve_key(key, key_file, create=True))
+        # Fernet's base64 adds 4/3 and a 57-byte frame; keep the compressed payload below that.
+        self._max_payload = max(1024, (max_value_bytes * 3) // 4 - 256)
+
+    def __repr__(self) -> str:
+        return "DlqSealer()"
+
+    def seal(
+        self, line: bytes, error: ParseError, *, source: str, position: str
+    ) -> tuple[bytes, list[tuple[str, str]]]:
+        """The sealed value of ``line`` and the clear headers that describe it."""
+        rid = self._sealer.record_id(source, position, line)
+        payload = zlib.compress(_dlq_enc.encode(_DlqPayload(detail=error.detail, line=line)), 6)
+        truncated = len(payload) > self._max_payload
+        if truncated:
+            # Incompressible and too big for one message: keep its head (said, never silent).
+            keep = self._max_payload - len(error.detail.encode("utf-8", "replace")) - 64
+            payload = zlib.compress(_dlq_enc.encode(_DlqPayload(detail=error.detail, line=line[:keep])), 6)
+        headers = [
+            ("vaultwatch.reason", error.reason),
+            ("vaultwatch.source", source),
+            ("vaultwatch.position", position),
+            ("vaultwatch.quarantined_at", _now()),
+            ("vaultwatch.id", rid),
+            ("vaultwatch.size", str(len(line))),
+            ("vaultwatch.sealed", DLQ_SCHEME),
+        ]
+        if truncated:
+            headers.append(("vaultwatch.truncated", "true"))
+        return self._sealer.encrypt(payload), headers
+
+
+def dlq_record(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> SealedRecord:
+    """A consumed DLQ message as a :class:`SealedRecord` (nothing decrypted, no key needed).
+
+    :class:`QuarantineError` when the message is not one :class:`DlqSealer` sealed (a record
+    written before the DLQ was encrypted, or by something else).
+    """
+    h = {k: v.decode("utf-8", "replace") for k, v in headers}
+    if h.get("vaultwatch.sealed") != DLQ_SCHEME or value is None:
+        raise QuarantineError("not a sealed vaultwatch DLQ record (no vaultwatch.sealed header)")
+    try:
+        size = int(h.get("vaultwatch.size", ""))
+        token = value.decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise QuarantineError("a sealed DLQ record with a malformed size or value") from None
+    return SealedRecord(
+        v=_DLQ_FORMAT,
+        id=h.get("vaultwatch.id", ""),
+        quarantined_at=h.get("vaultwatch.quarantined_at", ""),
+        source=h.get("vaultwatch.source", ""),
+        position=h.get("vaultwatch.position", ""),
+        reason=h.get("vaultwatch.reason", ""),
+        size=size,
+        sealed=token,
+    )
+
+
+def open_records(
+    records: Sequence[SealedRecord],
+    ids: Iterable[str] | None = None,
+    *,
+    key: bytes | None = None,
+    key_file: str | Path | None = None,
+    where: str = "the DLQ",
+) -> Iterator[QuarantineRecord]:
+    """The records ``ids`` (unique id prefixes; default: all) of ``records``, decrypted: the DLQ
+    counterpart of :func:`requeue` and :func:`show_record` over records read from a topic."""
+    sealer = _Sealer(_resolve_key(key, key_file, create=False))
+    for rec in _pick(list(records), ids, where):
+        yield sealer.open(rec)
 
 
 # -- the file ----------------------------------------------------------------------------------
@@ -381,7 +513,10 @@ def list_records(path: str | Path) -> list[SealedRecord]:
 
 
 def _select(path: str | Path, ids: Iterable[str] | None) -> list[SealedRecord]:
-    records = list_records(path)
+    return _pick(list_records(path), ids, str(path))
+
+
+def _pick(records: list[SealedRecord], ids: Iterable[str] | None, where: str) -> list[SealedRecord]:
     if ids is None:
         return records
     out: list[SealedRecord] = []
@@ -389,7 +524,7 @@ def _select(path: str | Path, ids: Iterable[str] | None) -> list[SealedRecord]:
         match = [r for r in records if r.id.startswith(want)] if want else []
         if len(match) != 1:
             what = "no record" if not match else f"{len(match)} records"
-            raise QuarantineError(f"{what} with id {want!r} in {path}")
+            raise QuarantineError(f"{what} with id {want!r} in {where}")
         out.append(match[0])
     return out
 

@@ -276,6 +276,10 @@ class ApiAuthConfig(_Section):
     rate_burst: int = Field(default=100, gt=0)
     login_rate_per_second: float = Field(default=1.0, gt=0)
     login_burst: int = Field(default=10, gt=0)
+    #: Refused API keys, bearer tokens and session cookies per source address: after
+    #: ``auth_failure_burst`` of them the address gets 429 until the bucket refills.
+    auth_failure_per_second: float = Field(default=0.2, gt=0)
+    auth_failure_burst: int = Field(default=20, gt=0)
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_page_size: int = Field(default=200, gt=0)
     max_event_range_hours: float = Field(default=7 * 24.0, gt=0)

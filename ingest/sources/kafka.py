@@ -7,9 +7,9 @@ that record's partition and for every partition of the records before it in the 
 crash between poll and commit re-delivers the batch (at-least-once), never skips it.
 
 :class:`DeadLetterQueue` implements the :class:`~ingest.quarantine.Quarantine` protocol by
-producing a refused record, byte for byte, to ``<topic>.dlq`` with headers saying why and where
-it came from. The DLQ topic may hold plaintext secrets, as the audit topic may: give it the same
-access controls.
+producing a refused record to ``<topic>.dlq``, sealed with the quarantine key
+(:class:`~ingest.quarantine.DlqSealer`), with clear headers saying why and where it came from.
+``vaultwatch quarantine list|show|requeue kafka://HOST:PORT/<topic>.dlq`` reads them back.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import ParseError, ShipError, SourceError
@@ -30,6 +30,7 @@ from ..kafka_config import (
     import_kafka,
     producer_config,
 )
+from ..quarantine import DlqSealer
 from .base import RawRecord
 
 __all__ = [
@@ -283,9 +284,11 @@ def _pairs(tps: Iterable[Any]) -> list[tuple[str, int]]:
 class DeadLetterQueue:
     """A :class:`~ingest.quarantine.Quarantine` that produces refused records to a Kafka topic.
 
-    The value is the original bytes; headers (UTF-8) carry ``vaultwatch.reason`` (a
-    :data:`~ingest.errors.REASONS` code), ``vaultwatch.detail``, ``vaultwatch.source``,
-    ``vaultwatch.position``, ``vaultwatch.quarantined_at`` and, for a record that came from Kafka,
+    The value is the record and parser detail sealed with the quarantine key (see
+    :class:`~ingest.quarantine.DlqSealer`); headers (UTF-8) carry ``vaultwatch.reason`` (a
+    :data:`~ingest.errors.REASONS` code), ``vaultwatch.source``, ``vaultwatch.position``,
+    ``vaultwatch.quarantined_at``, ``vaultwatch.id``, ``vaultwatch.size``, ``vaultwatch.sealed``
+    and, for a record that came from Kafka,
     ``vaultwatch.source_topic``/``source_partition``/``source_offset``. :meth:`put` is
     asynchronous; :meth:`flush` waits for the broker and raises :class:`ShipError` on failure,
     so a caller flushes before committing its source.
@@ -299,10 +302,12 @@ class DeadLetterQueue:
         producer: Any = None,
         settings: ProducerSettings | None = None,
         flush_timeout: float = 30.0,
+        key_file: str | Path | None = None,
     ) -> None:
         if (kafka is None) == (producer is None):
             raise ValueError("pass either kafka settings or a producer")
         self.topic = topic
+        self._sealer = DlqSealer(key_file=key_file)  # the quarantine's key: no raw byte in the topic
         self.counts: Counter[str] = Counter()
         self.flush_timeout = flush_timeout
         self._owned = producer is None
@@ -326,14 +331,8 @@ class DeadLetterQueue:
         return f"DeadLetterQueue(topic={self.topic!r})"
 
     def put(self, line: bytes, error: ParseError, *, source: str, position: str) -> None:
-        """Send ``line`` to the DLQ topic with the reason in its headers."""
-        headers = [
-            ("vaultwatch.reason", error.reason),
-            ("vaultwatch.detail", error.detail),
-            ("vaultwatch.source", source),
-            ("vaultwatch.position", position),
-            ("vaultwatch.quarantined_at", datetime.now(UTC).isoformat()),
-        ]
+        """Send ``line``, sealed, to the DLQ topic with the reason in its headers."""
+        line, headers = self._sealer.seal(line, error, source=source, position=position)
         kpos = KafkaPosition.parse(position)
         if kpos is not None:
             headers += [

@@ -25,7 +25,7 @@ from ingest.codec import encode_entry
 from ingest.errors import ParseError
 from ingest.kafka_config import KafkaSettings, ProducerSettings, import_kafka, producer_config
 from ingest.parse import Parser
-from ingest.quarantine import FileQuarantine, MemoryQuarantine
+from ingest.quarantine import FileQuarantine, MemoryQuarantine, dlq_record, open_records
 from ingest.ship import Backoff, ShipInterrupted, Shipper
 from ingest.sources.base import RawRecord
 from ingest.sources.checkpoint import load_checkpoint
@@ -534,7 +534,8 @@ def test_cli_stdin_with_dlq(bao_logs: dict[str, Path], kafka_broker: KafkaBroker
     assert stats["quarantined"] == {"no_json": 1}
     assert CANARY_SECRET.encode() not in proc.stderr
     (dead,) = _consume(kafka_broker.bootstrap, f"{topic}.dlq", 1)
-    assert dead.value == b"garbage line"
+    (opened,) = open_records([dlq_record(dead.value, dead.headers)])  # sealed (issue 18)
+    assert opened.line() == b"garbage line" and b"garbage" not in dead.value
     assert dict(dead.headers)["vaultwatch.reason"] == b"no_json"
     records = _consume(kafka_broker.bootstrap, topic, stats["shipped"])
     assert all(CANARY_SECRET.encode() not in r.value for r in records)

@@ -22,6 +22,7 @@ from ingest.kafka_config import (
     producer_config,
 )
 from ingest.parse import Parser
+from ingest.quarantine import dlq_record, open_records
 from ingest.sources.base import RawRecord, Source
 from ingest.sources.kafka import DeadLetterQueue, KafkaPosition, KafkaSource, dlq_topic
 from vaultwatch.demo.servers import KafkaBroker
@@ -259,7 +260,9 @@ def test_refused_kafka_records_go_to_the_dlq_with_reason_headers(
         src.close()
     assert sum(dlq.counts.values()) == 3 and dlq.counts["no_json"] == 1
     got = _read_all(dlq_reader, dlq_topic(topic), len(junk))
-    assert [m.value for m in got] == junk  # type: ignore[attr-defined]
+    # Sealed with the quarantine key (issue 18): decrypted, each record is the refused line.
+    sealed = [dlq_record(m.value, m.headers) for m in got]  # type: ignore[attr-defined]
+    assert [r.line() for r in open_records(sealed)] == junk
     assert reasons == ["no_json", "invalid_json", "wrong_type"]
     for m, r, reason in zip(got, records, reasons, strict=True):
         h = {k: v.decode() for k, v in m.headers}  # type: ignore[attr-defined]

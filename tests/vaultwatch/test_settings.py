@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
@@ -18,7 +19,7 @@ from vaultwatch.api.auth import AuthConfig
 from vaultwatch.cli import main
 from vaultwatch.errors import ArchiveError, VaultwatchError
 from vaultwatch.service import wiring
-from vaultwatch.settings import REDACTED, ConfigError, KafkaConfig, Settings, load_settings
+from vaultwatch.settings import REDACTED, ApiAuthConfig, ConfigError, KafkaConfig, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "vaultwatch.toml"
@@ -375,6 +376,30 @@ def test_api_auth_comes_from_the_one_settings(tmp_path: Path) -> None:
         field = name.removeprefix("VAULTWATCH_API_").lower()
         assert [k for k, _ in err.value.problems] == [f"api.auth.{field}"]
         assert value not in str(err.value)
+
+
+def test_auth_failure_limits_are_configurable(tmp_path: Path) -> None:
+    """The refused-credential rate limit (API keys, JWTs, sessions) is set like every other limit."""
+    cfg = write(tmp_path, "[api.auth]\nauth_failure_per_second = 0.5\nauth_failure_burst = 3\n")
+    auth = AuthConfig.from_settings(load_settings(cfg, env={}))
+    assert (auth.auth_failure_per_second, auth.auth_failure_burst) == (0.5, 3)
+    env = {"VAULTWATCH_API_AUTH_FAILURE_BURST": "9", "VAULTWATCH_API__AUTH__AUTH_FAILURE_PER_SECOND": "2"}
+    auth = AuthConfig.from_settings(load_settings(cfg, env=env))
+    assert (auth.auth_failure_per_second, auth.auth_failure_burst) == (2.0, 9)
+    for name, value in {
+        "VAULTWATCH_API_AUTH_FAILURE_BURST": "0",
+        "VAULTWATCH_API_AUTH_FAILURE_PER_SECOND": "-1",
+    }.items():
+        with pytest.raises(ConfigError) as err:
+            load_settings(None, env={name: value})
+        assert [k for k, _ in err.value.problems] == [
+            f"api.auth.{name.removeprefix('VAULTWATCH_API_').lower()}"
+        ]
+
+
+def test_every_api_limit_has_a_setting() -> None:
+    """No AuthConfig field is reachable only from code: each one is an ``[api.auth]`` key."""
+    assert {f.name for f in dataclasses.fields(AuthConfig)} == set(ApiAuthConfig.model_fields)
 
 
 def test_shell_errors_share_one_root() -> None:

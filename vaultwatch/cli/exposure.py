@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ..service.archive import ArchiveError, EventArchive
+    from ..service.atomic import leftover, write_bytes_atomic
     from ..vault.client import VaultAuth, VaultClient, VaultClientError
     from ..vault.exposure import exposure_for_identity, exposure_for_path, exposure_for_token, render_html
     from .console import console
@@ -126,7 +127,15 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     if args.html:
-        Path(args.html).write_text(render_html(report))
+        out = Path(args.html)
+        interrupted = leftover(out)
+        if interrupted is not None:
+            err.print(
+                f"the last write of {out} was interrupted ({interrupted} was left behind); "
+                f"{out} is written again now"
+            )
+        # Whole or absent: written to <out>.partial and renamed, never a page that looks complete.
+        write_bytes_atomic(out, render_html(report).encode("utf-8"))
         err.print(f"wrote {args.html}")
         return 0
     con = console()

@@ -3,6 +3,8 @@
 A thin command line over :mod:`ingest.quarantine`'s admin functions. The quarantine file keeps
 each refused line encrypted (Fernet); ``list`` reads only the clear metadata and needs no key,
 ``show`` and ``requeue`` decrypt with the key file, ``discard`` removes records once requeued.
+The Kafka dead-letter topic (``kafka://HOST:PORT/TOPIC``) is read the same way: its records are
+sealed with the same key; a topic cannot drop single records, so ``discard`` is refused there.
 """
 
 from __future__ import annotations
@@ -11,26 +13,33 @@ import argparse
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ingest.quarantine import (
     KEY_FILE_ENV,
     QuarantineError,
+    QuarantineRecord,
+    SealedRecord,
     default_key_file,
     discard,
+    dlq_record,
     list_records,
+    open_records,
     requeue,
     show_record,
 )
 
 from ..service.atomic import atomic_writer
 
-__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
+__all__ = ["HELP", "DESCRIPTION", "KAFKA_SCHEME", "add_arguments", "read_dlq", "run"]
 
 HELP = "list, show, requeue or discard the audit lines a run quarantined (encrypted at rest)"
 DESCRIPTION = f"""\
-Work on a quarantine file written by `vaultwatch replay --quarantine`, `inspect` or `ship`: the
-audit lines that did not parse, each encrypted with the quarantine key. `list` shows the clear
+Work on a quarantine file written by `vaultwatch replay --quarantine`, `inspect` or `ship`, or on
+the Kafka dead-letter topic `run` and `ship` write (FILE = kafka://HOST:PORT/TOPIC): the audit
+lines that did not parse, each encrypted with the quarantine key. `list` shows the clear
 metadata (id, time, source, position, reason, size) and needs no key; `show` decrypts one record;
 `requeue` writes the decrypted lines to a file to feed back (after fixing the parser or the line);
 `discard` removes records, e.g. once requeued.
@@ -45,20 +54,25 @@ examples:
   vaultwatch quarantine requeue bad-lines.jsonl --out requeued.log --discard
   vaultwatch replay requeued.log --alerts-out alerts.jsonl
   vaultwatch quarantine discard bad-lines.jsonl 3fa2c1 9b07de
+  vaultwatch quarantine list kafka://127.0.0.1:9092/vault-audit.dlq
+  vaultwatch quarantine requeue kafka://127.0.0.1:9092/vault-audit.dlq --out fixed.log
 """
+
+#: The FILE argument naming a Kafka dead-letter topic instead of a file.
+KAFKA_SCHEME = "kafka://"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = sub.add_parser("list", help="the records' metadata (no key needed)")
-    ls.add_argument("file", metavar="FILE", help="the quarantine file")
+    ls.add_argument("file", metavar="FILE", help="the quarantine file, or kafka://HOST:PORT/TOPIC")
     ls.add_argument("--json", action="store_true", help="one JSON object per record")
     show = sub.add_parser("show", help="one record, decrypted (the line may hold a secret)")
-    show.add_argument("file", metavar="FILE", help="the quarantine file")
+    show.add_argument("file", metavar="FILE", help="the quarantine file, or kafka://HOST:PORT/TOPIC")
     show.add_argument("id", metavar="ID", help="the record's id or a unique prefix")
     show.add_argument("--json", action="store_true", help="as one JSON object")
     rq = sub.add_parser("requeue", help="write the decrypted lines to a file, to feed back")
-    rq.add_argument("file", metavar="FILE", help="the quarantine file")
+    rq.add_argument("file", metavar="FILE", help="the quarantine file, or kafka://HOST:PORT/TOPIC")
     rq.add_argument("ids", nargs="*", metavar="ID", help="records to requeue (default: all)")
     rq.add_argument(
         "--out", required=True, metavar="PATH", help="write the lines here (mode 0600; '-' for stdout)"
@@ -83,6 +97,8 @@ def _fail(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``vaultwatch quarantine``."""
+    if args.file.startswith(KAFKA_SCHEME):
+        return _run_dlq(args)
     path = Path(args.file)
     if not path.is_file():
         return _fail(f"no quarantine file at {path}: give the --quarantine PATH the run wrote to")
@@ -102,7 +118,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace, path: Path, key_file: Path) -> int:
-    records = list_records(path)
+    return _print_list(args, list_records(path), str(path))
+
+
+def _print_list(args: argparse.Namespace, records: list[SealedRecord], where: str) -> int:
     if args.json:
         for r in records:
             print(  # noqa: T201
@@ -120,12 +139,15 @@ def _list(args: argparse.Namespace, path: Path, key_file: Path) -> int:
         return 0
     for r in records:
         print(f"{r.id[:12]}  {r.quarantined_at}  {r.reason:<20} {r.size:>8}  {r.source}:{r.position}")  # noqa: T201
-    print(f"{len(records)} record(s) in {path}", file=sys.stderr)  # noqa: T201
+    print(f"{len(records)} record(s) in {where}", file=sys.stderr)  # noqa: T201
     return 0
 
 
 def _show(args: argparse.Namespace, path: Path, key_file: Path) -> int:
-    rec = show_record(path, args.id, key_file=key_file)
+    return _print_record(args, show_record(path, args.id, key_file=key_file))
+
+
+def _print_record(args: argparse.Namespace, rec: QuarantineRecord) -> int:
     line = rec.line().decode("utf-8", "replace")
     if args.json:
         print(  # noqa: T201
@@ -151,16 +173,7 @@ def _show(args: argparse.Namespace, path: Path, key_file: Path) -> int:
 
 def _requeue(args: argparse.Namespace, path: Path, key_file: Path) -> int:
     records = list(requeue(path, args.ids or None, key_file=key_file))
-    data = b"".join(r.line().rstrip(b"\n") + b"\n" for r in records)
-    if args.out == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-    else:
-        out = Path(args.out)
-        with atomic_writer(out) as f:
-            os.fchmod(f.fileno(), 0o600)  # the lines may hold secrets
-            f.write(data)
-    removed = discard(path, [r.id for r in records]) if args.discard and records else 0
+    removed = _write_lines(args, records, lambda: discard(path, [r.id for r in records]))
     where = "stdout" if args.out == "-" else args.out
     print(  # noqa: T201
         f"{len(records)} line(s) written to {where}"
@@ -170,6 +183,22 @@ def _requeue(args: argparse.Namespace, path: Path, key_file: Path) -> int:
     return 0
 
 
+def _write_lines(
+    args: argparse.Namespace, records: list[QuarantineRecord], drop: Callable[[], int] | None
+) -> int:
+    """Write the records' lines to ``args.out`` (whole or not at all); discard them if asked."""
+    data = b"".join(r.line().rstrip(b"\n") + b"\n" for r in records)
+    if args.out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        out = Path(args.out)
+        with atomic_writer(out) as f:
+            os.fchmod(f.fileno(), 0o600)  # the lines may hold secrets
+            f.write(data)
+    return drop() if drop is not None and args.discard and records else 0
+
+
 def _discard(args: argparse.Namespace, path: Path, key_file: Path) -> int:
     removed = discard(path, args.ids)
     print(f"{removed} record(s) discarded from {path}", file=sys.stderr)  # noqa: T201
@@ -177,3 +206,89 @@ def _discard(args: argparse.Namespace, path: Path, key_file: Path) -> int:
 
 
 _ACTIONS = {"list": _list, "show": _show, "requeue": _requeue, "discard": _discard}
+
+
+# -- the Kafka dead-letter topic ---------------------------------------------------------------
+def _run_dlq(args: argparse.Namespace) -> int:
+    servers, _, topic = args.file.removeprefix(KAFKA_SCHEME).partition("/")
+    if not servers or not topic or "/" in topic:
+        return _fail(f"{args.file}: expected kafka://HOST:PORT[,HOST:PORT]/TOPIC")
+    if args.action == "discard":
+        return _fail(
+            "a Kafka topic cannot drop single records: DLQ records age out with the topic's "
+            "retention (requeue them, then let retention remove them)"
+        )
+    if args.action == "requeue" and args.discard:
+        return _fail("--discard does not apply to a Kafka topic (records age out with its retention)")
+    key_file = Path(args.key_file) if args.key_file else default_key_file()
+    if args.action in ("show", "requeue") and not key_file.is_file():
+        return _fail(
+            f"no quarantine key at {key_file}: pass --key-file (or set ${KEY_FILE_ENV}) to the key "
+            "file the `run` or `ship` that wrote the DLQ used"
+        )
+    where = f"{KAFKA_SCHEME}{servers}/{topic}"
+    try:
+        records, unsealed = read_dlq(servers.split(","), topic)
+    except Exception as exc:  # noqa: BLE001 - any client error is reported, never a traceback
+        return _fail(f"cannot read {where}: {exc.__class__.__name__}: {exc}")
+    if unsealed:
+        print(  # noqa: T201
+            f"vaultwatch quarantine: {unsealed} record(s) in {where} are not sealed vaultwatch "
+            "DLQ records (written before the DLQ was encrypted?) and are not shown",
+            file=sys.stderr,
+        )
+    try:
+        if args.action == "list":
+            return _print_list(args, records, where)
+        if args.action == "show":
+            (rec,) = open_records(records, [args.id], key_file=key_file, where=where)
+            return _print_record(args, rec)
+        opened = list(open_records(records, args.ids or None, key_file=key_file, where=where))
+        _write_lines(args, opened, None)
+        dest = "stdout" if args.out == "-" else args.out
+        print(f"{len(opened)} line(s) written to {dest}", file=sys.stderr)  # noqa: T201
+        return 0
+    except QuarantineError as exc:
+        hint = ""
+        if "key" in str(exc).lower():
+            hint = f" (is {key_file} the key the run that wrote {where} used? pass it with --key-file)"
+        return _fail(f"{exc}{hint}")
+
+
+def read_dlq(servers: list[str], topic: str, *, timeout: float = 30.0) -> tuple[list[SealedRecord], int]:
+    """Every record of ``topic`` from its beginning to its end when called, as sealed records
+    (nothing decrypted), and how many were not sealed vaultwatch DLQ records."""
+    from ingest.kafka_config import import_kafka
+
+    k = import_kafka()
+    consumer = k.KafkaConsumer(
+        bootstrap_servers=servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=16 * 1024 * 1024,
+    )
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            raise QuarantineError(f"no topic {topic!r} (or it has no partitions)")
+        tps = [k.TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        records: list[SealedRecord] = []
+        unsealed = 0
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise QuarantineError(f"timed out reading {topic!r} to its end")
+            for batch in consumer.poll(timeout_ms=500).values():
+                for m in batch:
+                    try:
+                        records.append(dlq_record(m.value, m.headers or []))
+                    except QuarantineError:
+                        unsealed += 1
+        return records, unsealed
+    finally:
+        consumer.close()

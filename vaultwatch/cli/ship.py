@@ -272,7 +272,9 @@ def _open_quarantine(
     from ingest.sources.kafka import DeadLetterQueue, dlq_topic
 
     # Its own producer, so that it can replace it if it ever fails for good.
-    return DeadLetterQueue(dlq_topic(args.topic), kafka=kafka, settings=settings)
+    return DeadLetterQueue(
+        dlq_topic(args.topic), kafka=kafka, settings=settings, key_file=args.quarantine_key_file
+    )
 
 
 def _open_source(args: argparse.Namespace) -> Source:
