@@ -26,12 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.xfail(
-    strict=False,
-    reason="open bug found by this soak: a full archive disk ends `vaultwatch run` (ArchiveError escapes "
-    "Worker.run, which retries only Source/Ship/StoreError) and alerts of that stretch then go missing; "
-    "vaultwatch/service/worker.py (issue 15). Remove this mark once fixed.",
-)
 def test_a_short_soak_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
     started = time.monotonic()

@@ -52,6 +52,7 @@ from ingest.errors import ParseError, ShipError, SourceError
 from ingest.parse import Parser
 from ingest.sources.base import RawRecord
 
+from ..errors import ArchiveError
 from .cross import IdentityStage, build_split
 
 __all__ = ["Worker", "WorkerConfig", "PartitionState", "PeriodicTask", "checkpoint_key"]
@@ -529,7 +530,7 @@ class Worker:
                             break
                     else:
                         break  # the source ended (stopped)
-                except (SourceError, ShipError, StoreError) as exc:
+                except (SourceError, ShipError, StoreError, ArchiveError) as exc:
                     self.stats["errors"] += 1
                     log.warning("%s; rewinding to the last checkpoint and retrying in %.1fs", exc, backoff)
                     self._rewind()
@@ -543,6 +544,11 @@ class Worker:
         """Forget in-memory progress: partitions reload from their checkpoints when next seen."""
         owned = {(st.topic, st.partition): st.next_offset for st in self.parts.values()}
         self.parts.clear()
+        if self.archive is not None and hasattr(self.archive, "drop_buffered"):
+            # Rows buffered since the checkpoint come again with the replayed records (a full
+            # disk, a store outage): drop them, or the retry would archive them twice.
+            for pair in owned:
+                self.archive.drop_buffered(*pair)
         for (topic, partition), _ in owned.items():
             try:
                 with self.store.transaction(read_only=True) as tx:
