@@ -1197,11 +1197,12 @@ class LoginFailureBurst(_Rule):
     accounts that address, or any address of its /24, reached in an earlier window (the current
     window never raises its own bar). The floor is ``spray_min_targets`` for an unvouched source
     and ``spray_known_factor`` times that for a shared one: an address, or /24, from which at least
-    ``spray_known_identities`` distinct identities authenticated successfully (a corporate proxy,
-    NAT or office where many people mistype). One identity's success vouches for nothing but its
-    own machine: an attacker who once logged in with one stolen password from a neighbouring
-    address does not make the network a trusted proxy. No account, mount or address name is known
-    in advance.
+    ``spray_known_identities`` distinct identities authenticated successfully, each on two UTC
+    days (a corporate proxy, NAT or office where many people mistype). One identity's success
+    vouches for nothing but its own machine, a success on one day only (what a stuffed or guessed
+    password gives) vouches for nothing, and root tokens never vouch: an attacker who logged in
+    with stolen passwords from a neighbouring address does not make the network a trusted proxy.
+    No account, mount or address name is known in advance.
 
     Reads: ``outcome`` (``login_failed`` / ``ok``), ``identity.key`` (``login:<mount>:<name>``) and
     ``identity.kind``, ``remote_ip``, ``path`` + ``request`` (login target of a success),
@@ -1339,13 +1340,28 @@ class LoginFailureBurst(_Rule):
             return
         if event.identity.kind == "login" and (event.response is None or event.response.auth is None):
             return
+        if event.identity.kind == "root":
+            return  # a root token is no one's habit: it vouches for no network
         who = event.identity.key
+        day = int(event.ts // 86400)
         for key in (ip, subnet_of(ip)):
-            row = self._known.pop(key, None) or [event.ts, []]
+            row = self._known.pop(key, None) or [event.ts, [], []]
+            if len(row) < 3:
+                row.append([])
             self._known[key] = row  # re-inserted: ordered by last success, oldest evicted first
             row[0] = event.ts
             ids: list[str] = row[1]
-            if who not in ids and len(ids) < _MAX_VOUCHERS:
+            if who in ids or len(ids) >= _MAX_VOUCHERS:
+                continue
+            # An identity vouches for a source once it succeeded from there on two UTC days: one
+            # day is what an attacker who just stuffed or guessed a password also has.
+            firsts: list[str] = row[2]
+            mark = next((m for m in firsts if m.split("\x1f", 1)[0] == who), None)
+            if mark is None:
+                if len(firsts) < _MAX_VOUCHERS:
+                    firsts.append(f"{who}\x1f{day}")
+            elif int(mark.split("\x1f", 1)[1]) < day:
+                firsts.remove(mark)
                 ids.append(who)
         while len(self._known) > _MAX_SOURCES:
             del self._known[next(iter(self._known))]
@@ -1384,7 +1400,9 @@ class LoginFailureBurst(_Rule):
             "source_ids": self._source_ids.state(),
             "cooldown": self._cooldown.state(),
             "peaks": {k: [r[0], [list(p) for p in r[1]]] for k, r in self._peaks.items()},
-            "known": {k: [r[0], list(r[1])] for k, r in self._known.items()},
+            "known": {
+                k: [r[0], list(r[1]), list(r[2]) if len(r) > 2 else []] for k, r in self._known.items()
+            },
         }
 
     def load(self, state: dict[str, Any]) -> None:
@@ -1398,7 +1416,9 @@ class LoginFailureBurst(_Rule):
             for k, r in dict(state.get("peaks", {})).items()
         }
         self._known = {
-            str(k): [float(v[0]), [str(i) for i in v[1]]] if isinstance(v, list) else [float(v), []]
+            str(k): [float(v[0]), [str(i) for i in v[1]], [str(i) for i in (v[2] if len(v) > 2 else [])]]
+            if isinstance(v, list)
+            else [float(v), [], []]
             for k, v in dict(state.get("known", {})).items()
         }
 

@@ -323,11 +323,18 @@ def test_one_identitys_login_from_a_neighbour_does_not_vouch_for_a_sprayer(bao_s
     assert len(spray) == 1 and spray[0].severity == "high"
     # Its evidence is the whole wave, from the first failure (not only the one that crossed the bar).
     assert spray[0].event_ids == tuple(e.request_id for e in nine[:5])
-    # Three people who log in from the /24 do make it a shared network (a proxy, an office).
+    # Three people who log in from the /24 on two days do make it a shared network (a proxy, an
+    # office); on one day only, they are what three stuffed passwords look like: no vouching.
     shared = LoginFailureBurst()
     run(shared, _as_people(_from(s["login_after_burst"], "192.0.2.181", T0), 3))
+    assert shared.spray_threshold("192.0.2.66", T0 + 2 * 86400.0)[1:] == (0, False)
+    run(shared, _as_people(_from(s["login_after_burst"], "192.0.2.181", T0 + 86400.0), 3))
     assert shared.spray_threshold("192.0.2.66", T0 + 2 * 86400.0)[1:] == (0, True)
     assert [f for f in run(shared, nine) if f.identity.key == "anon:192.0.2.66"] == []
+    # The state keeps the first-day marks.
+    again = LoginFailureBurst()
+    again.load(msgspec.json.decode(msgspec.json.encode(shared.state())))
+    assert again.spray_threshold("192.0.2.66", T0 + 2 * 86400.0)[1:] == (0, True)
 
 
 @pytest.mark.integration
@@ -350,7 +357,9 @@ def test_spraying_threshold_follows_the_source_history(bao_scenario: Scenario) -
     fails = s["spray"]
     rule = LoginFailureBurst()
     found: list[Finding] = []
-    # A corporate proxy: people log in through it, and every morning 5 or 6 of them mistype.
+    # A corporate proxy: people log in through it (since the day before), and every morning 5 or 6
+    # of them mistype.
+    found += run(rule, _as_people(_from(s["login_after_burst"], proxy, T0 - 86400.0 - 3600.0), 3))
     for day in range(7):
         start = T0 + day * 86400.0
         found += run(rule, _as_people(_from(s["login_after_burst"], proxy, start - 3600.0), 3))
