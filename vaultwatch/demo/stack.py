@@ -595,11 +595,14 @@ class DemoStack:
         self._spawn("shipper", self.shipper.run)
 
     def _start_worker(self) -> None:
-        from ..service.wiring import build_worker, open_store
+        from ..service.wiring import build_worker, open_store, run_both
 
         self.store = open_store(self.settings)
         self.worker = build_worker(self.settings, store=self.store, checkpoint_interval=2.0)
-        self._spawn("worker", self.worker.run)
+        worker = self.worker
+        # Both stages, as `vaultwatch run` runs them: the cross-identity detectors (the access
+        # model, sensitive first access, spraying...) are stage 2's.
+        self._spawn("worker", lambda: run_both(worker))
 
     def _start_api(self) -> None:
         from ..service.ops import BackgroundServer
@@ -688,7 +691,9 @@ class DemoStack:
     def drained(self) -> bool:
         """Everything OpenBao sent has been shipped and consumed (at this instant)."""
         c = self.counters()
-        return c["handled"] >= c["received"] and c["consumed"] >= c["shipped"]
+        cross = getattr(self.worker, "cross_worker", None)
+        judged = cross is None or cross.pending() == 0  # stage 2 holds nothing back
+        return c["handled"] >= c["received"] and c["consumed"] >= c["shipped"] and judged
 
     def wait_drained(self, timeout: float, stop: threading.Event | None = None) -> bool:
         """Wait until :meth:`drained` holds for a second in a row, or ``timeout``."""
