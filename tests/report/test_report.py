@@ -571,9 +571,12 @@ def test_pdf_never_strands_a_heading_at_a_page_foot(rendered: Rendered, tmp_path
         assert {"Summary", "Alerts", "Sign-off"} <= headings
         for number, lines in enumerate(_pdf_pages_text(pdf), start=1):
             assert lines, f"page {number} is empty"
-            assert lines[-1] not in headings, f"{extra} extra rows: heading {lines[-1]!r} ends page {number}"
-            last = [kind for page, kind, _ in layout if page == number]
-            assert last and last[-1] == "block", (extra, number)
+            last = [(kind, text) for page, kind, text in layout if page == number]
+            assert last and last[-1][0] == "block", (extra, number)
+            if last[-1][1] != "image":  # a chart below its heading has no text for pdftotext
+                assert lines[-1] not in headings, (
+                    f"{extra} extra rows: heading {lines[-1]!r} ends page {number}"
+                )
 
 
 def test_pdf_content_stays_clear_of_the_footer(rendered: Rendered, tmp_path: Path) -> None:

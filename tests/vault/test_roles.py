@@ -242,5 +242,5 @@ def test_policy_admin_by_capability_not_by_name(openbao: OpenBaoServer) -> None:
     )
     # Without Vault (before: any policy named "admin" made an administrator): a first change by
     # an identity not known to administer anything.
-    assert writer(change({}))[0] == "first policy change by an identity without an administrator policy"
+    assert writer(change({}))[0] == "first policy change by an identity that is no administrator"
     assert book.current.admin(("default", fake)) == ""  # the name alone makes no administrator
