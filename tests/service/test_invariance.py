@@ -16,7 +16,6 @@ sees, so ``behaviour-risk`` is partition-invariant only between ``replay`` and o
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
@@ -35,6 +34,7 @@ import sqlalchemy as sa
 
 from ingest.codec import encode_entry
 from ingest.dedup import Deduplicator
+from tests.service.test_worker import _start
 from vaultwatch.demo.orgs import generate_org
 from vaultwatch.demo.servers import KafkaBroker
 from vaultwatch.service.cross import describe
@@ -127,30 +127,6 @@ url = "{db}"
 """
     )
     return cfg
-
-
-def _start(cfg: Path, tmp: Path, name: str, interval: float = 0.3) -> subprocess.Popen[bytes]:
-    log = open(tmp / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-    try:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vaultwatch.cli",
-                "--log-level",
-                "INFO",
-                "run",
-                "--config",
-                str(cfg),
-                "--checkpoint-interval",
-                str(interval),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    finally:
-        log.close()
 
 
 def _progress(

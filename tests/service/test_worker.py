@@ -106,7 +106,8 @@ enabled = false
     return cfg
 
 
-def _start(cfg: Path, tmp: Path, name: str) -> subprocess.Popen[bytes]:
+def _start(cfg: Path, tmp: Path, name: str, interval: float = 0.3) -> subprocess.Popen[bytes]:
+    """``vaultwatch run --config cfg`` as a child process logging to ``<tmp>/<name>.log``."""
     log = open(tmp / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     try:
         return subprocess.Popen(
@@ -120,7 +121,7 @@ def _start(cfg: Path, tmp: Path, name: str) -> subprocess.Popen[bytes]:
                 "--config",
                 str(cfg),
                 "--checkpoint-interval",
-                "0.3",
+                str(interval),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
