@@ -1255,6 +1255,16 @@ _KV_MOUNT_TYPES: Final = frozenset({"kv", "generic"})
 #: this many occasions, each regular interval within this share of the period (a scheduler's
 #: jitter is seconds to minutes).
 LEARN_JOB_MIN_WRITES: Final = 4
+#: Marks a writer that logged in as a person: Vault's username-and-password methods (userpass,
+#: LDAP, Okta, RADIUS) put ``username`` in the token's metadata; a person's habit is no job.
+_PERSON: Final = "person\x1f"
+
+
+def _is_person(event: AuditEvent) -> bool:
+    meta = event.identity.metadata
+    return meta is not None and "username" in meta
+
+
 LEARN_JOB_JITTER: Final = 0.1
 
 
@@ -1426,7 +1436,7 @@ class RotationTracker:
         # Who made each kept occasion (the first writer of an occasion stands for it).
         writers = self._writers.pop(path, [])
         if not before or writes[-1] != before[-1]:
-            writers = [*writers, event.identity.key]
+            writers = [*writers, _PERSON + event.identity.key if _is_person(event) else event.identity.key]
         self._writers[path] = writers[-len(writes) :]
         while len(self._learning) > _LEARN_LIMIT:
             old = next(iter(self._learning))
@@ -1436,7 +1446,13 @@ class RotationTracker:
         found = learned_period(writes) if len(writes) >= LEARN_JOB_MIN_WRITES else None
         # A job's schedule only: one writer, a scheduler's cadence (people who edit a secret
         # daily, or a team sharing one, never keep a period to minutes).
-        if found is None or len(set(self._writers[path])) != 1 or not job_cadence(writes, found[0]):
+        who = set(self._writers[path])
+        if (
+            found is None
+            or len(who) != 1
+            or next(iter(who)).startswith(_PERSON)
+            or not job_cadence(writes, found[0])
+        ):
             if self._secrets.pop(path, None) is not None:
                 self._recompute()
             return

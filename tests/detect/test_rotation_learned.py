@@ -156,3 +156,26 @@ def test_a_secret_two_people_take_turns_on_gets_no_schedule(bao_scenario: Scenar
     twin = RotationTracker()
     twin.load(json.loads(json.dumps(job.state())))
     assert [f.paths for f in twin.due(T0 + 5.2 * DAY)] == [("secret/bulk/s1",)]
+
+
+def test_a_person_on_a_precise_cadence_gets_no_schedule(bao_scenario: Scenario) -> None:
+    """Regression (the demo: a developer's scratch secret, written every day at the same minute,
+    was "not rewritten for 47.7h" the day she stopped): the writer logged in with a username
+    (Vault's userpass, LDAP, Okta and RADIUS tokens carry ``username`` in their metadata), so the
+    cadence is a person's habit, not a job's, however regular."""
+    s0 = _write(bao_scenario, "s0")
+    person = [
+        msgspec.structs.replace(
+            e,
+            identity=msgspec.structs.replace(e.identity, key="entity:alice", metadata={"username": "alice"}),
+        )
+        for e in s0
+    ]
+    times = [T0 + d * DAY + (d % 3) * 40.0 for d in range(8)]  # the precision of a scheduler
+    rt = RotationTracker()
+    assert _writes(rt, person, times) == []
+    assert rt.due(times[-1] + 3 * DAY) == []
+    # The same writes by a machine's token are a job's schedule.
+    job = RotationTracker()
+    _writes(job, s0, times)
+    assert [f.labels["rotation_class"] for f in job.due(times[-1] + 1.2 * DAY)] == ["learned schedule"]
