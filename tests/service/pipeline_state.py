@@ -26,7 +26,14 @@ def cross_states(db: str, group: str) -> list[dict[str, Any]]:
     return [describe(msgspec.msgpack.decode(bytes(blob), type=_Checkpoint).engine) for _, blob in cps]
 
 
-def cross_done(db: str, group: str, sources: int) -> bool:
-    """Every stage-2 partition has heard every source go idle and holds nothing back."""
+def cross_done(db: str, group: str, ends: dict[int, int]) -> bool:
+    """Every stage-2 partition has heard every source up to its end offset in ``ends`` (source
+    partition -> end), heard it go idle there, and holds nothing back. (Idle alone is not enough:
+    a state restored from before a restart is idle until the sources' new records reach it.)"""
     states = cross_states(db, group)
-    return bool(states) and all(len(st["idle"]) >= sources and not st["pending"] for st in states)
+    return bool(states) and all(
+        len(st["idle"]) >= len(ends)
+        and not st["pending"]
+        and all(st["heard"].get(src, -1) >= end - 1 for src, end in ends.items())
+        for st in states
+    )

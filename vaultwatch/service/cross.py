@@ -312,9 +312,15 @@ class CrossState:
 
 def describe(snapshot: bytes) -> dict[str, Any]:
     """What a :meth:`CrossState.snapshot` holds, for operators and tests: sources idle, their
-    marks, records still buffered, records judged late."""
+    marks, the last offset heard from each, records still buffered, records judged late."""
     st = msgspec.msgpack.decode(snapshot, type=_State)
-    return {"idle": sorted(st.idle), "marks": dict(st.marks), "pending": len(st.buffer), "late": st.late}
+    return {
+        "idle": sorted(st.idle),
+        "marks": dict(st.marks),
+        "heard": {src: pos[0] for src, pos in st.last.items()},
+        "pending": len(st.buffer),
+        "late": st.late,
+    }
 
 
 def build_split(
