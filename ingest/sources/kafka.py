@@ -256,6 +256,19 @@ class KafkaSource:
         self._consumer.seek(self._tp(topic, partition), offset)
         log.info("seeking %s:%d to offset %d", topic, partition, offset)
 
+    def seek_to_beginning(self, topic: str, partition: int) -> None:
+        """Read ``(topic, partition)`` from the first offset the broker still holds."""
+        self._consumer.seek_to_beginning(self._tp(topic, partition))
+        log.info("seeking %s:%d to its beginning", topic, partition)
+
+    def topic_id(self, topic: str) -> str | None:
+        """The broker's id of ``topic`` (a UUID that changes when the topic is deleted and created
+        again, KIP-516), from the consumer's latest metadata; None when the broker predates topic
+        ids or no metadata has named the topic yet."""
+        cluster = getattr(getattr(self._consumer, "_client", None), "cluster", None)
+        tid = cluster.topic_id(topic) if cluster is not None and hasattr(cluster, "topic_id") else None
+        return str(tid) if tid is not None else None
+
     def committed_offsets(self) -> dict[tuple[str, int], int]:
         """The next offset to read per partition, as committed through this source."""
         with self._lock:

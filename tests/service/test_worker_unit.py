@@ -76,3 +76,63 @@ def test_checkpoint_replay_skip_and_verdict_feedback(worker: Worker, openbao: An
     assert cp2.verdict_id == st.verdict_id  # applied once, remembered across restarts
     worker._apply_verdicts(0.0)
     assert worker.stats["verdicts"] == 1
+
+
+class _RecreatableSource:
+    """The two calls the worker makes when a topic's id changes (a fake behind the source API)."""
+
+    def __init__(self) -> None:
+        self.id = "id-1"
+        self.seeks: list[tuple[str, int]] = []
+
+    def topic_id(self, topic: str) -> str:
+        return self.id
+
+    def seek_to_beginning(self, topic: str, partition: int) -> None:
+        self.seeks.append((topic, partition))
+
+    def commit(self, record: RawRecord) -> None:
+        pass
+
+
+@pytest.mark.integration
+def test_a_recreated_topic_is_read_again_and_its_resent_entries_skipped(
+    worker: Worker, openbao: Any, tmp_path: Path
+) -> None:
+    from vaultwatch.cli.demo import drive_traffic, setup_org
+
+    drive_traffic(openbao, setup_org(openbao.client()), 10)
+    recs = _records(openbao.audit_log.read_bytes().splitlines())
+    half = len(recs) // 2
+    # The reference: one worker, one log, no outage.
+    ref_store = Store(f"sqlite:///{tmp_path / 'ref.db'}")
+    ref_store.migrate()
+    ref = Worker(
+        WorkerConfig(topic="t", group_id="g", checkpoint_interval=0),
+        source_factory=lambda **k: None,
+        store=ref_store,
+    )
+    want = {a.id for a in ref.process_batch(recs)}
+    ref_store.close()
+
+    source = _RecreatableSource()
+    worker._source = source
+    got = {a.id for a in worker.process_batch(recs[:half])}
+    # The broker comes back without its data (or the topic is deleted and created again): a new
+    # topic id, offsets from 0, and a shipper that re-sends from its own checkpoint, 20 entries
+    # back. Before, the worker skipped every record below its old offset: ``half`` new entries.
+    source.id = "id-2"
+    resent = recs[half - 20 :]
+    again = [RawRecord(r.data, KafkaPosition("t", 0, i), r.source, r.key) for i, r in enumerate(resent)]
+    assert worker.process_batch(again[:50]) == []
+    assert source.seeks == [("t", 0)]
+    assert worker.stats["topic_recreated"] == 1
+    got |= {a.id for a in worker.process_batch(again)}
+    assert worker.stats["skipped_resent"] == 20
+    assert worker.stats["skipped_replayed"] == 0
+    assert got == want
+    # Offsets leave the worker in sequence after the old log's (archive, cross stage), and the
+    # state remembers the new id across a restart.
+    with worker.store.transaction(read_only=True) as tx:
+        cp = msgspec.msgpack.decode(tx.load_checkpoint(checkpoint_key("g", "t", 0)), type=_Checkpoint)
+    assert (cp.topic_id, cp.base, cp.offset) == ("id-2", half, len(resent))

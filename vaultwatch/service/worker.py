@@ -69,6 +69,16 @@ class _Checkpoint(msgspec.Struct):
     hour: int | None
     engine: bytes
     verdict_id: int = 0  # analyst verdicts up to this id are folded into ``engine``
+    #: The broker's id of the topic when this state was saved: a new id means the topic was
+    #: deleted and created again (or the broker lost its data), so its offsets started over.
+    topic_id: str | None = None
+    #: Added to the log's offsets where they leave the worker (archive positions, the cross
+    #: stage): the logs a partition had before its topic was recreated, counted in sequence.
+    base: int = 0
+    max_ts: float | None = None  # latest event time handled
+    #: After a recreation: entries at or before this event time were handled from the old log,
+    #: so their copies in the new one (a shipper re-sending from its own checkpoint) are skipped.
+    resent_until: float | None = None
 
 
 @dataclass
@@ -119,6 +129,9 @@ class PartitionState:
     max_ts: float = float("-inf")  # latest event time handled
     seen_at: float = 0.0  # wall time of the last record (for idle marks)
     idle_sent: bool = False
+    topic_id: str | None = None  # see _Checkpoint
+    base: int = 0
+    resent_until: float | None = None
 
     def engine_now(self) -> float:
         """The partition's event time (verdicts are applied at it, not at the wall clock)."""
@@ -258,18 +271,29 @@ class Worker:
             cp = msgspec.msgpack.decode(blob, type=_Checkpoint)
             engine.restore(cp.engine)
             st.next_offset, st.hour, st.verdict_id = cp.offset, cp.hour, cp.verdict_id
+            st.topic_id, st.base, st.resent_until = cp.topic_id, cp.base, cp.resent_until
+            st.max_ts = cp.max_ts if cp.max_ts is not None else float("-inf")
             log.info("partition %s:%d resumes at offset %d from its checkpoint", topic, partition, cp.offset)
         if self.archive is not None and hasattr(self.archive, "rewind"):
             # What was archived past the checkpoint is processed, hence archived, again: once.
             since = float(st.hour * 3600) if st.hour is not None else None
-            self.archive.rewind(topic, partition, st.next_offset or 0, since=since)
+            self.archive.rewind(topic, partition, st.base + (st.next_offset or 0), since=since)
         self.parts[key] = st
         return st
 
     def _snapshot(self, st: PartitionState) -> bytes:
         assert st.next_offset is not None
         return msgspec.msgpack.encode(
-            _Checkpoint(st.next_offset, st.hour, st.engine.snapshot(), st.verdict_id)
+            _Checkpoint(
+                st.next_offset,
+                st.hour,
+                st.engine.snapshot(),
+                st.verdict_id,
+                topic_id=st.topic_id,
+                base=st.base,
+                max_ts=st.max_ts if st.max_ts != float("-inf") else None,
+                resent_until=st.resent_until,
+            )
         )
 
     def _write(self, *, alerts: list[Alert], checkpoint: list[PartitionState]) -> None:
@@ -318,6 +342,8 @@ class Worker:
             if not owned:
                 continue
             st = self._partition(topic, partition)
+            if self._recreated(st):
+                continue  # read again from the new log's beginning
             touched.append(st)
             for rec in recs:
                 off = rec.position.offset
@@ -366,6 +392,38 @@ class Worker:
             self.metrics.observe_batch(self, batch, alerts)
         return alerts
 
+    def _recreated(self, st: PartitionState) -> bool:
+        """True when ``st``'s topic has a new id since its state was saved: the topic was deleted
+        and created again, or the broker came back without its data. Its offsets then start over,
+        so the records below the checkpoint are new and must not be skipped as replayed. The
+        partition is read again from its beginning; entries whose event time is at or before the
+        latest one already handled are taken as re-sent copies and skipped (see ``_handle``)."""
+        topic_id = getattr(self._source, "topic_id", None)
+        tid = topic_id(st.topic) if topic_id is not None else None
+        if tid is None or tid == st.topic_id:
+            return False
+        if st.topic_id is None:  # first sight (or a state saved before topic ids were kept)
+            st.topic_id = tid
+            return False
+        old = st.next_offset if st.next_offset is not None else 0
+        log.warning(
+            "topic %s was recreated (id %s, now %s), or its broker lost its data: partition %d is "
+            "read again from its beginning (the state had read %d records of the old log); entries "
+            "older than those already handled are taken as re-sent and skipped",
+            st.topic,
+            st.topic_id,
+            tid,
+            st.partition,
+            old,
+        )
+        self.stats["topic_recreated"] += 1
+        st.topic_id, st.base, st.next_offset = tid, st.base + old, None
+        if st.max_ts != float("-inf"):
+            st.resent_until = st.max_ts
+        st.last_record, st.dirty = None, True
+        self._source.seek_to_beginning(st.topic, st.partition)
+        return True
+
     def _cross_marks(self, touched: list[PartitionState]) -> None:
         """Marks for the partitions this batch advanced; idle marks for caught-up quiet ones."""
         out = self.cross_out
@@ -373,7 +431,7 @@ class Worker:
         now = self._clock()
         for st in touched:
             if st.next_offset is not None:
-                out.mark(st.partition, st.next_offset - 1, st.max_ts)
+                out.mark(st.partition, st.base + st.next_offset - 1, st.max_ts)
                 st.seen_at, st.idle_sent = now, False
         if now - self._idle_at < 1.0:
             return
@@ -389,7 +447,7 @@ class Worker:
             if lag.get((st.topic, st.partition), 0) == 0:
                 # Repeated every second while idle: the cross stage trusts an idle mark only
                 # briefly, so a worker that dies does not leave its partitions "idle" forever.
-                off = (st.next_offset if st.next_offset is not None else 0) - 1
+                off = st.base + (st.next_offset if st.next_offset is not None else 0) - 1
                 out.mark(st.partition, off, st.max_ts, idle=True, at=wall)
                 if st.idle_sent:
                     continue
@@ -468,13 +526,16 @@ class Worker:
             else:
                 log.warning("unparseable record at %s: %s (no DLQ configured)", rec.position, err.reason)
             return []
+        if st.resent_until is not None and ev.ts <= st.resent_until:
+            self.stats["skipped_resent"] += 1
+            return []
         self.stats["events"] += 1
+        st.max_ts = max(st.max_ts, ev.ts)
         if st.stage is not None:
-            st.hour, found, records = st.stage.step(ev, st.hour, st.partition, rec.position.offset)
-            st.max_ts = max(st.max_ts, ev.ts)
+            st.hour, found, records = st.stage.step(ev, st.hour, st.partition, st.base + rec.position.offset)
             if records and self.cross_out is not None:
                 self.cross_out.send(records)
-            self._archive(ev, rec)
+            self._archive(st, ev, rec)
             return list(found)
         out: list[Alert] = []
         hour = int(ev.ts // 3600)
@@ -484,15 +545,15 @@ class Worker:
         if st.hour is None or hour > st.hour:
             st.hour = hour
         out.extend(st.engine.process(ev))
-        self._archive(ev, rec)
+        self._archive(st, ev, rec)
         return out
 
-    def _archive(self, ev: Any, rec: RawRecord) -> None:
+    def _archive(self, st: PartitionState, ev: Any, rec: RawRecord) -> None:
         if self.archive is None:
             return
         pos = rec.position
         if all(hasattr(pos, a) for a in ("topic", "partition", "offset")):
-            self.archive.append(ev, position=(pos.topic, pos.partition, pos.offset))
+            self.archive.append(ev, position=(pos.topic, pos.partition, st.base + pos.offset))
         else:
             self.archive.append(ev)
 
