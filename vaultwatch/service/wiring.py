@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
+from alerts.errors import MigrationError
 from detect.drift import DriftReport, DriftWatch, merge_reports
 from detect.policy import CAPABILITY_KEY, AccessPolicy, CapabilityRoleBook, default_policy
 from detect.rules import default_rules
@@ -30,15 +35,36 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def open_store(s: Settings) -> Any:
+def open_store(
+    s: Settings,
+    *,
+    wait: float = 60.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """The alert store, its schema brought up to date. A database server that refuses
+    connections (still starting, recovering after a crash, failing over) is retried for up to
+    ``wait`` seconds, so a worker started beside it does not exit; any other error is raised."""
     from alerts.store import Store
 
     url = s.store.url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     store = Store(url)
-    store.migrate()
-    return store
+    deadline = clock() + wait
+    delay = 0.5
+    while True:
+        try:
+            store.migrate()
+            return store
+        except MigrationError as exc:
+            transient = store.dialect != "sqlite" and isinstance(exc.__cause__, sa.exc.OperationalError)
+            if not transient or clock() + delay > deadline:
+                store.close()
+                raise
+            log.warning("the alert store is not reachable yet (%s); retrying in %.1fs", exc, delay)
+            sleep(delay)
+            delay = min(5.0, delay * 2)
 
 
 def build_worker(
