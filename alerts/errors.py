@@ -20,7 +20,7 @@ messages never carry secret values (webhook URLs, tokens, passwords).
           └── BlockedDestination    the SSRF guard refused a destination
 
 ``ChannelConfigError`` is deliberately not called ``ConfigError``: ``detect.errors.ConfigError`` and
-``vaultwatch.settings.ConfigError`` are different classes, and one name for three meanings misleads.
+``vaultwatch.errors.ConfigError`` are different classes, and one name for three meanings misleads.
 """
 
 from __future__ import annotations

@@ -6,7 +6,14 @@
     ├── ParseError          a raw audit line could not become an AuditEvent (has ``.reason``)
     ├── SourceError         a source could not be opened, read or committed
     │   └── CheckpointError a durable checkpoint could not be read or written
-    └── ShipError           the shipper could not hand an entry to Kafka
+    ├── ShipError           the shipper could not hand an entry to Kafka
+    │   └── ShipInterrupted asked to stop while a batch was undelivered; the source was not
+    │                       committed (ingest.ship)
+    └── QuarantineError     the quarantine key is missing or wrong, or a record cannot be found or
+                            decrypted (ingest.quarantine)
+
+``ShipInterrupted`` and ``QuarantineError`` live beside the code that raises them; the rest are
+defined here. ``tests/test_error_trees.py`` checks that this drawing matches the classes.
 
 Messages never carry the offending line's content, only its position and a reason code:
 an unparseable line may hold a plaintext secret.

@@ -1,13 +1,30 @@
 """The shell's errors: one root, :class:`VaultwatchError`, so a caller can catch everything the
 application shell raises on purpose with one ``except``.
 
-The tree (the packages below the shell have roots of their own: ``IngestError``,
-``DetectError``, ``DeliveryError``)::
+The tree (the packages below the shell have roots of their own: ``ingest.errors.IngestError``,
+``detect.errors.DetectError`` and ``alerts.errors.AlertsError``)::
 
     VaultwatchError
     ├── ConfigError        the configuration is invalid (vaultwatch.settings); lists (key, problem)
-    └── ArchiveError       the event archive could not be written, read or pruned
-                           (vaultwatch.service.archive)
+    ├── ArchiveError       the event archive could not be written, read or pruned
+    │                      (vaultwatch.service.archive)
+    ├── AuthError          a credential is missing, malformed, expired or wrong (vaultwatch.api.auth)
+    ├── ReportError        a report could not be generated: missing archive, unreadable check file,
+    │                      bad period (vaultwatch.report.generate)
+    ├── VaultClientError   a Vault API call or login failed (vaultwatch.vault.client); also a RuntimeError
+    ├── PolicyParseError   a Vault HCL policy could not be read (vaultwatch.vault.policy_hcl);
+    │                      also a ValueError
+    └── UsageError         a command-line option is missing or inconsistent (vaultwatch.cli.check);
+                           also a ValueError, which ``vaultwatch check`` catches with its other input errors
+
+``ConfigError`` and ``ArchiveError`` are defined here; the others live beside the code that raises
+them and derive from :class:`VaultwatchError`. ``tests/test_error_trees.py`` checks that this
+drawing matches the classes.
+
+Not in the tree yet: the demo's errors, ``TrafficError`` (vaultwatch.demo.traffic), ``ServerError``
+(vaultwatch.demo.servers) and ``DriverError`` (vaultwatch.demo.org_driver), still derive from
+``RuntimeError`` only. ``DemoStopped`` (vaultwatch.demo.stack) stays outside for good: it is the
+stop signal of the demo's traffic thread, not an error.
 
 Messages name keys, files and causes, never a configured or secret value. Third-party
 exceptions are wrapped where they cross into the shell (``raise ArchiveError(...) from exc``).

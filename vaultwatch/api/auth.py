@@ -87,6 +87,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from ..errors import VaultwatchError
 from ..settings import Settings
 
 __all__ = [
@@ -137,7 +138,7 @@ def role_at_least(role: str, minimum: str) -> bool:
     return ROLES.index(role) >= ROLES.index(minimum)
 
 
-class AuthError(Exception):
+class AuthError(VaultwatchError):
     """A credential is missing, malformed, expired or wrong; ``str()`` is safe to return."""
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from ..errors import VaultwatchError
 from ..vault.client import VaultAuth
 
 HELP = "pre-deployment checks through the Vault API: secrets, formats, audit devices, least privilege"
@@ -57,7 +58,7 @@ HOW_TO_AUTHENTICATE = (
 )
 
 
-class UsageError(ValueError):
+class UsageError(VaultwatchError, ValueError):
     """A missing or inconsistent option; the message names the option to set."""
 
 

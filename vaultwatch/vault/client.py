@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import VaultwatchError
+
 __all__ = ["VaultAuth", "VaultCalls", "VaultClient", "VaultClientError", "renew_delay"]
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 DEFAULT_K8S_JWT = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
-class VaultClientError(RuntimeError):
+class VaultClientError(VaultwatchError, RuntimeError):
     """A Vault API call or login failed. The message never holds a secret."""
 
 

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import VaultwatchError
+
 __all__ = ["PathRule", "PolicyParseError", "parse_policy", "glob_reaches", "glob_within"]
 
 _LEGACY = {
@@ -34,7 +36,7 @@ _TOKEN = re.compile(
 )
 
 
-class PolicyParseError(ValueError):
+class PolicyParseError(VaultwatchError, ValueError):
     """A policy text could not be read."""
 
 
