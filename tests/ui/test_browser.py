@@ -1,11 +1,15 @@
 """The web UI in a real browser: Debian's Chromium driven by Playwright against a live uvicorn.
 
 CI installs the ``chromium`` package; without ``/usr/bin/chromium`` these tests skip. Screenshots
-go to ``test-artifacts/`` at the repository root.
+go to ``test-artifacts/`` at the repository root (not tracked), the README's screenshots included;
+``VAULTWATCH_UPDATE_DOCS=1`` writes those to ``docs/`` instead, to refresh them::
+
+    VAULTWATCH_UPDATE_DOCS=1 .venv/bin/python -m pytest tests/ui/test_browser.py
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +19,21 @@ import msgspec
 import pytest
 
 from alerts.store import Store
-from detect.alert import Alert
+from detect.alert import Alert, severity_rank
 from tests.ui.conftest import PASSWORDS, LiveServer, Seed
+from vaultwatch.cli.demo import BEHAVIOUR_DETECTORS
+from vaultwatch.demo.stack import DemoTraffic
+from vaultwatch.demo.traffic import traffic_server
+from vaultwatch.service.archive import EventArchive
+from vaultwatch.service.cross import Pipeline
+from vaultwatch.service.replay import read_events, run_engine
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+#: The README's screenshots: rewritten only when asked (they are tracked files).
+DOCS = ROOT / "docs" if os.environ.get("VAULTWATCH_UPDATE_DOCS") == "1" else ARTIFACTS / "docs"
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 pytestmark = [
     pytest.mark.integration,
@@ -35,7 +49,7 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(
             executable_path=str(CHROMIUM),
             headless=True,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            args=BROWSER_ARGS,
         )
         try:
             yield b
@@ -43,9 +57,8 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
-@pytest.fixture
-def page(browser: Any, live_server: LiveServer) -> Iterator[Any]:
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1366, "height": 860})
+def _page(browser: Any, server: LiveServer) -> Iterator[Any]:
+    context = browser.new_context(base_url=server.url, viewport={"width": 1366, "height": 860})
     context.set_default_timeout(15_000)
     pg = context.new_page()
     errors: list[str] = []
@@ -56,9 +69,22 @@ def page(browser: Any, live_server: LiveServer) -> Iterator[Any]:
     assert not errors, f"JavaScript errors: {errors}"
 
 
+@pytest.fixture
+def page(browser: Any, live_server: LiveServer) -> Iterator[Any]:
+    yield from _page(browser, live_server)
+
+
 def shot(pg: Any, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     pg.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"), full_page=True)
+
+
+def doc_shot(pg: Any, name: str) -> Path:
+    """A README screenshot: ``test-artifacts/docs/`` unless ``VAULTWATCH_UPDATE_DOCS=1`` (``docs/``)."""
+    DOCS.mkdir(parents=True, exist_ok=True)
+    path = DOCS / name
+    pg.screenshot(path=str(path), full_page=False)
+    return path
 
 
 def sign_in(pg: Any, user: str = "ana", start: str = "/ui/alerts") -> None:
@@ -214,12 +240,7 @@ def test_pages_have_landmarks_labels_and_visible_focus(page: Any, ui_seed: Seed)
     assert focused[0] == "Skip to content" and focused[1] == "solid" and focused[2] >= 0
 
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-
-
 def test_queue_puts_the_worst_first_and_folds_setup(page: Any, ui_seed: Seed) -> None:
-    from detect.alert import severity_rank
-
     sign_in(page)
     ids = page.locator("#queue-body tr[data-alert-id]").evaluate_all(
         "rows => rows.map(r => r.getAttribute('data-alert-id'))"
@@ -228,8 +249,7 @@ def test_queue_puts_the_worst_first_and_folds_setup(page: Any, ui_seed: Seed) ->
     ranks = [(severity_rank(by_id[i].severity), by_id[i].score) for i in ids]
     assert ranks == sorted(ranks, reverse=True)
     assert page.locator("#queue-summary .tally").count() == 5
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "queue.png"), full_page=False)
+    doc_shot(page, "queue.png")
     group = page.locator("tr.group-row details.group-members")
     if group.count():
         group.first.locator("summary").click()
@@ -246,7 +266,7 @@ def test_alert_page_collapses_raw_entries(page: Any, ui_seed: Seed) -> None:
     assert page.locator("#todo").is_visible()
     height = page.evaluate("document.body.scrollHeight")
     assert height < 3000, f"the alert page is {height}px tall"
-    page.screenshot(path=str(DOCS / "alert.png"), full_page=False)
+    doc_shot(page, "alert.png")
     page.get_by_role("link", name="Show all").click()
     page.wait_for_url("**raw=all**")
     assert page.locator("#raw-entries details.raw-entry").count() > shown
@@ -261,3 +281,77 @@ def test_identities_are_named_in_the_browser(page: Any, ui_seed: Seed) -> None:
     page.wait_for_url("**/ui/identities/**")
     assert page.locator("#identity-name").inner_text().startswith("alice")
     assert page.locator("#identity-key").inner_text().startswith("entity:")
+
+
+# -- the demo's behaviour alerts -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_history(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Any], list[Alert]]:
+    """The demo's past, as ``vaultwatch demo`` makes it (:class:`DemoTraffic`: eight days of the
+    organisation's work with a slow harvest in it, driven through a real OpenBao and rewritten
+    onto the past days), through both detection stages as ``vaultwatch replay`` runs them: its
+    events and alerts."""
+    work = tmp_path_factory.mktemp("demo-history")
+    server, url = traffic_server(work / "openbao")
+    with server:
+        traffic = DemoTraffic(url, server.root_token, server.audit_log)
+        try:
+            traffic.play(live_seconds=0.0, attacks=("slow-harvest",))
+        finally:
+            traffic.close()
+    events = list(read_events([traffic.workdir_file("history.log")]))
+    run = run_engine(events, Pipeline())
+    return events, list(run.alerts.values())
+
+
+@pytest.fixture
+def demo_server(
+    tmp_path: Path, users_file: Path, demo_history: tuple[list[Any], list[Alert]]
+) -> Iterator[LiveServer]:
+    """The UI over the demo history's alerts and archived events."""
+    from vaultwatch.api.app import create_app
+    from vaultwatch.api.auth import AuthConfig
+    from vaultwatch.settings import Settings
+
+    events, alerts = demo_history
+    with EventArchive(tmp_path / "archive", writer_id="demo") as archive:
+        archive.extend(events)
+    st = Store(f"sqlite:///{tmp_path / 'demo.db'}")
+    st.migrate()
+    st.add_alerts(alerts)
+    auth = AuthConfig(users_file=users_file, cookie_secure=False, login_burst=50)
+    reader = EventArchive(tmp_path / "archive", writer_id="demoreader")
+    srv = LiveServer(create_app(Settings(), auth=auth, store=st, archive=reader)).start()
+    yield srv
+    srv.stop()
+    st.close()
+
+
+@pytest.fixture
+def demo_page(browser: Any, demo_server: LiveServer) -> Iterator[Any]:
+    yield from _page(browser, demo_server)
+
+
+def test_a_behaviour_alert_of_the_demo_shows_its_reasons(
+    demo_page: Any, demo_history: tuple[list[Any], list[Alert]]
+) -> None:
+    """The demo's behaviour detection in the browser: its worst behaviour-only alert (the slow
+    harvest's first read of another team's secrets) with every reason, actual against typical,
+    and what to do. Its screenshot is the README's behaviour alert."""
+    behaviour = [a for a in demo_history[1] if a.detector in BEHAVIOUR_DETECTORS and a.explanation]
+    assert behaviour, "the demo's history raised no behaviour alert with reasons"
+    a = max(behaviour, key=lambda x: (severity_rank(x.severity), x.score))
+    assert severity_rank(a.severity) >= severity_rank("medium")
+    sign_in(demo_page, start=f"/ui/alerts/{a.id}")
+    assert demo_page.get_by_role("heading", name="Why: actual vs typical").is_visible()
+    rows = demo_page.locator("table.reasons tbody tr")
+    assert rows.count() == len(a.explanation)
+    for i, reason in enumerate(a.explanation):
+        row = rows.nth(i)
+        assert row.is_visible()
+        assert row.locator("td").first.inner_text() == reason.feature
+        assert row.locator("td.observed").inner_text() == reason.observed
+        assert row.locator("td").nth(2).inner_text() == reason.baseline
+    assert demo_page.locator("dd.mono", has_text=a.detector).count() >= 1
+    assert demo_page.locator("#todo").is_visible()
+    assert demo_page.locator("table.events tr.in-alert").count() >= 1  # its requests, from the archive
+    doc_shot(demo_page, "behaviour-alert.png")

@@ -43,7 +43,8 @@ through an over-broad grant) hides in that history. Then live traffic runs on th
 the organisation's night, with attacks one by one: a developer's first read of a production
 runtime secret and a stolen CI credential used from a new address (caught by behaviour), a
 password brute force and use of the root token (caught by rules). Alerts appear in a live table
-as they are stored, with their reason; the UI address is printed at start.
+as they are stored, with their reason; the UI address is printed at start. At the end each attack
+is reported as detected by the alerts whose evidence holds its own requests, no other.
 
 By default the scenario runs to completion, then the stack keeps serving the UI until Ctrl-C.
 Ctrl-C or SIGTERM stops every part cleanly. Everything listens on 127.0.0.1 only. Credentials
@@ -60,14 +61,6 @@ examples:
 
 log = logging.getLogger(__name__)
 
-#: Attack kind -> the detectors that catch it (for the end-of-scenario summary).
-EXPECTED_DETECTORS: dict[str, frozenset[str]] = {
-    "slow-harvest": frozenset({"sensitive-first-access", "behaviour-risk", "access-model-violation"}),
-    "developer-reads-runtime": frozenset({"sensitive-first-access", "access-model-violation"}),
-    "stolen-ci-credential": frozenset({"behaviour-risk", "sensitive-first-access", "access-model-violation"}),
-    "brute-force": frozenset({"login-failure-burst"}),
-    "root-token-use": frozenset({"root-token-use"}),
-}
 #: Detectors that learn what is usual (the rest are deterministic rules).
 BEHAVIOUR_DETECTORS = frozenset({"behaviour-risk", "sensitive-first-access"})
 
@@ -408,7 +401,8 @@ def run(args: argparse.Namespace) -> int:
         alerts = stack.alerts()
         if traffic is not None:
             stack.write_credentials(traffic.passwords)
-        code = _report(args, out, stack, progress, alerts, caught_up, time.monotonic() - t0)
+        truth = traffic.ground_truth() if traffic is not None else None
+        code = _report(args, out, stack, progress, alerts, truth, caught_up, time.monotonic() - t0)
         if state.signalled:
             # Errors of parts cut short by the stop request are expected, not failures.
             out.print("stopped on request; shutting down")
@@ -493,16 +487,22 @@ def _report(
     stack: Any,
     progress: Any,
     alerts: list[Any],
+    truth: Any,
     caught_up: bool,
     elapsed: float,
 ) -> int:
-    found = {a.detector for a in alerts}
-    caught_by = {
-        kind: sorted(EXPECTED_DETECTORS[kind] & found)
-        for kind in progress.attacks_started
-        if kind in EXPECTED_DETECTORS
-    }
-    expected = {kind: bool(by) for kind, by in caught_by.items()}
+    from detect.alert import severity_rank
+
+    from ..demo.scenarios import judge_alerts
+
+    # An attack counts as detected by the alerts that hold its own requests among their
+    # evidence, at medium severity or above (as the evaluation judges): not by a detector that
+    # fired on someone else's (the setup's own root-token use, say).
+    outcomes = judge_alerts(truth, alerts) if truth is not None else {}
+    started = [kind for kind in progress.attacks_started if kind in outcomes]
+    caught_by = {kind: sorted(outcomes[kind].detectors) for kind in started}
+    expected = {kind: outcomes[kind].caught for kind in started}
+    evidence = {kind: outcomes[kind].alert_ids for kind in started}
     behaviour = [a for a in alerts if a.detector in BEHAVIOUR_DETECTORS]
     if args.json:
         doc = {
@@ -517,14 +517,27 @@ def _report(
             "pipeline": {**stack.counters(), "caught_up": caught_up},
             "attacks_detected": expected,
             "attacks_caught_by": caught_by,
+            "attack_alerts": evidence,
             "behaviour_alerts": len(behaviour),
             "alerts": [a.to_dict() for a in alerts],
         }
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         sys.stdout.flush()
     else:
-        for kind, by in caught_by.items():
-            mark = f"[green]detected[/green] by {', '.join(by)}" if by else "[red]missed[/red]"
+        by_id = {a.id: a for a in alerts}
+        for kind in started:
+            worst: dict[str, Any] = {}  # detector -> its most severe alert on this attack
+            for alert in (by_id[i] for i in evidence[kind] if i in by_id):
+                best = worst.get(alert.detector)
+                if best is None or severity_rank(alert.severity) > severity_rank(best.severity):
+                    worst[alert.detector] = alert
+            by = ", ".join(f"{d} ({a.severity})" for d, a in sorted(worst.items()))
+            if expected[kind]:
+                mark = f"[green]detected[/green] by {by}"
+            elif by:
+                mark = f"[yellow]seen at low severity only[/yellow] by {by}"
+            else:
+                mark = "[red]missed[/red]"
             out.print(f"attack {kind}: {mark}")
         out.print(f"{len(alerts)} alert(s), {len(behaviour)} from behaviour detection, in {elapsed:.0f}s")
     if progress.phase == "failed":

@@ -46,6 +46,7 @@ __all__ = [
     "evaluate",
     "first_seen_baseline",
     "isolation_forest_baseline",
+    "judge_alerts",
     "path_template",
     "render",
     "replay",
@@ -75,6 +76,8 @@ class ScenarioOutcome:
     #: Every finding the detector produced on the scenario's events, alerting or not
     #: ("detector:severity"), to explain a miss.
     signals: set[str] = field(default_factory=set)
+    #: The alerts that share an event with the scenario (:func:`judge_alerts` only).
+    alert_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -192,6 +195,26 @@ class Scorer:
                 if len(ev.false_examples) < 12:
                     ev.false_examples.append(f"{alert.detector} [{alert.severity}] {alert.title}")
         return ev
+
+
+def judge_alerts(generated: GeneratedLog, alerts: Iterable[Alert]) -> dict[str, ScenarioOutcome]:
+    """Each scenario's outcome against a final set of alerts, by the attack's own evidence.
+
+    An alert counts for a scenario only when its ``event_ids`` include one of the scenario's
+    request ids (the definitions at the top of this module): a detector that fired on someone
+    else's requests (the setup's own root-token use, say) does not. ``alert_ids`` is filled in;
+    delays are not measured (the alerts come without the stream of events that raised them).
+    """
+    scorer = Scorer(generated, 0, "alerts")
+    for alert in alerts:
+        scorer.observe_alerts([alert], 0.0)
+        for kind in {generated.labels.get(rid) for rid in alert.event_ids}:
+            if kind in scorer.eval.outcomes:
+                scorer.eval.outcomes[kind].alert_ids.append(alert.id)
+    outcomes = scorer.eval.outcomes
+    for out in outcomes.values():
+        out.delay = out.delay_seconds = None
+    return outcomes
 
 
 # -- naive baselines --------------------------------------------------------------------------

@@ -103,6 +103,8 @@ class OpenBaoServer:
 
     By default one file device writes ``<workdir>/audit.log``. Pass ``devices`` for others, e.g.
     a socket device pointing at vaultwatch's listener. ``client()`` returns an hvac client.
+    The root token reaches the server in its environment, never on its command line, and the
+    server's log (which shows it) is readable by this user only.
     """
 
     def __init__(
@@ -145,15 +147,14 @@ class OpenBaoServer:
         home.mkdir(exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         env["HOME"] = str(home)
-        cmd = [
-            find_bao(),
-            "server",
-            "-dev",
-            f"-dev-root-token-id={self.root_token}",
-            f"-dev-listen-address=127.0.0.1:{self.port}",
-            f"-config={cfg}",
-        ]
-        self._logf = open(self.server_log, "wb")  # noqa: SIM115 - closed in stop()
+        # The root token goes in the environment, which only this user can read; a command line
+        # is visible to everyone on the machine (ps). `bao server -dev` reads BAO_DEV_ROOT_TOKEN_ID
+        # (and Vault's VAULT_DEV_ROOT_TOKEN_ID, for a `vault` binary in $VAULTWATCH_BAO_BIN).
+        env["BAO_DEV_ROOT_TOKEN_ID"] = env["VAULT_DEV_ROOT_TOKEN_ID"] = self.root_token
+        cmd = [find_bao(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{self.port}", f"-config={cfg}"]
+        # The dev server prints its root token at start: its log is private too.
+        fd = os.open(self.server_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._logf = os.fdopen(fd, "wb")  # closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env)
         try:
             _wait_port("127.0.0.1", self.port, self.start_timeout, self.proc, "OpenBao")

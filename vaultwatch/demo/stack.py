@@ -32,8 +32,8 @@ of the server that wrote them, and the dev server starts empty each time, so ano
 history would describe identities this server does not have. One instance per service keeps it
 small (about 1,500 requests for eight days).
 
-OpenBao gets its root token in its environment (``VAULT_DEV_ROOT_TOKEN_ID``), never on its
-command line, and vaultwatch's API talks to it with a token of its own (exposure queries,
+OpenBao gets its root token in its environment (:class:`~vaultwatch.demo.servers.OpenBaoServer`),
+never on its command line, and vaultwatch's API talks to it with a token of its own (exposure queries,
 identity names). The API has a UI login (admin), an analyst key and a viewer key.
 """
 
@@ -45,13 +45,12 @@ import json
 import logging
 import os
 import secrets
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -64,9 +63,8 @@ from ingest.sources.base import RawRecord
 
 from ..api.app import create_app
 from ..api.auth import AuthConfig, hash_password
-from .servers import AuditDevice, KafkaBroker, OpenBaoServer, ServerError, find_bao, free_port
-from .servers import _wait_port as wait_port
-from .traffic import APPS, BENIGN, DAY, HOUR, Call, GeneratedLog, Traffic, forwarding_listener
+from .servers import AuditDevice, KafkaBroker, OpenBaoServer, ServerError, free_port
+from .traffic import APPS, BENIGN, DAY, HOUR, SETUP, Call, GeneratedLog, Traffic, forwarding_listener
 
 __all__ = [
     "DEMO_ATTACKS",
@@ -159,6 +157,8 @@ class DemoTraffic(Traffic):
         self._stop_event = stop or threading.Event()
         self.progress = progress or TrafficProgress()
         self._live = False
+        self._history: GeneratedLog | None = None
+        self._first_live = 0
 
     @property
     def stopping(self) -> bool:
@@ -222,14 +222,38 @@ class DemoTraffic(Traffic):
             self.plan_attack_at("slow-harvest", self.t0 + (self.history_days - 2) * DAY + 0.5 * HOUR)
         self.run()
         history = self.rewrite(self.workdir_file("history.log"))
+        self._history = history
         if on_history is not None:
             on_history(history)
         p.phase = "live"
         self._live = True
+        self._first_live = len(self.calls)
         self._plan_live(live_seconds, [k for k in attacks if k not in HISTORY_ATTACKS])
         self._run_live()
         p.phase = "done"
         return len(self.calls)
+
+    def ground_truth(self) -> GeneratedLog | None:
+        """What the organisation and its attacks did so far, to judge the demo's alerts by.
+
+        The rewritten history's labels, plus those of the live requests made so far (read
+        from the audit log by :meth:`Traffic.request_labels`, so a refused login counts too),
+        and each attack's request ids in log order. None until the history is rewritten. Safe
+        to call while the live traffic runs.
+        """
+        history = self._history
+        if history is None:
+            return None
+        live = self.request_labels(self._first_live)
+        order: dict[str, list[str]] = {}
+        for rid, label in live.items():  # in the log's order
+            if label not in (BENIGN, SETUP):
+                order.setdefault(label, []).append(rid)
+        scenarios = {
+            kind: replace(sc, request_ids=sc.request_ids or tuple(order.get(kind, ())))
+            for kind, sc in dict(self.scenarios).items()
+        }
+        return replace(history, labels={**history.labels, **live}, scenarios=scenarios)
 
     def workdir_file(self, name: str) -> Path:
         """A file beside the server's audit log."""
@@ -429,36 +453,6 @@ class _HistoryFirst:
         self.live.close()
 
 
-class _DemoOpenBao(OpenBaoServer):
-    """:class:`OpenBaoServer` with the root token passed in the environment, not on the command line.
-
-    ``bao server -dev`` reads ``VAULT_DEV_ROOT_TOKEN_ID``; a process's environment is readable by
-    its own user only, while its command line is visible to everyone on the machine (``ps``).
-    The dev server prints its root token at start, so its log file is private too (mode 0600).
-    """
-
-    def start(self) -> OpenBaoServer:
-        cfg = self.workdir / "config.hcl"
-        cfg.write_text("".join(d.hcl() for d in self.devices) + self.extra_config)
-        home = self.workdir / "home"
-        home.mkdir(exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-        env["HOME"] = str(home)
-        env["VAULT_DEV_ROOT_TOKEN_ID"] = self.root_token
-        cmd = [find_bao(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{self.port}", f"-config={cfg}"]
-        fd = os.open(self.server_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        self._logf = os.fdopen(fd, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env)  # noqa: S603
-        try:
-            wait_port("127.0.0.1", self.port, self.start_timeout, self.proc, "OpenBao")
-            self._wait_ready()
-        except Exception:
-            self.stop()
-            raise
-        log.info("OpenBao dev server listening on %s", self.addr)
-        return self
-
-
 # -- the stack ----------------------------------------------------------------------------------
 class DemoStack:
     """OpenBao + socket listener + shipper + broker + worker + API, started and stopped together.
@@ -533,7 +527,7 @@ class DemoStack:
             AuditDevice("socket", "vaultwatch", {"address": self._socket.address, "socket_type": "tcp"}),
         ]
         fwd = free_port()
-        self.bao = _DemoOpenBao(
+        self.bao = OpenBaoServer(
             bao_dir, devices=devices, root_token=self.root_token, extra_config=forwarding_listener(fwd)
         ).start()
         self.traffic_url = f"http://127.0.0.1:{fwd}"

@@ -215,12 +215,18 @@ class Actor:
 
 @dataclass(frozen=True)
 class Call:
-    """One real request: its simulated time, the audit log size after it, and its label."""
+    """One real request: its simulated time, the audit log size after it, and its label.
+
+    ``start_offset`` is the audit log's size just before the request (-1 without an audit log):
+    the entries between the two offsets are the request's own, whatever other clients of the
+    server write between two requests.
+    """
 
     ts: float
     end_offset: int
     label: str
     request_id: str | None
+    start_offset: int = -1
 
 
 @dataclass(frozen=True)
@@ -353,6 +359,7 @@ class Traffic:
         address = BOOTSTRAP_ADDR if actor is None else actor.address
         self.client.token = token
         self.client.session.headers["X-Forwarded-For"] = address
+        begin = os.stat(self.audit_log).st_size if self.audit_log is not None else -1
         result: Any = None
         try:
             result = fn(self.client)
@@ -360,7 +367,7 @@ class Traffic:
             log.debug("expected refusal in traffic: %s", type(exc).__name__)
         end = os.stat(self.audit_log).st_size if self.audit_log is not None else -1
         rid = result.get("request_id") if isinstance(result, dict) else None
-        self.calls.append(Call(self._now, end, self._label, rid or None))
+        self.calls.append(Call(self._now, end, self._label, rid or None, begin))
         self._now += self.rng.uniform(*gap)
         return result
 
@@ -1055,6 +1062,38 @@ class Traffic:
             warmup_days=self.warmup_days,
             entry_labels=entry_labels,
         )
+
+    def request_labels(self, first: int = 0) -> dict[str, str]:
+        """Request id -> label of every audit entry that ``calls[first:]`` wrote, on the real clock.
+
+        Unlike :meth:`rewrite`, which gives every line of the log to some request, an entry
+        counts here only when it lies between a call's ``start_offset`` and ``end_offset``: what
+        other clients of the server (vaultwatch's own API, say) wrote between two requests
+        belongs to none. Failed requests (a refused login) have their ids too, which hvac does
+        not return.
+        """
+        calls = self.calls[first:]
+        if self.audit_log is None or not calls:
+            return {}
+        labels: dict[str, str] = {}
+        idx = 0
+        offset = max(calls[0].start_offset, 0)
+        with open(self.audit_log, "rb") as src:
+            src.seek(offset)
+            for line in src:
+                start = offset
+                offset += len(line)
+                while idx < len(calls) and start >= calls[idx].end_offset:
+                    idx += 1
+                if idx >= len(calls):
+                    break
+                call = calls[idx]
+                if start < call.start_offset or not line.strip():
+                    continue
+                rid = (json.loads(line).get("request") or {}).get("id")
+                if rid:
+                    labels.setdefault(rid, call.label)
+        return labels
 
 
 _TIME_RE: Final = re.compile(rb'^\{"time":"[^"]*"')
