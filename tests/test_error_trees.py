@@ -46,18 +46,6 @@ ALLOWED: dict[str, str] = {
         "the stop signal of the demo's traffic thread, caught by the demo verb; not an error, so "
         "an `except VaultwatchError` must not swallow it"
     ),
-    "vaultwatch.demo.traffic.TrafficError": (
-        "demo error, still a bare RuntimeError: to fix, derive it from VaultwatchError as well "
-        "(keeping RuntimeError) and draw it in vaultwatch/errors.py"
-    ),
-    "vaultwatch.demo.servers.ServerError": (
-        "demo error, still a bare RuntimeError: to fix, derive it from VaultwatchError as well "
-        "(keeping RuntimeError) and draw it in vaultwatch/errors.py"
-    ),
-    "vaultwatch.demo.org_driver.DriverError": (
-        "demo error, still a bare RuntimeError: to fix, derive it from VaultwatchError as well "
-        "(keeping RuntimeError) and draw it in vaultwatch/errors.py"
-    ),
 }
 
 

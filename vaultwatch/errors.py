@@ -14,17 +14,21 @@ The tree (the packages below the shell have roots of their own: ``ingest.errors.
     ├── VaultClientError   a Vault API call or login failed (vaultwatch.vault.client); also a RuntimeError
     ├── PolicyParseError   a Vault HCL policy could not be read (vaultwatch.vault.policy_hcl);
     │                      also a ValueError
-    └── UsageError         a command-line option is missing or inconsistent (vaultwatch.cli.check);
-                           also a ValueError, which ``vaultwatch check`` catches with its other input errors
+    ├── UsageError         a command-line option is missing or inconsistent (vaultwatch.cli.check);
+    │                      also a ValueError, which ``vaultwatch check`` catches with its other input errors
+    ├── TrafficError       the demo's traffic could not be driven (vaultwatch.demo.traffic);
+    │                      also a RuntimeError
+    ├── ServerError        a demo server (OpenBao, the broker) did not start or stop
+    │                      (vaultwatch.demo.servers); also a RuntimeError
+    └── DriverError        a generated organisation's request failed, or its server is sealed
+                           (vaultwatch.demo.org_driver); also a RuntimeError
 
 ``ConfigError`` and ``ArchiveError`` are defined here; the others live beside the code that raises
 them and derive from :class:`VaultwatchError`. ``tests/test_error_trees.py`` checks that this
 drawing matches the classes.
 
-Not in the tree yet: the demo's errors, ``TrafficError`` (vaultwatch.demo.traffic), ``ServerError``
-(vaultwatch.demo.servers) and ``DriverError`` (vaultwatch.demo.org_driver), still derive from
-``RuntimeError`` only. ``DemoStopped`` (vaultwatch.demo.stack) stays outside for good: it is the
-stop signal of the demo's traffic thread, not an error.
+``DemoStopped`` (vaultwatch.demo.stack) stays outside the tree: it is the stop signal of the
+demo's traffic thread, not an error.
 
 Messages name keys, files and causes, never a configured or secret value. Third-party
 exceptions are wrapped where they cross into the shell (``raise ArchiveError(...) from exc``).

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from ..errors import VaultwatchError
+
 __all__ = ["SEQ_HEADER", "Actor", "Driver", "DriverError", "Reply", "Rewritten", "rfc3339"]
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ SETUP: Final = "setup"
 BENIGN: Final = "benign"
 
 
-class DriverError(RuntimeError):
+class DriverError(VaultwatchError, RuntimeError):
     """The generator could not drive the server or match the audit log to its requests."""
 
 

@@ -26,12 +26,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ..errors import VaultwatchError
+
 __all__ = ["OpenBaoServer", "KafkaBroker", "AuditDevice", "free_port", "find_bao", "ServerError"]
 
 log = logging.getLogger(__name__)
 
 
-class ServerError(RuntimeError):
+class ServerError(VaultwatchError, RuntimeError):
     """A bundled server could not be found or did not start."""
 
 

@@ -40,6 +40,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
+from ..errors import VaultwatchError
 from .servers import AuditDevice, OpenBaoServer, free_port
 
 __all__ = [
@@ -86,7 +87,7 @@ ATTACK_KINDS: Final = (
 )
 
 
-class TrafficError(RuntimeError):
+class TrafficError(VaultwatchError, RuntimeError):
     """The generator could not set up the organisation or match the log to its requests."""
 
 
