@@ -5,6 +5,11 @@ version does not know takes the slow path (a generic decode, unknown fields spli
 and kept in ``extra``). Every failure is a :class:`~ingest.errors.ParseError` with a reason code;
 nothing else escapes :meth:`Parser.parse`.
 
+The module is long (about 600 lines) because the fast path and the general path build the same
+event from the same structs and must agree field for field: they stay side by side in one class,
+with the identity and header caches and the redaction they share, so a change to one is seen
+beside the other.
+
 >>> p = Parser()
 >>> line = (b'{"time":"2026-01-01T00:00:00Z","type":"request","auth":{"token_type":"default"},'
 ...         b'"request":{"id":"r1","operation":"update","path":"auth/userpass/login/alice",'

@@ -102,7 +102,9 @@ class Backoff:
 
 
 class _NotSent:
-    """Stands in for the future of a record the producer refused to queue."""
+    """Stands in for the future of a record the producer refused to queue (``send`` raised): done,
+    failed, with that error. The one definition, for the shipper and the Kafka DLQ
+    (:class:`ingest.sources.kafka.DeadLetterQueue`)."""
 
     is_done = True
 
@@ -111,6 +113,9 @@ class _NotSent:
 
     def succeeded(self) -> bool:
         return False
+
+    def failed(self) -> bool:
+        return True
 
 
 # Errors about one record itself (too big for the client or the broker, refused as invalid):

@@ -31,6 +31,7 @@ from ..kafka_config import (
     producer_config,
 )
 from ..quarantine import DlqSealer
+from ..ship import _NotSent
 from .base import RawRecord
 
 __all__ = [
@@ -401,18 +402,3 @@ class DeadLetterQueue:
         finally:
             if self._owned:
                 self._producer.close()
-
-
-class _NotSent:
-    """Stands in for the future of a record the producer refused to queue."""
-
-    is_done = True
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exception = exc
-
-    def succeeded(self) -> bool:
-        return False
-
-    def failed(self) -> bool:
-        return True

@@ -14,9 +14,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+from ingest.kafka_config import consumer_config, import_kafka
 from ingest.quarantine import (
     KEY_FILE_ENV,
     QuarantineError,
@@ -31,9 +34,20 @@ from ingest.quarantine import (
     show_record,
 )
 
+from ..errors import ConfigError
 from ..service.atomic import atomic_writer
+from ..settings import ENV_PREFIX, KafkaConfig, load_settings
 
-__all__ = ["HELP", "DESCRIPTION", "KAFKA_SCHEME", "add_arguments", "read_dlq", "run"]
+__all__ = [
+    "HELP",
+    "DESCRIPTION",
+    "KAFKA_SCHEME",
+    "add_arguments",
+    "dlq_consumer_config",
+    "dlq_kafka_config",
+    "read_dlq",
+    "run",
+]
 
 HELP = "list, show, requeue or discard the audit lines a run quarantined (encrypted at rest)"
 DESCRIPTION = f"""\
@@ -42,7 +56,8 @@ the Kafka dead-letter topic `run` and `ship` write (FILE = kafka://HOST:PORT/TOP
 lines that did not parse, each encrypted with the quarantine key. `list` shows the clear
 metadata (id, time, source, position, reason, size) and needs no key; `show` decrypts one record;
 `requeue` writes the decrypted lines to a file to feed back (after fixing the parser or the line);
-`discard` removes records, e.g. once requeued.
+`discard` removes records, e.g. once requeued. A Kafka topic is read with the [kafka] settings
+(TLS, SASL) of the vaultwatch configuration (--config or $VAULTWATCH_CONFIG), as `run` reads them.
 
 The key file is --key-file, else ${KEY_FILE_ENV}, else ~/.config/vaultwatch/quarantine.key
 (the file the run that wrote the quarantine used). Ids may be shortened to a unique prefix.
@@ -87,6 +102,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             metavar="PATH",
             default=os.environ.get(KEY_FILE_ENV) or None,
             help=f"the quarantine key (default: ${KEY_FILE_ENV}, else ~/.config/vaultwatch/quarantine.key)",
+        )
+    for sp in (ls, show, rq):
+        sp.add_argument(
+            "--config",
+            metavar="FILE",
+            help="with kafka://: the vaultwatch TOML configuration (default $VAULTWATCH_CONFIG) whose "
+            "[kafka] section (TLS, SASL, client id) the consumer uses, as `vaultwatch run` does; the "
+            "brokers are the URL's",
         )
 
 
@@ -228,7 +251,11 @@ def _run_dlq(args: argparse.Namespace) -> int:
         )
     where = f"{KAFKA_SCHEME}{servers}/{topic}"
     try:
-        records, unsealed = read_dlq(servers.split(","), topic)
+        kafka = dlq_kafka_config(servers, args.config)
+    except ConfigError as exc:
+        return _fail(f"{exc}\n  (the brokers of {KAFKA_SCHEME}HOST:PORT/TOPIC stand for kafka.bootstrap)")
+    try:
+        records, unsealed = read_dlq(kafka, topic)
     except Exception as exc:  # noqa: BLE001 - any client error is reported, never a traceback
         return _fail(f"cannot read {where}: {exc.__class__.__name__}: {exc}")
     if unsealed:
@@ -255,20 +282,35 @@ def _run_dlq(args: argparse.Namespace) -> int:
         return _fail(f"{exc}{hint}")
 
 
-def read_dlq(servers: list[str], topic: str, *, timeout: float = 30.0) -> tuple[list[SealedRecord], int]:
-    """Every record of ``topic`` from its beginning to its end when called, as sealed records
-    (nothing decrypted), and how many were not sealed vaultwatch DLQ records."""
-    from ingest.kafka_config import import_kafka
+def dlq_kafka_config(servers: str, config: str | None) -> KafkaConfig:
+    """The ``[kafka]`` section of ``config`` (``None``: ``$VAULTWATCH_CONFIG``, if set) with the
+    brokers of a ``kafka://`` URL, validated as ``vaultwatch run`` validates its own (blanks
+    around the commas dropped). Raises :class:`~vaultwatch.errors.ConfigError`."""
+    return load_settings(config, {**os.environ, f"{ENV_PREFIX}KAFKA__BOOTSTRAP": servers}).kafka
 
+
+def dlq_consumer_config(kafka: KafkaConfig) -> dict[str, Any]:
+    """kafka-python settings to read a DLQ topic whole: the client settings of the one mapping
+    (:meth:`~vaultwatch.settings.KafkaConfig.client_settings`, so TLS and SASL are ``run``'s),
+    no consumer group, from the earliest offset, and fetches large enough for a record holding an
+    over-long line."""
+    cfg = consumer_config(kafka.client_settings(), replace(kafka.consumer_settings(), group_id=None))
+    cfg.update(max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024)
+    return cfg
+
+
+def read_dlq(
+    kafka: KafkaConfig | Sequence[str], topic: str, *, timeout: float = 30.0
+) -> tuple[list[SealedRecord], int]:
+    """Every record of ``topic`` from its beginning to its end when called, as sealed records
+    (nothing decrypted), and how many were not sealed vaultwatch DLQ records.
+
+    ``kafka`` is the ``[kafka]`` configuration (:func:`dlq_kafka_config`), or only the brokers of
+    a plaintext cluster, which then stand for a configuration with nothing else set."""
+    if not isinstance(kafka, KafkaConfig):
+        kafka = KafkaConfig(bootstrap=",".join([kafka] if isinstance(kafka, str) else kafka))
     k = import_kafka()
-    consumer = k.KafkaConsumer(
-        bootstrap_servers=servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=16 * 1024 * 1024,
-    )
+    consumer = k.KafkaConsumer(**dlq_consumer_config(kafka))
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:

@@ -29,6 +29,9 @@ from ingest.ship import Backoff, ShipInterrupted, Shipper
 from ingest.sources.base import Source
 from ingest.sources.stdin import StdinSource
 
+from ..errors import ConfigError
+from ..settings import ENV_PREFIX, load_settings
+
 log = logging.getLogger(__name__)
 
 HELP = "tail an audit file or listen as a socket audit device; produce to Kafka"
@@ -39,6 +42,10 @@ redacted entry, never the raw line (a `log_raw` device writes secrets in plainte
 not parse go, with their reason, to the dead-letter topic <topic>.dlq (default) or to a
 quarantine file (mode 0600) with --quarantine. Copies of one entry written by two audit devices
 are shipped once.
+
+The connection to Kafka (brokers, TLS, SASL) is the [kafka] section of the vaultwatch
+configuration (--config FILE or $VAULTWATCH_CONFIG, with VAULTWATCH_KAFKA__* overrides), read
+exactly as `vaultwatch run` reads it; --bootstrap replaces its broker list.
 
 Delivery is at-least-once: the source position (the --checkpoint file for --file) is committed
 only after the broker acknowledged the whole batch (acks=all). A crash or `kill -9` loses nothing
@@ -65,6 +72,9 @@ unacknowledged (they are re-read on restart from a checkpoint), 2 bad arguments 
 """
 
 _DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+#: The broker list's environment variable from before ``--config`` (``VAULTWATCH_KAFKA__BOOTSTRAP``
+#: is the configuration's own, read with the rest of ``[kafka]``).
+_LEGACY_BOOTSTRAP_ENV = "VAULTWATCH_KAFKA_BOOTSTRAP"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -100,12 +110,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     k = p.add_argument_group("Kafka")
     k.add_argument(
+        "--config",
+        metavar="FILE",
+        help="vaultwatch TOML configuration (default $VAULTWATCH_CONFIG) whose [kafka] section "
+        "(TLS, SASL, brokers) the producer uses, exactly as `vaultwatch run` does",
+    )
+    k.add_argument(
         "--bootstrap",
-        default=os.environ.get("VAULTWATCH_KAFKA_BOOTSTRAP", _DEFAULT_BOOTSTRAP),
-        help="comma-separated brokers (default $VAULTWATCH_KAFKA_BOOTSTRAP or %(default)s)",
+        default=os.environ.get(_LEGACY_BOOTSTRAP_ENV),
+        help=f"comma-separated brokers (default ${_LEGACY_BOOTSTRAP_ENV}, else [kafka] bootstrap of "
+        f"--config, else {_DEFAULT_BOOTSTRAP})",
     )
     k.add_argument("--topic", default="vault-audit", help="topic to produce to (default %(default)s)")
-    k.add_argument("--client-id", default="vaultwatch-ship", help="Kafka client id (default %(default)s)")
+    k.add_argument(
+        "--client-id",
+        default="vaultwatch-ship",
+        help="Kafka client id (default %(default)s; [kafka] client_id names the worker)",
+    )
     k.add_argument(
         "--linger-ms", type=int, default=20, help="wait up to this long to fill a batch (default 20)"
     )
@@ -160,11 +181,26 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
+def kafka_settings(args: argparse.Namespace) -> KafkaSettings:
+    """The producer's client settings: the ``[kafka]`` section of ``--config`` (and its
+    ``VAULTWATCH_KAFKA__*`` overrides) through the one mapping,
+    :meth:`~vaultwatch.settings.KafkaConfig.client_settings`, with ``--bootstrap`` and
+    ``--client-id`` in place of its brokers and client id. TLS, SASL and the parsing of the broker
+    list are therefore those of ``vaultwatch run``. Raises
+    :class:`~vaultwatch.errors.ConfigError` naming the bad key."""
+    env = dict(os.environ)
+    if args.bootstrap:
+        env[f"{ENV_PREFIX}KAFKA__BOOTSTRAP"] = args.bootstrap
+    env[f"{ENV_PREFIX}KAFKA__CLIENT_ID"] = args.client_id
+    return load_settings(args.config, env).kafka.client_settings()
+
+
 def _run(args: argparse.Namespace, stop: threading.Event) -> int:
-    kafka = KafkaSettings(
-        bootstrap=[b.strip() for b in args.bootstrap.split(",") if b.strip()],
-        client_id=args.client_id,
-    )
+    try:
+        kafka = kafka_settings(args)
+    except ConfigError as exc:
+        log.error("%s%s", exc, "\n  (--bootstrap stands for kafka.bootstrap)" if args.bootstrap else "")
+        return 2
     settings = ProducerSettings(
         linger_ms=args.linger_ms, batch_size=args.batch_bytes, compression=args.compression
     )
@@ -194,7 +230,7 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
         )
         stop_watch = threading.Thread(target=_relay_stop, args=(stop, shipper), daemon=True)
         stop_watch.start()
-        log.info("shipping %s to %s on %s", source.name, args.topic, args.bootstrap)
+        log.info("shipping %s to %s on %s", source.name, args.topic, kafka.bootstrap)
         code = 0
         try:
             shipper.run()

@@ -29,6 +29,10 @@ checkpoint (every checkpoint flushes first), so a reader never sees a duplicate 
 
 Queries never list the whole archive: the hour directories to open are derived from the time
 range, and the remaining filters are pushed down to the Parquet reader as dataset expressions.
+
+The module is long (about 600 lines) because writing, the crash rewind, retention, compaction
+and the queries all depend on the one file layout and naming scheme above; kept in one class, a
+change to the layout changes them together.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ import msgspec
 from detect.alert import Alert
 from detect.engine import Engine
 from detect.partition import CarriedBaselines, Facts, correlation_keys, facts_of, needed_scopes, split
+from detect.rules import default_rules
 from detect.types import Detector
 from ingest.event import AuditEvent
 
@@ -361,8 +362,6 @@ class Pipeline:
         lateness: float = DEFAULT_LATENESS,
         on_event: Callable[[AuditEvent], None] | None = None,
     ) -> None:
-        from detect.rules import default_rules
-
         cfg = dict(config or {})
         maker = make or (lambda: default_rules(cfg))
         local, cross, carried, scopes = build_split(maker)

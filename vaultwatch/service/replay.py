@@ -12,7 +12,9 @@ sees. Each alert is kept once, in its final state.
 
 :func:`read_events` merges recorded files (plain or gzip) into one event-time-ordered stream,
 :func:`replay` runs it through :func:`run_engine`, and :func:`deliver` stores a replay's alerts
-and sends them through the configured routes and channels.
+and sends them through the configured routes and channels. ``replay --jobs N``
+(:mod:`vaultwatch.service.shard`) runs this same loop in each of its processes, its engine being
+one shard's stage 1.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ingest.event import AuditEvent
 from ingest.parse import Parser
 from ingest.quarantine import MemoryQuarantine, Quarantine
 
+from ..errors import ConfigError
 from ..settings import load_settings
 from .cross import Pipeline
 from .wiring import build_delivery, open_store
@@ -87,13 +90,15 @@ def run_engine(
     *,
     on_event: Callable[[AuditEvent, list[Alert]], None] | None = None,
     on_flush: Callable[[float, list[Alert]], None] | None = None,
+    on_duplicate: Callable[[AuditEvent], None] | None = None,
 ) -> EngineRun:
     """Feed ``events`` (in event-time order) to ``engine``; flush it once, past the last event.
 
     ``on_event(event, alerts)`` is called after each event the engine processed, with the alerts
     that event raised or updated; ``on_flush(now, alerts)`` after the final flush. Duplicates
     are skipped before the engine or ``on_event`` sees them; the engine's detectors that have a
-    ``witness(event)`` method are handed each skipped copy (a second audit device's entry).
+    ``witness(event)`` method are handed each skipped copy (a second audit device's entry), and
+    so is ``on_duplicate`` (``replay --jobs``, whose witnesses run in another process).
     """
     dedup = Deduplicator()
     run = EngineRun()
@@ -106,6 +111,8 @@ def run_engine(
         if dedup.is_duplicate(ev):
             for witness in witnesses:
                 witness(ev)
+            if on_duplicate is not None:
+                on_duplicate(ev)
             continue
         run.events += 1
         run.last_ts = ev.ts
@@ -309,10 +316,16 @@ def deliver(alerts: list[Alert], config: str, *, settle: float = 30.0) -> dict[s
     Groups are flushed at once (a replay has no reason to wait ``group_wait``); deliveries that
     must be retried are retried while the schedule allows within ``settle`` seconds, and what is
     still pending stays in the store's outbox for ``vaultwatch run`` to finish.
+
+    A configuration without ``[routes]`` or without ``[channels]`` receivers raises
+    :class:`~vaultwatch.errors.ConfigError` saying what to add, before anything is stored: with
+    no routes ``vaultwatch run`` notifies nobody either, and a replay sends alerts where ``run``
+    would, never by a rule of its own.
     """
     settings = load_settings(config)
-    if not settings.routes or not settings.channels:
-        raise ValueError(f"{config} has no [routes] or no [channels] to deliver to")
+    problems = _delivery_problems(settings.routes, settings.channels)
+    if problems:
+        raise ConfigError(problems, config)
     store = open_store(settings)
     try:
         with store.transaction() as tx:
@@ -339,3 +352,28 @@ def deliver(alerts: list[Alert], config: str, *, settle: float = 30.0) -> dict[s
             time.sleep(0.5)
     finally:
         store.close()
+
+
+def _delivery_problems(routes: dict[str, Any], channels: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a configuration lacks for ``--deliver``, each problem with the fix (no value quoted)."""
+    problems: list[tuple[str, str]] = []
+    if not channels.get("receivers"):
+        problems.append(
+            (
+                "channels",
+                "no [[channels.receivers]] to send to: add one with a name and a channel "
+                "([[channels.receivers.webhook]], .slack, .pagerduty, .teams, .email or .syslog), "
+                "as in examples/vaultwatch.toml",
+            )
+        )
+    if not routes:
+        problems.append(
+            (
+                "routes",
+                "no [routes] table, so no alert goes anywhere (`vaultwatch run` sends none either): "
+                "add [[routes.receivers]] with the name of a [[channels.receivers]] entry and its "
+                'channels (integrations = [{ channel = "webhook" }]), and [routes.route] with '
+                "receiver = that name, as in examples/vaultwatch.toml",
+            )
+        )
+    return problems

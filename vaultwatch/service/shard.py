@@ -1,12 +1,14 @@
 """``vaultwatch replay --jobs N``: identities sharded across N processes, the cross stage once.
 
-Each child process reads and parses every file (parsing is a small share of a replay), drops
-second copies exactly as :func:`~vaultwatch.service.replay.run_engine` does, numbers the remaining
-events (the same numbers in every child), and runs stage 1
+Each child process reads and parses every file (parsing is a small share of a replay) and runs
+the one replay loop, :func:`~vaultwatch.service.replay.run_engine`, with :class:`_ShardStage` as
+its engine: it numbers the events (the same numbers in every child) and runs stage 1
 (:class:`~vaultwatch.service.cross.IdentityStage`) over the identities of its shard only, as one
-partition of ``vaultwatch run`` would. Its cross records go to a spool file. The parent then runs
-stage 2 (:class:`~vaultwatch.service.cross.CrossState`, one source per shard) over the spools in
-the canonical order, and flushes everything where a one-process replay flushes. The alert ids are
+partition of ``vaultwatch run`` would. So second copies are dropped, the engine is flushed past
+the last event and each alert is kept in its final state exactly as with ``--jobs 1``. The
+child's cross records go to a spool file. The parent then runs stage 2
+(:class:`~vaultwatch.service.cross.CrossState`, one source per shard) over the spools in the
+canonical order, and flushes everything where a one-process replay flushes. The alert ids are
 those of ``--jobs 1`` for every detector whose state the split keeps whole (every pluggable
 detector); the behavioural core's peer and organisation priors are per shard, as they are per
 partition in ``run``.
@@ -29,12 +31,12 @@ from typing import Any, Final
 
 from detect.alert import Alert
 from detect.engine import Engine
-from ingest.dedup import Deduplicator
+from ingest.event import AuditEvent
 from ingest.parse import Parser
 from ingest.quarantine import MemoryQuarantine, Quarantine
 
 from .cross import DEFAULT_LATENESS, CrossState, IdentityStage, XMark, XRecord, build_split, decode, encode
-from .replay import FINAL_FLUSH, ReplayResult, read_events
+from .replay import FINAL_FLUSH, ReplayResult, read_events, run_engine
 
 __all__ = ["ShardResult", "replay_jobs", "shard_of"]
 
@@ -91,21 +93,66 @@ def _run_index(index: int) -> ShardResult:
     return _run_shard(_JOBS[index])
 
 
+class _ShardStage:
+    """One child's stage 1, as the engine of :func:`~vaultwatch.service.replay.run_engine`.
+
+    Every event is numbered (the same numbers in every child, second copies included); the events
+    of this shard's identities go through :class:`~vaultwatch.service.cross.IdentityStage`, the
+    others only count. Cross records go to the spool through ``put``.
+    """
+
+    def __init__(
+        self,
+        job: _Job,
+        engine: Engine,
+        stage: IdentityStage,
+        put: Callable[[XRecord], None],
+    ) -> None:
+        self.engine = engine
+        self.stage = stage
+        self.put = put
+        self.shard = job.shard
+        self.jobs = job.jobs
+        self.archive = job.on_event(job.shard) if job.on_event is not None else None
+        self.hour: int | None = None
+        self.ordinal = 0
+        self.first_ts: float | None = None
+
+    def process(self, ev: AuditEvent) -> list[Alert]:
+        ordinal = self.ordinal
+        self.ordinal += 1
+        if self.first_ts is None:
+            self.first_ts = ev.ts
+        if shard_of(ev.identity.key, self.jobs) != self.shard:
+            return []
+        if self.archive is not None:
+            self.archive(ev)
+        self.hour, found, records = self.stage.step(ev, self.hour, self.shard, ordinal)
+        for rec in records:
+            self.put(rec)
+        return found
+
+    def duplicate(self, ev: AuditEvent) -> None:
+        """A second copy ``run_engine`` dropped: shard 0 alone hands it to the cross stage's
+        completeness detectors (their ``witness``); every shard numbers it."""
+        if self.shard == 0:
+            for rec in self.stage.route(ev, 0, self.ordinal, witness=True):
+                self.put(rec)
+        self.ordinal += 1
+
+    def flush(self, now: float) -> list[Alert]:
+        return self.engine.flush(now)
+
+
 def _run_shard(job: _Job) -> ShardResult:
     saved = gc.get_threshold()
     gc.set_threshold(max(saved[0], 50_000), max(saved[1], 20), max(saved[2], 100))
     local, _, _, scopes = build_split(job.make)
     engine = Engine(dict(job.config), seed=job.seed, detectors=local)
-    stage = IdentityStage(engine, scopes)
     res = ShardResult(shard=job.shard)
     failures: Counter[str] = Counter()
     counter = [0]
     quarantine = job.quarantine if job.shard == 0 and job.quarantine is not None else MemoryQuarantine()
-    archive = job.on_event(job.shard) if job.on_event is not None else None
-    alerts: dict[str, Alert] = {}
-    dedup = Deduplicator()
-    hour: int | None = None
-    ordinal = 0
     spool = Path(job.spool_dir) / f"shard-{job.shard}.xid"
     with open(spool, "wb", buffering=1 << 20) as out:
 
@@ -121,34 +168,15 @@ def _run_shard(job: _Job) -> ShardResult:
             failures=failures,
             counter=counter,
         )
-        for ev in events:
-            if dedup.is_duplicate(ev):
-                if job.shard == 0:  # one shard reports second copies to the completeness detectors
-                    for rec in stage.route(ev, 0, ordinal, witness=True):
-                        put(rec)
-                ordinal += 1
-                continue
-            res.events += 1
-            if res.first_ts is None:
-                res.first_ts = ev.ts
-            res.last_ts = ev.ts
-            if shard_of(ev.identity.key, job.jobs) == job.shard:
-                if archive is not None:
-                    archive(ev)
-                hour, found, records = stage.step(ev, hour, job.shard, ordinal)
-                for a in found:
-                    alerts[a.id] = a
-                for rec in records:
-                    put(rec)
-            ordinal += 1
-        if res.last_ts is not None:
-            for a in engine.flush(res.last_ts + FINAL_FLUSH):
-                alerts[a.id] = a
+        feed = _ShardStage(job, engine, IdentityStage(engine, scopes), put)
+        run = run_engine(events, feed, on_duplicate=feed.duplicate)
     if job.quarantine is not None and job.shard == 0:
         job.quarantine.close()
-    res.alerts = list(alerts.values())
+    res.alerts = list(run.alerts.values())
+    res.events = run.events
+    res.first_ts, res.last_ts = feed.first_ts, run.last_ts
     res.lines = counter[0]
-    res.duplicates = dedup.duplicates
+    res.duplicates = run.duplicates
     res.failures = dict(failures)
     res.identity_keys = engine.identities()
     res.identities = len(res.identity_keys)

@@ -29,6 +29,11 @@ the identity's baseline facts, followed after each batch by a mark per output pa
 marks for caught-up partitions. The producer is flushed before every checkpoint. Stage 2
 (:class:`vaultwatch.service.stage2.CrossWorker`) runs the cross detectors over that topic in a
 canonical order (:mod:`vaultwatch.service.cross`).
+
+The module is long (about 650 lines) because the poll loop, the rebalance callbacks, the
+checkpoints and the archive and cross-stage hand-offs share one state (the partitions owned, their
+engines and offsets) and one lock; the exactly-once argument above holds only if they are read
+together.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import msgspec
 from alerts.errors import StoreError
 from detect.alert import Alert
 from detect.engine import Engine
+from detect.rules import default_rules
 from ingest.errors import ParseError, ShipError, SourceError
 from ingest.parse import Parser
 from ingest.sources.base import RawRecord
@@ -252,8 +258,6 @@ class Worker:
     def _full_detectors(self) -> list[Any]:
         if self._detectors_factory is not None:
             return self._detectors_factory()
-        from detect.rules import default_rules
-
         return default_rules(dict(self.cfg.detect_config))
 
     def _partition(self, topic: str, partition: int) -> PartitionState:
@@ -650,6 +654,8 @@ class Worker:
         if consumer is None:
             return {}
         try:
+            # kafka-python stays lazy, as everywhere (ingest.kafka_config.import_kafka): `replay` and
+            # the API import this module without using Kafka. Here the source has loaded it already.
             from kafka import TopicPartition
 
             with self._lock:

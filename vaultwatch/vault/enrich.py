@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from .client import VaultClientError
+
 __all__ = ["EntityInfo", "IdentityEnricher", "EnrichmentStore", "MemoryEnrichmentStore"]
 
 log = logging.getLogger(__name__)
@@ -178,8 +180,6 @@ class IdentityEnricher:
         return info
 
     def _fetch(self, entity_id: str) -> EntityInfo:
-        from .client import VaultClientError
-
         hv = self.vault.hvac
         try:
             data = self.vault.call(hv.secrets.identity.read_entity, entity_id=entity_id)["data"]

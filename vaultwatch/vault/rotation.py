@@ -24,6 +24,8 @@ from detect.policy import AccessPolicy, RotationClass, default_policy
 from detect.types import Finding
 from ingest.event import Identity
 
+from .client import VaultClientError
+
 __all__ = ["SecretAge", "RotationMonitor", "human"]
 
 log = logging.getLogger(__name__)
@@ -106,8 +108,6 @@ class RotationMonitor:
                     yield full
 
     def _walk(self, mount: str, folder: str) -> Iterator[str]:
-        from .client import VaultClientError
-
         try:
             keys = self.vault.call(self.vault.hvac.secrets.kv.v2.list_secrets, path=folder, mount_point=mount)
         except VaultClientError:
