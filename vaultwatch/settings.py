@@ -41,7 +41,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -57,10 +57,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from detect.policy import AccessPolicy, PolicyError, default_policy, parse_policy
 from ingest.kafka_config import ConsumerSettings, GroupTimings, KafkaSettings
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from detect.policy import AccessPolicy
 
 __all__ = [
     "ApiAuthConfig",
@@ -240,6 +242,10 @@ def load_policy(path: str | os.PathLike[str] | None) -> AccessPolicy:
     This is where a policy file is read: :mod:`detect` only parses text. A missing or unreadable
     file raises :class:`detect.errors.PolicyError` naming the file; so does invalid content.
     """
+    # Here, not at module level: ``detect``'s package loads the engine and scikit-learn, and the
+    # shipper (``vaultwatch ship``) reads these settings on hosts that never detect anything.
+    from detect.policy import PolicyError, default_policy, parse_policy
+
     if path is None:
         return default_policy()
     p = Path(path)

@@ -166,3 +166,17 @@ def test_quarantine_refuses_a_bad_broker_list(config: Path, capsys: pytest.Captu
     assert main(["quarantine", "list", "kafka://nohost/t.dlq", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "kafka.bootstrap" in err and PASSWORD not in err
+
+
+def test_the_shipper_loads_no_detection() -> None:
+    """``vaultwatch ship`` runs beside Vault: reading the settings must not load the engine,
+    scikit-learn or pandas (about 190 MB)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vaultwatch.cli.ship, vaultwatch.settings as s; s.load_settings(None, env={}); "
+        "print(sorted(m for m in ('sklearn', 'pandas', 'detect.engine') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
