@@ -172,6 +172,10 @@ class Identity(msgspec.Struct, frozen=True, omit_defaults=True):
     * ``login:<mount>:<name>`` for unauthenticated login attempts (``auth/userpass/login/alice``
       gives ``login:userpass:alice``; an AppRole login gives the HMAC of its role_id);
     * ``anon:<address>`` for any other unauthenticated request (no or invalid token).
+
+    ``role_name`` is the AppRole role the token was issued for (``auth.metadata.role_name``,
+    written in clear by Vault and OpenBao on every AppRole token): what tells AppRole clients,
+    which share the display name ``approle``, apart. It is never part of ``key``.
     """
 
     key: str
@@ -187,6 +191,7 @@ class Identity(msgspec.Struct, frozen=True, omit_defaults=True):
     is_root: bool = False
     is_wrapping: bool = False
     is_batch: bool = False
+    role_name: str | None = None
 
 
 class AuditEvent(msgspec.Struct, frozen=True, omit_defaults=True):

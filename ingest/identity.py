@@ -33,6 +33,7 @@ __all__ = [
     "MAX_PORT",
     "GENERIC_DISPLAY_NAMES",
     "short_hash",
+    "auth_role_name",
 ]
 
 #: The largest TCP/UDP port. A port outside ``0..MAX_PORT`` is not a port: it is dropped, not kept.
@@ -53,6 +54,7 @@ _WRAPPING_POLICY: Final = "response-wrapping"
 #: the one hvac sends by default (Vault prefixes ``token-``). They identify nobody on their own.
 GENERIC_DISPLAY_NAMES: Final = frozenset({"token", "token-token"})
 _SHORT: Final = 16
+_MAX_ROLE_NAME: Final = 256
 # Login endpoints whose last path segment names the account.
 _NAMED_LOGIN_MOUNT_TYPES: Final = frozenset({"userpass", "ldap", "okta", "radius"})
 
@@ -146,6 +148,23 @@ def short_hash(value: str | None) -> str | None:
     return hexpart[:_SHORT] or None
 
 
+def auth_role_name(auth: Auth) -> str | None:
+    """The AppRole role a token was issued for, from ``auth.metadata.role_name``, else None.
+
+    AppRole writes it in clear on every token (``{"role_name": "deployer"}``; the format notes,
+    section 4). A value that is not a plain name (a hash, an empty or over-long string) is none.
+
+    >>> auth_role_name(Auth(display_name="approle", metadata={"role_name": "deployer"}))
+    'deployer'
+    >>> auth_role_name(Auth(metadata={"role_name": "hmac-sha256:ab12"})) is None
+    True
+    """
+    value = (auth.metadata or {}).get("role_name")
+    if not isinstance(value, str) or not value or len(value) > _MAX_ROLE_NAME:
+        return None
+    return None if value.startswith("hmac-sha256:") else value
+
+
 def _token_handle(auth: Auth) -> str:
     """``#<accessor hash>``, else ``~<token hash>``, else ``?``: which token, without its value."""
     acc = short_hash(auth.accessor)
@@ -183,6 +202,7 @@ def resolve_identity(auth: Auth, req: Request, path: str, remote_ip: str | None)
                 is_root=is_root,
                 is_wrapping=is_wrapping,
                 is_batch=is_batch,
+                role_name=auth_role_name(auth),
             )
         mount = "auth/token/" if dn and (dn == "token" or dn.startswith("token-")) else None
         # A generic or missing display name names no one: the token itself does.
@@ -200,6 +220,7 @@ def resolve_identity(auth: Auth, req: Request, path: str, remote_ip: str | None)
             is_root=is_root,
             is_wrapping=is_wrapping,
             is_batch=is_batch,
+            role_name=auth_role_name(auth),
         )
     target = login_target(path, req)
     if target is not None:

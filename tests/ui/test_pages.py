@@ -212,8 +212,12 @@ def test_identity_page_draws_the_hour_of_week_heatmap(client: httpx.Client, ui_s
     assert len(cells) == 168
     assert any(float(v) > 0 and fill != "#eef1f5" for v, fill in cells)
     assert f'href="/ui/alerts/{a.id}"' in page
-    # The offboarding action: the identity's rotation list, keyed like the page.
-    assert f'href="/api/v1/exposure/identity?identity={quote(key, safe="")}"' in page
+    # The offboarding action: the identity's rotation list as a page, keyed like this one.
+    link = f"/ui/exposure/identity?identity={quote(key, safe='')}"
+    assert f'href="{link}"' in page
+    offboarding = client.get(link)
+    assert offboarding.status_code == 200 and 'id="rotation-list"' in offboarding.text
+    assert key in offboarding.text
     for value, _count in summary["addresses"][:1]:
         assert value in page
     bars = [int(n) for n in re.findall(r'<rect class="bar" data-count="(\d+)"', page)]

@@ -1,8 +1,10 @@
-"""The queue's priority order, summary and setup grouping, the alert page's evidence, raw
-entries, outcome words and next steps, and identities named as people read them."""
+"""The queue's priority order, summary and setup grouping (whole across pages), the alert page's
+evidence, raw entries, outcome words and next steps, identities named as people read them, and
+an identity's offboarding page."""
 
 from __future__ import annotations
 
+import html
 import re
 import warnings
 from collections.abc import Callable
@@ -18,8 +20,20 @@ with warnings.catch_warnings():
 
 from alerts.store import AlertQuery, Store
 from detect.alert import Alert, AlertIdentity, severity_rank
-from vaultwatch.api.routes.identities import identity_label, shared_peers
-from vaultwatch.api.ui.guidance import AlertGroup, evidence_count, group_setup, next_steps, outcome_text
+from vaultwatch.api.app import create_app
+from vaultwatch.api.auth import AuthConfig
+from vaultwatch.api.routes.identities import shared_peers
+from vaultwatch.api.ui.alerts import PAGE_SIZE
+from vaultwatch.api.ui.guidance import (
+    AlertGroup,
+    evidence_count,
+    group_setup,
+    group_setup_across,
+    next_steps,
+    outcome_text,
+)
+from vaultwatch.naming import identity_label
+from vaultwatch.settings import ArchiveConfig, Settings
 
 from .conftest import PASSWORDS, Seed
 
@@ -87,6 +101,47 @@ def test_changes_after_the_first_hour_or_alone_are_not_grouped() -> None:
     assert all(isinstance(r, Alert) for r in alone)
     other = [_alert(4, "policy-change", key="token:a"), _alert(5, "policy-change", key="token:b")]
     assert all(isinstance(r, Alert) for r in group_setup(other, {}))
+
+
+def test_a_setup_group_is_whole_on_the_page_of_its_first_member() -> None:
+    attack = _alert(3, "root-token-use", "high", score=80)
+    a, b = _alert(1, "policy-change", minute=0), _alert(2, "auth-method-change", minute=1)
+    whole = {"root:token": [a, b]}  # the identity's configuration changes, in queue order
+    page1 = group_setup_across([attack, a], whole, {})
+    assert page1[0] is attack and isinstance(page1[1], AlertGroup)
+    assert [m.id for m in page1[1].members] == [a.id, b.id]
+    # On the next page its other member is not shown again, in or out of a group.
+    assert group_setup_across([b], whole, {}) == []
+    # One change alone is no group, on any page.
+    assert group_setup_across([a], {"root:token": [a]}, {}) == [a]
+
+
+def test_setup_grouping_holds_across_queue_pages(tmp_path: Path, users_file: Path) -> None:
+    st = Store(f"sqlite:///{tmp_path / 'q.db'}")
+    st.migrate()
+    # Priority order puts the first change at the top of page 1 and the second on page 2, with a
+    # page's worth of other alerts in between.
+    first = _alert(1, "policy-change", score=90, minute=0)
+    second = _alert(2, "auth-method-change", score=10, minute=1)
+    others = [
+        _alert(100 + i, "kv-read", key=f"token:other-{i}", score=50, minute=2) for i in range(PAGE_SIZE)
+    ]
+    st.add_alerts([first, second, *others])
+    settings = Settings(archive=ArchiveConfig(enabled=False, path=tmp_path / "archive"))
+    app = create_app(
+        settings, auth=AuthConfig(users_file=users_file, cookie_secure=False, login_burst=50), store=st
+    )
+    with TestClient(app) as client:
+        _login(client)
+        page1 = client.get("/ui/alerts").text
+        nxt = re.search(r'<a href="([^"]+)" rel="next">', page1)
+        assert nxt is not None
+        page2 = client.get(html.unescape(nxt.group(1))).text
+    assert page1.count("Initial configuration") == 1
+    assert f'data-member-id="{first.id}"' in page1 and f'data-member-id="{second.id}"' in page1
+    rows2 = re.findall(r'<tr data-alert-id="([^"]+)"', page2)
+    assert rows2 and second.id not in rows2 and "Initial configuration" not in page2
+    st.close()
 
 
 # -- evidence, outcomes, steps ---------------------------------------------------------------
@@ -220,10 +275,11 @@ def test_queue_page_puts_the_worst_first_and_groups_setup(
         for a in ui_seed.alerts
         if a.detector in ("policy-change", "auth-method-change", "secrets-engine-change")
     ]
-    if len(setup) >= 2:
-        assert "Initial configuration" in html
-        assert all(a.id not in ids for a in setup)
-        assert all(f'data-member-id="{a.id}"' in html for a in setup)
+    # The demo org's bootstrap (policies, auth methods, a secrets engine by the root token).
+    assert len(setup) >= 2, "the seed should hold the bootstrap's configuration changes"
+    assert "Initial configuration" in html
+    assert all(a.id not in ids for a in setup)
+    assert all(f'data-member-id="{a.id}"' in html for a in setup)
 
 
 def test_alert_page_counts_collapses_and_guides(make_app: Callable[..., Any], ui_seed: Seed) -> None:
@@ -233,8 +289,10 @@ def test_alert_page_counts_collapses_and_guides(make_app: Callable[..., Any], ui
         _login(client)
         html = client.get(f"/ui/alerts/{big.id}").text
         full = client.get(f"/ui/alerts/{big.id}?raw=all").text
+        # The seed's brute force on bob (eight wrong passwords).
         burst = next((a for a in ui_seed.alerts if a.detector == "login-failure-burst"), None)
-        burst_html = client.get(f"/ui/alerts/{burst.id}").text if burst else ""
+        assert burst is not None, "the seed should hold the brute force's alert"
+        burst_html = client.get(f"/ui/alerts/{burst.id}").text
     shown = html.count('class="raw-entry"')
     assert 0 < shown <= 2 * 10  # first and last five requests, each a request and a response entry
     assert 'id="raw-gap"' in html and "?raw=all" in html
@@ -242,8 +300,8 @@ def test_alert_page_counts_collapses_and_guides(make_app: Callable[..., Any], ui
     assert ">pending<" not in html and "— pending<" not in html
     assert f"<strong>{len(big.event_ids)}</strong> request(s)" in html
     assert 'id="todo"' in html
-    if burst is not None:
-        assert f"<strong>{evidence_count(burst)}</strong> request(s)" in burst_html
+    assert evidence_count(burst) > 1
+    assert f"<strong>{evidence_count(burst)}</strong> request(s)" in burst_html
 
 
 def test_identities_are_named_not_keyed(make_app: Callable[..., Any], ui_seed: Seed) -> None:
@@ -259,3 +317,62 @@ def test_identities_are_named_not_keyed(make_app: Callable[..., Any], ui_seed: S
     assert key in page  # the key stays, as the secondary line
     assert "anon:?" not in listing
     assert api["label"] == "alice" and "developer" in api["role"]
+
+
+def test_approle_clients_are_named_by_their_role_name(make_app: Callable[..., Any], ui_seed: Seed) -> None:
+    # The demo org's AppRole role; every token of it reads runtime secrets.
+    runtime = [e for e in ui_seed.events if e.identity.role_name == "pxl-core-runtime"]
+    assert runtime, "the seed's AppRole entries should carry auth.metadata.role_name"
+    key = runtime[0].identity.key
+    assert key.startswith("entity:")
+    with TestClient(make_app()) as client:
+        _login(client)
+        api = client.get(f"/api/v1/identities/{key}").json()
+        listing = client.get("/api/v1/identities", params={"limit": 200}).json()
+        page = client.get(f"/ui/identities/{key}").text
+    assert api["label"] == "pxl-core-runtime" and "AppRole" in api["role"] and "approle" in api["role"]
+    assert next(i for i in listing["items"] if i["key"] == key)["label"] == "pxl-core-runtime"
+    assert re.search(r'<h1 id="identity-name">pxl-core-runtime', page)
+
+
+def test_offboarding_page_lists_what_to_rotate_and_no_secret_value(
+    make_app: Callable[..., Any], ui_seed: Seed
+) -> None:
+    alice = next(a for a in ui_seed.alerts if (a.identity.display_name or "").endswith("-alice"))
+    key = alice.identity.key
+    # What alice read after each secret's last successful write: the secrets to rotate.
+    reads: dict[str, float] = {}
+    writes: dict[str, float] = {}
+    for e in ui_seed.events:
+        if e.outcome != "ok":
+            continue
+        if e.identity.key == key and e.operation in ("read", "list", "scan"):
+            reads[e.path] = max(reads.get(e.path, 0.0), e.ts)
+        elif e.operation in ("create", "update", "patch"):
+            writes[e.path] = max(writes.get(e.path, 0.0), e.ts)
+    expected = {p for p, t in reads.items() if t > writes.get(p, float("-inf"))}
+    assert "logos/data/pxl-core/runtime/jwt-key" in expected  # the developer's read of a runtime secret
+    with TestClient(make_app()) as client:
+        _login(client)
+        identity_page = client.get(f"/ui/identities/{key}").text
+        resp = client.get("/ui/exposure/identity", params={"identity": key})
+        missing = client.get("/ui/exposure/identity")
+        client.cookies.clear()
+        anonymous = client.get("/ui/exposure/identity", params={"identity": key}, follow_redirects=False)
+    assert missing.status_code == 422 and "Give an identity" in missing.text
+    assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/ui/login?next=")
+    assert 'href="/ui/exposure/identity?identity=' in identity_page
+    assert resp.status_code == 200
+    page = resp.text
+    assert re.search(r'<h1 id="offboarding-h">Offboarding: alice<', page)
+    table = page[
+        page.index('<table id="secrets"') : page.index("</table>", page.index('<table id="secrets"'))
+    ]
+    assert set(re.findall(r'<td class="mono">([^<]+)</td>', table)) == expected
+    rotation = page[
+        page.index('<ol id="rotation-list">') : page.index("</ol>", page.index('<ol id="rotation-list">'))
+    ]
+    assert all(f"rotate {p} " in rotation for p in expected)
+    # Paths, times and addresses only: none of the values the demo org stored, nor a password.
+    assert not re.search(r"demo-[a-z-]+-v\d", page) and "demo-pw" not in page
+    assert "hmac-sha256:" not in page

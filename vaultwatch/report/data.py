@@ -40,6 +40,8 @@ import pandas as pd
 from detect.policy import AccessPolicy, secret_target
 from ingest.event import AuditEvent
 
+from ..naming import identity_label
+
 __all__ = [
     "CONFIG_PREFIXES",
     "PERIODS",
@@ -53,10 +55,10 @@ __all__ = [
     "content_hash",
     "denials_section",
     "findings_section",
-    "identity_label",
     "logical_paths",
     "period_for",
     "previous_period",
+    "report_label",
     "rotation_section",
     "status_at",
     "summary_section",
@@ -168,18 +170,38 @@ class ReportOptions:
     bucket: str = "auto"
 
 
-def identity_label(key: str, display_name: Any) -> str:
-    """``alice (entity:1f0e…)``: the display name with a short identity key, or the key alone."""
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def report_label(row: Any) -> str:
+    """One identity in one line: its name as :func:`vaultwatch.naming.identity_label` gives it,
+    then its key, shortened (``alice (entity:1f0e…)``, ``deployer (entity:9c2a…)``).
+
+    ``row`` has ``identity_key`` and, when the archive has them, ``display_name``, ``policies``
+    and ``role_name`` (the AppRole role name), as a mapping or an object with those attributes.
+    """
+
+    def get(name: str) -> Any:
+        return row.get(name) if isinstance(row, dict) else getattr(row, name, None)
+
+    key = str(get("identity_key"))
+    policies = get("policies")
+    label = identity_label(
+        key,
+        display_name=_text(get("display_name")),
+        policies=[str(p) for p in policies] if isinstance(policies, list | tuple | np.ndarray) else (),
+        role_name=_text(get("role_name")),
+    )
     short = key if len(key) <= 18 else key[:16] + "…"
-    name = display_name if isinstance(display_name, str) and display_name else None
-    return f"{name} ({short})" if name else short
+    return f"{label.name} ({short})" if label.name != key else short
 
 
 def _labels(df: pd.DataFrame) -> dict[str, str]:
     if df.empty:
         return {}
     last = df.sort_values("time").drop_duplicates("identity_key", keep="last")
-    return {k: identity_label(k, n) for k, n in zip(last["identity_key"], last["display_name"], strict=True)}
+    return {str(r["identity_key"]): report_label(r) for r in last.to_dict("records")}
 
 
 def _in(df: pd.DataFrame, start: datetime, end: datetime, col: str = "time") -> pd.DataFrame:
@@ -593,7 +615,7 @@ def config_changes(requests: pd.DataFrame) -> list[dict[str, Any]]:
             "path": str(r.path),
             "operation": str(r.operation),
             "identity": str(r.identity_key),
-            "label": identity_label(str(r.identity_key), r.display_name),
+            "label": report_label(r),
             "remote_ip": r.remote_ip if isinstance(r.remote_ip, str) else None,
             "outcome": str(r.outcome),
             "request_id": r.request_id if isinstance(r.request_id, str) else None,

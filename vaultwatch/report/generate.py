@@ -21,6 +21,8 @@ import pandas as pd
 from detect.policy import AccessPolicy, default_policy
 
 from .. import __version__
+from ..errors import VaultwatchError
+from ..service.archive import SCHEMA as ARCHIVE_SCHEMA
 from ..service.atomic import leftover, write_bytes_atomic
 from . import loaders
 from .charts import charts
@@ -32,25 +34,34 @@ __all__ = ["ReportError", "ReportResult", "generate_report", "load_check"]
 
 log = logging.getLogger(__name__)
 
-#: Columns read from the archive: everything but token HMACs and redaction marks.
-_COLUMNS = (
-    "time",
-    "request_id",
-    "type",
-    "identity_key",
-    "identity_kind",
-    "entity_id",
-    "display_name",
-    "path",
-    "operation",
-    "mount_point",
-    "mount_type",
-    "remote_ip",
-    "outcome",
+#: Columns read from the archive: never token HMACs or redaction marks. ``display_name``,
+#: ``policies`` and ``role_name`` name the identities (:func:`.data.report_label`); a column the
+#: archive's schema does not have (``role_name`` before the archive keeps the AppRole role name)
+#: is not asked for, and identities are then named without it.
+_COLUMNS = tuple(
+    c
+    for c in (
+        "time",
+        "request_id",
+        "type",
+        "identity_key",
+        "identity_kind",
+        "entity_id",
+        "display_name",
+        "policies",
+        "role_name",
+        "path",
+        "operation",
+        "mount_point",
+        "mount_type",
+        "remote_ip",
+        "outcome",
+    )
+    if c in ARCHIVE_SCHEMA.names
 )
 
 
-class ReportError(Exception):
+class ReportError(VaultwatchError):
     """A report could not be generated (missing archive, unreadable check file, bad period)."""
 
 

@@ -8,21 +8,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 
-from alerts.errors import MigrationError
+from alerts.errors import MigrationError, StoreError
+from detect.alert import Alert
 from detect.drift import DriftReport, DriftWatch, merge_reports
+from detect.engine import Engine
+from detect.errors import StateError
 from detect.policy import CAPABILITY_KEY, AccessPolicy, CapabilityRoleBook, default_policy
 from detect.rules import default_rules
 
 from ..settings import Settings, load_policy
 from ..vault.connect import vault_auth, vault_client
+from ..vault.rotation import DETECTOR as ROTATION_DETECTOR
+from ..vault.rotation import RotationMonitor
 from .cross import DEFAULT_LATENESS
 from .reports import render_scheduled
 from .stage2 import CrossProducer, CrossWorker, cross_topic, ensure_cross_topic, topic_partitions
 from .worker import Worker, WorkerConfig
 
 __all__ = [
+    "ROTATION_CHECKPOINT",
+    "RotationScan",
     "build_delivery",
     "build_worker",
     "open_store",
@@ -304,8 +312,6 @@ def periodic_tasks(s: Settings, worker: Any, *, metrics: Any = None, vault: Any 
 
         tasks.append(PeriodicTask("archive-retention", 86400.0, retention))
     if vault is not None:
-        from ..vault.rotation import RotationMonitor
-
         policy = load_policy(s.detect.policy_file)
 
         def last_write(path: str) -> float | None:
@@ -323,19 +329,104 @@ def periodic_tasks(s: Settings, worker: Any, *, metrics: Any = None, vault: Any 
             exact = df[df["path"] == f"{mount}/data/{rest}"]
             return float(exact["ts"].iloc[0]) if len(exact) else None
 
-        monitor = RotationMonitor(vault, policy, last_stream_write=last_write)
-
-        def rotation(now: float) -> list[Any]:
-            ages = monitor.scan(now)
-            if metrics is not None:
-                for a in ages:
-                    metrics.secret_age.labels(a.path, a.rotation_class).set(a.age_seconds)
-            return monitor.alerts(now, ages)
-
-        tasks.append(PeriodicTask("rotation-metadata", 600.0, rotation))
+        # Its findings go through an engine of their own (no detectors, no behaviour), with the
+        # service's detection settings: suppression and aggregation windows as configured.
+        engine = Engine(
+            {**s.detect.engine_config(), "behaviour_enabled": False, "model_enabled": False}, detectors=[]
+        )
+        monitor = RotationMonitor(vault, policy, last_stream_write=last_write, engine=engine)
+        tasks.append(PeriodicTask("rotation-metadata", 600.0, RotationScan(worker.store, monitor, metrics)))
     for period in s.reports.periods:
         tasks.append(PeriodicTask(f"report-{period}", 3600.0, _report_task(s, period)))
     return tasks
+
+
+#: The store checkpoint of the KV-metadata rotation scan (:class:`RotationScan`).
+ROTATION_CHECKPOINT = "rotation/kv-metadata"
+
+
+class _RotationState(msgspec.Struct):
+    # The last analyst verdict applied (id, and its time for the next read), and the engine.
+    verdict_id: int
+    verdicts_seen_at: float
+    engine: bytes
+
+
+class RotationScan:
+    """The KV-metadata rotation scan as the worker's periodic task, fed the analysts' verdicts.
+
+    The scan's ``rotation-overdue`` alerts come from the monitor's own engine, which the worker's
+    verdict flow (the partition engines) never reaches. So each run first reads the verdicts
+    recorded since the last one it applied and gives those on ``rotation-overdue`` alerts to that
+    engine (:meth:`detect.engine.Engine.verdict`): a false positive suppresses the alert of that
+    secret at that version for the configured ``suppression_days``, as for every other detector.
+    Then it scans and returns the alerts. The engine and the last verdict applied are saved in the
+    store (:data:`ROTATION_CHECKPOINT`) after a run that changed them and restored at start, so
+    a restarted service keeps its suppressions and open alerts.
+    """
+
+    def __init__(self, store: Any, monitor: Any, metrics: Any = None) -> None:
+        self.store = store
+        self.monitor = monitor
+        self.metrics = metrics
+        self.verdict_id = 0
+        self.verdicts_seen_at = 0.0
+        self._restore()
+
+    def _restore(self) -> None:
+        try:
+            blob = self.store.load_checkpoint(ROTATION_CHECKPOINT)
+            if blob is None:
+                return
+            state = msgspec.msgpack.decode(blob, type=_RotationState)
+            self.monitor.engine.restore(state.engine)
+        except (StoreError, StateError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("rotation scan state not restored (%s): starting afresh", type(exc).__name__)
+            return
+        self.verdict_id, self.verdicts_seen_at = state.verdict_id, state.verdicts_seen_at
+
+    def _save(self, now: float) -> None:
+        state = _RotationState(self.verdict_id, self.verdicts_seen_at, self.monitor.engine.snapshot())
+        try:
+            self.store.save_checkpoint(ROTATION_CHECKPOINT, msgspec.msgpack.encode(state), now=now)
+        except StoreError as exc:
+            # The run's alerts still go out; the next run that changes something saves again.
+            log.warning("rotation scan state not saved: %s", exc)
+
+    def apply_verdicts(self, now: float) -> bool:
+        """Give the verdicts on ``rotation-overdue`` alerts recorded since the last run to the
+        monitor's engine; True when any verdict was read."""
+        # From a little before the newest verdict seen (API servers' clocks differ); the id
+        # watermark makes reading one twice harmless.
+        since = max(0.0, self.verdicts_seen_at - 300.0) if self.verdict_id else 0.0
+        try:
+            records = [v for v in self.store.verdicts_since(since) if v.id > self.verdict_id]
+        except StoreError as exc:
+            log.warning("rotation scan: cannot read verdicts: %s", exc)
+            return False
+        for v in records:
+            if v.detector != ROTATION_DETECTOR or v.verdict not in ("false_positive", "true_positive"):
+                continue
+            try:
+                alert = self.store.get_alert(v.alert_id).alert
+                self.monitor.engine.verdict(alert, v.verdict, now=now, comment=v.comment)
+            except Exception as exc:  # noqa: BLE001 - one bad verdict must not stop the scan
+                log.warning("verdict %d on %s not applied: %s", v.id, v.alert_id, type(exc).__name__)
+        if records:
+            self.verdict_id = max(v.id for v in records)
+            self.verdicts_seen_at = max(self.verdicts_seen_at, max(v.at for v in records))
+        return bool(records)
+
+    def __call__(self, now: float) -> list[Alert]:
+        changed = self.apply_verdicts(now)
+        ages = self.monitor.scan(now)
+        if self.metrics is not None:
+            for a in ages:
+                self.metrics.secret_age.labels(a.path, a.rotation_class).set(a.age_seconds)
+        alerts: list[Alert] = self.monitor.alerts(now, ages)
+        if alerts or changed:
+            self._save(now)
+        return alerts
 
 
 def _report_task(s: Settings, period: str) -> Any:

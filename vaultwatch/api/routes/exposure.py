@@ -1,6 +1,7 @@
 """Exposure scope after a compromise (:mod:`vaultwatch.vault.exposure`) over the app's event archive.
 
 ``GET /exposure?path=...`` (viewer): who read secrets under a path prefix, when and from where.
+``GET /exposure/identity?identity=...`` (viewer): the offboarding rotation list of one identity.
 ``POST /exposure/token`` (analyst): every archived request made with a leaked token or accessor.
 The token travels in the JSON body only (never a URL, so no access log or proxy keeps it); it is
 turned into each audit device's HMAC by the Vault/OpenBao server (``sys/audit-hash``) through the
@@ -16,10 +17,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from ...errors import ArchiveError
+from ...vault.client import VaultCalls, VaultClientError
+from ...vault.exposure import exposure_for_identity, exposure_for_path, exposure_for_token
 from ..deps import Analyst, AppContext, Ctx, Viewer, epoch_of, request_id_of
 from ..schemas import AUTH_RESPONSES, UtcDatetime, bounded_utc
 
-__all__ = ["router", "TokenExposureRequest", "as_vault", "path_exposure", "token_exposure"]
+__all__ = [
+    "router",
+    "TokenExposureRequest",
+    "as_vault",
+    "identity_exposure",
+    "path_exposure",
+    "token_exposure",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +45,6 @@ def as_vault(client: Any) -> Any:
     """``client`` if it already is a ``VaultClient`` (has ``audit_hash``), else a
     :class:`~vaultwatch.vault.client.VaultCalls` over the hvac client (which its owner logged in
     and closes)."""
-    from vaultwatch.vault.client import VaultCalls
-
     return client if hasattr(client, "audit_hash") and hasattr(client, "call") else VaultCalls(client)
 
 
@@ -88,9 +97,6 @@ def path_exposure(
     since_last_rotation: bool = False,
 ) -> dict[str, Any]:
     """The exposure report of a path prefix as a dict (shared by the API and the UI)."""
-    from vaultwatch.service.archive import ArchiveError
-    from vaultwatch.vault.exposure import exposure_for_path
-
     since, until = _range(since, until)
     try:
         report = exposure_for_path(
@@ -102,15 +108,26 @@ def path_exposure(
     return report.to_dict()
 
 
+def identity_exposure(
+    ctx: AppContext, identity: str, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, Any]:
+    """The offboarding rotation list of an identity (key or display name) as a dict (shared by
+    the API and the UI): every secret it read since that secret's last rotation."""
+    start, end = _range(since, until)
+    archive = _archive(ctx)
+    try:
+        report = exposure_for_identity(archive, identity, start=start, end=end)
+    except ArchiveError as exc:
+        log.warning("identity exposure query on the archive failed: %s", type(exc).__name__)
+        raise HTTPException(503, "event archive unavailable") from None
+    return report.to_dict()
+
+
 def token_exposure(ctx: AppContext, body: TokenExposureRequest) -> dict[str, Any]:
     """The exposure report of a token or accessor as a dict (shared by the API and the UI).
 
     503 without a Vault client or archive, 502 when the server refuses or cannot be reached.
     """
-    from vaultwatch.service.archive import ArchiveError
-    from vaultwatch.vault.client import VaultClientError
-    from vaultwatch.vault.exposure import exposure_for_token
-
     since, until = _range(body.since, body.until)
     vault = ctx.extra.get(VAULT_KEY)
     if vault is None:
@@ -161,17 +178,7 @@ def get_identity_exposure(
 ) -> dict[str, Any]:
     """The rotation list for an offboarding: every secret ``identity`` read (when, from where)
     since that secret's last successful write."""
-    from vaultwatch.service.archive import ArchiveError
-    from vaultwatch.vault.exposure import exposure_for_identity
-
-    start, end = _range(since, until)
-    archive = _archive(ctx)
-    try:
-        report = exposure_for_identity(archive, identity.strip(), start=start, end=end)
-    except ArchiveError as exc:
-        log.warning("identity exposure query on the archive failed: %s", type(exc).__name__)
-        raise HTTPException(503, "event archive unavailable") from None
-    return report.to_dict()
+    return identity_exposure(ctx, identity.strip(), since, until)
 
 
 @router.post(

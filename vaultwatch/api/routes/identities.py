@@ -8,8 +8,8 @@ The streaming workers checkpoint one engine per partition under ``engine/<group>
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, NamedTuple
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import msgspec
 import sqlalchemy as sa
@@ -18,7 +18,9 @@ from pydantic import Field
 
 from alerts import schema as t
 from alerts.store import AlertQuery
+from detect.engine import Engine
 
+from ...naming import IdentityLabel, identity_label
 from ..deps import AppContext, Ctx, Viewer
 from ..schemas import AUTH_RESPONSES, IdentityBrief, IdentityDetail, IdentityList, alert_public, iso
 
@@ -26,8 +28,6 @@ __all__ = [
     "router",
     "load_engines",
     "CheckpointBaselines",
-    "IdentityLabel",
-    "identity_label",
     "identity_name",
     "label_of",
     "shared_peers",
@@ -43,8 +43,14 @@ _SUMMARIES = "identities.summaries"
 
 
 _NAME_DOC = "the entity's name from the identity API (``alice (userpass)``), when a Vault client is set"
-_LABEL_DOC = "how a person reads the identity: entity or alias name, auth method, role (the key is secondary)"
-_ROLE_DOC = "its policies without ``default``, the auth mount and, for AppRole, the addresses it works from"
+_LABEL_DOC = (
+    "how a person reads the identity: entity name, login name, AppRole role name or alias "
+    "(the key is secondary)"
+)
+_ROLE_DOC = (
+    "its auth mount, ``AppRole`` for AppRole clients, its policies without ``default`` and, for "
+    "AppRole, the addresses it works from"
+)
 
 
 class NamedIdentityBrief(IdentityBrief):
@@ -63,99 +69,11 @@ class NamedIdentityDetail(IdentityDetail):
     role: str = Field(default="", description=_ROLE_DOC)
 
 
-class IdentityLabel(NamedTuple):
-    """An identity as a person reads it: ``name`` first, ``role`` under it, the ``key`` last."""
-
-    name: str
-    role: str
-    key: str
-
-
-# Vault's display name is ``<auth mount prefix>-<login name>`` for most auth methods
-# (``userpass-alice``, ``ldap-bob``, ``token-ci-deploy``); AppRole tokens carry just ``approle``.
-def _split_display_name(display_name: str) -> tuple[str | None, str]:
-    prefix, sep, rest = display_name.partition("-")
-    if sep and prefix and rest:
-        return prefix, rest
-    return None, display_name
-
-
-def _auto_entity_name(name: str) -> bool:
-    # Vault names an entity it created on first login ``entity_<8 hex>``: not a person's name.
-    return name.startswith("entity_")
-
-
-def identity_label(
-    key: str,
-    *,
-    display_name: str | None = None,
-    policies: Sequence[str] = (),
-    auth_mount: str | None = None,
-    entity_name: str | None = None,
-    alias_names: Sequence[str] = (),
-    addresses: Sequence[str] = (),
-) -> IdentityLabel:
-    """Name an identity from what its entries (and, with Vault, its entity) say about it.
-
-    The identity key (``entity:<uuid>``, ``token:<display name>``, ``login:<mount>:<name>``,
-    ``anon:<address>``, ...) is kept as the last line; the name is the entity's name or alias,
-    else the login name out of the token's display name; the role line lists the policies
-    (without ``default``), the auth mount and, for AppRole clients that share one display name,
-    the addresses they work from, which is what tells two of them apart.
-    """
-    kind, _, rest = key.partition(":")
-    pols = [p for p in policies if p != "default"]
-    role_bits: list[str] = []
-    if pols:
-        role_bits.append("policies " + ", ".join(pols[:4]) + (" …" if len(pols) > 4 else ""))
-    if kind == "anon":
-        where = rest if rest and rest != "?" else None
-        # ``anon:?`` is an unauthenticated request whose entry carries no remote address.
-        name = f"unauthenticated from {where}" if where else "unauthenticated (no address in the entry)"
-        return IdentityLabel(name, "no token or an invalid one", key)
-    if kind == "login":
-        on, _, who = rest.partition(":")
-        if who.startswith(("role_id=", "role=")) or who in ("", "?"):
-            name = f"AppRole/machine login on {on}" + (f" ({who})" if who not in ("", "?") else "")
-        else:
-            name = f"{who} (login attempts on {on})"
-        return IdentityLabel(name, "not authenticated: login requests", key)
-    if kind == "root":
-        dn = display_name or rest
-        name = "root token" + (f" ({dn})" if dn and dn not in ("root", "token", "?") else "")
-        return IdentityLabel(name, "root policy: unrestricted", key)
-    if kind == "accessor":
-        return IdentityLabel(f"token with accessor {rest[:12]}…", ", ".join(role_bits), key)
-    mount, login = _split_display_name(display_name or (rest if kind == "token" else ""))
-    if auth_mount:
-        mount = auth_mount.removeprefix("auth/").rstrip("/") or mount
-    name = ""
-    if entity_name and not _auto_entity_name(entity_name):
-        name = entity_name
-    elif login and login != "approle" and (display_name or kind == "token"):
-        name = login
-    else:
-        alias = next((a for a in alias_names if a and len(a) < 40), None)
-        if alias:
-            name = alias
-    approle = (display_name or "") == "approle" or mount == "approle"
-    if approle:
-        mount = mount or "approle"
-        role = pols[0] if pols else None
-        name = name or ("AppRole " + (role or "client"))
-        if addresses:
-            role_bits.append("from " + ", ".join(addresses[:2]))
-    if not name:
-        name = display_name or (rest[:8] + "…" if kind == "entity" else rest) or key
-    if mount:
-        role_bits.insert(0, f"auth {mount}")
-    return IdentityLabel(name, " · ".join(role_bits), key)
-
-
 def label_of(
     ctx: AppContext, key: str, summary: Mapping[str, Any] | None = None, **facts: Any
 ) -> IdentityLabel:
-    """:func:`identity_label` for ``key`` from its baseline summary, ``facts`` and the enricher."""
+    """:func:`vaultwatch.naming.identity_label` for ``key`` from its baseline summary, ``facts``
+    (``display_name``, ``policies``, ``auth_mount``, ``role_name``) and the enricher."""
     ident = dict((summary or {}).get("identity") or {})
     ident.update({k: v for k, v in facts.items() if v})
     entity_name = None
@@ -172,6 +90,7 @@ def label_of(
         display_name=ident.get("display_name"),
         policies=tuple(ident.get("policies") or ()),
         auth_mount=ident.get("auth_mount"),
+        role_name=ident.get("role_name"),
         entity_name=entity_name,
         alias_names=aliases,
         addresses=addresses,
@@ -246,8 +165,6 @@ def _detect_config(settings: Any) -> dict[str, Any]:
 
 def load_engines(ctx: AppContext) -> list[Any]:
     """The engines of every partition checkpoint, restored (cached until a checkpoint changes)."""
-    from detect.engine import Engine
-
     with ctx.store.engine.connect() as conn:
         sig = tuple(
             (r.key, r.updated_at)
@@ -321,6 +238,7 @@ def _summaries(ctx: AppContext) -> dict[str, dict[str, Any]]:
                         "display_name": ident.display_name,
                         "policies": list(ident.policies),
                         "auth_mount": ident.auth_mount,
+                        "role_name": ident.role_name,
                     }
                 out[key] = summary
     with ctx.lock:

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Final
 
 import sqlalchemy as sa
@@ -75,8 +76,6 @@ async def stream(
     last_event_id: Annotated[str | None, Header(max_length=256)] = None,
 ) -> StreamingResponse:
     """Stream alert changes until ``max_seconds`` pass or the client goes away."""
-    from datetime import datetime
-
     start = _parse_last_event_id(last_event_id)
     if start is None:
         stamp = ctx.clock()

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, cast
 from urllib.parse import quote, urlencode
 
+import msgspec
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, Response
 
@@ -25,9 +26,17 @@ from alerts.silence import labels_of
 from alerts.store import SORT_KEYS, TRANSITIONS, VERDICTS, AlertQuery, SortKey, to_epoch
 from detect.alert import SEVERITIES, STATUSES, Alert
 
+from ...naming import IdentityLabel
 from ..deps import Analyst, AppContext, Ctx, PagePrincipal
-from ..routes.identities import IdentityLabel, label_of
-from .guidance import AlertGroup, evidence_count, group_setup, next_steps, outcome_text
+from ..routes.identities import label_of
+from .guidance import (
+    CONFIG_DETECTORS,
+    AlertGroup,
+    evidence_count,
+    group_setup_across,
+    next_steps,
+    outcome_text,
+)
 from .pages import (
     STREAM_URL,
     UI_PREFIX,
@@ -56,6 +65,8 @@ TIMELINE_LIMIT: Final = 400
 RAW_LIMIT: Final = 500
 #: Requests shown from the start and from the end of an alert's evidence before "show all".
 RAW_EDGE: Final = 5
+#: Configuration changes of one identity read to group its initial configuration across pages.
+SETUP_SCAN: Final = 500
 _VERDICT_LABELS: Final = {
     "true_positive": "True positive",
     "false_positive": "False positive",
@@ -181,6 +192,19 @@ def _summary(ctx: AppContext, key: str) -> dict[str, Any]:
     return summary
 
 
+def _config_changes(
+    ctx: AppContext, query: AlertQuery, items: Sequence[Alert]
+) -> dict[str, tuple[Alert, ...]]:
+    """Per identity with a configuration change on the page: all its configuration changes in the
+    queue (the page's filters and order, every page), at most :data:`SETUP_SCAN` of them."""
+    detectors = tuple(sorted(CONFIG_DETECTORS & set(query.detector) if query.detector else CONFIG_DETECTORS))
+    out: dict[str, tuple[Alert, ...]] = {}
+    for key in dict.fromkeys(a.identity.key for a in items if a.detector in detectors):
+        same = msgspec.structs.replace(query, identity=key, detector=detectors, cursor=None, limit=SETUP_SCAN)
+        out[key] = ctx.store.list_alerts(same).items
+    return out
+
+
 def _age(seconds: float) -> str:
     seconds = max(seconds, 0.0)
     if seconds < 3600:
@@ -192,7 +216,8 @@ def _age(seconds: float) -> str:
 
 @router.get(f"{UI_PREFIX}/alerts", response_class=HTMLResponse)
 def queue_page(request: Request, ctx: Ctx, who: PagePrincipal) -> Response:
-    """The alert queue: one page of alerts matching the URL's filters, newest activity first."""
+    """The alert queue: one page of alerts matching the URL's filters, in the chosen order (by
+    default the most severe first, then the riskiest, then the most recent)."""
     if who is None:
         return to_login(request)
     started = time.perf_counter()
@@ -205,14 +230,15 @@ def queue_page(request: Request, ctx: Ctx, who: PagePrincipal) -> Response:
         query = queue_query({k: v for k, v in params.items() if k != "cursor"})
         page = ctx.store.list_alerts(query)
     # Each identity's initial configuration changes fold into one row (never a critical, a
-    # refused change or anything but a configuration change: see guidance.group_setup).
+    # refused change or anything but a configuration change: see guidance.group_setup), whole
+    # even when they run over several pages (guidance.group_setup_across).
     starts: dict[str, float] = {}
     for a in page.items:
         if a.identity.key not in starts:
             first = _summary(ctx, a.identity.key).get("first_seen")
             if isinstance(first, int | float):
                 starts[a.identity.key] = float(first)
-    rows = group_setup(page.items, starts)
+    rows = group_setup_across(page.items, _config_changes(ctx, query, page.items), starts)
     labels = {a.id: alert_label(ctx, a) for a in page.items}
     summary = ctx.store.queue_summary()
     oldest_age = None

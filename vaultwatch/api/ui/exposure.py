@@ -1,9 +1,12 @@
-"""Exposure scope after a compromise: who read secrets under a path prefix and, for analysts,
-every request made with a leaked token (posted in a form body: the token is in no URL, log or
-page). The answers are the JSON API's (:mod:`vaultwatch.api.routes.exposure`)."""
+"""Exposure scope after a compromise: who read secrets under a path prefix, the offboarding
+rotation list of one identity and, for analysts, every request made with a leaked token (posted
+in a form body: the token is in no URL, log or page). The answers are the JSON API's
+(:mod:`vaultwatch.api.routes.exposure`); like the archive they come from, they hold paths, times
+and addresses, never a secret's value."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -11,17 +14,45 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import SecretStr
 
+from ...naming import IdentityLabel
 from ..deps import Analyst, AppContext, Ctx, PagePrincipal
-from ..routes.exposure import TokenExposureRequest, path_exposure, token_exposure
+from ..routes.exposure import TokenExposureRequest, identity_exposure, path_exposure, token_exposure
+from ..routes.identities import label_of
 from .pages import UI_PREFIX, audit, entity_names, render_page, to_login
 
 __all__ = ["router"]
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 
 
 def _report_names(ctx: AppContext, report: dict[str, Any] | None) -> dict[str, str]:
     return entity_names(ctx, [i["identity"] for i in report["identities"]]) if report else {}
+
+
+def _baseline(ctx: AppContext, key: str) -> dict[str, Any]:
+    source = ctx.extra.get("baselines")
+    if source is None:
+        return {}
+    try:
+        summary: dict[str, Any] = source.identity_summary(key)
+    except Exception as exc:  # noqa: BLE001 - the page names the identity without its baseline
+        log.warning("baseline of %s not readable: %s", key, type(exc).__name__)
+        return {}
+    return summary
+
+
+def _report_labels(ctx: AppContext, report: dict[str, Any] | None) -> dict[str, IdentityLabel]:
+    """Each identity of the report as a person reads it (see :mod:`vaultwatch.naming`)."""
+    if not report:
+        return {}
+    return {
+        i["identity"]: label_of(
+            ctx, i["identity"], _baseline(ctx, i["identity"]), display_name=i["display_name"]
+        )
+        for i in report["identities"]
+    }
 
 
 def _date_param(value: str, name: str) -> datetime | None:
@@ -68,8 +99,46 @@ def exposure_page(
         form={"path": path, "since": since, "until": until, "since_last_rotation": since_last_rotation},
         report=report,
         names=_report_names(ctx, report),
+        labels=_report_labels(ctx, report),
         error=error,
         token_available=ctx.extra.get("vault") is not None,
+    )
+
+
+@router.get(f"{UI_PREFIX}/exposure/identity", response_class=HTMLResponse)
+def identity_exposure_page(
+    request: Request, ctx: Ctx, who: PagePrincipal, identity: str = "", since: str = "", until: str = ""
+) -> Response:
+    """An offboarding: every secret the identity read since that secret's last rotation (when,
+    how often, from which addresses), as the list of secrets to rotate."""
+    if who is None:
+        return to_login(request)
+    identity = identity.strip()[:512]
+    report = None
+    error = None
+    code = 200
+    if not identity:
+        error, code = "Give an identity key or display name.", 422
+    else:
+        try:
+            report = identity_exposure(
+                ctx, identity, _date_param(since, "since"), _date_param(until, "until")
+            )
+        except HTTPException as exc:
+            error, code = str(exc.detail), exc.status_code
+    return render_page(
+        request,
+        "offboarding.html",
+        who,
+        status_code=code,
+        nav="identities",
+        identity=identity,
+        # Named from its baseline, as on the identity page.
+        label=label_of(ctx, identity, _baseline(ctx, identity)) if identity else None,
+        form={"since": since, "until": until},
+        report=report,
+        labels=_report_labels(ctx, report),
+        error=error,
     )
 
 
@@ -107,6 +176,7 @@ def token_exposure_page(
         form={"path": "", "since": "", "until": "", "since_last_rotation": False},
         report=report,
         names=_report_names(ctx, report),
+        labels=_report_labels(ctx, report),
         error=error,
         token_available=ctx.extra.get("vault") is not None,
     )

@@ -21,6 +21,7 @@ __all__ = [
     "Step",
     "evidence_count",
     "group_setup",
+    "group_setup_across",
     "next_steps",
     "outcome_text",
 ]
@@ -134,6 +135,42 @@ def group_setup(
         elif a.identity.key not in placed:
             placed.add(a.identity.key)
             rows.append(groups[a.identity.key])
+    return rows
+
+
+def group_setup_across(
+    items: Sequence[Alert],
+    whole: Mapping[str, Sequence[Alert]],
+    starts: Mapping[str, float],
+    *,
+    minimum: int = 2,
+) -> list[Alert | AlertGroup]:
+    """The rows of one queue page when an identity's setup changes run over several pages.
+
+    ``whole`` holds, per identity with a configuration change on the page, all its configuration
+    changes in the queue (same filters and order). Groups are made from those (see
+    :func:`group_setup`), so a group holds every member whichever page it falls on; it is shown
+    once, in place of its first member in the queue's order. On a later page its members are
+    left out (they are in the group on the page of that first member), and an alert that no
+    group takes keeps its own row.
+    """
+    on_page = {a.id for a in items}
+    placed: dict[str, AlertGroup] = {}
+    hidden: set[str] = set()
+    for key, alerts in whole.items():
+        for row in group_setup(alerts, starts, minimum=minimum):
+            if not isinstance(row, AlertGroup) or row.identity != key:
+                continue
+            anchor = row.members[0]
+            if anchor.id in on_page:
+                placed[anchor.id] = row
+            hidden.update(m.id for m in row.members)
+    rows: list[Alert | AlertGroup] = []
+    for a in items:
+        if a.id in placed:
+            rows.append(placed[a.id])
+        elif a.id not in hidden:
+            rows.append(a)
     return rows
 
 
