@@ -311,7 +311,7 @@ def test_demo_runs_the_stack_and_catches_the_attacks(tmp_path: Path, run_demo: C
     assert _post(ui + f"api/v1/alerts/{alerts[0]['id']}/ack", {"comment": "seen"}, analyst)[0] == 200
     # The developer's first read of a runtime secret: the live table prints it with its reason as
     # it is detected, and the UI shows it with its reason.
-    demo.wait_for(r"ALERT .*sensitive-first-access\s+userpass-dana .* - first_access: ", timeout=180)
+    demo.wait_for(r"ALERT .*sensitive-first-access\s+dana .* - first_access: ", timeout=180)
     found = json.loads(_get(ui + "api/v1/alerts?detector=sensitive-first-access&limit=100", viewer)[1])[
         "items"
     ]

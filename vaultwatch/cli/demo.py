@@ -27,6 +27,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ..naming import label_identity
+
 HELP = "the embedded default: real OpenBao + traffic, show what vaultwatch sees"
 DESCRIPTION = """\
 Run the whole streaming system on this machine, with nothing else to set up:
@@ -285,7 +287,7 @@ def _alert_table(alerts: list[Any], limit: int = 20, width: int = 120) -> Any:
             t.add_column(col, no_wrap=True, overflow="ellipsis", width=w)
     for a in sorted(alerts, key=lambda x: x.last_seen)[-limit:]:
         sev = f"[{colour.get(a.severity, '')}]{a.severity}[/]"
-        who = escape(a.identity.display_name or a.identity.key)
+        who = escape(label_identity(a.identity).name)
         detector = f"[bold]{a.detector}[/bold]" if a.detector in BEHAVIOUR_DETECTORS else a.detector
         row = [sev, detector, who, escape(reason_of(a))]
         when = a.last_seen[5:16].replace("T", " ")  # MM-DD HH:MM: the history's alerts are days old
@@ -466,7 +468,7 @@ def _watch(
                     out.print(f"[dim]-[/dim] traffic: {shown_phase}")
                 for a in alerts:
                     if seen.get(a.id) != a.count:
-                        who = escape(a.identity.display_name or a.identity.key)
+                        who = escape(label_identity(a.identity).name)
                         out.print(
                             f"ALERT {a.severity:<8} {a.detector:<26} {who:<24} {escape(a.title)}"
                             f" [dim]- {escape(reason_of(a))}[/dim]",
