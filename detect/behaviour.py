@@ -375,7 +375,12 @@ class Behaviour:
             b.learn_start = ts
             b.learn_n = 0
         prev = st.last_identity.get(key)
-        if prev is None or prev.display_name != ident.display_name or prev.policies != ident.policies:
+        if (
+            prev is None
+            or prev.display_name != ident.display_name
+            or prev.policies != ident.policies
+            or prev.role_name != ident.role_name
+        ):
             # Identities are immutable and shared by the parser: keep the event's own when it
             # carries no metadata (the common case) rather than a copy per identity.
             st.last_identity[key] = (
