@@ -34,7 +34,7 @@ import sqlalchemy as sa
 
 from ingest.codec import encode_entry
 from ingest.dedup import Deduplicator
-from tests.service.test_worker import _start
+from tests.service.test_worker import _config, _start
 from vaultwatch.demo.orgs import generate_org
 from vaultwatch.demo.servers import KafkaBroker
 from vaultwatch.service.cross import describe
@@ -98,35 +98,6 @@ def _produce(broker: KafkaBroker, topic: str, log: Path) -> dict[int, int]:
     finally:
         prod.close()
     return ends
-
-
-def _config(
-    tmp: Path,
-    broker: KafkaBroker,
-    topic: str,
-    group: str,
-    db: str,
-    archive: Path | None = None,
-    batch: int = 200,
-) -> Path:
-    cfg = tmp / f"{group}.toml"
-    arch = f'enabled = true\npath = "{archive}"\nflush_interval_s = 0.2' if archive else "enabled = false"
-    cfg.write_text(
-        f"""
-[kafka]
-bootstrap = "{broker.bootstrap}"
-topic = "{topic}"
-group_id = "{group}"
-max_poll_records = {batch}
-
-[store]
-url = "{db}"
-
-[archive]
-{arch}
-"""
-    )
-    return cfg
 
 
 def _progress(

@@ -86,21 +86,31 @@ def _produce(
     return ends
 
 
-def _config(tmp: Path, broker: KafkaBroker, topic: str, group: str, db: str) -> Path:
+def _config(
+    tmp: Path,
+    broker: KafkaBroker,
+    topic: str,
+    group: str,
+    db: str,
+    archive: Path | None = None,
+    batch: int = 200,
+) -> Path:
+    """A ``vaultwatch run`` configuration file (the archive off unless a directory is given)."""
     cfg = tmp / f"{group}.toml"
+    arch = f'enabled = true\npath = "{archive}"\nflush_interval_s = 0.2' if archive else "enabled = false"
     cfg.write_text(
         f"""
 [kafka]
 bootstrap = "{broker.bootstrap}"
 topic = "{topic}"
 group_id = "{group}"
-max_poll_records = 200
+max_poll_records = {batch}
 
 [store]
 url = "{db}"
 
 [archive]
-enabled = false
+{arch}
 """
     )
     return cfg
