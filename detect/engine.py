@@ -890,6 +890,11 @@ class Engine:
         out["bytes"] = len(msgspec.msgpack.encode(self._state.behaviour.identities[key]))
         return out
 
+    def raised(self, alert_id: str) -> bool:
+        """Whether this engine raised ``alert_id`` (and still remembers its signals, so a verdict
+        on it can act here)."""
+        return alert_id in self._state.alert_signals
+
     def identities(self) -> list[str]:
         """Every identity key with a baseline."""
         return sorted(self._state.behaviour.identities)

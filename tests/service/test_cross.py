@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from alerts.store import Store
 from detect.alert import Alert
 from detect.engine import Engine
 from detect.partition import (
@@ -48,6 +49,8 @@ from vaultwatch.service.cross import (
     partition_for,
 )
 from vaultwatch.service.replay import read_events, run_engine
+from vaultwatch.service.stage2 import CrossWorker
+from vaultwatch.service.worker import PartitionState, Worker, WorkerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 BEHAVIOUR = "behaviour-risk"
@@ -271,3 +274,50 @@ def test_an_idle_mark_counts_only_while_its_owner_repeats_it() -> None:
     now[0] += 1.0  # its owner died: no repeat within the ttl
     assert st.frontier() == 400.0 - st.lateness
     assert describe(st.snapshot())["idle"] == [1]
+
+
+@pytest.mark.integration
+def test_an_analyst_verdict_reaches_the_stage_2_engine_that_raised_the_alert(
+    events: list[AuditEvent], tmp_path: Path
+) -> None:
+    """A false positive on a cross detector's alert (keyed by a network, an account or the
+    organisation) suppresses it in the stage-2 engine that raised it; before, only stage-1
+    engines took verdicts, so it paged again."""
+    pipe = Pipeline(seed=0)
+    cross_alert: Alert | None = None
+    for ev in events:
+        for a in pipe.process(ev):
+            if cross_alert is None and pipe.cross.raised(a.id):
+                cross_alert = a
+    assert cross_alert is not None, "the organisation has alerts from cross detectors"
+    store = Store(f"sqlite:///{tmp_path / 'v.db'}")
+    store.migrate()
+    try:
+        with store.transaction() as tx:
+            tx.add_alerts([cross_alert])
+            tx.record_verdict(cross_alert.id, "false_positive", actor="analyst@example", comment="lab")
+        make = lambda: default_rules({})  # noqa: E731
+        xw = CrossWorker(
+            WorkerConfig(topic="t.xid", group_id="g.xid"),
+            make=make,
+            sources=1,
+            lateness=0.0,
+            source_factory=lambda **k: None,
+            store=store,
+        )
+        xw.parts[("t.xid", 0)] = PartitionState("t.xid", 0, pipe.cross)
+        before = [dict(e._state.suppressions) for e in pipe.cross.engines.values()]
+        xw._apply_verdicts(0.0)
+        assert xw.stats["verdicts"] == 1
+        after = [dict(e._state.suppressions) for e in pipe.cross.engines.values()]
+        assert after != before, "the verdict suppressed nothing in the engine that raised the alert"
+        assert xw.parts[("t.xid", 0)].verdict_id >= 1  # checkpointed: applied once
+        xw._apply_verdicts(0.0)
+        assert xw.stats["verdicts"] == 1
+        # A stage-1 worker holding other identities does not take it.
+        w = Worker(WorkerConfig(topic="t", group_id="g"), source_factory=lambda **k: None, store=store)
+        w.parts[("t", 0)] = PartitionState("t", 0, Engine({}, seed=0, detectors=[]))
+        w._apply_verdicts(0.0)
+        assert w.stats["verdicts"] == 0
+    finally:
+        store.close()

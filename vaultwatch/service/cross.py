@@ -279,6 +279,19 @@ class CrossState:
     def pending(self) -> int:
         return len(self._heap)
 
+    # -- feedback -------------------------------------------------------------------------------
+    def raised(self, alert_id: str) -> bool:
+        """Whether one of this state's engines raised ``alert_id``."""
+        return any(eng.raised(alert_id) for eng in self.engines.values())
+
+    def verdict(self, alert: Alert, verdict: str, *, comment: str = "") -> None:
+        """An analyst's verdict on an alert of this stage, taken by the engine that raised it at
+        the latest event time judged here (so a replay of the same stream applies it alike)."""
+        now = self.released if self.released != float("-inf") else 0.0
+        for eng in self.engines.values():
+            if eng.raised(alert.id):
+                eng.verdict(alert, verdict, now=now, comment=comment)
+
     # -- state ----------------------------------------------------------------------------------
     def snapshot(self) -> bytes:
         st = _State(

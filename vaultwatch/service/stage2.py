@@ -200,8 +200,14 @@ class CrossWorker(Worker):
         self.stats["cross_marks" if isinstance(msg, XMark) else "events"] += 1
         return list(st.engine.offer(msg))
 
-    def _apply_verdicts(self, now: float) -> None:
-        """Analyst verdicts act on the identity's stage-1 engine; the cross stage has none yet."""
+    def _owns_verdict(self, st: PartitionState, v: Any) -> bool:
+        """Stage 2: the partition whose engines raised the alert takes its verdict (a cross
+        detector's alert is keyed by a network, an account or the organisation, not by the
+        identity a stage-1 partition holds)."""
+        return bool(st.engine.raised(v.alert_id))
+
+    def _take_verdict(self, st: PartitionState, alert: Alert, v: Any) -> None:
+        st.engine.verdict(alert, v.verdict, comment=v.comment)
 
     def pending(self) -> int:
         """Records buffered until every source partition's mark passes them."""

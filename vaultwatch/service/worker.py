@@ -502,11 +502,11 @@ class Worker:
             if v.verdict not in ("false_positive", "true_positive"):
                 continue
             for st in self.parts.values():
-                if v.id <= st.verdict_id or v.identity_key not in st.engine.identities():
+                if v.id <= st.verdict_id or not self._owns_verdict(st, v):
                     continue
                 try:
                     alert = self.store.get_alert(v.alert_id).alert
-                    st.engine.verdict(alert, v.verdict, now=st.engine_now(), comment=v.comment)
+                    self._take_verdict(st, alert, v)
                 except Exception as exc:  # noqa: BLE001 - one bad verdict must not stop the worker
                     log.warning("verdict %d on %s not applied: %s", v.id, v.alert_id, type(exc).__name__)
                 st.dirty = True
@@ -517,6 +517,13 @@ class Worker:
             if records:
                 st.verdict_id = max(st.verdict_id, records[-1].id)
                 st.dirty = True
+
+    def _owns_verdict(self, st: PartitionState, v: Any) -> bool:
+        """Stage 1: the partition whose engine holds the alert's identity takes its verdict."""
+        return bool(v.identity_key in st.engine.identities())
+
+    def _take_verdict(self, st: PartitionState, alert: Alert, v: Any) -> None:
+        st.engine.verdict(alert, v.verdict, now=st.engine_now(), comment=v.comment)
 
     def _handle(self, st: PartitionState, rec: RawRecord) -> list[Alert]:
         self.stats["records"] += 1
