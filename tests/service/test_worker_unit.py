@@ -14,6 +14,7 @@ from ingest.dedup import Deduplicator
 from ingest.parse import Parser
 from ingest.sources.base import RawRecord
 from ingest.sources.kafka import KafkaPosition
+from vaultwatch.errors import ArchiveError
 from vaultwatch.service.worker import Worker, WorkerConfig, _Checkpoint, checkpoint_key
 
 
@@ -136,3 +137,67 @@ def test_a_recreated_topic_is_read_again_and_its_resent_entries_skipped(
     with worker.store.transaction(read_only=True) as tx:
         cp = msgspec.msgpack.decode(tx.load_checkpoint(checkpoint_key("g", "t", 0)), type=_Checkpoint)
     assert (cp.topic_id, cp.base, cp.offset) == ("id-2", half, len(resent))
+
+
+class _AssignedSource:
+    """A source that owns partitions 0 and 1 of ``t`` and records the worker's seeks."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[str, int, int]] = []
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return [("t", 0), ("t", 1)]
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        self.seeks.append((topic, partition, offset))
+
+    def commit(self, record: RawRecord) -> None:
+        pass
+
+
+class _DiskFullOnce:
+    """An archive whose disk is full for partition 1 until ``full`` is cleared."""
+
+    def __init__(self) -> None:
+        self.full = True
+        self.rows: set[tuple[str, int, int]] = set()
+
+    def append(self, event: Any, position: tuple[str, int, int] | None = None) -> None:
+        assert position is not None
+        if self.full and position[1] == 1:
+            raise ArchiveError("cannot write archive partition: No space left on device")
+        self.rows.add(position)
+
+    def flush(self) -> None:
+        pass
+
+    def drop_buffered(self, topic: str, partition: int) -> int:
+        return 0
+
+    def rewind(self, topic: str, partition: int, offset: int, *, since: float | None = None) -> int:
+        self.rows = {r for r in self.rows if r[1] != partition or r[2] < offset}
+        return 0
+
+
+@pytest.mark.integration
+def test_a_batch_that_fails_part_way_loses_no_partition(worker: Worker, openbao: Any) -> None:
+    """The archive's disk fills while partition 1's records are handled; partition 0's records of
+    the same batch were taken from Kafka but not handled. The rewind must send both back: before,
+    it sought only the partitions with state, and partition 0 (no checkpoint yet) went on from
+    past the records it never saw."""
+    from vaultwatch.cli.demo import drive_traffic, setup_org
+
+    drive_traffic(openbao, setup_org(openbao.client()), 5)
+    recs = _records(openbao.audit_log.read_bytes().splitlines())
+    half = len(recs) // 2
+    p1 = [RawRecord(r.data, KafkaPosition("t", 1, i), r.source, r.key) for i, r in enumerate(recs[:half])]
+    p0 = [RawRecord(r.data, KafkaPosition("t", 0, i), r.source, r.key) for i, r in enumerate(recs[half:])]
+    source, archive = _AssignedSource(), _DiskFullOnce()
+    worker._source, worker.archive = source, archive
+    with pytest.raises(ArchiveError):
+        worker.process_batch(p1 + p0)  # partition 1 first: it fails before partition 0 is reached
+    worker._rewind()
+    assert sorted(source.seeks) == [("t", 0, 0), ("t", 1, 0)]
+    archive.full = False
+    worker.process_batch(p1 + p0)  # what Kafka delivers after those seeks
+    assert archive.rows == {(r.position.topic, r.position.partition, r.position.offset) for r in p1 + p0}

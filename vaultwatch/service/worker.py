@@ -613,22 +613,49 @@ class Worker:
             self._shutdown()
 
     def _rewind(self) -> None:
-        """Forget in-memory progress: partitions reload from their checkpoints when next seen."""
-        owned = {(st.topic, st.partition): st.next_offset for st in self.parts.values()}
+        """Forget in-memory progress and seek every partition this worker reads back to its
+        checkpoint: partitions reload from there when next seen.
+
+        Every partition, not only those with state: a batch that failed part-way (a full archive
+        disk raises while one partition's records are handled) has already taken the records of
+        the partitions after it from Kafka. Their position must go back too, or those records are
+        never seen again (a partition without a checkpoint takes whatever offset comes first).
+        """
+        pairs = {(st.topic, st.partition) for st in self.parts.values()}
+        if self._owned_mode:
+            with self._lock:
+                pairs |= self._owned
+        elif self._source is not None and hasattr(self._source, "assignment"):
+            pairs |= set(self._source.assignment())
         self.parts.clear()
         if self.archive is not None and hasattr(self.archive, "drop_buffered"):
             # Rows buffered since the checkpoint come again with the replayed records (a full
             # disk, a store outage): drop them, or the retry would archive them twice.
-            for pair in owned:
+            for pair in pairs:
                 self.archive.drop_buffered(*pair)
-        for (topic, partition), _ in owned.items():
+        if self._source is None:
+            return
+        committed = self._source.committed_offsets() if hasattr(self._source, "committed_offsets") else {}
+        for topic, partition in sorted(pairs):
             try:
                 with self.store.transaction(read_only=True) as tx:
                     blob = tx.load_checkpoint(self._checkpoint_key(topic, partition))
                 offset = msgspec.msgpack.decode(blob, type=_Checkpoint).offset if blob is not None else 0
+            except Exception as exc:  # noqa: BLE001 - the store may be what failed
+                # Kafka's commit follows the store's, so it is at or before the checkpoint: the
+                # records between are skipped as replayed once the checkpoint can be read.
+                offset = committed.get((topic, partition), 0)
+                log.info(
+                    "checkpoint of %s:%d unreadable (%s): seeking to %d, at or before it",
+                    topic,
+                    partition,
+                    type(exc).__name__,
+                    offset,
+                )
+            try:
                 self._source.seek(topic, partition, offset)
-            except Exception as exc:  # noqa: BLE001 - the gap check seeks later if this fails
-                log.info("could not seek %s:%d yet (%s)", topic, partition, type(exc).__name__)
+            except Exception as exc:  # noqa: BLE001 - no longer assigned: its new owner reads it
+                log.info("could not seek %s:%d (%s)", topic, partition, type(exc).__name__)
 
     def _shutdown(self) -> None:
         try:
