@@ -610,7 +610,15 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> dict[str, A
     events.append(
         (time.time() - t0, f"producer stopped: {producer.sent} lines, {len(producer.poison)} poison")
     )
-    _drain(pg.url, producer.ends, timeout=args.settle)
+    drained = _drain(pg.url, producer.ends, timeout=args.settle)
+    events.append(
+        (
+            time.time() - t0,
+            "workers' stored offsets reached the log end"
+            if drained
+            else f"workers did NOT reach the log end within --settle {args.settle:.0f}s",
+        )
+    )
     _settle_outbox(pg.url, timeout=args.settle)
     stop_sampling.set()
     codes = {w.name: w.stop() for w in workers}
@@ -623,6 +631,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> dict[str, A
     figures["worker_exits_on_their_own"] = dict(self_exits)
     figures["rss_mb"] = {w.name: _rss_summary(w.rss) for w in workers}
     figures["archive_tmpfs"] = tmpfs
+    figures["drained"] = drained
     return figures
 
 
