@@ -80,3 +80,31 @@ def test_the_example_configuration_has_what_the_message_points_to() -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "vaultwatch.toml"
     s = load_settings(example, env={})
     assert _delivery_problems(s.routes, s.channels) == []
+
+
+def test_run_with_channels_and_no_routes_says_nothing_will_be_sent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``vaultwatch run`` builds its delivery the same way: it warns instead of notifying nobody
+    in silence."""
+    from alerts.store import Store
+    from vaultwatch.service.wiring import build_delivery
+    from vaultwatch.settings import load_settings
+
+    monkeypatch.setenv("VW_TEST_HOOK_URL", "http://127.0.0.1:9/hook")
+    monkeypatch.setenv("VW_TEST_HOOK_SECRET", "whsec_" + "A" * 32)
+    cfg = tmp_path / "vw.toml"
+    cfg.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "vw.db"}"\n{CHANNELS}')
+    store = Store(f"sqlite:///{tmp_path / 'vw.db'}")
+    store.migrate()
+    try:
+        with caplog.at_level("WARNING", logger="vaultwatch.service.wiring"):
+            assert build_delivery(load_settings(cfg), store) is not None
+        assert "no [routes] table, so no alert is sent" in caplog.text
+        caplog.clear()
+        cfg.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "vw.db"}"\n{CHANNELS}{ROUTES}')
+        with caplog.at_level("WARNING", logger="vaultwatch.service.wiring"):
+            build_delivery(load_settings(cfg), store)
+        assert "no [routes]" not in caplog.text
+    finally:
+        store.close()

@@ -285,6 +285,12 @@ def build_delivery(s: Settings, store: Any, *, vault: Any = None) -> Any | None:
     cfg = load_config(s.channels)
     if not cfg.receivers:
         return None
+    if not s.routes:
+        log.warning(
+            "[channels] has %d receiver(s) but there is no [routes] table, so no alert is sent to "
+            "them: add [[routes.receivers]] and [routes.route] (see examples/vaultwatch.toml)",
+            len(cfg.receivers),
+        )
     channels = build_channels(cfg, SecretResolver(vault=vault))
     return DeliveryWorker(
         store,
