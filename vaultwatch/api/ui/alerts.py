@@ -41,6 +41,7 @@ from .pages import (
     STREAM_URL,
     UI_PREFIX,
     audit,
+    baseline_summary,
     done,
     entity_names,
     env,
@@ -169,7 +170,7 @@ def _timeline_svg(events: list[dict[str, Any]], alert: Alert) -> dict[str, Any]:
 
 def alert_label(ctx: AppContext, a: Alert) -> IdentityLabel:
     """The alert's identity as a person reads it (see :func:`label_of`)."""
-    summary = _summary(ctx, a.identity.key)
+    summary = baseline_summary(ctx, a.identity.key)
     return label_of(
         ctx,
         a.identity.key,
@@ -178,18 +179,6 @@ def alert_label(ctx: AppContext, a: Alert) -> IdentityLabel:
         policies=a.identity.policies,
         auth_mount=a.identity.auth_mount,
     )
-
-
-def _summary(ctx: AppContext, key: str) -> dict[str, Any]:
-    source = ctx.extra.get("baselines")
-    if source is None:
-        return {}
-    try:
-        summary: dict[str, Any] = source.identity_summary(key)
-    except Exception as exc:  # noqa: BLE001 - a page renders without a baseline
-        log.warning("baseline of %s not readable: %s", key, type(exc).__name__)
-        return {}
-    return summary
 
 
 def _config_changes(
@@ -235,7 +224,7 @@ def queue_page(request: Request, ctx: Ctx, who: PagePrincipal) -> Response:
     starts: dict[str, float] = {}
     for a in page.items:
         if a.identity.key not in starts:
-            first = _summary(ctx, a.identity.key).get("first_seen")
+            first = baseline_summary(ctx, a.identity.key).get("first_seen")
             if isinstance(first, int | float):
                 starts[a.identity.key] = float(first)
     rows = group_setup_across(page.items, _config_changes(ctx, query, page.items), starts)

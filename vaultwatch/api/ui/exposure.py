@@ -6,7 +6,6 @@ and addresses, never a secret's value."""
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -18,11 +17,10 @@ from ...naming import IdentityLabel
 from ..deps import Analyst, AppContext, Ctx, PagePrincipal
 from ..routes.exposure import TokenExposureRequest, identity_exposure, path_exposure, token_exposure
 from ..routes.identities import label_of
-from .pages import UI_PREFIX, audit, entity_names, render_page, to_login
+from .pages import UI_PREFIX, audit, baseline_summary, entity_names, render_page, to_login
 
 __all__ = ["router"]
 
-log = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 
@@ -31,25 +29,13 @@ def _report_names(ctx: AppContext, report: dict[str, Any] | None) -> dict[str, s
     return entity_names(ctx, [i["identity"] for i in report["identities"]]) if report else {}
 
 
-def _baseline(ctx: AppContext, key: str) -> dict[str, Any]:
-    source = ctx.extra.get("baselines")
-    if source is None:
-        return {}
-    try:
-        summary: dict[str, Any] = source.identity_summary(key)
-    except Exception as exc:  # noqa: BLE001 - the page names the identity without its baseline
-        log.warning("baseline of %s not readable: %s", key, type(exc).__name__)
-        return {}
-    return summary
-
-
 def _report_labels(ctx: AppContext, report: dict[str, Any] | None) -> dict[str, IdentityLabel]:
     """Each identity of the report as a person reads it (see :mod:`vaultwatch.naming`)."""
     if not report:
         return {}
     return {
         i["identity"]: label_of(
-            ctx, i["identity"], _baseline(ctx, i["identity"]), display_name=i["display_name"]
+            ctx, i["identity"], baseline_summary(ctx, i["identity"]), display_name=i["display_name"]
         )
         for i in report["identities"]
     }
@@ -134,7 +120,7 @@ def identity_exposure_page(
         nav="identities",
         identity=identity,
         # Named from its baseline, as on the identity page.
-        label=label_of(ctx, identity, _baseline(ctx, identity)) if identity else None,
+        label=label_of(ctx, identity, baseline_summary(ctx, identity)) if identity else None,
         form={"since": since, "until": until},
         report=report,
         labels=_report_labels(ctx, report),

@@ -172,6 +172,20 @@ def refuse(request: Request, who: Principal, code: int, message: str) -> Respons
     return error_page(request, who, code, "Not done", message)
 
 
+def baseline_summary(ctx: AppContext, key: str) -> dict[str, Any]:
+    """The identity's baseline summary from the engines' checkpoints, or {} when there is none or
+    it cannot be read (a page then renders without it)."""
+    source = ctx.extra.get("baselines")
+    if source is None:
+        return {}
+    try:
+        summary: dict[str, Any] = source.identity_summary(key)
+    except Exception as exc:  # noqa: BLE001 - a page renders without a baseline
+        log.warning("baseline of %s not readable: %s", key, type(exc).__name__)
+        return {}
+    return summary
+
+
 def entity_names(ctx: AppContext, keys: Sequence[str]) -> dict[str, str]:
     """Entity labels for ``entity:<id>`` keys the enricher already knows (none without Vault)."""
     names = {}
