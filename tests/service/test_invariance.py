@@ -32,9 +32,8 @@ import pyarrow.dataset as ds
 import pytest
 import sqlalchemy as sa
 
-from ingest.codec import encode_entry
 from ingest.dedup import Deduplicator
-from tests.service.test_worker import _config, _start
+from tests.service.test_worker import _config, _create_topic, _send, _start
 from vaultwatch.demo.orgs import generate_org
 from vaultwatch.demo.servers import KafkaBroker
 from vaultwatch.service.cross import describe
@@ -69,35 +68,10 @@ def replayed(org_log: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     return {a["id"]: a["detector"] for a in alerts}
 
 
-def _create_topic(broker: KafkaBroker, topic: str, partitions: int) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=[broker.bootstrap])
-    try:
-        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-    finally:
-        admin.close()
-
-
 def _produce(broker: KafkaBroker, topic: str, log: Path) -> dict[int, int]:
     """What the shipper does: one entry per event (second copies dropped), keyed by identity."""
-    from kafka import KafkaProducer
-
     dedup = Deduplicator()
-    prod = KafkaProducer(bootstrap_servers=[broker.bootstrap], acks="all", linger_ms=5)
-    futures = []
-    try:
-        for ev in read_events([log]):
-            if not dedup.is_duplicate(ev):
-                futures.append(prod.send(topic, value=encode_entry(ev), key=ev.identity.key.encode()))
-        prod.flush()
-        ends: dict[int, int] = {}
-        for f in futures:
-            md = f.get(timeout=30)
-            ends[md.partition] = max(ends.get(md.partition, 0), md.offset + 1)
-    finally:
-        prod.close()
-    return ends
+    return _send(broker, topic, (ev for ev in read_events([log]) if not dedup.is_duplicate(ev)))
 
 
 def _progress(

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from ingest.codec import encode_entry
 from ingest.dedup import Deduplicator
+from ingest.event import AuditEvent
 from ingest.parse import Parser
 from vaultwatch.demo.servers import KafkaBroker, OpenBaoServer
 
@@ -45,36 +46,31 @@ def audit_lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     return lines
 
 
-def _create_topic(broker: KafkaBroker, topic: str) -> None:
+def _create_topic(broker: KafkaBroker, topic: str, partitions: int = PARTITIONS) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=[broker.bootstrap])
     try:
-        admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
     finally:
         admin.close()
 
 
-def _produce(
-    broker: KafkaBroker, topic: str, lines: list[bytes], extra: tuple[bytes, ...] = ()
+def _send(
+    broker: KafkaBroker, topic: str, events: Iterable[AuditEvent], extra: tuple[bytes, ...] = ()
 ) -> dict[int, int]:
-    """Send the stream; the end offset of each partition, from the broker's acknowledgements.
+    """What the shipper does: each event keyed by its identity (``extra``: raw poison records);
+    the end offset of each partition, from the broker's acknowledgements.
 
     (Tansu's ListOffsets answer lags behind the log, so the acknowledgements are the truth.)
     """
     from kafka import KafkaProducer
 
-    parser, dedup = Parser(), Deduplicator()
     prod = KafkaProducer(
         bootstrap_servers=[broker.bootstrap], acks="all", linger_ms=5, max_request_size=8 << 20
     )
-    futures = []
     try:
-        for line in lines:
-            ev = parser.parse(line)
-            if dedup.is_duplicate(ev):
-                continue
-            futures.append(prod.send(topic, value=encode_entry(ev), key=ev.identity.key.encode()))
+        futures = [prod.send(topic, value=encode_entry(ev), key=ev.identity.key.encode()) for ev in events]
         futures += [prod.send(topic, value=bad, key=b"poison") for bad in extra]
         prod.flush()
         ends: dict[int, int] = {}
@@ -84,6 +80,15 @@ def _produce(
     finally:
         prod.close()
     return ends
+
+
+def _produce(
+    broker: KafkaBroker, topic: str, lines: list[bytes], extra: tuple[bytes, ...] = ()
+) -> dict[int, int]:
+    """Send the stream (second copies dropped), then ``extra``; the end offsets (see _send)."""
+    parser, dedup = Parser(), Deduplicator()
+    events = (ev for ev in map(parser.parse, lines) if not dedup.is_duplicate(ev))
+    return _send(broker, topic, events, extra)
 
 
 def _config(
