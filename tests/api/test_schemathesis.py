@@ -42,6 +42,15 @@ ACCEPTED = ("2XX", "3XX", "400", "401", "403", "404", "409", "422", "429")
 #: documented 503 for those, and only those. Any other 5xx is still a failure.
 UNCONFIGURED = {NO_VAULT, "no event archive is configured"}
 NO_SERVER_ERROR_CHECK = [c for c in ALL_CHECKS if c.__name__ != "not_a_server_error"]
+#: How hard every route walk draws: a few deterministic examples per operation, no example
+#: database, no deadline (a cold route may be slow), no health check (the app fixture is shared).
+WALK = settings(
+    max_examples=6,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 #: Date-times at and around the calendar's edges (and the API's accepted range's own bounds).
 CALENDAR_EDGES = (
@@ -190,13 +199,7 @@ def test_api_conforms_to_its_schema(make_app: AppFactory, creds: Creds) -> None:
         operation = result.ok()
         operations += 1
 
-        @settings(
-            max_examples=6,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
+        @WALK
         @given(case=operation.as_strategy())
         def check(case: Any) -> None:
             if case.path == "/api/v1/stream":
@@ -265,13 +268,7 @@ def test_the_strategies_reach_calendar_and_size_edges(make_app: AppFactory, cred
 
 
 def _assert_finds_a_500(operation: Any, headers: dict[str, str]) -> None:
-    @settings(
-        max_examples=6,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @WALK
     @given(case=operation.as_strategy())
     def check(case: Any) -> None:
         response = case.call(headers=headers)
