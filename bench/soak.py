@@ -684,13 +684,16 @@ def _rss_summary(samples: list[tuple[float, int, float]]) -> dict[str, Any]:
     }
 
 
-def _reference(work: Path, *, exclude: bool = False) -> tuple[set[str], set[str], dict[str, str]]:
+def _reference(
+    work: Path, *, exclude: bool = False, seen: dict[str, dict[str, Any]] | None = None
+) -> tuple[set[str], set[str], dict[str, str]]:
     """What ``vaultwatch replay`` raises on the same input: all partitions' offered lines merged
     in event-time order through the same two-stage pipeline ``run`` uses (built as the ``replay``
     command builds it). Returns the ids raised by the events themselves, the ids raised only by
     the replay's final flush (an hour past the last event: time the live run has not reached
     when the soak ends, so not counted as lost), and each id's detector. With ``exclude``, the
-    lines the workers took for already processed after the broker's restart are left out."""
+    lines the workers took for already processed after the broker's restart are left out. ``seen``
+    collects each alert's times, count and first evidence ids (for explaining a difference)."""
     from detect.drift import DriftWatch
     from detect.rules import default_rules
     from vaultwatch.cli import replay as cli
@@ -712,17 +715,72 @@ def _reference(work: Path, *, exclude: bool = False) -> tuple[set[str], set[str]
         for a in alerts:
             by_events.add(a.id)
             detector[a.id] = a.detector
+            if seen is not None:
+                seen[a.id] = _brief(a.first_seen, a.last_seen, a.count, a.event_ids)
 
     def on_flush(_: float, alerts: list[Any]) -> None:
         for a in alerts:
             at_flush.add(a.id)
             detector[a.id] = a.detector
+            if seen is not None:
+                seen[a.id] = _brief(a.first_seen, a.last_seen, a.count, a.event_ids)
 
     files = [f for f in sorted(work.glob("offered-p*.log")) if f.stat().st_size]
     if exclude:
         files = [_without(f, work / f.name.replace("offered-", "below-checkpoint-"), work) for f in files]
     run_engine(read_events(files), engine, on_event=on_event, on_flush=on_flush)
     return by_events, at_flush - by_events, detector
+
+
+def _brief(first: str, last: str, count: int, event_ids: Any) -> dict[str, Any]:
+    return {"first_seen": first, "last_seen": last, "count": count, "event_ids": list(event_ids)[:3]}
+
+
+def _explain_duplicates(url: str, work: Path, seen: dict[str, dict[str, Any]]) -> Path:
+    """Every stored alert whose detector, identity and dedup key another stored alert shares, beside
+    what the replay raised for that key: ``duplicates.json`` in the work directory."""
+    rows = _query(
+        url,
+        "SELECT id, detector, identity_key, dedup_key, first_seen, last_seen, count, created_at, alert_json "
+        "FROM alerts ORDER BY created_at",
+    )
+    groups: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
+    for r in rows:
+        groups[(r[1], r[2], r[3])].append(r)
+    out = []
+    for (det, ident, _), rs in groups.items():
+        if len(rs) < 2:
+            continue
+        out.append(
+            {
+                "detector": det,
+                "identity": ident,
+                "stored": [
+                    {
+                        "id": r[0],
+                        "in_replay": r[0] in seen,
+                        "created_at": str(r[7]),
+                        **_brief(str(r[4]), str(r[5]), r[6], json.loads(r[8]).get("event_ids", [])),
+                    }
+                    for r in rs
+                ],
+                "replay": [{"id": i, **b} for i, b in seen.items() if i in {r[0] for r in rs}],
+            }
+        )
+    path = work / "duplicates.json"
+    path.write_text(json.dumps(out, indent=1))
+    return path
+
+
+def _late(url: str, group: str) -> int:
+    """Records the cross stage judged after its frontier had passed them (out of canonical order)."""
+    import msgspec
+
+    from vaultwatch.service.cross import describe
+    from vaultwatch.service.worker import _Checkpoint
+
+    rows = _query(url, f"SELECT blob FROM checkpoints WHERE key LIKE 'cross/{group}.xid/%'")
+    return sum(describe(msgspec.msgpack.decode(bytes(b), type=_Checkpoint).engine)["late"] for (b,) in rows)
 
 
 def _without(src: Path, drop: Path, work: Path) -> Path:
@@ -758,8 +816,10 @@ def _figures(
     key_counts = Counter((r[1], r[2], r[3]) for r in rows)
     dup_keys = sum(n - 1 for n in key_counts.values() if n > 1)
     dup_sample = [f"{d} {i[:30]} x{n}" for (d, i, _), n in key_counts.items() if n > 1][:6]
-    ref, flush_only, detector = _reference(work)
+    seen: dict[str, dict[str, Any]] = {}
+    ref, flush_only, detector = _reference(work, seen=seen)
     got = set(ids)
+    dup_file = _explain_duplicates(url, work, seen) if dup_keys else None
     lost = sorted(ref - got)
     extra = sorted(got - ref - flush_only)
     lost_apart, extra_apart = lost, extra
@@ -818,6 +878,8 @@ def _figures(
         "duplicate_alert_rows": dup_rows,
         "duplicate_alert_keys": dup_keys,
         "duplicate_alert_keys_sample": dup_sample,
+        "duplicate_alert_keys_explained_in": str(dup_file) if dup_file else None,
+        "cross_stage_late_records": _late(url, "soak"),
         "webhook_requests": len(hook.received),
         "webhook_messages": len(created),
         "webhook_outbox_states": dict(states),

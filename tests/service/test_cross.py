@@ -8,12 +8,14 @@ seconds, against :class:`~vaultwatch.service.cross.Pipeline` (what ``vaultwatch 
 
 from __future__ import annotations
 
+import logging
 import random
 import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from alerts.store import Store
@@ -35,6 +37,8 @@ from detect.partition import (
 from detect.rules import default_rules
 from ingest.dedup import Deduplicator
 from ingest.event import AuditEvent
+from ingest.sources.base import RawRecord
+from ingest.sources.kafka import KafkaPosition
 from vaultwatch.demo.orgs import generate_org
 from vaultwatch.service.cross import (
     CrossState,
@@ -48,6 +52,7 @@ from vaultwatch.service.cross import (
     encode,
     partition_for,
 )
+from vaultwatch.service.metrics import Metrics
 from vaultwatch.service.replay import read_events, run_engine
 from vaultwatch.service.stage2 import CrossWorker
 from vaultwatch.service.worker import PartitionState, Worker, WorkerConfig
@@ -260,20 +265,74 @@ def test_records_round_trip_and_duplicates_are_dropped() -> None:
 
 
 def test_an_idle_mark_counts_only_while_its_owner_repeats_it() -> None:
-    """A worker that dies with its partition idle must not let the cross stage run ahead."""
-    now = [1000.0]
+    """A worker that dies with its partition idle must not let the cross stage run ahead. Age is
+    judged by the wall times the marks carry (the latest taken), not by the reader's clock."""
     _, cross, carried, _ = build_split(lambda: default_rules({}))
-    st = CrossState(cross, carried, {}, sources=2, idle_ttl=3.0, clock=lambda: now[0])
-    st.offer(XMark(0, 7, 500.0))
-    st.offer(XMark(1, 3, 400.0, idle=True, at=now[0]))
+    st = CrossState(cross, carried, {}, sources=2, idle_ttl=3.0)
+    st.offer(XMark(0, 7, 500.0, at=1000.0))
+    st.offer(XMark(1, 3, 400.0, idle=True, at=1000.0))
     assert st.frontier() == 500.0 - st.lateness  # source 1 idle: only source 0 holds back
-    now[0] += 2.0
-    st.offer(XMark(1, 3, 400.0, idle=True, at=now[0]))  # repeated: same offset, still news
-    now[0] += 2.5
-    assert st.frontier() == 500.0 - st.lateness
-    now[0] += 1.0  # its owner died: no repeat within the ttl
+    st.offer(XMark(1, 3, 400.0, idle=True, at=1002.0))  # repeated: same offset, still news
+    st.offer(XMark(0, 8, 501.0, at=1004.5))
+    assert st.frontier() == 501.0 - st.lateness
+    st.offer(XMark(0, 9, 502.0, at=1005.5))  # its owner died: no repeat within the ttl
     assert st.frontier() == 400.0 - st.lateness
     assert describe(st.snapshot())["idle"] == [1]
+
+
+def test_a_source_never_heard_holds_the_cross_stage_back() -> None:
+    _, cross, carried, _ = build_split(lambda: default_rules({}))
+    st = CrossState(cross, carried, {}, sources=2)
+    assert st.frontier() == float("-inf")
+    st.offer(XMark(0, 1, 50.0, at=10.0))
+    assert st.frontier() == float("-inf")  # source 1 has said nothing yet
+
+
+def test_stage_2_decides_the_same_whenever_it_reads_its_log(events: list[AuditEvent]) -> None:
+    """The same messages give the same alerts however long after they were sent they are read,
+    and from a checkpoint taken part-way: a stage-2 worker restarted after a crash re-reads its
+    partition and must raise what it raised before, not a second alert for the same finding."""
+    pipe = Pipeline(seed=0)
+    log: list[XRecord | XMark] = []
+    stage = pipe.stage
+    t0 = events[0].ts
+    last: dict[int, tuple[int, float]] = {0: (-1, t0), 1: (-1, t0)}
+    for i, ev in enumerate(events):
+        src = zlib.crc32(ev.identity.key.encode()) % 2  # keyed by identity, as the input topic is
+        _, _, recs = stage.step(ev, None, src, i)
+        log.extend(recs)
+        last[src] = (i, ev.ts)
+        log.append(XMark(src, i, ev.ts, at=ev.ts - t0))
+        if i % 20 == 0:
+            # The other source says it is idle (at its own offset and time): trusted while fresh
+            # by the marks' times, stale a few seconds later; so the decisions depend on them.
+            off, ts = last[1 - src]
+            log.append(XMark(1 - src, off, ts, idle=True, at=ev.ts - t0))
+
+    def run(msgs: list[XRecord | XMark], st: CrossState, trusted: list[bool] | None = None) -> list[str]:
+        out: set[str] = set()
+        for m in msgs:
+            out.update(a.id for a in st.offer(m))
+            if trusted is not None and len(st.marks) == 2:
+                trusted.append(st.frontier() > min(st.marks.values()) - st.lateness)
+        return sorted(out)
+
+    _, cross, carried, _ = build_split(lambda: default_rules({}))
+    whole = CrossState(cross, carried, {}, sources=2)
+    trusted: list[bool] = []
+    ids = run(log, whole, trusted)
+    assert ids, "the organisation's log raises cross-stage alerts"
+    # The idle marks mattered: trusted for a while (by the marks' own times), then stale.
+    assert any(trusted) and not all(trusted)
+    half = len(log) // 2
+    _, cross1, carried1, _ = build_split(lambda: default_rules({}))
+    first = CrossState(cross1, carried1, {}, sources=2)
+    before = run(log[:half], first)
+    _, cross2, carried2, _ = build_split(lambda: default_rules({}))
+    again = CrossState(cross2, carried2, {}, sources=2)
+    again.restore(first.snapshot())
+    after = run(log[half:], again)
+    assert sorted(set(before) | set(after)) == ids
 
 
 @pytest.mark.integration
@@ -321,3 +380,47 @@ def test_an_analyst_verdict_reaches_the_stage_2_engine_that_raised_the_alert(
         assert w.stats["verdicts"] == 0
     finally:
         store.close()
+
+
+def test_stage_2_reports_records_pending_and_late_records_in_metrics(
+    events: list[AuditEvent], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``vaultwatch run``'s /metrics covers the cross stage too: records, what it holds back,
+    and records judged out of order (after their time was passed), which it also logs."""
+    pipe = Pipeline(seed=0)
+    msgs: list[XRecord | XMark] = []
+    for i, ev in enumerate(events[:400]):
+        _, _, recs = pipe.stage.step(ev, None, 0, i)
+        msgs.extend(recs)
+    assert len(msgs) > 3, "the organisation's first events go to the cross stage"
+    first, *rest = msgs
+    assert isinstance(first, XRecord)
+    end = max(m.ts for m in msgs)
+    # Source 0 says it has passed everything; the first record then comes again at a new offset:
+    # its time has been passed, so it is judged late.
+    late = msgspec.structs.replace(first, off=10_000)
+    feed = [*rest, XMark(0, 9_999, end + 60.0, at=1.0), late]
+    store = Store(f"sqlite:///{tmp_path / 'v.db'}")
+    store.migrate()
+    metrics = Metrics()
+    try:
+        xw = CrossWorker(
+            WorkerConfig(topic="t.xid", group_id="g.xid"),
+            make=lambda: default_rules({}),
+            sources=1,
+            lateness=2.0,
+            source_factory=lambda **k: None,
+            store=store,
+            metrics=metrics,
+        )
+        batch = [RawRecord(encode(m), KafkaPosition("t.xid", 0, n), "kafka") for n, m in enumerate(feed)]
+        with caplog.at_level(logging.WARNING, logger="vaultwatch.service.stage2"):
+            xw.process_batch(batch)
+    finally:
+        store.close()
+    text = metrics.render().decode()
+    assert f"vaultwatch_cross_records_total {float(len(feed))}" in text
+    assert "vaultwatch_cross_late_total 1.0" in text
+    assert "vaultwatch_cross_pending 0.0" in text
+    assert xw.stats["cross_late"] == 1
+    assert any("out of order" in r.getMessage() for r in caplog.records)

@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         delivery.start()
     metrics = Metrics()
     worker.metrics = metrics
+    if worker.cross_worker is not None:
+        worker.cross_worker.metrics = metrics  # one /metrics for both stages (vaultwatch_cross_*)
     vault = None
     if settings.vault is not None:
         try:

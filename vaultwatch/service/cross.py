@@ -24,7 +24,6 @@ same engines, so ``replay`` and ``run`` raise the same alert ids.
 from __future__ import annotations
 
 import heapq
-import time
 import zlib
 from collections.abc import Callable
 from typing import Any, Final
@@ -54,7 +53,7 @@ __all__ = [
 
 #: Seconds of event time a source partition's entries may arrive out of order.
 DEFAULT_LATENESS: Final = 2.0
-#: Wall-clock seconds an idle mark stays valid (its owner repeats it every second while idle).
+#: Seconds an idle mark stays valid, by its senders' clocks (its owner repeats it every second while idle).
 DEFAULT_IDLE_TTL: Final = 3.0
 _LAST: Final = 1 << 30  # seq of a mark: after every record of its offset
 
@@ -76,10 +75,18 @@ class XRecord(msgspec.Struct, array_like=True, tag="r"):
 class XMark(msgspec.Struct, array_like=True, tag="w"):
     """Source partition ``src`` processed everything up to ``off``; its event time is ``ts``.
 
-    ``idle``: the source is caught up and quiet as of wall time ``at`` (its owner repeats the mark
-    while that lasts; ``inf``: the input ended). An idle source stops holding the others back only
-    while its latest idle mark is fresher than the state's ``idle_ttl``: a worker that dies with
-    its partitions idle cannot let the cross stage run ahead of what their next owner sends.
+    ``at`` is the sender's wall time. ``idle``: the source is caught up and quiet as of ``at``
+    (its owner repeats the mark while that lasts; ``at`` ``inf``: the input ended). An idle source
+    stops holding the others back only while its latest idle mark is fresher than the state's
+    ``idle_ttl``: a worker that dies with its partitions idle cannot let the cross stage run ahead
+    of what their next owner sends.
+
+    "Fresher" is judged against the latest ``at`` of any mark the state has taken, never against
+    the reader's clock: what stage 2 releases, and when, is then a function of the messages in its
+    partition's log alone. A stage-2 worker that restarts from its checkpoint and reads the same
+    messages again makes the same decisions and raises the same alert ids, whenever it reads them.
+    (Judged by the reader's clock, a re-read after a crash saw the idle marks as stale, released in
+    a different order, and stored a second alert beside the one stored before the crash.)
     """
 
     src: int
@@ -162,6 +169,7 @@ class _State(msgspec.Struct, kw_only=True):
     last: dict[int, list[int]] = msgspec.field(default_factory=dict)
     released: float = float("-inf")
     late: int = 0
+    now: float = float("-inf")
 
 
 def _order(r: XRecord) -> tuple[float, str, str, bool, bytes]:
@@ -181,13 +189,11 @@ class CrossState:
         sources: int = 1,
         lateness: float = DEFAULT_LATENESS,
         idle_ttl: float = DEFAULT_IDLE_TTL,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.carried = carried
         self.sources = sources
         self.lateness = lateness
         self.idle_ttl = idle_ttl
-        self._clock = clock
         self.engines = {
             scope: Engine(_cross_config(config), seed=seed, detectors=dets) for scope, dets in cross.items()
         }
@@ -198,6 +204,8 @@ class CrossState:
         self.last: dict[int, tuple[int, int]] = {}
         self.released = float("-inf")
         self.late = 0
+        #: The latest sender wall time of a mark taken: the clock idle marks are judged by.
+        self.now = float("-inf")
 
     # -- input ----------------------------------------------------------------------------------
     def offer(self, msg: XRecord | XMark) -> list[Alert]:
@@ -209,6 +217,8 @@ class CrossState:
             return []  # already delivered (a restarted source re-sends from its checkpoint)
         self.last[msg.src] = pos
         if isinstance(msg, XMark):
+            if msg.at != float("inf"):
+                self.now = max(self.now, msg.at)
             if msg.idle:
                 self.idle[msg.src] = max(self.idle.get(msg.src, float("-inf")), msg.at)
             else:
@@ -224,10 +234,11 @@ class CrossState:
         return []
 
     def frontier(self) -> float:
-        """Records at or before this event time are safe to process."""
-        now = self._clock()
+        """Records at or before this event time are safe to process (see :class:`XMark`)."""
+        now = self.now
         ttl = self.idle_ttl
-        waiting = [s for s in range(self.sources) if now - self.idle.get(s, float("-inf")) > ttl]
+        idle = self.idle
+        waiting = [s for s in range(self.sources) if s not in idle or now - idle[s] > ttl]
         if not waiting:
             return float("inf")
         if any(s not in self.marks for s in waiting):
@@ -303,6 +314,7 @@ class CrossState:
             last={s: list(p) for s, p in self.last.items()},
             released=self.released,
             late=self.late,
+            now=self.now,
         )
         return _ENC.encode(st)
 
@@ -319,6 +331,7 @@ class CrossState:
         self.last = {s: (p[0], p[1]) for s, p in st.last.items()}
         self.released = st.released
         self.late = st.late
+        self.now = st.now
 
     def identities(self) -> list[str]:
         return []

@@ -34,6 +34,26 @@ class Metrics:
         self.outbox_oldest = Gauge(
             "vaultwatch_outbox_oldest_pending_seconds", "age of the oldest pending delivery", registry=r
         )
+        self.cross_records = Counter(
+            "vaultwatch_cross_records", "repartition-topic records consumed by the cross stage", registry=r
+        )
+        self.cross_late = Counter(
+            "vaultwatch_cross_late",
+            "records the cross stage judged after it had passed their event time (out of order: "
+            "a source slower than --cross-lateness)",
+            registry=r,
+        )
+        self.cross_pending = Gauge(
+            "vaultwatch_cross_pending",
+            "records the cross stage holds until every source passes them",
+            registry=r,
+        )
+        self.cross_lag = Gauge(
+            "vaultwatch_cross_lag",
+            "repartition-topic records not yet consumed",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.events_per_second = Gauge(
             "vaultwatch_events_per_second", "events/s over the last batches", registry=r
         )
@@ -57,6 +77,7 @@ class Metrics:
         self._window: list[tuple[float, int]] = []
         self._last_events = 0
         self._last_quarantined = 0
+        self._last_cross_late = 0
 
     def observe_batch(self, worker: Any, batch: list[Any], alerts: list[Any]) -> None:
         now = time.monotonic()
@@ -77,6 +98,18 @@ class Metrics:
             self.lag.labels(topic, str(partition)).set(lag)
         if worker.last_commit_at is not None:
             self.since_commit.set(max(0.0, time.time() - worker.last_commit_at))
+
+    def observe_cross(self, worker: Any, batch: list[Any], alerts: list[Any]) -> None:
+        """After a batch of the cross stage (stage 2, :class:`~.stage2.CrossWorker`)."""
+        self.cross_records.inc(len(batch))
+        late = worker.stats["cross_late"]
+        self.cross_late.inc(late - self._last_cross_late)
+        self._last_cross_late = late
+        for a in alerts:
+            self.alerts.labels(a.detector, a.severity).inc()
+        self.cross_pending.set(worker.pending())
+        for (topic, partition), lag in worker.lag().items():
+            self.cross_lag.labels(topic, str(partition)).set(lag)
 
     def observe_drift(self, report: Any) -> None:
         """Set the drift gauges from a :class:`detect.drift.DriftReport`."""

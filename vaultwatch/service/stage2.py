@@ -11,6 +11,7 @@ transaction as its alerts, exactly as stage 1.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -173,6 +174,7 @@ class CrossWorker(Worker):
         self._make = make
         self.sources = sources
         self.lateness = lateness
+        self._late_said = float("-inf")
 
     def _checkpoint_key(self, topic: str, partition: int) -> str:
         # Not under ``engine/``: readers of engine checkpoints (the API's baselines) skip these.
@@ -198,7 +200,25 @@ class CrossWorker(Worker):
             log.warning("cross record at %s refused: %s", rec.position, exc)
             return []
         self.stats["cross_marks" if isinstance(msg, XMark) else "events"] += 1
-        return list(st.engine.offer(msg))
+        late = st.engine.late
+        out = list(st.engine.offer(msg))
+        if st.engine.late > late:
+            self.stats["cross_late"] += st.engine.late - late
+            now = time.monotonic()
+            if now - self._late_said >= 60.0:
+                self._late_said = now
+                log.warning(
+                    "cross stage %s:%d: a record from source partition %d came after records "
+                    "later than it had been judged (%d so far): it is judged now, out of order, so "
+                    "alerts may differ from a replay. A source was slower than --cross-lateness "
+                    "(%.0fs), or idle and then resumed; raise --cross-lateness if this is common",
+                    st.topic,
+                    st.partition,
+                    msg.src,
+                    st.engine.late,
+                    self.lateness,
+                )
+        return out
 
     def _owns_verdict(self, st: PartitionState, v: Any) -> bool:
         """Stage 2: the partition whose engines raised the alert takes its verdict (a cross
@@ -208,6 +228,10 @@ class CrossWorker(Worker):
 
     def _take_verdict(self, st: PartitionState, alert: Alert, v: Any) -> None:
         st.engine.verdict(alert, v.verdict, comment=v.comment)
+
+    def _observe(self, batch: list[Any], alerts: list[Alert]) -> None:
+        assert self.metrics is not None
+        self.metrics.observe_cross(self, batch, alerts)
 
     def pending(self) -> int:
         """Records buffered until every source partition's mark passes them."""

@@ -393,8 +393,12 @@ class Worker:
         if self.router is not None and alerts:
             self.router.ingest(alerts, now)
         if self.metrics is not None:
-            self.metrics.observe_batch(self, batch, alerts)
+            self._observe(batch, alerts)
         return alerts
+
+    def _observe(self, batch: list[RawRecord], alerts: list[Alert]) -> None:
+        assert self.metrics is not None
+        self.metrics.observe_batch(self, batch, alerts)
 
     def _recreated(self, st: PartitionState) -> bool:
         """True when ``st``'s topic has a new id since its state was saved: the topic was deleted
@@ -433,9 +437,12 @@ class Worker:
         out = self.cross_out
         assert out is not None
         now = self._clock()
+        # Every mark carries this worker's wall time: the cross stage judges idle marks' age by
+        # the times its marks carry, never by its own clock (see XMark).
+        sent_at = time.time()
         for st in touched:
             if st.next_offset is not None:
-                out.mark(st.partition, st.base + st.next_offset - 1, st.max_ts)
+                out.mark(st.partition, st.base + st.next_offset - 1, st.max_ts, at=sent_at)
                 st.seen_at, st.idle_sent = now, False
         if now - self._idle_at < 1.0:
             return
