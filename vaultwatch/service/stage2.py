@@ -21,10 +21,20 @@ from detect.alert import Alert
 from detect.types import Detector
 from ingest.errors import ShipError
 
+from ..errors import ConfigError
 from .cross import CrossState, XMark, XRecord, build_split, decode, encode, partition_for
 from .worker import PartitionState, Worker
 
-__all__ = ["CrossProducer", "CrossWorker", "cross_checkpoint_key", "cross_topic", "ensure_cross_topic"]
+__all__ = [
+    "CrossLayout",
+    "CrossProducer",
+    "CrossWorker",
+    "cross_checkpoint_key",
+    "cross_topic",
+    "ensure_cross_topic",
+    "layout_key",
+    "pin_layout",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +66,105 @@ def topic_partitions(kafka: Any, topic: str) -> int:
 
 
 def ensure_cross_topic(kafka: Any, topic: str, partitions: int) -> int:
-    """Create the repartition topic with ``partitions`` when it is missing; its partition count."""
+    """Create the repartition topic with ``partitions`` when it is missing, and grow it to
+    ``partitions`` when it has fewer; its partition count. (More is harmless: only the first
+    ``partitions`` are written, and the others stay empty.)"""
     from ingest.kafka_config import import_kafka
 
     have = topic_partitions(kafka, topic)
-    if have:
+    if have >= partitions:
         return have
     k = import_kafka()
     admin = k.KafkaAdminClient(**kafka.common())
     try:
-        admin.create_topics([k.admin.NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        if have:
+            log.warning(
+                "%s has %d partitions, fewer than this group's %d: adding them", topic, have, partitions
+            )
+            try:
+                admin.create_partitions({topic: k.admin.NewPartitions(total_count=partitions)})
+            except k.errors.KafkaError as exc:  # a broker without CreatePartitions: the caller says
+                log.warning("cannot add partitions to %s: %s", topic, type(exc).__name__)
+        else:
+            admin.create_topics([k.admin.NewTopic(topic, num_partitions=partitions, replication_factor=1)])
     except k.errors.TopicAlreadyExistsError:
         pass
     finally:
         admin.close()
     return topic_partitions(kafka, topic) or partitions
+
+
+class CrossLayout(msgspec.Struct, array_like=True):
+    """A group's fixed shape: partitions of the repartition topic and of the input topic.
+
+    Stage 2's state is kept per repartition partition and keyed by what lands there, and it
+    expects a mark from every input partition: neither count may change under a group. It is
+    pinned in the store the first time a group starts (:func:`pin_layout`). Before, a broker that
+    lost its data let the first worker to produce auto-create the repartition topic with the
+    broker's default count (Tansu does so whatever the client asks); workers started after it took
+    that count, workers started before kept theirs, one key went to two partitions, two stage-2
+    engines judged it, and one finding became two alerts. Every worker now writes to the pinned
+    number of partitions, whatever the topic has.
+    """
+
+    partitions: int
+    sources: int
+
+
+def layout_key(group: str) -> str:
+    """Where a group's :class:`CrossLayout` is kept (not under ``engine/`` or ``cross/``)."""
+    return f"layout/{group}"
+
+
+def pin_layout(store: Any, kafka: Any, topic: str, xtopic: str, group: str) -> CrossLayout:
+    """The group's layout: read from the store, or taken from the topics and saved on first start.
+
+    The repartition topic is created with the pinned count when missing. :class:`ConfigError`
+    naming the fix when a topic's partition count differs from the pinned one.
+    """
+    found = topic_partitions(kafka, topic)
+    sources = found or 1
+    key = layout_key(group)
+    with store.transaction(read_only=True) as tx:
+        blob = tx.load_checkpoint(key)
+    if blob is None:
+        layout = CrossLayout(ensure_cross_topic(kafka, xtopic, sources), sources)
+        if found:  # pinned once the input topic exists (not while a shipper has yet to create it)
+            with store.transaction() as tx:
+                tx.save_checkpoint(key, msgspec.msgpack.encode(layout))
+        return layout
+    layout = msgspec.msgpack.decode(blob, type=CrossLayout)
+    problems = []
+    if sources != layout.sources:
+        problems.append(
+            (
+                "kafka.topic",
+                f"{topic} has {sources} partitions, but group {group} was started with "
+                f"{layout.sources}: its state is keyed by that layout. Keep {layout.sources} "
+                "partitions, or start a new kafka.group_id (its detection state starts empty)",
+            )
+        )
+    have = ensure_cross_topic(kafka, xtopic, layout.partitions)
+    if have < layout.partitions:
+        problems.append(
+            (
+                "--cross-topic",
+                f"{xtopic} has {have} partitions and could not be given the {layout.partitions} "
+                f"group {group} keeps stage-2 state for. Delete {xtopic} and let a worker create "
+                "it again, or start a new kafka.group_id",
+            )
+        )
+    elif have > layout.partitions:
+        log.warning(
+            "%s has %d partitions; group %s uses the first %d (its stage-2 state is kept for them)",
+            xtopic,
+            have,
+            group,
+            layout.partitions,
+        )
+    if problems:
+        raise ConfigError(problems)
+    return layout
 
 
 class CrossProducer:
@@ -84,11 +178,15 @@ class CrossProducer:
         producer: Any = None,
         factory: Callable[[], Any] | None = None,
         flush_timeout: float = 30.0,
+        ensure: Callable[[], int] | None = None,
     ) -> None:
         if producer is None and factory is None:
             raise ValueError("pass a producer or a factory")
         self.topic = topic
         self.partitions = partitions
+        #: Creates the topic with ``partitions`` when it is missing; its partition count. Called
+        #: when a send fails (a broker that lost its data has no repartition topic any more).
+        self._ensure = ensure
         self._factory = factory
         self._producer = producer if producer is not None else factory()  # type: ignore[misc]
         self.flush_timeout = flush_timeout
@@ -98,13 +196,42 @@ class CrossProducer:
     def send(self, records: list[XRecord]) -> None:
         for rec in records:
             part = partition_for(rec.scope, rec.key, self.partitions)
-            self._pending.append(self._producer.send(self.topic, value=encode(rec), partition=part))
+            self._send(encode(rec), part)
         self.sent += len(records)
 
     def mark(self, src: int, off: int, ts: float, *, idle: bool = False, at: float = float("inf")) -> None:
         data = encode(XMark(src, off, ts, idle, at))
         for part in range(self.partitions):
-            self._pending.append(self._producer.send(self.topic, value=data, partition=part))
+            self._send(data, part)
+
+    def _send(self, data: bytes, partition: int) -> None:
+        from ingest.kafka_config import import_kafka
+
+        try:
+            self._pending.append(self._producer.send(self.topic, value=data, partition=partition))
+        except import_kafka().errors.KafkaError as exc:
+            # No metadata for the topic (it is gone) or the partition: check the layout, create
+            # the topic if missing, and let the worker rewind and send again.
+            self._pending = []
+            self._renew()
+            self.check_layout()
+            raise ShipError(f"{self.topic}: cannot send ({type(exc).__name__}); sending again") from exc
+
+    def check_layout(self) -> None:
+        """Create the topic when missing (grow it when it has fewer partitions than this group's);
+        :class:`ShipError` when that fails (records would miss stage-2 engines)."""
+        if self._ensure is None:
+            return
+        try:
+            have = self._ensure()
+        except Exception as exc:  # noqa: BLE001 - the broker may still be coming back
+            raise ShipError(f"{self.topic}: cannot check its partitions ({type(exc).__name__})") from exc
+        if have < self.partitions:
+            raise ShipError(
+                f"{self.topic} has {have} partitions, but this group's stage-2 state is kept for "
+                f"{self.partitions}; nothing is sent until it has {self.partitions} again (delete "
+                "it and let a worker create it)"
+            )
 
     def flush(self) -> None:
         """Wait until everything sent is acknowledged; :class:`ShipError` when not (the caller
@@ -123,6 +250,7 @@ class CrossProducer:
         failed = [f for f in self._pending if not f.succeeded()]
         self._pending = []
         if failed:
+            self.check_layout()
             # The worker rewinds to its checkpoint and sends everything again (the cross stage
             # drops what it already has): a fresh producer, since a failed idempotent one (its
             # producer id refused after a broker restart, say) never recovers by itself.

@@ -25,7 +25,7 @@ from ..vault.rotation import DETECTOR as ROTATION_DETECTOR
 from ..vault.rotation import RotationMonitor
 from .cross import DEFAULT_LATENESS
 from .reports import render_scheduled
-from .stage2 import CrossProducer, CrossWorker, cross_topic, ensure_cross_topic, topic_partitions
+from .stage2 import CrossProducer, CrossWorker, cross_topic, ensure_cross_topic, pin_layout
 from .worker import Worker, WorkerConfig
 
 __all__ = [
@@ -135,11 +135,18 @@ def build_worker(
     cross_out = None
     cross_worker = None
     if cross:
-        sources = topic_partitions(ks, s.kafka.topic) or 1
         xtopic = cross_topic_name or cross_topic(s.kafka.topic)
-        xparts = ensure_cross_topic(ks, xtopic, sources)
-        pconf = producer_config(ks, ProducerSettings())
-        cross_out = CrossProducer(xtopic, xparts, factory=lambda: import_kafka().KafkaProducer(**pconf))
+        layout = pin_layout(store, ks, s.kafka.topic, xtopic, s.kafka.group_id)
+        sources, xparts = layout.sources, layout.partitions
+        # No auto-creation: a broker that lost its data would create the topic with its default
+        # partition count; the producer creates it with the group's own (CrossLayout).
+        pconf = {**producer_config(ks, ProducerSettings()), "allow_auto_create_topics": False}
+        cross_out = CrossProducer(
+            xtopic,
+            xparts,
+            factory=lambda: import_kafka().KafkaProducer(**pconf),
+            ensure=lambda: ensure_cross_topic(ks, xtopic, xparts),
+        )
         xcs = ConsumerSettings(
             group_id=f"{s.kafka.group_id}.xid",
             timings=cs.timings,
