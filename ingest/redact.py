@@ -16,6 +16,7 @@ import re
 from typing import Any, Final
 
 from .errors import ParseError
+from .identity import LOGIN_FAILURE_ERRORS
 
 __all__ = [
     "REDACTED",
@@ -292,23 +293,51 @@ _TEXT_SECRETS: Final = (
     ),
 )
 _MIN_KNOWN: Final = 4
+#: Known values shorter than this are replaced only as whole tokens (not inside a word):
+#: ``"on d"`` from a response's data must not turn ``permission denied`` into ``permissi...``.
+_MIN_ANYWHERE: Final = 12
+#: Vault's own error phrases that decide an entry's outcome (:func:`ingest.identity.classify_outcome`):
+#: never scrubbed, or a secret value that happens to be a word of one would change how the entry
+#: is classified once it is re-encoded (``vaultwatch ship``) and parsed again.
+KEEP_PHRASES: Final = LOGIN_FAILURE_ERRORS
+_KEEP = re.compile("|".join(re.escape(p) for p in KEEP_PHRASES), re.IGNORECASE)
 
 
 def redact_text(text: str, known: list[str] | tuple[str, ...] = ()) -> str:
     """``text`` with secret-shaped substrings and every ``known`` plaintext value replaced.
 
     ``known`` holds the values redacted from the same entry's data, tokens and headers (values
-    shorter than four characters are skipped: they would mangle ordinary words). HMACs are kept.
+    shorter than four characters are skipped, and those shorter than twelve are replaced only as
+    whole tokens: they would mangle ordinary words). HMACs and Vault's outcome phrases
+    (:data:`KEEP_PHRASES`) are kept.
 
     >>> redact_text("connect failed: postgres://app:s3cret-pw@db:5432/x password=hunter2!")
     'connect failed: postgres://[REDACTED]@db:5432/x password=[REDACTED]'
     >>> redact_text("1 error occurred: permission denied")
     '1 error occurred: permission denied'
+    >>> redact_text("1 error occurred: permission denied for abc1", ["on d", "abc1", "denied"])
+    '1 error occurred: permission denied for [REDACTED]'
     """
-    out = text
+    pieces: list[str] = []
+    at = 0
+    for m in _KEEP.finditer(text):
+        pieces.append(_scrub(text[at : m.start()], known))
+        pieces.append(m.group(0))
+        at = m.end()
+    pieces.append(_scrub(text[at:], known))
+    return "".join(pieces)
+
+
+def _scrub(out: str, known: list[str] | tuple[str, ...]) -> str:
+    if not out:
+        return out
     for value in sorted({v for v in known if len(v) >= _MIN_KNOWN}, key=len, reverse=True):
-        if value in out:
+        if value not in out:
+            continue
+        if len(value) >= _MIN_ANYWHERE:
             out = out.replace(value, REDACTED)
+        else:
+            out = re.sub(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", REDACTED, out)
     for pattern in _TEXT_SECRETS:
         if pattern.groups:
             out = pattern.sub(_replace_group, out)

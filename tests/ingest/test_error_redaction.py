@@ -69,3 +69,38 @@ def test_ordinary_errors_are_kept_and_classified_as_before() -> None:
         _entry("invalid username or password", path="auth/userpass/login/alice", data={"password": CANARY})
     )
     assert login.outcome == "login_failed" and login.error == "invalid username or password"
+
+
+def _with_data(error: str, data: dict[str, str]) -> bytes:
+    entry = json.loads(_entry(error))
+    entry["response"] = {"data": data}
+    return json.dumps(entry).encode()
+
+
+@pytest.mark.parametrize(
+    ("error", "data", "kept", "outcome"),
+    [
+        # A short value inside a word is not a secret shown: "permission denied" stays whole.
+        ("permission denied", {"x": "on d"}, "permission denied", "denied"),
+        # A value that is a word of Vault's outcome phrase: the phrase is kept, so is the outcome.
+        ("1 error occurred: permission denied", {"x": "denied"}, "permission denied", "denied"),
+        # A short value standing as a token is replaced.
+        ("lookup failed for abc1: try again", {"x": "abc1"}, f"lookup failed for {REDACTED}: try", "error"),
+        # A long value is replaced wherever it is.
+        (f"bad key x{CANARY}y", {"x": CANARY}, f"bad key x{REDACTED}y", "error"),
+    ],
+)
+def test_error_scrubbing_keeps_words_and_outcomes_through_the_shipper(
+    error: str, data: dict[str, str], kept: str, outcome: str
+) -> None:
+    """Found by ``make fuzz``: a four-character data value turned ``permission denied`` into
+    ``permissi[REDACTED]enied``, and the shipper's re-encoded entry then read as an error, not a
+    denial. The redacted error keeps words and Vault's outcome phrases, so a round trip through
+    ``vaultwatch ship`` (re-encode, parse again) keeps the outcome."""
+    parser = Parser()
+    ev = parser.parse(_with_data(error, data))
+    assert ev.outcome == outcome
+    assert kept in (ev.error or "")
+    again = parser.parse(encode_entry(ev))
+    assert again.outcome == outcome
+    assert kept in (again.error or "")
