@@ -107,9 +107,19 @@ class EngineState(msgspec.Struct, kw_only=True):
     networks: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+_RFC3339: dict[float, str] = {}
+_MAX_RFC3339: Final = 4096
+
+
 def rfc3339(ts: float) -> str:
     """RFC 3339 UTC text of POSIX seconds (microsecond precision)."""
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    # Memoised: an alert's times are formatted again at every update (a plain function of ts).
+    text = _RFC3339.get(ts)
+    if text is None:
+        if len(_RFC3339) >= _MAX_RFC3339:
+            _RFC3339.clear()
+        text = _RFC3339[ts] = datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    return text
 
 
 def _alert_identity(ident: Identity) -> AlertIdentity:
@@ -167,7 +177,10 @@ class Engine:
         self._pending: OrderedDict[str, AuditEvent] = OrderedDict()
         self._habits = HabitBook()
         self._networks = HabitBook()
-        self._routed_ids: tuple[int, ...] = ()
+        #: The detector list the routes were built for (a copy, compared element by element) and,
+        #: when some detector defines its own ``==``, their ids (compared instead).
+        self._routed: list[Detector] = []
+        self._routed_ids: tuple[int, ...] | None = None
         self._routes: dict[tuple[str, str, str], list[Detector]] = {}
         self._out: dict[str, Alert] = {}
         #: Findings produced by the last call (behavioural signals included), for inspection.
@@ -333,12 +346,17 @@ class Engine:
         dets = self.detectors
         if not dets:
             return dets
-        ids = tuple(map(id, dets))
-        if ids != self._routed_ids:
+        # Detectors compare by identity, so an equal list holds the same detector objects: one C
+        # loop and no allocation per event. One that defines its own ``==`` (a dataclass) could
+        # equal a replacement: then ids are compared, as the list's identity.
+        ids = self._routed_ids
+        if dets != self._routed if ids is None else tuple(map(id, dets)) != ids:
             # The list was replaced or changed in place: the routes no longer hold.
-            self._routed_ids = ids
+            self._routed = list(dets)
+            by_value = any(type(d).__eq__ is not object.__eq__ for d in dets)
+            self._routed_ids = tuple(map(id, dets)) if by_value else None
             self._routes = {}
-        key = (ev.type, ev.operation or "", ev.outcome)
+        key = (ev.type, ev.request.operation or "", ev.outcome)
         route = self._routes.get(key)
         if route is None:
             resp = ev.is_response

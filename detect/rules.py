@@ -1356,7 +1356,11 @@ class LoginFailureBurst(_Rule):
             # An identity vouches for a source once it succeeded from there on two UTC days: one
             # day is what an attacker who just stuffed or guessed a password also has.
             firsts: list[str] = row[2]
-            mark = next((m for m in firsts if m.split("\x1f", 1)[0] == who), None)
+            if "\x1f" in who:
+                mark = next((m for m in firsts if m.split("\x1f", 1)[0] == who), None)
+            else:  # the same test without a split (and a list) per mark
+                lead = who + "\x1f"
+                mark = next((m for m in firsts if m.startswith(lead)), None)
             if mark is None:
                 if len(firsts) < _MAX_VOUCHERS:
                     firsts.append(f"{who}\x1f{day}")
