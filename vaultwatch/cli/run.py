@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -81,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     from .console import console
 
     err = console(stderr=True)
+    # A crash inside a compiled extension (no Python traceback) still names where every thread
+    # was, on stderr: a long-running service must leave something to debug.
+    faulthandler.enable(all_threads=True)
     # Handle SIGTERM from the very start: a stop during start-up must still be a clean exit.
     stopping = threading.Event()
     holder: dict[str, Any] = {}
