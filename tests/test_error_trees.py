@@ -53,7 +53,7 @@ def _module_names(package: str) -> list[str]:
     """Every module of ``package``, found on disk.
 
     Not ``pkgutil.walk_packages``: it does not descend into a directory without ``__init__.py``
-    (``ingest/sources`` is one), and a module it misses would escape the check.
+    (a new one, added by mistake), and a module it misses would escape the check.
     """
     names = []
     for path in sorted((ROOT / package).rglob("*.py")):
