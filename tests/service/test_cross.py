@@ -424,3 +424,29 @@ def test_stage_2_reports_records_pending_and_late_records_in_metrics(
     assert "vaultwatch_cross_pending 0.0" in text
     assert xw.stats["cross_late"] == 1
     assert any("out of order" in r.getMessage() for r in caplog.records)
+
+
+def test_the_same_line_twice_does_not_stop_stage_2(events: list[AuditEvent]) -> None:
+    """An at-least-once shipper can put one audit line on the topic twice: two records with the
+    same event, order key and all. Before, the buffer's heap then compared the records themselves
+    and stage 2 died with a TypeError, again at every restart (a poison pill)."""
+    pipe = Pipeline(seed=0)
+    rec = None
+    for i, ev in enumerate(events):
+        _, _, recs = pipe.stage.step(ev, None, 0, i)
+        if recs:
+            rec = recs[0]
+            break
+    assert rec is not None
+    twice = msgspec.structs.replace(rec, off=rec.off + 1)
+    _, cross, carried, _ = build_split(lambda: default_rules({}))
+    st = CrossState(cross, carried, {}, sources=1)
+    st.offer(rec)
+    st.offer(twice)
+    st.offer(msgspec.structs.replace(rec, off=rec.off + 2, seq=0))
+    assert st.pending == 3
+    restored = CrossState(*build_split(lambda: default_rules({}))[1:3], {}, sources=1)
+    restored.restore(st.snapshot())
+    assert restored.pending == 3
+    st.offer(XMark(0, rec.off + 3, rec.ts + 60.0, at=1.0))  # releases all three, in sent order
+    assert st.pending == 0

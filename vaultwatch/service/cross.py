@@ -176,6 +176,12 @@ def _order(r: XRecord) -> tuple[float, str, str, bool, bytes]:
     return (r.ts, r.scope, r.key, r.witness, r.event)
 
 
+def _entry(r: XRecord) -> tuple[tuple[float, str, str, bool, bytes], int, int, int, XRecord]:
+    """A heap entry: the canonical order, then where the record came from (the same event twice,
+    from one identity's partition, is judged in the order it was sent, as in one process)."""
+    return (_order(r), r.src, r.off, r.seq, r)
+
+
 class CrossState:
     """Stage 2 of one repartition-topic partition (or of a whole replay): see the module."""
 
@@ -198,7 +204,9 @@ class CrossState:
             scope: Engine(_cross_config(config), seed=seed, detectors=dets) for scope, dets in cross.items()
         }
         self.hours: dict[str, int] = {}
-        self._heap: list[tuple[tuple[float, str, str, bool, bytes], XRecord]] = []
+        # (canonical order, source, offset, seq, record): the first four are unique per record, so
+        # two records with the same event (a line sent twice) never make the heap compare records.
+        self._heap: list[tuple[tuple[float, str, str, bool, bytes], int, int, int, XRecord]] = []
         self.marks: dict[int, float] = {}
         self.idle: dict[int, float] = {}  # source -> wall time of its latest idle mark
         self.last: dict[int, tuple[int, int]] = {}
@@ -230,7 +238,7 @@ class CrossState:
         if msg.ts <= self.released:
             self.late += 1  # beyond the lateness bound: judged now, out of the canonical order
             return self._process(msg)
-        heapq.heappush(self._heap, (_order(msg), msg))
+        heapq.heappush(self._heap, _entry(msg))
         return []
 
     def frontier(self) -> float:
@@ -251,7 +259,7 @@ class CrossState:
         out: dict[str, Alert] = {}
         heap = self._heap
         while heap and heap[0][0][0] <= limit:
-            _, rec = heapq.heappop(heap)
+            rec = heapq.heappop(heap)[-1]
             self.released = max(self.released, rec.ts)
             for a in self._process(rec):
                 out[a.id] = a
@@ -308,7 +316,7 @@ class CrossState:
         st = _State(
             engines={s: e.snapshot() for s, e in self.engines.items()},
             hours=dict(self.hours),
-            buffer=[r for _, r in sorted(self._heap, key=lambda x: x[0])],
+            buffer=[e[-1] for e in sorted(self._heap, key=lambda e: e[:4])],
             marks=dict(self.marks),
             idle=dict(self.idle),
             last={s: list(p) for s, p in self.last.items()},
@@ -324,7 +332,7 @@ class CrossState:
             if scope in self.engines:
                 self.engines[scope].restore(blob)
         self.hours = dict(st.hours)
-        self._heap = [(_order(r), r) for r in st.buffer]
+        self._heap = [_entry(r) for r in st.buffer]
         heapq.heapify(self._heap)
         self.marks = dict(st.marks)
         self.idle = dict(st.idle)
