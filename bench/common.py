@@ -9,12 +9,15 @@ import re
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 CACHE = Path(__file__).resolve().parent.parent / "var" / "bench"
+#: Where ``python -m bench`` writes its table, the explanations of unmet targets and the profiles
+#: they come from (git-ignored).
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "bench"
 
 
 def real_openbao_log(rounds: int = 60) -> Path:
@@ -162,6 +165,14 @@ class Row:
     note: str = ""
     #: The 1-minute load average when the row was made (right after its measurement).
     load: float = field(default_factory=lambda: os.getloadavg()[0])
+    #: Why an unmet target is not met: figures measured in the same run (a profile's top costs).
+    why: tuple[str, ...] = ()
+    #: What meeting it would take, computed from those figures.
+    takes: str = ""
+
+    def explained(self, why: Iterable[str], takes: str) -> Row:
+        """This row with the measured reasons it misses its target and what meeting it takes."""
+        return replace(self, why=tuple(why), takes=takes)
 
     @classmethod
     def ratio(cls, name: str, value: float, at_least: float, note: str = "") -> Row:
@@ -182,15 +193,59 @@ def load_average() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
+def shares(costs: dict[str, float], total: float, per: float, unit: str, top: int = 6) -> list[str]:
+    """The ``top`` largest of ``costs`` (seconds) as lines: microseconds per ``unit`` (``per``
+    of them in ``total`` seconds) and the share of ``total`` each takes, largest first."""
+    out = []
+    for name, sec in sorted(costs.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"{name:52s} {sec / per * 1e6:9.2f} us/{unit} {sec / total * 100:5.1f} %")
+    return out
+
+
+def write_artifact(name: str, text: str) -> Path:
+    """``text`` into :data:`ARTIFACTS`/``name`` (made if missing); its path."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    path.write_text(text)
+    return path
+
+
+def explanations(rows: list[Row]) -> list[str]:
+    """For every row whose target is not met: its figure, why (as measured) and what it takes."""
+    out: list[str] = []
+    for r in rows:
+        if r.met is not False:
+            continue
+        shown = "-" if r.value is None else f"{r.value:.2f}" + (f" {r.unit}" if r.unit else "")
+        out.append(f"- {r.name}: {shown}, target {r.target}")
+        out += [f"    {line}" for line in r.why] or ["    (no profile was measured for this row)"]
+        if r.takes:
+            out.append(f"    takes: {r.takes}")
+    return out
+
+
 def print_table(rows: list[Row]) -> None:
-    """Issue 17's table: benchmark, measured figure, target, met / not met / not measured."""
-    print(f"\nissue 17 table ({load_average()}):")
-    print(f"| {'benchmark':58s} | {'measured':>10s} | {'target':>10s} | status       | load | note")
-    print(f"| {'-' * 58} | {'-' * 10} | {'-' * 10} | ------------ | ---- | ----")
+    """Issue 17's table: benchmark, measured figure, target, met / not met / not measured; then,
+    for each target not met, why and what it would take (figures of this run), also written to
+    :data:`ARTIFACTS`/``table.txt``."""
+    lines = [f"issue 17 table ({load_average()}):"]
+    lines.append(f"| {'benchmark':58s} | {'measured':>10s} | {'target':>10s} | status       | load | note")
+    lines.append(f"| {'-' * 58} | {'-' * 10} | {'-' * 10} | ------------ | ---- | ----")
     for r in rows:
         if r.value is None:
             shown, status = "-", "not measured"
         else:
             shown = f"{r.value:.2f}" + (f" {r.unit}" if r.unit else "")
             status = "met" if r.met else "NOT met"
-        print(f"| {r.name:58s} | {shown:>10s} | {r.target:>10s} | {status:12s} | {r.load:4.1f} | {r.note}")
+        lines.append(
+            f"| {r.name:58s} | {shown:>10s} | {r.target:>10s} | {status:12s} | {r.load:4.1f} | {r.note}"
+        )
+    why = explanations(rows)
+    if why:
+        lines += ["", "targets not met: why, as measured in this run, and what meeting them takes", *why]
+    text = "\n".join(lines)
+    print("\n" + text)
+    try:
+        write_artifact("table.txt", text + "\n")
+    except OSError as exc:  # a read-only checkout still prints the table
+        print(f"(could not write {ARTIFACTS / 'table.txt'}: {exc})")
