@@ -41,45 +41,41 @@ def _event(ts: float, rid: str, *, kind: str = "response", source: str | None = 
     )
 
 
-class _Counting:
+class _Seen:
+    """Records the request ids it was shown; holds no state."""
+
+    seen: list[str]
+
+    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
+        self.seen.append(event.request_id or "")
+        return []
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load(self, state: dict[str, Any]) -> None:
+        return None
+
+
+class _Counting(_Seen):
     """A detector that records the request ids it was shown."""
 
     only_responses: ClassVar[bool] = False
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.seen: list[str] = []
-
-    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
-        self.seen.append(event.request_id or "")
-        return []
-
-    def state(self) -> dict[str, Any]:
-        return {}
-
-    def load(self, state: dict[str, Any]) -> None:
-        return None
+        self.seen = []
 
 
 @dataclass
-class _ByValue:
+class _ByValue(_Seen):
     """A detector that compares by value (a dataclass): a replacement can equal the original."""
 
     name: str
     only_responses: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        self.seen: list[str] = []
-
-    def observe(self, event: AuditEvent, ctx: DetectContext) -> list[Finding]:
-        self.seen.append(event.request_id or "")
-        return []
-
-    def state(self) -> dict[str, Any]:
-        return {}
-
-    def load(self, state: dict[str, Any]) -> None:
-        return None
+        self.seen = []
 
 
 def _engine(dets: list[Any]) -> Engine:
