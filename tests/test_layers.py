@@ -89,7 +89,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("vaultwatch.vault.exposure", "importlib.resources"): _SAY_WHY,
     ("vaultwatch.vault.exposure", "jinja2.Environment"): _SAY_WHY,
     ("vaultwatch.service.ops", "uvicorn"): _SAY_WHY,
-    ("vaultwatch.service.stage2", "ingest.kafka_config.import_kafka"): _SAY_WHY,
     ("vaultwatch.service.summary", "datetime.UTC"): _SAY_WHY,
     ("vaultwatch.service.summary", "datetime.datetime"): _SAY_WHY,
     ("vaultwatch.service.summary", "rich.table.Table"): _SAY_WHY,

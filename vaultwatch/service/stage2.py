@@ -20,6 +20,7 @@ import msgspec
 from detect.alert import Alert
 from detect.types import Detector
 from ingest.errors import ShipError
+from ingest.kafka_config import import_kafka
 
 from ..errors import ConfigError
 from .cross import CrossState, XMark, XRecord, build_split, decode, encode, partition_for
@@ -51,8 +52,6 @@ def cross_topic(topic: str) -> str:
 
 def topic_partitions(kafka: Any, topic: str) -> int:
     """The number of partitions of ``topic`` (0 when it does not exist)."""
-    from ingest.kafka_config import import_kafka
-
     k = import_kafka()
     admin = k.KafkaAdminClient(**kafka.common())
     try:
@@ -69,8 +68,6 @@ def ensure_cross_topic(kafka: Any, topic: str, partitions: int) -> int:
     """Create the repartition topic with ``partitions`` when it is missing, and grow it to
     ``partitions`` when it has fewer; its partition count. (More is harmless: only the first
     ``partitions`` are written, and the others stay empty.)"""
-    from ingest.kafka_config import import_kafka
-
     have = topic_partitions(kafka, topic)
     if have >= partitions:
         return have
@@ -187,6 +184,7 @@ class CrossProducer:
         #: Creates the topic with ``partitions`` when it is missing; its partition count. Called
         #: when a send fails (a broker that lost its data has no repartition topic any more).
         self._ensure = ensure
+        self._kafka_error: type[Exception] = import_kafka().errors.KafkaError
         self._factory = factory
         self._producer = producer if producer is not None else factory()  # type: ignore[misc]
         self.flush_timeout = flush_timeout
@@ -205,11 +203,9 @@ class CrossProducer:
             self._send(data, part)
 
     def _send(self, data: bytes, partition: int) -> None:
-        from ingest.kafka_config import import_kafka
-
         try:
             self._pending.append(self._producer.send(self.topic, value=data, partition=partition))
-        except import_kafka().errors.KafkaError as exc:
+        except self._kafka_error as exc:
             # No metadata for the topic (it is gone) or the partition: check the layout, create
             # the topic if missing, and let the worker rewind and send again.
             self._pending = []
@@ -238,8 +234,6 @@ class CrossProducer:
         rewinds to its checkpoint and sends again)."""
         if not self._pending:
             return
-        from ingest.kafka_config import import_kafka
-
         k = import_kafka()
         try:
             self._producer.flush(timeout=self.flush_timeout)
