@@ -105,6 +105,11 @@ class ConsumerSettings:
     timings: GroupTimings = GroupTimings()
     max_poll_records: int = 1_000
     fetch_max_wait_ms: int = 500
+    #: How often the consumer re-reads the cluster's metadata. kafka-python's default (5 minutes)
+    #: is also how long a consumer subscribed to a topic that does not exist yet (the repartition
+    #: topic after a broker lost its data, an input topic re-created) takes to notice it: it sits
+    #: in its group with no partitions until then. One small metadata request every 10 s is cheap.
+    metadata_max_age_ms: int = 10_000
     # The caller's batch must finish within max_poll_interval_ms; these settings are for the group
     # liveness only. Offsets are never committed automatically (see ingest.sources.kafka).
 
@@ -153,6 +158,7 @@ def consumer_config(kafka: KafkaSettings, consumer: ConsumerSettings) -> dict[st
         max_poll_interval_ms=t.max_poll_interval_ms,
         max_poll_records=consumer.max_poll_records,
         fetch_max_wait_ms=consumer.fetch_max_wait_ms,
+        metadata_max_age_ms=consumer.metadata_max_age_ms,
     )
     return cfg
 

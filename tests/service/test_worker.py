@@ -26,7 +26,7 @@ from ingest.event import AuditEvent
 from ingest.parse import Parser
 from vaultwatch.demo.servers import KafkaBroker, OpenBaoServer
 
-from .pipeline_state import cross_done
+from .pipeline_state import cross_done, cross_states
 
 pytestmark = pytest.mark.integration
 
@@ -185,7 +185,22 @@ def _wait_done(
         for p in procs:
             assert p.poll() is None, f"worker exited early with {p.returncode}"
         time.sleep(0.3)
-    raise AssertionError("the worker did not catch up in time")
+    raise AssertionError(f"the worker did not catch up in time: {_progress(db, group, ends)}")
+
+
+def _progress(db: str, group: str, ends: dict[int, int]) -> str:
+    """Where the group stands against ``ends``, for a failure message."""
+    eng = sa.create_engine(db)
+    try:
+        with eng.connect() as c:
+            rows = c.execute(sa.text("SELECT * FROM consumer_offsets")).mappings().all()
+    except sa.exc.SQLAlchemyError as exc:
+        return f"store unreadable: {exc}"
+    finally:
+        eng.dispose()
+    got = {int(r["partition"]): int(r["offset"]) for r in rows if r["group_id"] == group}
+    cross = [{k: st[k] for k in ("heard", "idle", "pending") if k in st} for st in cross_states(db, group)]
+    return f"wanted {ends}, offsets {got}, cross stage {cross}"
 
 
 def _wait_for_log(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
