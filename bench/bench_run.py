@@ -230,7 +230,10 @@ _WORKER_PARTS = (
     ("cross_out.send", "cross records onto Kafka (stage 1's producer)"),
     ("_cross_marks", "cross marks onto Kafka"),
     ("_run_tasks", "time-driven tasks"),
-    ("_write", "store write (alerts, checkpoints, archive flush, Kafka commit)"),
+    ("cross_out.flush", "waiting for the cross stage's acknowledgements (before a checkpoint)"),
+    ("archive.flush", "archive flush (before a checkpoint)"),
+    ("_snapshot", "engine snapshot (checkpoint encoding)"),
+    ("_write", "store write (alerts, checkpoints, Kafka commit)"),
     ("router.ingest", "routing the alerts"),
     ("process_batch", "batch bookkeeping"),
 )

@@ -35,7 +35,9 @@ class Metrics:
             "vaultwatch_outbox_oldest_pending_seconds", "age of the oldest pending delivery", registry=r
         )
         self.cross_records = Counter(
-            "vaultwatch_cross_records", "repartition-topic records consumed by the cross stage", registry=r
+            "vaultwatch_cross_records",
+            "cross records and marks taken by the cross stage (several travel in one message)",
+            registry=r,
         )
         self.cross_late = Counter(
             "vaultwatch_cross_late",
@@ -78,6 +80,7 @@ class Metrics:
         self._last_events = 0
         self._last_quarantined = 0
         self._last_cross_late = 0
+        self._last_cross_taken = 0
 
     def observe_batch(self, worker: Any, batch: list[Any], alerts: list[Any]) -> None:
         now = time.monotonic()
@@ -101,7 +104,9 @@ class Metrics:
 
     def observe_cross(self, worker: Any, batch: list[Any], alerts: list[Any]) -> None:
         """After a batch of the cross stage (stage 2, :class:`~.stage2.CrossWorker`)."""
-        self.cross_records.inc(len(batch))
+        taken = worker.stats["events"] + worker.stats["cross_marks"] + worker.stats["cross_refused"]
+        self.cross_records.inc(taken - self._last_cross_taken)
+        self._last_cross_taken = taken
         late = worker.stats["cross_late"]
         self.cross_late.inc(late - self._last_cross_late)
         self._last_cross_late = late

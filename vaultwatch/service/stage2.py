@@ -23,7 +23,7 @@ from ingest.errors import ShipError
 from ingest.kafka_config import import_kafka
 
 from ..errors import ConfigError
-from .cross import CrossState, XMark, XRecord, build_split, decode, encode, partition_for
+from .cross import CrossState, XBatch, XMark, XRecord, build_split, decode, encode, partition_for
 from .worker import PartitionState, Worker
 
 __all__ = [
@@ -164,8 +164,20 @@ def pin_layout(store: Any, kafka: Any, topic: str, xtopic: str, group: str) -> C
     return layout
 
 
+#: Encoded size at which a partition's gathered records go out as one message (well under the
+#: producer's ``max_request_size``).
+BATCH_BYTES = 256 * 1024
+#: What one record adds to a batch beside its event bytes (scope, key, facts, framing), roughly.
+_RECORD_OVERHEAD = 96
+
+
 class CrossProducer:
-    """Stage 1's producer of cross records and marks (asynchronous; :meth:`flush` waits)."""
+    """Stage 1's producer of cross records and marks (asynchronous; :meth:`flush` waits).
+
+    Records are gathered per output partition and sent as one :class:`XBatch` message each when a
+    mark goes out (after every stage-1 batch), at :meth:`flush`, or when one partition's records
+    reach :data:`BATCH_BYTES`. A mark always follows the records it covers in every partition.
+    """
 
     def __init__(
         self,
@@ -189,15 +201,38 @@ class CrossProducer:
         self._producer = producer if producer is not None else factory()  # type: ignore[misc]
         self.flush_timeout = flush_timeout
         self._pending: list[Any] = []
+        self._gathered: dict[int, list[XRecord]] = {}
+        self._gathered_bytes: dict[int, int] = {}
         self.sent = 0
+        #: Messages sent (records travel several to a message).
+        self.messages = 0
 
     def send(self, records: list[XRecord]) -> None:
+        gathered, size, parts = self._gathered, self._gathered_bytes, self.partitions
         for rec in records:
-            part = partition_for(rec.scope, rec.key, self.partitions)
-            self._send(encode(rec), part)
+            part = partition_for(rec.scope, rec.key, parts)
+            buf = gathered.get(part)
+            if buf is None:
+                buf = gathered[part] = []
+                size[part] = 0
+            buf.append(rec)
+            size[part] += len(rec.event) + _RECORD_OVERHEAD
+            if size[part] >= BATCH_BYTES:
+                self._emit(part)
         self.sent += len(records)
 
+    def _emit(self, part: int) -> None:
+        recs = self._gathered.pop(part, None)
+        self._gathered_bytes.pop(part, None)
+        if recs:
+            self._send(encode(recs[0] if len(recs) == 1 else XBatch(recs)), part)
+
+    def _emit_all(self) -> None:
+        for part in sorted(self._gathered):
+            self._emit(part)
+
     def mark(self, src: int, off: int, ts: float, *, idle: bool = False, at: float = float("inf")) -> None:
+        self._emit_all()  # the mark covers them: they go first
         data = encode(XMark(src, off, ts, idle, at))
         for part in range(self.partitions):
             self._send(data, part)
@@ -205,10 +240,13 @@ class CrossProducer:
     def _send(self, data: bytes, partition: int) -> None:
         try:
             self._pending.append(self._producer.send(self.topic, value=data, partition=partition))
+            self.messages += 1
         except self._kafka_error as exc:
             # No metadata for the topic (it is gone) or the partition: check the layout, create
             # the topic if missing, and let the worker rewind and send again.
             self._pending = []
+            self._gathered.clear()
+            self._gathered_bytes.clear()
             self._renew()
             self.check_layout()
             raise ShipError(f"{self.topic}: cannot send ({type(exc).__name__}); sending again") from exc
@@ -232,6 +270,7 @@ class CrossProducer:
     def flush(self) -> None:
         """Wait until everything sent is acknowledged; :class:`ShipError` when not (the caller
         rewinds to its checkpoint and sends again)."""
+        self._emit_all()
         if not self._pending:
             return
         k = import_kafka()
@@ -321,9 +360,15 @@ class CrossWorker(Worker):
             self.stats["cross_refused"] += 1
             log.warning("cross record at %s refused: %s", rec.position, exc)
             return []
-        self.stats["cross_marks" if isinstance(msg, XMark) else "events"] += 1
         late = st.engine.late
-        out = list(st.engine.offer(msg))
+        if isinstance(msg, XBatch):
+            self.stats["events"] += len(msg.records)
+            out: list[Alert] = []
+            for r in msg.records:
+                out.extend(st.engine.offer(r))
+        else:
+            self.stats["cross_marks" if isinstance(msg, XMark) else "events"] += 1
+            out = list(st.engine.offer(msg))
         if st.engine.late > late:
             self.stats["cross_late"] += st.engine.late - late
             now = time.monotonic()
@@ -336,7 +381,7 @@ class CrossWorker(Worker):
                     "(%.0fs), or idle and then resumed; raise --cross-lateness if this is common",
                     st.topic,
                     st.partition,
-                    msg.src,
+                    msg.records[-1].src if isinstance(msg, XBatch) else msg.src,
                     st.engine.late,
                     self.lateness,
                 )
