@@ -44,7 +44,9 @@ from ingest.identity import login_target
 
 from .config import convert_positive
 from .explain import person
-from .policy import _finding, _human, _Recent
+from .policy import _human, _Recent
+from .rulebase import RuleBase
+from .rulebase import rel_path as _rel
 from .templates import subnet_of
 from .types import DetectContext, Detector, Finding
 from .windows import Cooldown, DistinctCount, SlidingCount
@@ -150,11 +152,6 @@ def _network_of(ip: str) -> str | None:
         return None
     bits = 16 if addr.version == 4 else 48
     return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
-
-
-def _rel(event: AuditEvent) -> str:
-    """The request path relative to its namespace."""
-    return event.request.path or event.path
 
 
 def _sub(event: AuditEvent) -> str | None:
@@ -295,21 +292,18 @@ class _Peaks:
         self._keys = {str(k): [float(x) for x in v] for k, v in dict(state.get("keys", {})).items()}
 
 
-class _Base:
-    """Common plumbing: configuration, finding construction, novelty of the source network."""
+class _Base(RuleBase):
+    """A detector of this module: :class:`~detect.rulebase.RuleBase` with the correlation
+    configuration, a warm-up, and the novelty of the source network."""
 
-    name: str = ""
-    family: str = "rule"
     only_responses: ClassVar[bool] = True
-    only_operations: ClassVar[frozenset[str] | None] = None
-    only_outcomes: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, config: CorrelateConfig | None = None) -> None:
         self.cfg = config or CorrelateConfig()
         self._start: float | None = None
 
     def state(self) -> dict[str, Any]:
-        """Plain-data state (stateless detectors return an empty mapping)."""
+        """Plain-data state (stateless detectors return only their warm-up start)."""
         return self._base_state()
 
     def load(self, state: dict[str, Any]) -> None:
@@ -328,36 +322,6 @@ class _Base:
     def _base_load(self, state: dict[str, Any]) -> None:
         start = state.get("start")
         self._start = None if start is None else float(start)
-
-    def _make(
-        self,
-        event: AuditEvent,
-        *,
-        title: str,
-        severity: str,
-        key: str,
-        reasons: list[Reason],
-        identity: Identity | None = None,
-        event_ids: tuple[str, ...] | None = None,
-        first_ts: float | None = None,
-        labels: dict[str, str] | None = None,
-    ) -> Finding:
-        who = identity or event.identity
-        return _finding(
-            self.name,
-            self.family,
-            event,
-            identity=who,
-            title=title,
-            severity=severity,
-            dedup_key=f"{self.name}:{who.key}:{key}",
-            reasons=reasons,
-            paths=(event.path or _rel(event),),
-            first_ts=event.ts if first_ts is None else first_ts,
-            last_ts=event.ts,
-            event_ids=event_ids,
-            labels=labels,
-        )
 
     @staticmethod
     def _new_network(event: AuditEvent, ctx: DetectContext) -> str | None:

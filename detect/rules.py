@@ -41,13 +41,15 @@ from .policy import (
     AccessModelDetector,
     AccessPolicy,
     RotationTracker,
-    _finding,
     _human,
     _Recent,
     admin_by_capability,
     default_policy,
     secret_target,
 )
+from .rulebase import RuleBase
+from .rulebase import full_path as _where
+from .rulebase import rel_path as _rel
 from .sensitive import SensitiveFirstAccess
 from .templates import own_names, subnet_of, template_path
 from .types import DetectContext, Detector, Finding
@@ -191,16 +193,6 @@ def default_rules(config: dict[str, Any] | None = None) -> list[Detector]:
 
 
 # -- shared helpers -------------------------------------------------------------------------------
-def _rel(event: AuditEvent) -> str:
-    """The request path relative to its namespace (``sys/...`` stays ``sys/...`` in a namespace)."""
-    return event.request.path or event.path
-
-
-def _where(event: AuditEvent) -> str:
-    """The full path, for titles and dedup keys (namespace included)."""
-    return event.path or _rel(event)
-
-
 def who(ident: Identity) -> str:
     """The identity as a person reads it (see :func:`detect.explain.person`).
 
@@ -210,56 +202,11 @@ def who(ident: Identity) -> str:
     return person(ident)
 
 
-class _Rule:
-    """Common plumbing: configuration, plain-data state, and finding construction."""
-
-    name: str = ""
-    family: str = "rule"
-    #: Which entries the rule can judge at all (see :class:`~detect.types.Detector`): the engine
-    #: does not call ``observe`` for others, which every rule would answer with no finding.
-    only_responses: ClassVar[bool] = False
-    only_operations: ClassVar[frozenset[str] | None] = None
-    only_outcomes: ClassVar[frozenset[str] | None] = None
+class _Rule(RuleBase):
+    """A rule of this module: :class:`~detect.rulebase.RuleBase` with the rules' configuration."""
 
     def __init__(self, config: RulesConfig | None = None) -> None:
         self.cfg = config or RulesConfig()
-
-    def state(self) -> dict[str, Any]:
-        """Plain-data state (stateless rules return an empty mapping)."""
-        return {}
-
-    def load(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state` output."""
-
-    def _make(
-        self,
-        event: AuditEvent,
-        *,
-        title: str,
-        severity: str,
-        key: str,
-        reasons: list[Reason],
-        identity: Identity | None = None,
-        event_ids: tuple[str, ...] | None = None,
-        labels: dict[str, str] | None = None,
-        first_ts: float | None = None,
-    ) -> Finding:
-        who = identity or event.identity
-        return _finding(
-            self.name,
-            self.family,
-            event,
-            identity=who,
-            title=title,
-            severity=severity,
-            dedup_key=f"{self.name}:{who.key}:{key}",
-            reasons=reasons,
-            paths=(_where(event),),
-            first_ts=event.ts if first_ts is None else first_ts,
-            last_ts=event.ts,
-            event_ids=event_ids,
-            labels=labels,
-        )
 
 
 class _PairedRule(_Rule):
