@@ -139,6 +139,26 @@ def test_worker_row_budget_from_its_timed_parts() -> None:
     assert any("(beside the above)" in line and "stage 2" in line for line in row.why)
 
 
+def test_latency_row_says_whether_the_worker_kept_up_and_the_cross_stage_floor() -> None:
+    lat = {
+        "offered_events_per_s": 2000.0,
+        "worker_events_per_s": 1500.0,
+        "p50_ms": 5000.0,
+        "p99_ms": 8000.0,
+        "max_ms": 8100.0,
+        "mean_batch_records": 300.0,
+        "max_gap_between_batches_ms": 900.0,
+    }
+    row = bench_run.explain_latency(Row.at_most(bench_run.LATENCY, 8.0, 1.0, "s"), lat)
+    assert any("took 1500 events/s while 2000 were offered: it fell behind" in w for w in row.why)
+    assert any("stage-2 detector" in w and "--cross-lateness" in w for w in row.why)
+    assert row.takes.startswith("meeting it needs p99 under 1000 ms; today 8000 ms (7000 ms to cut)")
+    kept = bench_run.explain_latency(
+        Row.at_most(bench_run.LATENCY, 3.0, 1.0, "s"), {**lat, "worker_events_per_s": 2000.0}
+    )
+    assert not any("fell behind" in w for w in kept.why)
+
+
 def test_timers_own_time_excludes_timed_calls_inside() -> None:
     t = _Timers()
     inner = t.wrap("inner", lambda: time.sleep(0.05))
