@@ -11,6 +11,7 @@ import pytest
 from alerts.store import Store
 from ingest.codec import encode_entry
 from ingest.dedup import Deduplicator
+from ingest.kafka_config import ConsumerSettings
 from ingest.parse import Parser
 from ingest.sources.base import RawRecord
 from ingest.sources.kafka import KafkaPosition
@@ -201,3 +202,78 @@ def test_a_batch_that_fails_part_way_loses_no_partition(worker: Worker, openbao:
     archive.full = False
     worker.process_batch(p1 + p0)  # what Kafka delivers after those seeks
     assert archive.rows == {(r.position.topic, r.position.partition, r.position.offset) for r in p1 + p0}
+
+
+class _LostLogSource(_RecreatableSource):
+    """Owns partition 0 of ``t``; records seeks (the broker may lose its log under it)."""
+
+    settings = ConsumerSettings(group_id="g")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offsets: list[tuple[str, int, int]] = []
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return [("t", 0)]
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        self.offsets.append((topic, partition, offset))
+
+
+class _Marks:
+    """Stands in for the cross-stage producer: keeps the marks."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[int, int, bool]] = []
+
+    def send(self, records: list[Any]) -> None:
+        pass
+
+    def mark(self, src: int, off: int, ts: float, *, idle: bool = False, at: float = 0.0) -> None:
+        self.marks.append((src, off, idle))
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.integration
+def test_after_the_broker_lost_the_log_a_rewind_reads_it_again_and_never_says_idle(
+    tmp_path: Path, openbao: Any
+) -> None:
+    """Soak finding: the broker came back empty, the worker saw the new topic id, then a failed
+    send made it rewind. The rewind sought to the checkpoint's offset in the *old* log, past the
+    new log's end: the partition read nothing, had no lag, and was announced idle, so the cross
+    stage passed the times of records it had not seen yet (10,396 records judged late)."""
+    from vaultwatch.cli.demo import drive_traffic, setup_org
+
+    drive_traffic(openbao, setup_org(openbao.client()), 5)
+    recs = _records(openbao.audit_log.read_bytes().splitlines())
+    store = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    store.migrate()
+    out = _Marks()
+    try:
+        w = Worker(
+            WorkerConfig(topic="t", group_id="g", checkpoint_interval=0),
+            source_factory=lambda **k: None,
+            store=store,
+            cross_out=out,
+        )
+        source = _LostLogSource()
+        w._source = source
+        w._on_assigned(source.assignment())
+        w.process_batch(recs)  # checkpointed at len(recs), topic id-1
+        source.id = "id-2"  # the broker lost its data; then a send fails and the worker rewinds
+        w._rewind()
+        assert source.offsets == [] and source.seeks == [("t", 0)]  # the new log, from its start
+        # Nothing read yet (the new log may be empty): the partition is quiet, with "no lag".
+        clock = [1000.0]
+        w._clock = lambda: clock[0]
+        out.marks.clear()
+        for _ in range(2):
+            w._idle_at = float("-inf")
+            w._cross_marks([])
+            clock[0] += w.cfg.idle_after + 1.0
+        assert not [m for m in out.marks if m[2]], "announced idle on a log it has not read"
+        assert w.stats["topic_recreated"] == 1
+    finally:
+        store.close()

@@ -455,6 +455,10 @@ class Worker:
         for st in states:
             if now - st.seen_at < self.cfg.idle_after:
                 continue
+            if self._recreated(st):
+                # Its state is from a log the broker no longer has: a position past the new log's
+                # end reads nothing, and "no lag" there is no promise. Read again, never idle.
+                continue
             if lag.get((st.topic, st.partition), 0) == 0:
                 # Repeated every second while idle: the cross stage trusts an idle mark only
                 # briefly, so a worker that dies does not leave its partitions "idle" forever.
@@ -643,11 +647,26 @@ class Worker:
         if self._source is None:
             return
         committed = self._source.committed_offsets() if hasattr(self._source, "committed_offsets") else {}
+        topic_id = getattr(self._source, "topic_id", None)
         for topic, partition in sorted(pairs):
             try:
                 with self.store.transaction(read_only=True) as tx:
                     blob = tx.load_checkpoint(self._checkpoint_key(topic, partition))
-                offset = msgspec.msgpack.decode(blob, type=_Checkpoint).offset if blob is not None else 0
+                cp = msgspec.msgpack.decode(blob, type=_Checkpoint) if blob is not None else None
+                offset: int | None = cp.offset if cp is not None else 0
+                tid = topic_id(topic) if topic_id is not None and cp is not None and cp.topic_id else None
+                if cp is not None and tid is not None and tid != cp.topic_id:
+                    # The checkpoint's offset is one of a log the broker lost (a rewind right after
+                    # the topic came back empty): the new log is read from its beginning, and the
+                    # partition's state sees the new id when it loads (see _recreated). Sought to
+                    # the old offset, the partition read nothing while the new log was shorter, and
+                    # looked caught up: its idle marks let the cross stage pass its records.
+                    log.info(
+                        "%s:%d: its checkpoint is of an earlier log: reading from the beginning",
+                        topic,
+                        partition,
+                    )
+                    offset = None
             except Exception as exc:  # noqa: BLE001 - the store may be what failed
                 # Kafka's commit follows the store's, so it is at or before the checkpoint: the
                 # records between are skipped as replayed once the checkpoint can be read.
@@ -660,7 +679,10 @@ class Worker:
                     offset,
                 )
             try:
-                self._source.seek(topic, partition, offset)
+                if offset is None:
+                    self._source.seek_to_beginning(topic, partition)
+                else:
+                    self._source.seek(topic, partition, offset)
             except Exception as exc:  # noqa: BLE001 - no longer assigned: its new owner reads it
                 log.info("could not seek %s:%d (%s)", topic, partition, type(exc).__name__)
 
