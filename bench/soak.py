@@ -873,6 +873,7 @@ def _figures(
         "alerts_lost_apart_by_detector": dict(Counter(detector[i] for i in lost_apart)),
         "alerts_extra_apart_from_those_lines": len(extra_apart),
         "archive_rows": _archive_rows(work / "archive"),
+        "archive_repeated_rows": _archive_repeats(work / "archive"),
         "alerts_extra": len(extra),
         "alerts_lost_sample": lost[:5],
         "duplicate_alert_rows": dup_rows,
@@ -920,6 +921,29 @@ def _archive_rows(path: Path) -> int:
         with contextlib.suppress(Exception):
             n += pq.ParquetFile(f).metadata.num_rows
     return n
+
+
+def _archive_repeats(path: Path) -> dict[str, Any]:
+    """Archive rows that repeat an earlier row's request id, entry type and time, with the files
+    that hold each (named by partition and first offset): where a repeat came from."""
+    import pyarrow.parquet as pq
+
+    seen: dict[tuple[str, str, float], str] = {}
+    repeats: list[dict[str, str]] = []
+    for f in sorted(path.rglob("*.parquet")):
+        try:
+            rows = pq.read_table(f, columns=["request_id", "type", "ts"]).to_pylist()
+        except Exception:  # noqa: BLE001 - a file being written, or cut by the full disk
+            continue
+        for r in rows:
+            if not r["request_id"]:
+                continue
+            key = (str(r["request_id"]), str(r["type"]), float(r["ts"]))
+            if key in seen:
+                repeats.append({"request_id": key[0], "type": key[1], "first": seen[key], "again": f.name})
+            else:
+                seen[key] = f.name
+    return {"count": len(repeats), "sample": repeats[:5]}
 
 
 def _print(fig: dict[str, Any]) -> None:
