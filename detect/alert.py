@@ -36,11 +36,16 @@ Status = Literal["open", "acknowledged", "resolved", "false_positive", "suppress
 
 
 class AlertIdentity(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Who the alert is about. ``role_name`` is the AppRole role a token was issued for: AppRole
+    clients all share the display name ``approle``, so it is what tells them apart (absent, and
+    omitted from the JSON, for any other identity)."""
+
     key: str
     entity_id: str | None = None
     display_name: str | None = None
     auth_mount: str | None = None
     policies: tuple[str, ...] = ()
+    role_name: str | None = None
 
 
 class Reason(msgspec.Struct, frozen=True):

@@ -129,6 +129,7 @@ def _alert_identity(ident: Identity) -> AlertIdentity:
         display_name=ident.display_name,
         auth_mount=ident.auth_mount,
         policies=tuple(ident.policies),
+        role_name=ident.role_name,
     )
 
 

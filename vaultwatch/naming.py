@@ -148,9 +148,9 @@ def _field(ident: Any, name: str) -> Any:
 def label_identity(ident: Any, **facts: Any) -> IdentityLabel:
     """:func:`identity_label` of an identity-shaped object, plus ``facts`` that override it.
 
-    ``ident`` is an :class:`ingest.event.Identity`, a :class:`detect.alert.AlertIdentity` (which
-    carries no role name: an AppRole client is then named by its first policy) or a mapping with
-    their fields; a role name missing as a field is read from ``metadata["role_name"]``.
+    ``ident`` is an :class:`ingest.event.Identity`, a :class:`detect.alert.AlertIdentity` or a
+    mapping with their fields; a role name missing as a field is read from
+    ``metadata["role_name"]`` (without either, an AppRole client is named by its first policy).
     ``facts`` are the keyword arguments of :func:`identity_label` (``entity_name=``,
     ``addresses=``...); a None or empty one is ignored.
     """

@@ -151,8 +151,11 @@ def truncate(text: str, limit: int) -> str:
 
 
 def identity_label(alert: Mapping[str, Any]) -> str:
-    """Who the alert is about, for humans: display name, else entity id, else the identity key."""
+    """Who the alert is about, for humans: an AppRole client by its role (they all share the
+    display name ``approle``), else the display name, else entity id, else the identity key."""
     ident = alert.get("identity") or {}
+    if ident.get("role_name"):
+        return f"AppRole role {ident['role_name']}"
     return str(ident.get("display_name") or ident.get("entity_id") or ident.get("key") or "unknown")
 
 

@@ -167,6 +167,8 @@ class AlertIdentityPublic(BaseModel):
     display_name: str | None = None
     auth_mount: str | None = None
     policies: list[str] = []
+    #: The AppRole role a token was issued for (AppRole clients share the display name ``approle``).
+    role_name: str | None = None
 
 
 class ReasonPublic(BaseModel):

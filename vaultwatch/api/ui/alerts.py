@@ -178,6 +178,7 @@ def alert_label(ctx: AppContext, a: Alert) -> IdentityLabel:
         display_name=a.identity.display_name,
         policies=a.identity.policies,
         auth_mount=a.identity.auth_mount,
+        role_name=a.identity.role_name,
     )
 
 
