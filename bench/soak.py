@@ -851,14 +851,15 @@ def _figures(
     never_arrived = sum(1 for m in created if m not in first_arrival)
     after_outage = [m for m, at in first_arrival.items() if hook_up_at is not None and at >= hook_up_at]
     # DLQ: decrypted, against the poison offered since the broker's (memory) restart.
-    records, unsealed = read_dlq([broker.bootstrap], f"{topic}.dlq")
-    distinct = list({r.id: r for r in records}.values())  # at least once: a redelivery repeats one
+    # At least once: a worker that re-reads its records after a fault puts a refused one again
+    # (the same record id); read_dlq skips the repeats and counts them.
+    distinct, unsealed, repeated = read_dlq([broker.bootstrap], f"{topic}.dlq")
     lines = sorted(r.line() for r in open_records(distinct, key_file=key))
     since = t0 + (broker_restart_at or 0.0)
     # The DLQ before the restart went with the broker's memory; everything after it is read, the
     # poison below the old checkpoints included (the workers see the topic's new id).
     expect = sorted(p for at, p, _ in producer.poison if at >= since)
-    raw_dlq_has_canary = any(CANARY in r.sealed for r in records)
+    raw_dlq_has_canary = any(CANARY in r.sealed for r in distinct)
     return {
         "offered_lines": producer.sent,
         "producer_retries": producer.failed_sends,
@@ -891,7 +892,7 @@ def _figures(
         "alerts_stored_in_no_webhook_inhibited_or_grouped": len(got - delivered_ids),
         "poison_offered": len(producer.poison),
         "poison_expected_in_dlq": len(expect),
-        "dlq_records": len(records),
+        "dlq_records": len(distinct) + repeated,
         "dlq_distinct_records": len(distinct),
         "dlq_unsealed": unsealed,
         "dlq_exactly_the_poison": lines == expect,

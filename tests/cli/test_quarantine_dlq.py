@@ -163,3 +163,30 @@ def test_a_record_too_big_for_one_message_is_cut_and_says_so(tmp_path: Path) -> 
     assert "vaultwatch.truncated" not in dict(small_headers)
     (back,) = open_records([dlq_record(small, [(k, v.encode()) for k, v in small_headers])], key_file=key)
     assert back.line() == b"short " + C
+
+
+def test_a_record_put_again_after_a_rewind_is_listed_once(
+    kafka_broker: KafkaBroker, topic: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker that re-reads its records after a fault (a store outage, a broker that came back
+    empty) puts a refused record to the DLQ again: the DLQ is at-least-once; its reader shows each
+    refused record once and says how many copies it skipped."""
+    from ingest.errors import ParseError
+    from ingest.kafka_config import KafkaSettings
+    from ingest.sources.kafka import DeadLetterQueue
+    from vaultwatch.cli.quarantine import read_dlq
+
+    key = generate_key_file(tmp_path / "k.key")
+    dlq = DeadLetterQueue(f"{topic}.dlq", kafka=KafkaSettings(kafka_broker.bootstrap), key_file=key)
+    try:
+        for _ in range(2):  # read, refused, rewound, read and refused again
+            for i, line in enumerate(POISON[:2]):
+                dlq.put(line, ParseError("invalid_json", "x"), source="kafka:t", position=f"t:0:{i}")
+            dlq.flush()
+    finally:
+        dlq.close()
+    records, unsealed, repeated = read_dlq([kafka_broker.bootstrap], f"{topic}.dlq")
+    assert (len(records), unsealed, repeated) == (2, 0, 2)
+    assert main(["quarantine", "list", f"kafka://{kafka_broker.bootstrap}/{topic}.dlq", "--json"]) == 0
+    out = capsys.readouterr()
+    assert len(out.out.splitlines()) == 2 and "2 repeated copies" in out.err and CANARY not in out.err

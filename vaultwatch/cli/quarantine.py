@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ingest.kafka_config import consumer_config, import_kafka
 from ingest.quarantine import (
@@ -43,6 +43,7 @@ __all__ = [
     "DESCRIPTION",
     "KAFKA_SCHEME",
     "add_arguments",
+    "DlqContents",
     "dlq_consumer_config",
     "dlq_kafka_config",
     "read_dlq",
@@ -255,9 +256,15 @@ def _run_dlq(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(f"{exc}\n  (the brokers of {KAFKA_SCHEME}HOST:PORT/TOPIC stand for kafka.bootstrap)")
     try:
-        records, unsealed = read_dlq(kafka, topic)
+        records, unsealed, repeated = read_dlq(kafka, topic)
     except Exception as exc:  # noqa: BLE001 - any client error is reported, never a traceback
         return _fail(f"cannot read {where}: {exc.__class__.__name__}: {exc}")
+    if repeated:
+        print(  # noqa: T201
+            f"vaultwatch quarantine: {repeated} repeated copies in {where} (a worker re-read its "
+            "records after a fault) are shown once",
+            file=sys.stderr,
+        )
     if unsealed:
         print(  # noqa: T201
             f"vaultwatch quarantine: {unsealed} record(s) in {where} are not sealed vaultwatch "
@@ -299,11 +306,23 @@ def dlq_consumer_config(kafka: KafkaConfig) -> dict[str, Any]:
     return cfg
 
 
-def read_dlq(
-    kafka: KafkaConfig | Sequence[str], topic: str, *, timeout: float = 30.0
-) -> tuple[list[SealedRecord], int]:
+class DlqContents(NamedTuple):
+    """What :func:`read_dlq` found: each record once, the messages that were not sealed vaultwatch
+    DLQ records, and the repeated copies skipped."""
+
+    records: list[SealedRecord]
+    unsealed: int
+    repeated: int
+
+
+def read_dlq(kafka: KafkaConfig | Sequence[str], topic: str, *, timeout: float = 30.0) -> DlqContents:
     """Every record of ``topic`` from its beginning to its end when called, as sealed records
-    (nothing decrypted), and how many were not sealed vaultwatch DLQ records.
+    (nothing decrypted), how many were not sealed vaultwatch DLQ records, and how many repeated
+    copies were skipped.
+
+    A refused record is put again when its worker re-reads it (a rewind after a store or broker
+    fault): the DLQ is at-least-once, so a record id seen before is skipped here, and each refused
+    record appears once.
 
     ``kafka`` is the ``[kafka]`` configuration (:func:`dlq_kafka_config`), or only the brokers of
     a plaintext cluster, which then stand for a configuration with nothing else set."""
@@ -320,7 +339,8 @@ def read_dlq(
         consumer.seek_to_beginning(*tps)
         ends = consumer.end_offsets(tps)
         records: list[SealedRecord] = []
-        unsealed = 0
+        seen: set[str] = set()
+        unsealed = repeated = 0
         deadline = time.monotonic() + timeout
         while any(consumer.position(tp) < ends[tp] for tp in tps):
             if time.monotonic() > deadline:
@@ -328,9 +348,15 @@ def read_dlq(
             for batch in consumer.poll(timeout_ms=500).values():
                 for m in batch:
                     try:
-                        records.append(dlq_record(m.value, m.headers or []))
+                        rec = dlq_record(m.value, m.headers or [])
                     except QuarantineError:
                         unsealed += 1
-        return records, unsealed
+                        continue
+                    if rec.id and rec.id in seen:
+                        repeated += 1
+                        continue
+                    seen.add(rec.id)
+                    records.append(rec)
+        return DlqContents(records, unsealed, repeated)
     finally:
         consumer.close()
