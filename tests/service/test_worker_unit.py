@@ -275,5 +275,18 @@ def test_after_the_broker_lost_the_log_a_rewind_reads_it_again_and_never_says_id
             clock[0] += w.cfg.idle_after + 1.0
         assert not [m for m in out.marks if m[2]], "announced idle on a log it has not read"
         assert w.stats["topic_recreated"] == 1
+        # A worker (stage 1 or 2) that is assigned the partition afterwards and polls nothing at
+        # all (its fetch position is past the new log's end) sees the new log on an empty poll.
+        fresh = Worker(
+            WorkerConfig(topic="t", group_id="g", checkpoint_interval=0),
+            source_factory=lambda **k: None,
+            store=store,
+        )
+        again = _LostLogSource()
+        again.id = "id-2"
+        fresh._source = again
+        fresh._on_assigned(again.assignment())
+        fresh.process_batch([])
+        assert again.seeks == [("t", 0)] and fresh.stats["topic_recreated"] == 1
     finally:
         store.close()

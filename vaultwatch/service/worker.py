@@ -199,6 +199,7 @@ class Worker:
         self._verdicts_seen_at = 0.0
         self._lag: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
+        self._recheck_at = 0.0
 
     # -- rebalance callbacks (kafka-python I/O thread: hand over, never block for long) ---------
     def _on_assigned(self, pairs: list[tuple[str, int]]) -> None:
@@ -390,11 +391,25 @@ class Worker:
         if now - self._lag_at >= 5.0:  # the consumer is not thread-safe: measure lag here
             self._lag_at = now
             self._lag = self._measure_lag()
+        if not batch and self._owned_mode and now - self._recheck_at >= 1.0:
+            self._recheck_at = now
+            self._check_owned_logs()
         if self.router is not None and alerts:
             self.router.ingest(alerts, now)
         if self.metrics is not None:
             self._observe(batch, alerts)
         return alerts
+
+    def _check_owned_logs(self) -> None:
+        """Every owned partition's state against its topic's current id, records or not. After a
+        broker lost its data, a consumer fetching at an offset of the old log past the new log's
+        end gets nothing (Tansu does not answer out-of-range), so a check made only when records
+        arrive could wait until the new log grows that long: minutes for the repartition topic,
+        whose records travel many to a message (a stage-2 worker sat idle in CI)."""
+        with self._lock:
+            owned = sorted(self._owned)
+        for topic, partition in owned:
+            self._recreated(self._partition(topic, partition))
 
     def _observe(self, batch: list[RawRecord], alerts: list[Alert]) -> None:
         assert self.metrics is not None
