@@ -308,3 +308,36 @@ def test_a_member_that_stops_polling_loses_its_partitions(
         src.commit(again[-1])
     finally:
         src.close()
+
+
+@pytest.mark.integration
+def test_a_join_taking_longer_than_its_limit_is_reported_and_an_assignment_ends_it(
+    settings: KafkaSettings, kafka_broker: KafkaBroker, topic: str
+) -> None:
+    """``join_stalled`` measures from the start of a join to its assignment. Against the real
+    broker a first join takes about 3 s (the broker's initial rebalance delay): with a limit of
+    0.5 s it must be reported while the join is under way, and never once the member has its
+    partitions. A stalled join is how a worker learns to replace its consumer."""
+    _produce(kafka_broker.bootstrap, topic, 4)
+    src = KafkaSource(
+        topic,
+        kafka=settings,
+        consumer=ConsumerSettings(group_id=f"g-{uuid.uuid4().hex[:8]}", timings=FAST_GROUP),
+    )
+    assert src.join_limit == (10_000 + settings.request_timeout_ms + 6_000) / 1000
+    src.join_limit = 0.5
+    reported: list[float] = []
+    try:
+        deadline = time.monotonic() + 30
+        for _ in src.batches(max_records=10, timeout=0.2):
+            if src.assignment():
+                break
+            waited = src.join_stalled()
+            if waited is not None:
+                reported.append(waited)
+            assert time.monotonic() < deadline, "the group never formed"
+        assert reported and all(w > 0.5 for w in reported)
+        assert src.join_stalled() is None  # assigned: nothing to report, however long it took
+    finally:
+        src.close()
+    assert src.join_stalled() is None  # closed

@@ -6,12 +6,13 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import closing, suppress
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from alerts.errors import MigrationError
-from vaultwatch.service.wiring import open_store
+from alerts.errors import MigrationError, StoreError
+from vaultwatch.service.wiring import open_store, retry_store
 from vaultwatch.settings import Settings, load_settings
 
 
@@ -106,3 +107,51 @@ def test_a_sqlite_error_is_not_retried() -> None:
     with pytest.raises(MigrationError):
         open_store(_settings(bad), sleep=slept.append)
     assert slept == []
+
+
+def test_a_start_up_step_after_the_schema_waits_for_the_store_too(
+    late: tuple[_LateProxy, str], pg_fresh_url: str
+) -> None:
+    """A soak restarted a worker while PostgreSQL recovered from a crash: its schema migration
+    got through, the next step (reading the group's layout) was refused, and the worker exited
+    ("cannot start"). Every start-up step that reads the store waits as the migration does."""
+    from alerts.store import Store
+
+    up = Store(pg_fresh_url)
+    up.migrate()
+    up.close()
+    proxy, url = late
+    store = Store(url)  # the schema is there; the server refuses connections for a while
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 2:
+            proxy.open()
+
+    def read() -> bytes | None:
+        with store.transaction(read_only=True) as tx:
+            return tx.load_checkpoint("layout/g")
+
+    try:
+        assert retry_store(store, read, "reading the layout", sleep=sleep) is None
+        assert slept == [0.5, 1.0]
+    finally:
+        store.close()
+
+
+def test_a_store_error_that_is_not_a_refused_connection_is_raised_at_once(tmp_path: Any) -> None:
+    from alerts.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    slept: list[float] = []
+
+    def fail() -> None:
+        raise StoreError("database error (OperationalError): no such table")
+
+    try:
+        with pytest.raises(StoreError):
+            retry_store(store, fail, "reading", sleep=slept.append)
+        assert slept == []
+    finally:
+        store.close()

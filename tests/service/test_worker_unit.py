@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +291,87 @@ def test_after_the_broker_lost_the_log_a_rewind_reads_it_again_and_never_says_id
         assert again.seeks == [("t", 0)] and fresh.stats["topic_recreated"] == 1
     finally:
         store.close()
+
+
+class _JoiningSource:
+    """A group consumer whose join either never completes (``stalls``) or gives it partition 0."""
+
+    settings = ConsumerSettings(group_id="g")
+    join_limit = 46.0
+
+    def __init__(self, hooks: dict[str, Any], *, stalls: bool, worker: Worker) -> None:
+        self.hooks, self.stalls, self.worker = hooks, stalls, worker
+        self.closed = self.stopped = False
+        self.revoke_took: float | None = None
+        self.owned_then: set[tuple[str, int]] = set()
+
+    def batches(self, max_records: int = 1000, timeout: float = 1.0) -> Any:
+        if not self.stalls:
+            self.hooks["on_assigned"]([("t", 0)])
+        polls = 0
+        while not self.closed and not self.stopped:
+            polls += 1
+            if not self.stalls and polls > 3:
+                self.owned_then = set(self.worker._owned)
+                self.worker.stop()
+            if polls > 300:  # never replaced: end the run so the test fails rather than hangs
+                self.worker.stop()
+            yield []
+
+    def join_stalled(self) -> float | None:
+        return 120.0 if self.stalls else None
+
+    def topic_id(self, topic: str) -> str | None:
+        return None
+
+    def close(self) -> None:
+        # kafka-python revokes what the member held when it closes: that must not wait for the
+        # worker's loop, which is the one closing it.
+        t = time.monotonic()
+        self.hooks["on_revoked"]([("t", 0)])
+        self.revoke_took = time.monotonic() - t
+        self.closed = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_a_consumer_whose_join_stalled_is_replaced_and_the_new_one_is_used(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    store.migrate()
+    made: list[_JoiningSource] = []
+
+    def factory(**hooks: Any) -> _JoiningSource:
+        src = _JoiningSource(hooks, stalls=not made, worker=w)
+        made.append(src)
+        return src
+
+    w = Worker(WorkerConfig(topic="t", group_id="g", poll_timeout=0.01), source_factory=factory, store=store)
+    w._recheck_at = -10.0
+    try:
+        w.run()
+    finally:
+        store.close()
+    assert len(made) == 2, "the stalled consumer was not replaced"
+    assert made[0].closed and made[0].revoke_took is not None and made[0].revoke_took < 1.0
+    assert made[1].stopped and made[1].closed  # the new one ran until stop(), then shut down
+    assert w.stats["consumers_replaced"] == 1 and w.stats["errors"] == 0
+    assert made[1].owned_then == {("t", 0)}  # the new consumer's partitions were taken
+
+
+def test_a_consumer_still_within_its_join_limit_is_kept(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    store.migrate()
+    made: list[_JoiningSource] = []
+
+    def factory(**hooks: Any) -> _JoiningSource:
+        src = _JoiningSource(hooks, stalls=False, worker=w)
+        made.append(src)
+        return src
+
+    w = Worker(WorkerConfig(topic="t", group_id="g", poll_timeout=0.01), source_factory=factory, store=store)
+    try:
+        w.run()
+    finally:
+        store.close()
+    assert len(made) == 1 and w.stats["consumers_replaced"] == 0

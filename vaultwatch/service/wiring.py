@@ -43,34 +43,58 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+#: How long start-up waits for a database server that refuses connections (still starting,
+#: recovering after a crash, failing over) before giving up.
+STORE_WAIT = 60.0
+
+
 def open_store(
     s: Settings,
     *,
-    wait: float = 60.0,
+    wait: float = STORE_WAIT,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Any:
     """The alert store, its schema brought up to date. A database server that refuses
-    connections (still starting, recovering after a crash, failing over) is retried for up to
-    ``wait`` seconds, so a worker started beside it does not exit; any other error is raised."""
+    connections is retried for up to ``wait`` seconds (:func:`retry_store`), so a worker started
+    beside it does not exit; any other error is raised."""
     from alerts.store import Store
 
     url = s.store.url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     store = Store(url)
+    try:
+        retry_store(store, store.migrate, "migrating the schema", wait=wait, clock=clock, sleep=sleep)
+    except Exception:
+        store.close()
+        raise
+    return store
+
+
+def retry_store(
+    store: Any,
+    action: Callable[[], Any],
+    what: str,
+    *,
+    wait: float = STORE_WAIT,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """``action()``, retried with backoff for up to ``wait`` seconds while the store's database
+    server refuses connections; any other error, or SQLite's, is raised at once. Every start-up
+    step that touches the store goes through it: a soak saw a worker restarted while PostgreSQL
+    recovered from a crash migrate its schema, then exit on the next step ("cannot start")."""
     deadline = clock() + wait
     delay = 0.5
     while True:
         try:
-            store.migrate()
-            return store
-        except MigrationError as exc:
+            return action()
+        except (MigrationError, StoreError) as exc:
             transient = store.dialect != "sqlite" and isinstance(exc.__cause__, sa.exc.OperationalError)
             if not transient or clock() + delay > deadline:
-                store.close()
                 raise
-            log.warning("the alert store is not reachable yet (%s); retrying in %.1fs", exc, delay)
+            log.warning("the alert store is not reachable (%s): %s again in %.1fs", exc, what, delay)
             sleep(delay)
             delay = min(5.0, delay * 2)
 
@@ -136,7 +160,11 @@ def build_worker(
     cross_worker = None
     if cross:
         xtopic = cross_topic_name or cross_topic(s.kafka.topic)
-        layout = pin_layout(store, ks, s.kafka.topic, xtopic, s.kafka.group_id)
+        layout = retry_store(
+            store,
+            lambda: pin_layout(store, ks, s.kafka.topic, xtopic, s.kafka.group_id),
+            "reading the group's layout",
+        )
         sources, xparts = layout.sources, layout.partitions
         # No auto-creation: a broker that lost its data would create the topic with its default
         # partition count; the producer creates it with the group's own (CrossLayout).

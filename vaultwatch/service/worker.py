@@ -61,6 +61,12 @@ from ingest.sources.base import RawRecord
 from ..errors import ArchiveError
 from .cross import IdentityStage, build_split
 
+
+class JoinStalled(SourceError):
+    """The consumer's group join has not completed in far longer than it may take: the worker
+    replaces the consumer (see :meth:`Worker.run`)."""
+
+
 __all__ = ["Worker", "WorkerConfig", "PartitionState", "PeriodicTask", "checkpoint_key"]
 
 log = logging.getLogger(__name__)
@@ -200,6 +206,7 @@ class Worker:
         self._lag: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
         self._recheck_at = 0.0
+        self._closing = False
 
     # -- rebalance callbacks (kafka-python I/O thread: hand over, never block for long) ---------
     def _on_assigned(self, pairs: list[tuple[str, int]]) -> None:
@@ -214,8 +221,8 @@ class Worker:
             self._owned.difference_update(pairs)
             self._revoke_request = list(pairs)
             self._revoke_done.clear()
-        if self._stop.is_set():
-            return  # shutting down: the loop has checkpointed everything already
+        if self._stop.is_set() or self._closing:
+            return  # shutting down, or closing a stalled consumer: nothing to hand over
         # Let the loop checkpoint them; bounded, so a busy loop cannot stall the group.
         if not self._revoke_done.wait(self.cfg.revoke_wait):
             log.warning("revoked %s before their checkpoint was written; their new owner replays", pairs)
@@ -394,6 +401,11 @@ class Worker:
         if not batch and self._owned_mode and now - self._recheck_at >= 1.0:
             self._recheck_at = now
             self._check_owned_logs()
+            stalled = getattr(self._source, "join_stalled", None)
+            waited = stalled() if stalled is not None else None
+            if waited is not None:
+                topic, group = self.cfg.topic, self.cfg.group_id
+                raise JoinStalled(f"the consumer of {topic} has been joining group {group} for {waited:.0f}s")
         if self.router is not None and alerts:
             self.router.ingest(alerts, now)
         if self.metrics is not None:
@@ -609,14 +621,16 @@ class Worker:
         rewinds every partition to its last checkpoint (so no half-handled batch leaks into the
         state) and retries with capped exponential backoff, without busy-looping.
         """
-        self._source = self._source_factory(
-            on_assigned=self._on_assigned, on_revoked=self._on_revoked, on_lost=self._on_lost
-        )
+        self._source = self._new_source()
         self._last_checkpoint = self._clock()
         backoff = self.cfg.min_backoff
         try:
             while not self._stop.is_set():
                 try:
+                    if self._source is None:  # replaced after a stalled join (below)
+                        self._source = self._new_source()
+                        if self._stop.is_set():
+                            break
                     for batch in self._source.batches(self.cfg.batch_size, self.cfg.poll_timeout):
                         self.process_batch(batch)
                         backoff = self.cfg.min_backoff
@@ -628,15 +642,60 @@ class Worker:
                             break
                     else:
                         break  # the source ended (stopped)
+                except JoinStalled as exc:
+                    self.stats["consumers_replaced"] += 1
+                    log.warning(
+                        "%s, far longer than a join may take (%.0fs): a new consumer joins in its place",
+                        exc,
+                        getattr(self._source, "join_limit", 0.0),
+                    )
+                    self._drop_source()
+                    continue
                 except (SourceError, ShipError, StoreError, ArchiveError) as exc:
                     self.stats["errors"] += 1
                     log.warning("%s; rewinding to the last checkpoint and retrying in %.1fs", exc, backoff)
+                    if self._source is None:  # a new consumer could not be made yet
+                        if self._stop.wait(backoff):
+                            break
+                        backoff = min(self.cfg.max_backoff, backoff * 2)
+                        continue
                     self._rewind()
                     if self._stop.wait(backoff):
                         break
                     backoff = min(self.cfg.max_backoff, backoff * 2)
         finally:
             self._shutdown()
+
+    def _new_source(self) -> Any:
+        return self._source_factory(
+            on_assigned=self._on_assigned, on_revoked=self._on_revoked, on_lost=self._on_lost
+        )
+
+    def _drop_source(self) -> None:
+        """Close a consumer whose group join stalled; :meth:`run` makes a new one. What this worker
+        held is dropped as on a lost partition (its new owner, maybe this worker again, resumes
+        from the checkpoint); the closing consumer's revoke must not wait for this loop."""
+        with self._lock:
+            held = set(self._owned) | set(self.parts)
+            self._owned.clear()
+            self._lost.clear()
+            self._revoke_request = None
+        for pair in sorted(held):
+            self.parts.pop(pair, None)
+            if self.archive is not None and hasattr(self.archive, "drop_buffered"):
+                self.archive.drop_buffered(*pair)
+        old, self._source = self._source, None
+        self._closing = True
+        try:
+            old.close()
+        except Exception as exc:  # noqa: BLE001 - a wedged consumer may fail to close cleanly
+            log.info("the stalled consumer did not close cleanly (%s)", type(exc).__name__)
+        finally:
+            self._closing = False
+            with self._lock:
+                self._owned.clear()
+                self._revoke_request = None
+            self._revoke_done.set()
 
     def _rewind(self) -> None:
         """Forget in-memory progress and seek every partition this worker reads back to its
