@@ -17,6 +17,7 @@ from ingest.parse import Parser
 from ingest.sources.base import RawRecord
 from ingest.sources.kafka import KafkaPosition
 from vaultwatch.errors import ArchiveError
+from vaultwatch.service.metrics import Metrics
 from vaultwatch.service.worker import Worker, WorkerConfig, _Checkpoint, checkpoint_key
 
 
@@ -346,13 +347,20 @@ def test_a_consumer_whose_join_stalled_is_replaced_and_the_new_one_is_used(tmp_p
         made.append(src)
         return src
 
-    w = Worker(WorkerConfig(topic="t", group_id="g", poll_timeout=0.01), source_factory=factory, store=store)
+    metrics = Metrics()
+    w = Worker(
+        WorkerConfig(topic="t", group_id="g", poll_timeout=0.01),
+        source_factory=factory,
+        store=store,
+        metrics=metrics,
+    )
     w._recheck_at = -10.0
     try:
         w.run()
     finally:
         store.close()
     assert len(made) == 2, "the stalled consumer was not replaced"
+    assert 'vaultwatch_consumers_replaced_total{group="g"} 1.0' in metrics.render().decode()
     assert made[0].closed and made[0].revoke_took is not None and made[0].revoke_took < 1.0
     assert made[1].stopped and made[1].closed  # the new one ran until stop(), then shut down
     assert w.stats["consumers_replaced"] == 1 and w.stats["errors"] == 0

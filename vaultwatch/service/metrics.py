@@ -76,13 +76,27 @@ class Metrics:
             ["kind", "glob"],
             registry=r,
         )
+        self.consumers_replaced = Counter(
+            "vaultwatch_consumers_replaced",
+            "Kafka consumers replaced because their group join did not complete in time",
+            ["group"],
+            registry=r,
+        )
+        self._replaced: dict[str, int] = {}
         self._window: list[tuple[float, int]] = []
         self._last_events = 0
         self._last_quarantined = 0
         self._last_cross_late = 0
         self._last_cross_taken = 0
 
+    def _observe_replaced(self, worker: Any) -> None:
+        group, n = worker.cfg.group_id, worker.stats["consumers_replaced"]
+        if n > self._replaced.get(group, 0):
+            self.consumers_replaced.labels(group).inc(n - self._replaced.get(group, 0))
+            self._replaced[group] = n
+
     def observe_batch(self, worker: Any, batch: list[Any], alerts: list[Any]) -> None:
+        self._observe_replaced(worker)
         now = time.monotonic()
         ev = worker.stats["events"]
         self.events.inc(ev - self._last_events)
@@ -104,6 +118,7 @@ class Metrics:
 
     def observe_cross(self, worker: Any, batch: list[Any], alerts: list[Any]) -> None:
         """After a batch of the cross stage (stage 2, :class:`~.stage2.CrossWorker`)."""
+        self._observe_replaced(worker)
         taken = worker.stats["events"] + worker.stats["cross_marks"] + worker.stats["cross_refused"]
         self.cross_records.inc(taken - self._last_cross_taken)
         self._last_cross_taken = taken
