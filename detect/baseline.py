@@ -294,33 +294,42 @@ class HourStats(msgspec.Struct, kw_only=True, gc=False):
     """Decayed moments of ``log1p(metric)`` over the identity's active hours."""
 
     s0: float = 0.0
-    #: Empty until the first hour is added (many identities are seen within one hour only).
-    s1: list[float] = msgspec.field(default_factory=list)
-    s2: list[float] = msgspec.field(default_factory=list)
+    #: None until the first hour is added (many identities are seen within one hour only, and
+    #: two empty lists cost 112 bytes). Snapshots from before hold empty lists.
+    s1: list[float] | None = None
+    s2: list[float] | None = None
     hours: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.s1 or not self.s2:  # empty lists from an old snapshot
+            self.s1 = self.s2 = None
+
     def add(self, values: tuple[int, ...], w: float) -> None:
-        if not self.s1:
-            self.s1 = [0.0] * len(METRICS)
-            self.s2 = [0.0] * len(METRICS)
+        s1, s2 = self.s1, self.s2
+        if not s1 or not s2:
+            s1 = self.s1 = [0.0] * len(METRICS)
+            s2 = self.s2 = [0.0] * len(METRICS)
         self.s0 += w
         self.hours += 1
         for i, v in enumerate(values):
             x = math.log1p(v)
-            self.s1[i] += w * x
-            self.s2[i] += w * x * x
+            s1[i] += w * x
+            s2[i] += w * x * x
 
     def moments(self, i: int) -> tuple[float, float]:
-        if self.s0 <= 0 or not self.s1:
+        s1, s2 = self.s1, self.s2
+        if self.s0 <= 0 or not s1 or not s2:
             return 0.0, 0.0
-        mean = self.s1[i] / self.s0
-        var = max(self.s2[i] / self.s0 - mean * mean, 0.0)
+        mean = s1[i] / self.s0
+        var = max(s2[i] / self.s0 - mean * mean, 0.0)
         return mean, math.sqrt(var)
 
     def rescale(self, fs: float) -> None:
         self.s0 *= fs
-        self.s1 = [x * fs for x in self.s1]
-        self.s2 = [x * fs for x in self.s2]
+        if self.s1 is not None:
+            self.s1 = [x * fs for x in self.s1]
+        if self.s2 is not None:
+            self.s2 = [x * fs for x in self.s2]
 
 
 class Window(msgspec.Struct, kw_only=True, gc=False):
@@ -334,9 +343,14 @@ class Window(msgspec.Struct, kw_only=True, gc=False):
     reads: set[str] = msgspec.field(default_factory=set)
     addresses: list[str] = msgspec.field(default_factory=list)
     event_ids: list[str] = msgspec.field(default_factory=list)
-    fired: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Signals fired in this window (None until the first: most windows fire none).
+    fired: dict[str, int] | None = None
     first_ts: float = 0.0
     last_ts: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.fired:  # an empty dict from an old snapshot
+            self.fired = None
 
     def vector(self) -> tuple[int, ...]:
         """The per-hour metrics in :data:`METRICS` order."""

@@ -424,7 +424,8 @@ class Behaviour:
         b.names = own_names(ident.display_name, user if isinstance(user, str) else None, ident.auth_mount)
         dn = ident.display_name or ""
         if isinstance(role, str) and role:
-            b.who = f"role {role} ({dn})" if dn else f"role {role}"
+            # The instances of one role share the words (one string, not one per identity).
+            b.who = _intern(f"role {role} ({dn})" if dn else f"role {role}")
         else:
             b.who = dn or ident.key
         if ident.kind == "entity" and b.names:
@@ -1105,9 +1106,12 @@ class Behaviour:
             if long_n < 2.0 or c.short(v) * ss > 0.2 * long_n:
                 continue
             tag = f"rarity.{f}:{v}"
-            if tag in win.fired:
+            fired = win.fired
+            if fired is None:
+                fired = win.fired = {}
+            elif tag in fired:
                 continue
-            win.fired[tag] = 1
+            fired[tag] = 1
             s = -math.log10(p) * 0.6
             if s < self.cfg.min_surprise:
                 continue
@@ -1170,7 +1174,7 @@ class Behaviour:
             x = vec[i]
             if x < mins[i]:
                 continue
-            last = win.fired.get(name, 0)
+            last = win.fired.get(name, 0) if win.fired is not None else 0
             if last and x < 2 * last:
                 continue
             mean, sd = hs.moments(i)
@@ -1184,6 +1188,8 @@ class Behaviour:
                 s *= 0.7
             if s < 3.0:
                 continue
+            if win.fired is None:
+                win.fired = {}
             win.fired[name] = x
             typical = math.expm1(mu)
             family = "error" if name == "errors" else "volume"
