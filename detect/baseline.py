@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Final
 
 import msgspec
 
 __all__ = [
     "Clock",
     "TopK",
+    "SMALL_TOPK",
     "HourStats",
     "Window",
     "Baseline",
@@ -85,56 +87,170 @@ class Clock(msgspec.Struct, kw_only=True, gc=False):
         return (ts - self.t0) / self.tau_short > _MAX_EXP
 
 
-class TopK(msgspec.Struct, kw_only=True, gc=False):
+#: A counter keeps up to this many values in its flat :attr:`TopK.cells` list (scanned); past it,
+#: in a dict (hashed). Most identity counters hold a handful of values, and a dict with its
+#: per-value lists cost about 330 bytes more per counter than the flat list.
+SMALL_TOPK: Final = 8
+
+
+class TopK(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     """Space-saving counter with two decayed counts per value and novelty tracking.
 
-    ``items[value] = [long, short, error]`` where ``error`` is the count inherited on eviction
-    (so ``long - error`` is a lower bound of the true long count). ``new_*`` sum the weight of
-    observations whose value was not present; ``tot_*`` sum all observations.
+    Each value has three stored counts, ``[long, short, error]``, where ``error`` is the count
+    inherited on eviction (so ``long - error`` is a lower bound of the true long count).
+    ``new_*`` sum the weight of observations whose value was not present; ``tot_*`` sum all
+    observations.
+
+    Up to :data:`SMALL_TOPK` values live in ``cells``, flat and in counter order:
+    ``[value, long, short, error, value, long, short, error, ...]`` (one list, no per-value
+    objects). A larger counter keeps ``table`` (``value -> [long, short, error]``, the layout
+    every counter had before, and the one a snapshot from before holds: it is converted on load
+    when small). Both keep the same order (first inserted first; an evicted value leaves, the
+    new one goes last), so the smallest value evicted on a tie is the same in either.
+    :attr:`items` gives the ``table`` view of either, as a copy.
     """
 
     k: int
-    items: dict[str, list[float]] = msgspec.field(default_factory=dict)
+    cells: list[Any] = msgspec.field(default_factory=list)
+    table: dict[str, list[float]] | None = msgspec.field(default=None, name="items")
     new_l: float = 0.0
     new_s: float = 0.0
     tot_l: float = 0.0
     tot_s: float = 0.0
 
+    def __post_init__(self) -> None:
+        cells = self.cells
+        if len(cells) % 4 or not all(type(v) is str for v in cells[::4]):
+            raise ValueError("TopK cells must be groups of [value, long, short, error]")
+        t = self.table
+        if t is None:
+            return
+        if any(len(c) != 3 for c in t.values()):
+            raise ValueError("TopK items must be [long, short, error]")
+        if cells:
+            raise ValueError("TopK has both cells and items")
+        if len(t) <= SMALL_TOPK:  # a small counter from an old snapshot
+            for v, c in t.items():
+                cells += (v, c[0], c[1], c[2])
+            self.table = None
+
+    @property
+    def items(self) -> dict[str, list[float]]:
+        """``value -> [long, short, error]`` in counter order (a copy: changing it changes nothing)."""
+        t = self.table
+        if t is not None:
+            return {v: list(c) for v, c in t.items()}
+        cells = self.cells
+        return {cells[i]: cells[i + 1 : i + 4] for i in range(0, len(cells), 4)}
+
+    def __len__(self) -> int:
+        t = self.table
+        return len(self.cells) >> 2 if t is None else len(t)
+
+    def __contains__(self, value: object) -> bool:
+        t = self.table
+        return value in self.cells[::4] if t is None else value in t
+
+    def __iter__(self) -> Iterator[str]:
+        """The values, in counter order."""
+        t = self.table
+        return iter(self.cells[::4] if t is None else list(t))
+
+    def find(self, value: str) -> int:
+        """Where ``value``'s group starts in ``cells`` (small counters only); -1 when absent."""
+        try:
+            return self.cells[::4].index(value) << 2
+        except ValueError:
+            return -1
+
     def observe(self, value: str, wl: float, ws: float) -> bool:
         """Count one observation; True when ``value`` was not in the counter (first seen)."""
         self.tot_l += wl
         self.tot_s += ws
-        items = self.items
-        it = items.get(value)
-        if it is not None:
-            it[0] += wl
-            it[1] += ws
+        if self.bump(value, wl, ws):
             return False
         self.insert(value, wl, ws)
         return True
 
+    def bump(self, value: str, wl: float, ws: float) -> bool:
+        """Add ``wl``/``ws`` to a present value's counts (totals untouched); False when absent."""
+        t = self.table
+        if t is None:
+            i = self.find(value)
+            if i < 0:
+                return False
+            cells = self.cells
+            cells[i + 1] += wl
+            cells[i + 2] += ws
+            return True
+        it = t.get(value)
+        if it is None:
+            return False
+        it[0] += wl
+        it[1] += ws
+        return True
+
     def insert(self, value: str, wl: float, ws: float) -> None:
         """Add a value that is not present (totals already counted), evicting the smallest if full."""
-        items = self.items
         # Values repeat across identities (mounts, paths, addresses): one shared string each.
         if type(value) is str:  # sys.intern refuses str subclasses
             value = sys.intern(value)
         self.new_l += wl
         self.new_s += ws
-        if len(items) >= self.k:
-            victim = min(items, key=lambda v: items[v][0])
-            floor = items.pop(victim)
-            items[value] = [floor[0] + wl, floor[1] + ws, floor[0]]
+        t = self.table
+        if t is None:
+            cells = self.cells
+            n = len(cells) >> 2
+            if n >= self.k:
+                longs = cells[1::4]
+                i = longs.index(min(longs)) << 2  # the first smallest, as min() over the table
+                fl, fs = cells[i + 1], cells[i + 2]
+                del cells[i : i + 4]
+                cells += (value, fl + wl, fs + ws, fl)
+                return
+            if not n:  # a list of exactly four (extending an empty one allocates eight)
+                self.cells = [value, wl, ws, 0.0]
+                return
+            if n < SMALL_TOPK:
+                cells += (value, wl, ws, 0.0)
+                return
+            # Grown past the flat list: the table, in the same order.
+            t = self.table = {cells[i]: cells[i + 1 : i + 4] for i in range(0, len(cells), 4)}
+            self.cells = []
+        if len(t) >= self.k:
+            victim = min(t, key=lambda v: t[v][0])
+            floor = t.pop(victim)
+            t[value] = [floor[0] + wl, floor[1] + ws, floor[0]]
         else:
-            items[value] = [wl, ws, 0.0]
+            t[value] = [wl, ws, 0.0]
+
+    def long(self, value: str) -> float:
+        """Stored (undecayed) long count of ``value`` (its upper bound); 0 when absent."""
+        t = self.table
+        if t is None:
+            i = self.find(value)
+            return 0.0 if i < 0 else float(self.cells[i + 1])
+        it = t.get(value)
+        return 0.0 if it is None else it[0]
 
     def lower(self, value: str) -> float:
         """Stored (undecayed) lower bound of the long count of ``value``; 0 when absent."""
-        it = self.items.get(value)
+        t = self.table
+        if t is None:
+            i = self.find(value)
+            if i < 0:
+                return 0.0
+            cells = self.cells
+            return float(cells[i + 1] - cells[i + 3])
+        it = t.get(value)
         return 0.0 if it is None else it[0] - it[2]
 
     def short(self, value: str) -> float:
-        it = self.items.get(value)
+        t = self.table
+        if t is None:
+            i = self.find(value)
+            return 0.0 if i < 0 else float(self.cells[i + 2])
+        it = t.get(value)
         return 0.0 if it is None else it[1]
 
     def novelty_rate(self, unit: float) -> float:
@@ -145,10 +261,18 @@ class TopK(msgspec.Struct, kw_only=True, gc=False):
         return (self.new_s + 0.5 * unit) / (self.tot_s + unit)
 
     def rescale(self, fl: float, fs: float) -> None:
-        for it in self.items.values():
-            it[0] *= fl
-            it[1] *= fs
-            it[2] *= fl
+        t = self.table
+        if t is None:
+            cells = self.cells
+            for i in range(0, len(cells), 4):
+                cells[i + 1] *= fl
+                cells[i + 2] *= fs
+                cells[i + 3] *= fl
+        else:
+            for it in t.values():
+                it[0] *= fl
+                it[1] *= fs
+                it[2] *= fl
         self.new_l *= fl
         self.tot_l *= fl
         self.new_s *= fs
@@ -156,41 +280,56 @@ class TopK(msgspec.Struct, kw_only=True, gc=False):
 
     def top(self, n: int, scale_long: float) -> list[tuple[str, float]]:
         """The ``n`` largest values with their decayed long counts."""
-        best = sorted(self.items.items(), key=lambda kv: (-kv[1][0], kv[0]))[:n]
-        return [(v, round(c[0] * scale_long, 3)) for v, c in best]
+        t = self.table
+        if t is None:
+            cells = self.cells
+            pairs = list(zip(cells[::4], cells[1::4], strict=True))
+        else:
+            pairs = [(v, c[0]) for v, c in t.items()]
+        best = sorted(pairs, key=lambda kv: (-kv[1], kv[0]))[:n]
+        return [(v, round(c * scale_long, 3)) for v, c in best]
 
 
 class HourStats(msgspec.Struct, kw_only=True, gc=False):
     """Decayed moments of ``log1p(metric)`` over the identity's active hours."""
 
     s0: float = 0.0
-    #: Empty until the first hour is added (many identities are seen within one hour only).
-    s1: list[float] = msgspec.field(default_factory=list)
-    s2: list[float] = msgspec.field(default_factory=list)
+    #: None until the first hour is added (many identities are seen within one hour only, and
+    #: two empty lists cost 112 bytes). Snapshots from before hold empty lists.
+    s1: list[float] | None = None
+    s2: list[float] | None = None
     hours: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.s1 or not self.s2:  # empty lists from an old snapshot
+            self.s1 = self.s2 = None
+
     def add(self, values: tuple[int, ...], w: float) -> None:
-        if not self.s1:
-            self.s1 = [0.0] * len(METRICS)
-            self.s2 = [0.0] * len(METRICS)
+        s1, s2 = self.s1, self.s2
+        if not s1 or not s2:
+            s1 = self.s1 = [0.0] * len(METRICS)
+            s2 = self.s2 = [0.0] * len(METRICS)
         self.s0 += w
         self.hours += 1
         for i, v in enumerate(values):
             x = math.log1p(v)
-            self.s1[i] += w * x
-            self.s2[i] += w * x * x
+            s1[i] += w * x
+            s2[i] += w * x * x
 
     def moments(self, i: int) -> tuple[float, float]:
-        if self.s0 <= 0 or not self.s1:
+        s1, s2 = self.s1, self.s2
+        if self.s0 <= 0 or not s1 or not s2:
             return 0.0, 0.0
-        mean = self.s1[i] / self.s0
-        var = max(self.s2[i] / self.s0 - mean * mean, 0.0)
+        mean = s1[i] / self.s0
+        var = max(s2[i] / self.s0 - mean * mean, 0.0)
         return mean, math.sqrt(var)
 
     def rescale(self, fs: float) -> None:
         self.s0 *= fs
-        self.s1 = [x * fs for x in self.s1]
-        self.s2 = [x * fs for x in self.s2]
+        if self.s1 is not None:
+            self.s1 = [x * fs for x in self.s1]
+        if self.s2 is not None:
+            self.s2 = [x * fs for x in self.s2]
 
 
 class Window(msgspec.Struct, kw_only=True, gc=False):
@@ -204,9 +343,14 @@ class Window(msgspec.Struct, kw_only=True, gc=False):
     reads: set[str] = msgspec.field(default_factory=set)
     addresses: list[str] = msgspec.field(default_factory=list)
     event_ids: list[str] = msgspec.field(default_factory=list)
-    fired: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Signals fired in this window (None until the first: most windows fire none).
+    fired: dict[str, int] | None = None
     first_ts: float = 0.0
     last_ts: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.fired:  # an empty dict from an old snapshot
+            self.fired = None
 
     def vector(self) -> tuple[int, ...]:
         """The per-hour metrics in :data:`METRICS` order."""

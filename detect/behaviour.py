@@ -263,32 +263,42 @@ def _learn(
         if ts == ps:
             ts = ps
         c.tot_s = ps = ts
-        it = c.items.get(v)
-        if it is None:
-            c.insert(v, wl, ws)
-            if c.new_l == nl:
-                c.new_l = nl
-            nl = c.new_l
-            if c.new_s == ns:
-                c.new_s = ns
-            ns = c.new_s
+        t = c.table
+        if t is None:
+            cells = c.cells
+            try:
+                i = cells[::4].index(v) << 2
+            except ValueError:
+                i = -1
+            if i >= 0:
+                il = cells[i + 1] + wl
+                cells[i + 1] = tl if il == tl else il
+                is_ = cells[i + 2] + ws
+                cells[i + 2] = ts if is_ == ts else is_
+                continue
         else:
-            il = it[0] + wl
-            it[0] = tl if il == tl else il
-            is_ = it[1] + ws
-            it[1] = ts if is_ == ts else is_
+            it = t.get(v)
+            if it is not None:
+                il = it[0] + wl
+                it[0] = tl if il == tl else il
+                is_ = it[1] + ws
+                it[1] = ts if is_ == ts else is_
+                continue
+        c.insert(v, wl, ws)
+        if c.new_l == nl:
+            c.new_l = nl
+        nl = c.new_l
+        if c.new_s == ns:
+            c.new_s = ns
+        ns = c.new_s
 
 
 def _first_use(feats: dict[str, TopK], f: str, v: str, k: int, wl: float, ws: float) -> None:
     c = feats.get(f)
     if c is None:
         c = feats[f] = TopK(k=k)
-    it = c.items.get(v)
-    if it is None:
+    if not c.bump(v, wl, ws):
         c.insert(v, wl, ws)
-    else:
-        it[0] += wl
-        it[1] += ws
 
 
 def _tail_normal(z: float) -> float:
@@ -414,7 +424,8 @@ class Behaviour:
         b.names = own_names(ident.display_name, user if isinstance(user, str) else None, ident.auth_mount)
         dn = ident.display_name or ""
         if isinstance(role, str) and role:
-            b.who = f"role {role} ({dn})" if dn else f"role {role}"
+            # The instances of one role share the words (one string, not one per identity).
+            b.who = _intern(f"role {role} ({dn})" if dn else f"role {role}")
         else:
             b.who = dn or ident.key
         if ident.kind == "entity" and b.names:
@@ -451,7 +462,7 @@ class Behaviour:
                 continue
             n += 1
             c = pb.feats.get(feature)
-            if c is not None and value in c.items:
+            if c is not None and value in c:
                 k += 1
         return k, n
 
@@ -510,7 +521,7 @@ class Behaviour:
         feats = b.feats
         grp = st.groups[b.group]
         org = st.org
-        new = {f: (f not in feats or v not in feats[f].items) for f, v in values.items()}
+        new = {f: (f not in feats or v not in feats[f]) for f, v in values.items()}
         any_new = any(new.values())
         settled = self._settled(b, ts)
         if any_new:
@@ -612,8 +623,8 @@ class Behaviour:
                 mine = b.feats.get(f)
                 gc = grp.feats.get(f)
                 oc = org.feats.get(f)
-                group_new = gc is None or v not in gc.items
-                org_new = oc is None or v not in oc.items
+                group_new = gc is None or v not in gc
+                org_new = oc is None or v not in oc
                 if learning and not group_new:
                     break
                 p_id = mine.novelty_rate(ws) if mine is not None else 1.0
@@ -770,27 +781,27 @@ class Behaviour:
         vouched = self._trusted(sub, ev.ts)
         if not new.get("subnet"):
             net, note = 0.0, f"new address in its usual {sub}"
-        elif vouched and len(grp.members) > 1 and gc is not None and sub in gc.items:
+        elif vouched and len(grp.members) > 1 and gc is not None and sub in gc:
             net, note = 10.0, f"{sub} new for it, used by its peers"
         else:
             hood = net_of(sub)
-            near = any(net_of(x) == hood for x in (mine.items if mine is not None else ())) or (
-                gc is not None and any(net_of(x) == hood for x in gc.items)
+            near = any(net_of(x) == hood for x in (mine if mine is not None else ())) or (
+                gc is not None and any(net_of(x) == hood for x in gc)
             )
             oc = self.state.org.feats.get("subnet")
             mc = self.state.mount_subnets.get(ev.identity.auth_mount or "")
             # A machine or person that only ever used one or two networks moving to a network
             # of strangers is a stronger sign than one that roams.
-            steady = 20.0 if mine is not None and len(mine.items) <= 2 else 0.0
+            steady = 20.0 if mine is not None and len(mine) <= 2 else 0.0
             if near:
                 beside = True
                 net, note = 10.0, f"{sub} new for it, beside its usual networks"
-            elif vouched and mc is not None and sub in mc.items:
+            elif vouched and mc is not None and sub in mc:
                 net, note = 15.0, f"{sub} new for it, used by others of {ev.identity.auth_mount}"
-            elif vouched and oc is not None and sub in oc.items:
+            elif vouched and oc is not None and sub in oc:
                 net, note = 25.0 + steady, f"{sub} new for it and its peers"
                 if steady:
-                    note += f"; it used only {len(mine.items) if mine is not None else 0} before"
+                    note += f"; it used only {len(mine) if mine is not None else 0} before"
             elif not vouched:
                 net, note = 60.0, f"{sub}, a network alerted activity came from in the last days"
             else:
@@ -919,10 +930,10 @@ class Behaviour:
         )
         addrs = b.feats.get("address")
         subs = b.feats.get("subnet")
-        known = sorted(subs.items, key=lambda v: -subs.items[v][0])[:3] if subs is not None else []
+        known = sorted(subs, key=lambda v: -subs.long(v))[:3] if subs is not None else []
         baseline = (
-            f"{len(addrs.items) if addrs is not None else 0} known addresses in "
-            f"{len(subs.items) if subs is not None else 0} networks ({', '.join(known)}); "
+            f"{len(addrs) if addrs is not None else 0} known addresses in "
+            f"{len(subs) if subs is not None else 0} networks ({', '.join(known)}); "
             f"{b.days_seen} active days; network {s.net:.0f} + hour {s.hour:.0f} points"
         )
         return Signal(
@@ -949,7 +960,7 @@ class Behaviour:
         if not new["dir"]:
             return
         gc = grp.feats.get("dir")
-        if len(grp.members) > 1 and gc is not None and d in gc.items:
+        if len(grp.members) > 1 and gc is not None and d in gc:
             return
         ts = ev.ts
         marks = [m for m in b.denials if m.ts >= ts - _DENIAL_WINDOW]
@@ -1006,14 +1017,14 @@ class Behaviour:
             return
         tpl = values["op_template"].split(" ", 1)[-1]
         feats = b.feats.get("op_template")
-        if feats is not None and any(f"{op} {tpl}" in feats.items for op in ("create", "update", "patch")):
+        if feats is not None and any(f"{op} {tpl}" in feats for op in ("create", "update", "patch")):
             return  # it wrote this one: reading back its own secret
         names = self.state.user_names
         others = other_names(ev.path, names, b.names)
         gc = grp.feats.get("op_template")
         if others:
             weight = 2.0
-        elif len(grp.members) > 1 and gc is not None and values["op_template"] in gc.items:
+        elif len(grp.members) > 1 and gc is not None and values["op_template"] in gc:
             weight = 0.25  # its peers read it: a colleague's habit, not a harvest
         else:
             weight = 1.0
@@ -1095,9 +1106,12 @@ class Behaviour:
             if long_n < 2.0 or c.short(v) * ss > 0.2 * long_n:
                 continue
             tag = f"rarity.{f}:{v}"
-            if tag in win.fired:
+            fired = win.fired
+            if fired is None:
+                fired = win.fired = {}
+            elif tag in fired:
                 continue
-            win.fired[tag] = 1
+            fired[tag] = 1
             s = -math.log10(p) * 0.6
             if s < self.cfg.min_surprise:
                 continue
@@ -1160,7 +1174,7 @@ class Behaviour:
             x = vec[i]
             if x < mins[i]:
                 continue
-            last = win.fired.get(name, 0)
+            last = win.fired.get(name, 0) if win.fired is not None else 0
             if last and x < 2 * last:
                 continue
             mean, sd = hs.moments(i)
@@ -1174,6 +1188,8 @@ class Behaviour:
                 s *= 0.7
             if s < 3.0:
                 continue
+            if win.fired is None:
+                win.fired = {}
             win.fired[name] = x
             typical = math.expm1(mu)
             family = "error" if name == "errors" else "volume"

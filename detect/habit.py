@@ -96,17 +96,21 @@ def normal_act(act: str) -> str:
     return _DURATION.sub(_bucket, act)
 
 
-class HabitRecord(msgspec.Struct, kw_only=True):
-    """One signature's history: distinct successful days, the last one, the subnets used."""
+class HabitRecord(msgspec.Struct, kw_only=True, gc=False):
+    """One signature's history: distinct successful days, the last one, the subnets used.
+
+    Plain data without cycles (``gc=False``); ``subnets`` and ``subnet_days`` are tuples (each
+    change makes new ones), 16 bytes smaller than lists.
+    """
 
     days: int = 0
     last_day: int = -1
     last_ts: float = 0.0
     #: The last time on a day before ``last_day`` (what "last done" means on a repeat day).
     prev_ts: float = 0.0
-    subnets: list[str] = msgspec.field(default_factory=list)
+    subnets: tuple[str, ...] = ()
     #: The day (UTC) each of ``subnets`` was first used: a subnet is known from the next day on.
-    subnet_days: list[int] = msgspec.field(default_factory=list)
+    subnet_days: tuple[int, ...] = ()
     #: Done successfully during the engine's warm-up (its baseline), on at least one day.
     warmup: bool = False
 
@@ -167,7 +171,7 @@ class HabitBook:
         if rec is None:
             return 0
         today = int(ts // _DAY)
-        days = rec.subnet_days + [-1] * (len(rec.subnets) - len(rec.subnet_days))
+        days = rec.subnet_days + (-1,) * (len(rec.subnets) - len(rec.subnet_days))
         return sum(1 for m, d in zip(rec.subnets, days, strict=True) if m != exclude and d < today)
 
     def habitual(self, key: str, ts: float) -> int:
@@ -200,9 +204,9 @@ class HabitBook:
             rec.last_day = day
         rec.last_ts = max(rec.last_ts, ts)
         if subnet and subnet not in rec.subnets:
-            days = rec.subnet_days + [-1] * (len(rec.subnets) - len(rec.subnet_days))
-            rec.subnets = [*rec.subnets, subnet][-_MAX_SUBNETS:]
-            rec.subnet_days = [*days, day][-_MAX_SUBNETS:]
+            days = rec.subnet_days + (-1,) * (len(rec.subnets) - len(rec.subnet_days))
+            rec.subnets = (*rec.subnets, subnet)[-_MAX_SUBNETS:]
+            rec.subnet_days = (*days, day)[-_MAX_SUBNETS:]
         while len(self.records) > self.limit:
             del self.records[next(iter(self.records))]
 
@@ -222,9 +226,9 @@ class HabitBook:
                 last_day=int(v[1]),
                 last_ts=float(v[2]),
                 prev_ts=float(v[3]),
-                subnets=[str(x) for x in v[4]],
+                subnets=tuple(str(x) for x in v[4]),
                 warmup=bool(v[5]) if len(v) > 5 else False,
-                subnet_days=[int(x) for x in v[6]] if len(v) > 6 else [],
+                subnet_days=tuple(int(x) for x in v[6]) if len(v) > 6 else (),
             )
             for k, v in dict(data).items()
         }

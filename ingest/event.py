@@ -155,7 +155,7 @@ class Entry(_Strict, frozen=True):
     forwarded: bool | None = None
 
 
-class Identity(msgspec.Struct, frozen=True, omit_defaults=True):
+class Identity(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """Who made a request, resolved once at the edge.
 
     ``key`` is the stable per-identity key used for baselines and Kafka partitioning:

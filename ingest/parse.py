@@ -90,8 +90,11 @@ _CHILDREN: Final[dict[type[msgspec.Struct], dict[str, type[msgspec.Struct]]]] = 
 }
 #: Identity cache key: token HMAC, accessor, client id, login entry or not.
 _CacheKey = tuple[str, str | None, str | None, bool]
-#: Tokens whose identity the parser remembers (about 1 KB each with the key and its Identity).
+#: Tokens whose identity the parser remembers (about 600 bytes each: the key with the token and
+#: accessor hashes, and the Identity, whose parts repeated across tokens are shared: ``_share``).
 DEFAULT_IDENTITY_CACHE: Final = 50_000
+#: Distinct repeated identity parts (display names, policy sets, metadata...) the parser shares.
+_SHARED_PARTS: Final = 4096
 _RESP_ERROR: Final = "response.data.error"
 #: Audited (header name, value) pairs the parser remembers as holding no credential.
 _CLEAN_HEADERS: Final = 4096
@@ -141,6 +144,8 @@ class Parser:
         self._identities: dict[_CacheKey, Identity] = {}
         self._identity_order: deque[_CacheKey] = deque()
         self._clean_headers: dict[tuple[str, str], None] = {}
+        # One object per distinct repeated identity part (see _share); bounded, cleared when full.
+        self._shared: dict[Any, Any] = {}
         #: Entries built by the general (redacting) path rather than the one-pass fast path.
         self.general_path = 0
         #: The identity cache's bound (entries; the oldest leaves first) and its counters.
@@ -408,8 +413,10 @@ class Parser:
         self, ck: _CacheKey, auth: Auth, req: Request, raw_path: str, ip: str | None
     ) -> Identity:
         """A cache miss: resolve and remember (the oldest entry leaves when the cache is full)."""
-        identity = resolve_identity(auth, req, raw_path, ip)
+        identity = self._share(resolve_identity(auth, req, raw_path, ip))
         self.identity_misses += 1
+        if identity.client_id is not ck[2]:
+            ck = (ck[0], ck[1], identity.client_id, ck[3])  # an equal key holding the shared id
         self._identities[ck] = identity
         order = self._identity_order
         order.append(ck)
@@ -417,6 +424,42 @@ class Parser:
             del self._identities[order.popleft()]
             self.identity_evictions += 1
         return identity
+
+    def _share(self, identity: Identity) -> Identity:
+        """``identity`` with its repeated parts as one shared object each: every token of a role
+        or person decodes its own copy of the same display name, token type, policies, role name
+        and metadata, and the cache (and the engine, which keeps identities) would hold them all.
+        Equal values, so nothing reads differently; only the memory is shared."""
+        shared = self._shared
+        if len(shared) >= _SHARED_PARTS:
+            shared.clear()
+
+        def one(value: Any) -> Any:
+            return None if value is None else shared.setdefault(value, value)
+
+        md = identity.metadata
+        if md and all(type(v) is str for v in md.values()):
+            # Keyed by its items in order (a dict is not hashable); the dict itself is shared.
+            md = shared.setdefault(("metadata", tuple(md.items())), md)
+        pol = identity.policies
+        if pol:
+            pol = shared.get(pol) or one(tuple(one(p) for p in pol))
+        # Entity ids and accessors are one per identity or token: not shared, but the client id
+        # is mostly the entity id again.
+        eid = identity.entity_id
+        cid = identity.client_id
+        cid = eid if cid is not None and cid == eid else cid
+        return msgspec.structs.replace(
+            identity,
+            entity_id=eid,
+            display_name=one(identity.display_name),
+            auth_mount=one(identity.auth_mount),
+            policies=pol,
+            token_type=one(identity.token_type),
+            client_id=cid,
+            metadata=md,
+            role_name=one(identity.role_name),
+        )
 
     def _build_general(self, entry: Entry, extra: dict[str, Any] | None, source: str | None) -> AuditEvent:
         self.general_path += 1

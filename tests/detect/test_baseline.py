@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detect.baseline import Baseline, Clock, Mark, Suspect, TopK, hour_of_week
+from detect.baseline import SMALL_TOPK, Baseline, Clock, Mark, Suspect, TopK, hour_of_week
 from detect.behaviour import how_tail
 from detect.templates import area_of, directory_of, net_of, other_names, own_names, subnet_of, template_path
 
@@ -146,6 +147,92 @@ def test_topk_invariants(k: int, stream: list[tuple[int, float]]) -> None:
     for val, n in true.items():
         if n > total / k * (1 + 1e-9):
             assert val in c.items
+
+
+class _DictTopK:
+    """The counter as first written (``items: {value: [long, short, error]}``): the reference."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.items: dict[str, list[float]] = {}
+        self.new_l = self.new_s = self.tot_l = self.tot_s = 0.0
+
+    def observe(self, value: str, wl: float, ws: float) -> bool:
+        self.tot_l += wl
+        self.tot_s += ws
+        it = self.items.get(value)
+        if it is not None:
+            it[0] += wl
+            it[1] += ws
+            return False
+        self.new_l += wl
+        self.new_s += ws
+        if len(self.items) >= self.k:
+            victim = min(self.items, key=lambda v: self.items[v][0])
+            floor = self.items.pop(victim)
+            self.items[value] = [floor[0] + wl, floor[1] + ws, floor[0]]
+        else:
+            self.items[value] = [wl, ws, 0.0]
+        return True
+
+    def payload(self) -> dict[str, Any]:
+        return {"k": self.k, "items": self.items, "new_l": self.new_l, "new_s": self.new_s,
+                "tot_l": self.tot_l, "tot_s": self.tot_s}  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    k=st.integers(min_value=1, max_value=2 * SMALL_TOPK),
+    stream=st.lists(
+        st.tuples(st.integers(0, 3 * SMALL_TOPK), st.sampled_from([0.5, 1.0, 2.0])), max_size=150
+    ),
+    cut=st.integers(min_value=0, max_value=150),
+)
+def test_flat_counter_matches_the_dict_counter_and_restores_from_it(
+    k: int, stream: list[tuple[int, float]], cut: int
+) -> None:
+    """The flat layout counts, evicts (on ties too: few distinct weights) and orders its values as
+    the dict layout did, small or past SMALL_TOPK; a counter saved in the dict layout (a snapshot
+    from before) restores at any point with every count, and goes on the same."""
+    ref, c = _DictTopK(k), TopK(k=k)
+    for i, (n, w) in enumerate(stream):
+        if i == cut:
+            c = msgspec.msgpack.decode(msgspec.msgpack.encode(ref.payload()), type=TopK)
+            assert list(c.items.items()) == list(ref.items.items())
+        v = f"value-{n}"
+        assert c.observe(v, w, w / 4) == ref.observe(v, w, w / 4)
+        assert list(c.items.items()) == list(ref.items.items())
+        assert (c.new_l, c.new_s, c.tot_l, c.tot_s) == (ref.new_l, ref.new_s, ref.tot_l, ref.tot_s)
+        assert len(c) == len(ref.items) and list(c) == list(ref.items) and v in c
+        assert (c.lower(v), c.short(v), c.long(v)) == (
+            ref.items[v][0] - ref.items[v][2],
+            ref.items[v][1],
+            ref.items[v][0],
+        )
+    assert c.top(3, 1.0) == [
+        (v, round(x[0], 3)) for v, x in sorted(ref.items.items(), key=lambda kv: (-kv[1][0], kv[0]))[:3]
+    ]
+    back = msgspec.msgpack.decode(msgspec.msgpack.encode(c), type=TopK)
+    assert back == c and list(back.items.items()) == list(ref.items.items())
+
+
+def test_an_old_baseline_with_dict_counters_restores() -> None:
+    """A Baseline from a snapshot written before the flat counters: small counters are converted,
+    large ones kept as a table, and every count survives."""
+    small = _DictTopK(3)
+    for v, w in (("a", 2.0), ("b", 1.0), ("a", 1.0), ("c", 1.0), ("d", 0.5)):  # d evicts b (first of two 1.0)
+        small.observe(v, w, w)
+    big = _DictTopK(64)
+    for i in range(SMALL_TOPK + 5):
+        big.observe(f"v{i}", 1.0 + i, 1.0)
+    old = {"key": "entity:x", "feats": {"dir": small.payload(), "op_template": big.payload()}}
+    b = msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=Baseline)
+    c = b.feats["dir"]
+    assert c.table is None and c.cells == ["a", 3.0, 3.0, 0.0, "c", 1.0, 1.0, 0.0, "d", 1.5, 1.5, 1.0]
+    assert c.lower("d") == 0.5 and c.short("a") == 3.0 and (c.tot_l, c.new_l) == (5.5, 4.5)
+    t = b.feats["op_template"]
+    assert t.table is not None and len(t) == SMALL_TOPK + 5 and t.lower("v7") == 8.0
+    assert list(t.items.items()) == list(big.items.items())
 
 
 @settings(max_examples=60, deadline=None)

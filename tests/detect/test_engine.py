@@ -19,7 +19,7 @@ import pytest
 
 import detect
 from detect.alert import Alert, Reason
-from detect.engine import Engine
+from detect.engine import Engine, EngineState
 from detect.errors import VerdictError
 from detect.types import Finding
 from ingest.event import AuditEvent, Identity
@@ -346,6 +346,62 @@ def test_replay_is_deterministic_and_snapshot_restore_is_equivalent(month: Tagge
     rest = _run(events[cut:], second)
     combined = {**part1, **{a.id: a for a in rest}}
     assert list(combined.values()) == straight
+
+
+def _old_layout(snap: bytes) -> bytes:
+    """``snap`` re-encoded as the engine wrote it before counters became flat lists: every TopK
+    as ``items: {value: [long, short, error]}``, hour statistics and fired signals as empty
+    containers (not omitted), habit subnets as lists."""
+    raw = msgspec.msgpack.decode(snap)
+
+    def topk(c: dict[str, Any]) -> dict[str, Any]:
+        assert "items" in c or "cells" in c  # a counter, in the flat (small) or the table layout
+        cells = c.pop("cells", [])
+        items = c.pop("items", None) or {cells[i]: cells[i + 1 : i + 4] for i in range(0, len(cells), 4)}
+        return {"new_l": 0.0, "new_s": 0.0, "tot_l": 0.0, "tot_s": 0.0, **c, "items": items}
+
+    beh = raw["behaviour"]
+    groups = [*beh["groups"].values(), beh["org"]]
+    for owner in [*beh["identities"].values(), *groups]:
+        owner["feats"] = {f: topk(c) for f, c in owner["feats"].items()}
+    beh["mount_subnets"] = {m: topk(c) for m, c in beh["mount_subnets"].items()}
+    for b in beh["identities"].values():
+        hs = b["hstats"]
+        hs["s1"], hs["s2"] = hs.get("s1") or [], hs.get("s2") or []
+        b["window"]["fired"] = b["window"].get("fired") or {}
+    return msgspec.msgpack.encode(raw)
+
+
+def test_a_snapshot_in_the_old_counter_layout_restores_and_continues_the_same(month: Tagged) -> None:
+    """A production upgrade: a checkpoint written before the flat counters restores, every count
+    survives, and detection goes on exactly as if the engine had never stopped."""
+    events = [e for e, _ in month]
+    cut = len(events) * 9 // 10
+    straight = _run(events)
+    first = Engine({}, seed=3, detectors=[])
+    part1: dict[str, Alert] = {}
+    for ev in events[:cut]:
+        for a in first.process(ev):
+            part1[a.id] = a
+    old = _old_layout(first.snapshot())
+    assert b'"cells"' not in old and b"cells" not in old
+    second = Engine({}, seed=3, detectors=[])
+    second.restore(old)
+    assert second.identities() == first.identities()
+    for key in first.identities():
+        # Per feature, the ten heaviest values and their decayed counts; the totals.
+        assert second.identity_summary(key) == first.identity_summary(key)
+        for horizon in ("long", "short"):
+            assert second.baselines.total(key, horizon) == first.baselines.total(key, horizon) > 0
+    assert second.baselines.count("entity:dev00", "mount", "secret/") > 0
+    assert second.baselines.count("entity:dev00", "mount", "secret/") == first.baselines.count(
+        "entity:dev00", "mount", "secret/"
+    )
+    # The whole restored state equals the state the new code had kept (sets compare unordered).
+    state = msgspec.msgpack.decode(second.snapshot(), type=EngineState)
+    assert state == msgspec.msgpack.decode(first.snapshot(), type=EngineState)
+    rest = _run(events[cut:], second)
+    assert list({**part1, **{a.id: a for a in rest}}.values()) == straight
 
 
 def test_identity_state_is_small(month: Tagged) -> None:

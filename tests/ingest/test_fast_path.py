@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from bench.fuzz import generate, load_seeds
 from ingest import Deduplicator, ParseError, Parser
 from ingest.event import Entry
+from ingest.identity import resolve_identity
 
 _DECODE = msgspec.json.Decoder(Entry)
 
@@ -117,6 +118,46 @@ def test_identity_cache_checks_what_the_identity_depends_on() -> None:
     assert first.key != other.key and other.accessor == "hmac-sha256:a002"
     assert p.identity_cache_stats()["misses"] == 2 and p.identity_cache_stats()["size"] == 2
     assert p.parse(_line("beef", "a001")).identity == first and p.identity_cache_stats()["misses"] == 2
+
+
+def _approle(token: str, entity: str, metadata: str = '{"role_name":"web"}') -> bytes:
+    return (
+        b'{"time":"2026-01-01T00:00:00Z","type":"response","auth":{"client_token":"hmac-sha256:'
+        + token.encode()
+        + b'","accessor":"hmac-sha256:a'
+        + token.encode()
+        + b'","display_name":"approle","policies":["default","web"],"token_type":"service",'
+        + b'"entity_id":"'
+        + entity.encode()
+        + b'","metadata":'
+        + metadata.encode()
+        + b'},"request":{"id":"r1","operation":"read","path":"kv/data/x","client_id":"'
+        + entity.encode()
+        + b'"},"response":{}}'
+    )
+
+
+def test_cached_identities_share_their_repeated_parts() -> None:
+    """Tokens of one role hold one display name, policy set, token type, role name and metadata
+    between them (and the client id is the entity id's string): the same values as resolving
+    each entry on its own, kept once."""
+    p = Parser()
+    lines = [_approle(f"{i:04x}", f"e{i}") for i in range(3)]
+    a, b, c = (p.parse(line).identity for line in lines)
+    assert a.key != b.key != c.key
+    for x in (b, c):
+        assert x.policies is a.policies and x.metadata is a.metadata and x.role_name is a.role_name
+        assert x.display_name is a.display_name and x.token_type is a.token_type
+    assert a.client_id is a.entity_id
+    for line, ident in zip(lines, (a, b, c), strict=True):
+        entry = msgspec.json.decode(line, type=Entry)
+        assert entry.auth is not None and entry.request is not None
+        assert ident == resolve_identity(entry.auth, entry.request, "kv/data/x", None)
+    # Metadata with other than strings is kept as decoded (1 and true are equal, not the same).
+    d = p.parse(_approle("d001", "e9", '{"role_name":"web","n":1}')).identity
+    e = p.parse(_approle("d002", "e10", '{"role_name":"web","n":true}')).identity
+    assert d.metadata == {"role_name": "web", "n": 1} and e.metadata == {"role_name": "web", "n": True}
+    assert d.metadata is not e.metadata and e.metadata is not None and e.metadata["n"] is True
 
 
 class _ReferenceDedup:
