@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pyarrow.dataset as ds
 import pytest
 import sqlalchemy as sa
 
@@ -203,6 +204,51 @@ def test_event_search_and_range_cap(client: TestClient, creds: Creds, seed: Seed
     one = client.get("/api/v1/events", params={"request_id": rid}, headers=h).json()["items"]
     assert {e["request_id"] for e in one} == {rid}
     assert "client_token_hmac" not in r.text
+
+
+def _every_event(client: TestClient, headers: dict[str, str], **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    offset: int | None = 0
+    while offset is not None:
+        r = client.get("/api/v1/events", params={**params, "limit": 500, "offset": offset}, headers=headers)
+        assert r.status_code == 200, r.text
+        items += r.json()["items"]
+        offset = r.json()["next_offset"]
+    return items
+
+
+def test_event_search_by_approle_role(client: TestClient, creds: Creds, seed: Seed) -> None:
+    """The seed's AppRole clients (role pxl-core-runtime) share the display name approle with any
+    other AppRole client: role_name is what finds their entries."""
+    h = key_headers(creds, "viewer")
+    role = "pxl-core-runtime"
+    # What the archive's files hold, read without the API or the archive's query.
+    rows = (
+        ds.dataset(seed.archive_root, format="parquet", partitioning="hive")
+        .to_table(columns=["request_id", "type", "role_name"])
+        .to_pylist()
+    )
+    want = {(r["request_id"], r["type"]) for r in rows if r["role_name"] == role}
+    assert want and len(want) < len(rows)
+    items = _every_event(client, h, role_name=role)
+    assert {(e["request_id"], e["type"]) for e in items} == want and len(items) == len(want)
+    assert {e["role_name"] for e in items} == {role}
+    assert {e["display_name"] for e in items} == {"approle"}
+    assert any(e["path"].startswith("logos/data/pxl-core/runtime/") for e in items)
+    # With other filters; every response names the role (null for other identities).
+    r = client.get(
+        "/api/v1/events",
+        params={"role_name": role, "path_prefix": "logos/data/pxl-core/runtime/db", "limit": 5},
+        headers=h,
+    )
+    assert r.status_code == 200, r.text
+    page = r.json()["items"]
+    assert len(page) == 5 and all(e["role_name"] == role and e["path"].endswith("/db") for e in page)
+    everyone = _every_event(client, h)
+    assert len(everyone) == len(rows) and {e["role_name"] for e in everyone} == {role, None}
+    assert client.get("/api/v1/events", params={"role_name": "approle"}, headers=h).json()["items"] == []
+    r = client.get("/api/v1/events", params={"role_name": "r" * 257}, headers=h)
+    assert r.status_code == 422
 
 
 def test_stream_sends_changed_alerts(client: TestClient, creds: Creds, seed: Seed) -> None:

@@ -241,6 +241,7 @@ class EventPublic(BaseModel):
     type: str
     identity_key: str
     display_name: str | None
+    role_name: str | None = Field(description="AppRole role; null for other identities and older entries")
     path: str
     operation: str | None
     mount_point: str | None

@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Columns read from the archive: never token HMACs or redaction marks. ``display_name``,
 #: ``policies`` and ``role_name`` name the identities (:func:`.data.report_label`); a column the
-#: archive's schema does not have (``role_name`` before the archive keeps the AppRole role name)
-#: is not asked for, and identities are then named without it.
+#: archive's schema does not have is not asked for, and ``role_name`` is null in files written
+#: before the archive kept the AppRole role name: identities are then named without it.
 _COLUMNS = tuple(
     c
     for c in (

@@ -4,12 +4,15 @@ Layout (hive-style, so pandas/pyarrow dataset filters prune partitions by path):
 
     <root>/date=2026-11-28/hour=13/part-<writer>-<seq>.parquet
 
-The archive keeps *who did what, where, from where and how it went*: identity, path and its
-template (``detect.templates``: UUIDs, numbers and random ids folded), operation,
-mount, namespace, address, outcome, a short error, and the HMACs of the caller's token and
-accessor (``hmac-sha256:...`` values only, so "what did this token touch" can be answered). It
-never keeps request or response data; a token or accessor that the audit device wrote in
-plaintext (``log_raw``) reaches it only as the parser's pseudonym (``hmac-sha256:vw:...``).
+The archive keeps *who did what, where, from where and how it went*: identity (and the AppRole
+role name, which tells AppRole clients apart: they all share the display name ``approle``), path
+and its template (``detect.templates``: UUIDs, numbers and random ids folded), operation, mount,
+namespace, address, outcome, a short error, and the HMACs of the caller's token and accessor
+(``hmac-sha256:...`` values only, so "what did this token touch" can be answered). It never keeps
+request or response data; a token or accessor that the audit device wrote in plaintext
+(``log_raw``) reaches it only as the parser's pseudonym (``hmac-sha256:vw:...``). Files written
+before a column was added (``role_name``) are read with it null: queries read every file with
+:data:`SCHEMA`.
 
 Writes are buffered per partition and flushed when a partition's buffer reaches ``max_rows``,
 when ``flush_interval`` seconds have passed since the last flush, and on :meth:`close`. Each
@@ -76,6 +79,9 @@ SCHEMA: Final = pa.schema(
         pa.field("identity_kind", pa.string(), nullable=False),
         pa.field("entity_id", pa.string()),
         pa.field("display_name", pa.string()),
+        # The AppRole role (``identity.role_name``): AppRole clients all share the display name
+        # ``approle``. Absent from files written before it was added; they read as null.
+        pa.field("role_name", pa.string()),
         pa.field("policies", pa.list_(pa.string())),
         pa.field("path", pa.string(), nullable=False),
         pa.field("path_template", pa.string(), nullable=False),
@@ -127,6 +133,7 @@ def event_row(ev: AuditEvent) -> dict[str, Any]:
         "identity_kind": ident.kind,
         "entity_id": ident.entity_id,
         "display_name": ident.display_name,
+        "role_name": ident.role_name,
         "policies": list(ident.policies),
         "path": ev.path,
         # Cached in detect.templates: audit paths repeat enormously, so this is a dict lookup.
@@ -455,6 +462,7 @@ class EventArchive:
         identity: str | None = None,
         path_prefix: str | None = None,
         path_template: str | None = None,
+        role_name: str | None = None,
         operation: str | Sequence[str] | None = None,
         remote_ip: str | None = None,
         outcome: str | Sequence[str] | None = None,
@@ -471,15 +479,18 @@ class EventArchive:
         """Events matching every given filter, ordered by time, as a DataFrame.
 
         ``identity`` is an identity key (``entity:<id>``, ``token:<name>``...); ``accessor`` and
-        ``client_token_hmac`` are ``hmac-sha256:`` values as the audit device wrote them; ``start`` is
-        inclusive and ``end`` exclusive. Only the hour partitions inside the range are opened,
-        the other filters are pushed down to the Parquet reader, and with ``limit`` the scan
-        stops as soon as enough rows were found. Written-but-unflushed events are not visible.
+        ``client_token_hmac`` are ``hmac-sha256:`` values as the audit device wrote them;
+        ``role_name`` is an AppRole role name (files written before the archive kept it read as
+        null there, so their rows never match it); ``start`` is inclusive and ``end`` exclusive.
+        Only the hour partitions inside the range are opened, the other filters are pushed down
+        to the Parquet reader, and with ``limit`` the scan stops as soon as enough rows were
+        found. Written-but-unflushed events are not visible.
         """
         expr = self._filter(
             identity=identity,
             path_prefix=path_prefix,
             path_template=path_template,
+            role_name=role_name,
             operation=operation,
             remote_ip=remote_ip,
             outcome=outcome,
@@ -553,6 +564,7 @@ class EventArchive:
         identity: str | None,
         path_prefix: str | None,
         path_template: str | None,
+        role_name: str | None,
         operation: str | Sequence[str] | None,
         remote_ip: str | None,
         outcome: str | Sequence[str] | None,
@@ -579,6 +591,8 @@ class EventArchive:
             parts.append(pc.starts_with(ds.field("path"), pattern=path_prefix))
         if path_template is not None:
             parts.append(ds.field("path_template") == path_template)
+        if role_name is not None:
+            parts.append(ds.field("role_name") == role_name)
         for name, value in (("operation", operation), ("outcome", outcome)):
             if value is None:
                 continue

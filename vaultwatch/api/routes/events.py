@@ -1,4 +1,5 @@
-"""Search the event archive: by identity, path prefix, operation, address, outcome, request id.
+"""Search the event archive: by identity, AppRole role, path prefix, operation, address, outcome,
+request id.
 
 Every search is bounded in time (``since``/``until``, at most ``max_event_range_hours`` apart;
 the default is the last 24 hours) so a query opens a bounded number of hourly partitions.
@@ -46,6 +47,7 @@ def event_models(frame: Any) -> list[EventPublic]:
                 type=str(row["type"]),
                 identity_key=str(row["identity_key"]),
                 display_name=_text(row.get("display_name")),
+                role_name=_text(row.get("role_name")),
                 path=str(row["path"]),
                 operation=_text(row.get("operation")),
                 mount_point=_text(row.get("mount_point")),
@@ -71,6 +73,7 @@ def search_events(
     ctx: Ctx,
     who: Viewer,
     identity: Annotated[str | None, Query(max_length=512)] = None,
+    role_name: Annotated[str | None, Query(max_length=256, description="AppRole role name")] = None,
     path_prefix: Annotated[str | None, Query(max_length=1024)] = None,
     operation: Annotated[str | None, Query(max_length=32)] = None,
     remote_ip: Annotated[str | None, Query(max_length=64)] = None,
@@ -93,6 +96,7 @@ def search_events(
     try:
         frame = ctx.archive.query(
             identity=identity,
+            role_name=role_name or None,
             path_prefix=path_prefix or None,
             operation=operation,
             remote_ip=remote_ip,
