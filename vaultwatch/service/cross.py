@@ -184,6 +184,10 @@ class _State(msgspec.Struct, kw_only=True):
     now: float = float("-inf")
 
 
+#: Built at import, in one thread: see ``detect.engine._STATE_DECODER``.
+_STATE_DEC: Final = msgspec.msgpack.Decoder(_State)
+
+
 def _order(r: XRecord) -> tuple[float, str, str, bool, bytes]:
     return (r.ts, r.scope, r.key, r.witness, r.event)
 
@@ -354,7 +358,7 @@ class CrossState:
         return _ENC.encode(st)
 
     def restore(self, data: bytes) -> None:
-        st = msgspec.msgpack.decode(data, type=_State)
+        st = _STATE_DEC.decode(data)
         for scope, blob in st.engines.items():
             if scope in self.engines:
                 self.engines[scope].restore(blob)
@@ -375,7 +379,7 @@ class CrossState:
 def describe(snapshot: bytes) -> dict[str, Any]:
     """What a :meth:`CrossState.snapshot` holds, for operators and tests: sources idle, their
     marks, the last offset heard from each, records still buffered, records judged late."""
-    st = msgspec.msgpack.decode(snapshot, type=_State)
+    st = _STATE_DEC.decode(snapshot)
     return {
         "idle": sorted(st.idle),
         "marks": dict(st.marks),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -108,6 +108,9 @@ class CrossLayout(msgspec.Struct, array_like=True):
     sources: int
 
 
+_LAYOUT_DEC: Final = msgspec.msgpack.Decoder(CrossLayout)
+
+
 def layout_key(group: str) -> str:
     """Where a group's :class:`CrossLayout` is kept (not under ``engine/`` or ``cross/``)."""
     return f"layout/{group}"
@@ -130,7 +133,7 @@ def pin_layout(store: Any, kafka: Any, topic: str, xtopic: str, group: str) -> C
             with store.transaction() as tx:
                 tx.save_checkpoint(key, msgspec.msgpack.encode(layout))
         return layout
-    layout = msgspec.msgpack.decode(blob, type=CrossLayout)
+    layout = _LAYOUT_DEC.decode(blob)
     problems = []
     if sources != layout.sources:
         problems.append(

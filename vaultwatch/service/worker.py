@@ -46,7 +46,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -91,6 +91,10 @@ class _Checkpoint(msgspec.Struct):
     #: After a recreation: entries at or before this event time were handled from the old log,
     #: so their copies in the new one (a shipper re-sending from its own checkpoint) are skipped.
     resent_until: float | None = None
+
+
+#: Built at import, in one thread: see ``detect.engine._STATE_DECODER``.
+CHECKPOINT_DECODER: Final = msgspec.msgpack.Decoder(_Checkpoint)
 
 
 @dataclass
@@ -280,7 +284,7 @@ class Worker:
         with self.store.transaction(read_only=True) as tx:
             blob = tx.load_checkpoint(self._checkpoint_key(topic, partition))
         if blob is not None:
-            cp = msgspec.msgpack.decode(blob, type=_Checkpoint)
+            cp = CHECKPOINT_DECODER.decode(blob)
             engine.restore(cp.engine)
             st.next_offset, st.hour, st.verdict_id = cp.offset, cp.hour, cp.verdict_id
             st.topic_id, st.base, st.resent_until = cp.topic_id, cp.base, cp.resent_until
@@ -726,7 +730,7 @@ class Worker:
             try:
                 with self.store.transaction(read_only=True) as tx:
                     blob = tx.load_checkpoint(self._checkpoint_key(topic, partition))
-                cp = msgspec.msgpack.decode(blob, type=_Checkpoint) if blob is not None else None
+                cp = CHECKPOINT_DECODER.decode(blob) if blob is not None else None
                 offset: int | None = cp.offset if cp is not None else 0
                 tid = topic_id(topic) if topic_id is not None and cp is not None and cp.topic_id else None
                 if cp is not None and tid is not None and tid != cp.topic_id:

@@ -153,6 +153,10 @@ class _Checkpoint(msgspec.Struct):
     engine: bytes
 
 
+#: Built at import: the API serves requests on several threads (see detect.engine._STATE_DECODER).
+_CHECKPOINT_DEC = msgspec.msgpack.Decoder(_Checkpoint)
+
+
 def _detect_config(settings: Any) -> dict[str, Any]:
     detect = getattr(settings, "detect", None)
     if detect is None:
@@ -186,7 +190,7 @@ def load_engines(ctx: AppContext) -> list[Any]:
         if blob is None:
             continue
         try:
-            cp = msgspec.msgpack.decode(blob, type=_Checkpoint)
+            cp = _CHECKPOINT_DEC.decode(blob)
             # The workers' detection settings (learning period, risk half-life) shape the
             # summaries; the pluggable detectors are not needed to read baselines.
             eng = Engine(_detect_config(ctx.settings), detectors=[])
