@@ -49,6 +49,9 @@ __all__ = [
     "Mark",
     "Suspect",
     "hour_of_week",
+    "pack_rid",
+    "unpack_rid",
+    "SMALL_READS",
 ]
 
 #: Feature names counted per identity (also the ``feature`` argument of ``BaselineView.count``).
@@ -332,6 +335,32 @@ class HourStats(msgspec.Struct, kw_only=True, gc=False):
             self.s2 = [x * fs for x in self.s2]
 
 
+#: A window keeps up to this many distinct read paths in a list (scanned); past it, a set.
+SMALL_READS: Final = 16
+
+
+def pack_rid(rid: str) -> str | bytes:
+    """``rid`` as 16 bytes when it is a canonical (lower-case, hyphenated) UUID, else as it is.
+
+    :func:`unpack_rid` gives back the same string, so nothing that reads the ids sees a change.
+    """
+    if len(rid) != 36 or rid[8] != "-" or rid[13] != "-" or rid[18] != "-" or rid[23] != "-":
+        return rid
+    try:
+        raw = bytes.fromhex(rid[:8] + rid[9:13] + rid[14:18] + rid[19:23] + rid[24:])
+    except ValueError:
+        return rid
+    return raw if unpack_rid(raw) == rid else rid
+
+
+def unpack_rid(rid: str | bytes) -> str:
+    """The request id string of a :func:`pack_rid` result."""
+    if isinstance(rid, str):
+        return rid
+    h = rid.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 class Window(msgspec.Struct, kw_only=True, gc=False):
     """The identity's current event-time hour: what volume and the model look at."""
 
@@ -340,9 +369,16 @@ class Window(msgspec.Struct, kw_only=True, gc=False):
     lists: int = 0
     errors: int = 0
     new_values: int = 0
-    reads: set[str] = msgspec.field(default_factory=set)
+    #: The distinct paths read (only their number is used): None until the first, a list of up
+    #: to :data:`SMALL_READS` (a set of a few strings cost 216 bytes), then ``many_reads``.
+    #: Snapshots from before hold a set here (encoded as an array).
+    reads: list[str] | None = None
+    many_reads: set[str] | None = None
     addresses: list[str] = msgspec.field(default_factory=list)
-    event_ids: list[str] = msgspec.field(default_factory=list)
+    #: Request ids; a canonical UUID as its 16 bytes (49 bytes, not 85), see :func:`pack_rid`.
+    #: ``str | bytes`` in fact (msgspec takes no union of two string-like types; msgpack keeps
+    #: them apart as str and bin). Snapshots from before hold strings only.
+    event_ids: list[Any] = msgspec.field(default_factory=list)
     #: Signals fired in this window (None until the first: most windows fire none).
     fired: dict[str, int] | None = None
     first_ts: float = 0.0
@@ -351,10 +387,46 @@ class Window(msgspec.Struct, kw_only=True, gc=False):
     def __post_init__(self) -> None:
         if not self.fired:  # an empty dict from an old snapshot
             self.fired = None
+        r = self.reads
+        if r is not None:
+            if len(set(r)) > SMALL_READS:  # a large set from an old snapshot
+                self.many_reads = set(r)
+                self.reads = None
+            elif not r:
+                self.reads = None
+        self.event_ids = [pack_rid(x) if type(x) is str else x for x in self.event_ids]
+
+    def add_read(self, path: str) -> None:
+        """Count ``path`` as read in this window (once)."""
+        m = self.many_reads
+        if m is not None:
+            m.add(path)
+            return
+        r = self.reads
+        if r is None:
+            self.reads = [path]
+        elif path not in r:
+            if len(r) < SMALL_READS:
+                r.append(path)
+            else:
+                self.many_reads = {*r, path}
+                self.reads = None
+
+    def distinct_reads(self) -> int:
+        """How many distinct paths were read in this window."""
+        m = self.many_reads
+        if m is not None:
+            return len(m)
+        r = self.reads
+        return 0 if r is None else len(r)
+
+    def request_ids(self) -> tuple[str, ...]:
+        """The request ids as they came (strings)."""
+        return tuple(unpack_rid(x) for x in self.event_ids)
 
     def vector(self) -> tuple[int, ...]:
         """The per-hour metrics in :data:`METRICS` order."""
-        return (self.events, len(self.reads), self.lists, self.errors)
+        return (self.events, self.distinct_reads(), self.lists, self.errors)
 
 
 class Mark(msgspec.Struct, kw_only=True, gc=False):
@@ -421,7 +493,9 @@ class Baseline(msgspec.Struct, kw_only=True, gc=False):
     day_s0: float = 0.0
     day_s1: float = 0.0
     day_s2: float = 0.0
-    new_times: list[float] = msgspec.field(default_factory=list)
+    #: Times of first-seen templates within the day (None until the first; as are ``denials``
+    #: and ``firsts``: three empty lists cost 168 bytes). Snapshots from before hold [].
+    new_times: list[float] | None = None
     new_fired: int = 0
     #: Who this is as a person reads it (user, AppRole role...), for titles.
     who: str = ""
@@ -430,11 +504,11 @@ class Baseline(msgspec.Struct, kw_only=True, gc=False):
     #: The current use of the credential from a new address, if unusual (see :class:`Suspect`).
     suspect: Suspect | None = None
     #: Denials on paths outside the identity's and its peers' habit, within the last hour.
-    denials: list[Mark] = msgspec.field(default_factory=list)
+    denials: list[Mark] | None = None
     denials_emitted: float = 0.0
     #: First-time secret reads within the slow-exfiltration window, and the identity's norm:
     #: weighted first reads since it left learning (``first_from``, 0 = not yet).
-    firsts: list[Mark] = msgspec.field(default_factory=list)
+    firsts: list[Mark] | None = None
     first_total: float = 0.0
     first_from: float = 0.0
     first_fired: float = 0.0
@@ -451,6 +525,13 @@ class Baseline(msgspec.Struct, kw_only=True, gc=False):
 
     def __post_init__(self) -> None:
         self.hours()
+        # Empty lists from an old snapshot: None, as a new baseline has.
+        if not self.new_times:
+            self.new_times = None
+        if not self.denials:
+            self.denials = None
+        if not self.firsts:
+            self.firsts = None
 
     def hours(self) -> dict[int, float]:
         """The hour-of-week histogram, sparse (a dense list from an old snapshot is converted)."""
