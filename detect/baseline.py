@@ -52,6 +52,7 @@ __all__ = [
     "pack_rid",
     "unpack_rid",
     "SMALL_READS",
+    "SMALL_HOURS",
 ]
 
 #: Feature names counted per identity (also the ``feature`` argument of ``BaselineView.count``).
@@ -335,6 +336,8 @@ class HourStats(msgspec.Struct, kw_only=True, gc=False):
             self.s2 = [x * fs for x in self.s2]
 
 
+#: A baseline keeps up to this many active hours-of-week in a flat list; past it, in a dict.
+SMALL_HOURS: Final = 8
 #: A window keeps up to this many distinct read paths in a list (scanned); past it, a set.
 SMALL_READS: Final = 16
 
@@ -482,8 +485,13 @@ class Baseline(msgspec.Struct, kw_only=True, gc=False):
     n: int = 0
     feats: dict[str, TopK] = msgspec.field(default_factory=dict)
     #: Decayed activity per hour-of-week (0..167). Sparse: most hours are never active, and a
-    #: dense list cost about 1.4 KB per identity. Snapshots from before hold a dense list.
-    how: dict[int, float] | list[float] = msgspec.field(default_factory=dict)
+    #: dense list cost about 1.4 KB per identity. Snapshots from before hold a dense list, or a
+    #: dict (every snapshot before ``how_pairs``). Up to :data:`SMALL_HOURS` active hours live in
+    #: ``how_pairs`` (``[hour, value, hour, value, ...]`` in first-active order, 72 bytes for one
+    #: hour where a dict cost 184) and ``how`` is None; past it, ``how`` is the dict again, in the
+    #: same order. Read it with :meth:`hour_items`, :meth:`hour`, :meth:`hours_dense`.
+    how: dict[int, float] | list[float] | None = None
+    how_pairs: list[int | float] | None = None
     how_total: float = 0.0
     hstats: HourStats = msgspec.field(default_factory=HourStats)
     window: Window = msgspec.field(default_factory=Window)
@@ -516,7 +524,12 @@ class Baseline(msgspec.Struct, kw_only=True, gc=False):
     def rescale(self, fl: float, fs: float) -> None:
         for c in self.feats.values():
             c.rescale(fl, fs)
-        self.how = {i: x * fl for i, x in self.hours().items()}
+        p = self.how_pairs
+        if p is not None:
+            for i in range(1, len(p), 2):
+                p[i] = p[i] * fl
+        elif self.how is not None:
+            self.how = {i: x * fl for i, x in self.hours().items()}
         self.how_total *= fl
         self.hstats.rescale(fs)
         self.day_s0 *= fs
@@ -524,7 +537,19 @@ class Baseline(msgspec.Struct, kw_only=True, gc=False):
         self.day_s2 *= fs
 
     def __post_init__(self) -> None:
-        self.hours()
+        p = self.how_pairs
+        if p is not None:
+            if len(p) % 2 or not all(type(h) is int and 0 <= h < 168 for h in p[::2]):
+                raise ValueError("Baseline how_pairs must be [hour, value, ...]")
+            if self.how is not None:
+                raise ValueError("Baseline has both how and how_pairs")
+            for i in range(1, len(p), 2):
+                p[i] = float(p[i])
+        elif self.how is not None:
+            h = self.hours()  # a dense list from an old snapshot becomes the dict first
+            if len(h) <= SMALL_HOURS:
+                self.how_pairs = [v for kv in h.items() for v in kv] or None
+                self.how = None
         # Empty lists from an old snapshot: None, as a new baseline has.
         if not self.new_times:
             self.new_times = None
@@ -534,16 +559,57 @@ class Baseline(msgspec.Struct, kw_only=True, gc=False):
             self.firsts = None
 
     def hours(self) -> dict[int, float]:
-        """The hour-of-week histogram, sparse (a dense list from an old snapshot is converted)."""
+        """The hour-of-week histogram, sparse, in first-active order (a copy when small)."""
+        p = self.how_pairs
+        if p is not None:
+            return {int(p[i]): float(p[i + 1]) for i in range(0, len(p), 2)}
         h = self.how
+        if h is None:
+            return {}
         if isinstance(h, list):
             h = self.how = {i: x for i, x in enumerate(h) if x}
         return h
 
+    def hour_items(self) -> list[tuple[int, float]]:
+        """``(hour of week, value)`` of the active hours, in first-active order."""
+        p = self.how_pairs
+        if p is not None:
+            return [(int(p[i]), float(p[i + 1])) for i in range(0, len(p), 2)]
+        return list(self.hours().items())
+
+    def hour(self, how: int) -> float:
+        """The stored value of hour-of-week ``how`` (0 when never active)."""
+        p = self.how_pairs
+        if p is not None:
+            for i in range(0, len(p), 2):
+                if p[i] == how:
+                    return float(p[i + 1])
+            return 0.0
+        return self.hours().get(how, 0.0)
+
+    def add_hour(self, how: int, w: float) -> None:
+        """Add ``w`` to hour-of-week ``how``."""
+        p = self.how_pairs
+        if p is None and self.how is None:
+            self.how_pairs = [how, 0.0 + w]
+            return
+        if p is not None:
+            for i in range(0, len(p), 2):
+                if p[i] == how:
+                    p[i + 1] = p[i + 1] + w
+                    return
+            if len(p) < 2 * SMALL_HOURS:
+                p += (how, 0.0 + w)
+                return
+            self.how = {int(p[i]): float(p[i + 1]) for i in range(0, len(p), 2)}
+            self.how_pairs = None
+        h = self.hours()
+        h[how] = h.get(how, 0.0) + w
+
     def hours_dense(self) -> list[float]:
         """The hour-of-week histogram as 168 values."""
         out = [0.0] * 168
-        for i, x in self.hours().items():
+        for i, x in self.hour_items():
             out[i] = x
         return out
 

@@ -502,9 +502,8 @@ class Behaviour:
             win = b.window = Window(hour=hour, first_ts=ts)
             if not learning:
                 self._time_signal(b, ts, signals)
-            hist = b.hours()
             how = hour_of_week(ts)
-            hist[how] = hist.get(how, 0.0) + wl
+            b.add_hour(how, wl)
             b.how_total += wl
             fresh = (how, wl)
         day = int(ts // 86400)
@@ -844,13 +843,13 @@ class Behaviour:
         """
         hod = [0.0] * 24
         days = b.days_seen
-        for i, x in b.hours().items():
+        for i, x in b.hour_items():
             hod[i % 24] += x
         if fresh is not None:
             hod[fresh[0] % 24] -= fresh[1]
         for pb in peers:
             days = max(days, pb.days_seen)
-            for i, x in pb.hours().items():
+            for i, x in pb.hour_items():
                 hod[i % 24] += x
         total = sum(hod)
         sl, _ = self.state.clock.scale(ts)
@@ -1141,7 +1140,7 @@ class Behaviour:
         how = hour_of_week(ts)
         # Cheap bound first: the tail includes this hour's own share (at least a quarter of its
         # histogram share), so a habitual hour can never be rare enough to report.
-        mine = b.hours().get(how, 0.0)
+        mine = b.hour(how)
         if 0.25 * mine >= b.how_total * 10 ** (-self.cfg.min_surprise):
             return
         # Never more confident than "not once in all these hours" allows (rule of succession).

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detect.baseline import (
+    SMALL_HOURS,
     SMALL_TOPK,
     Baseline,
     Clock,
@@ -363,3 +364,49 @@ def test_window_and_baseline_from_a_snapshot_before_lazy_lists() -> None:
     assert msgspec.msgpack.encode(b) == msgspec.msgpack.encode(
         msgspec.msgpack.decode(msgspec.msgpack.encode(b), type=Baseline)
     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 167), st.floats(0.001, 1e6)),
+        max_size=40,
+    ),
+    st.floats(0.01, 1.0),
+)
+def test_hour_histogram_matches_the_dict_it_replaced(adds: list[tuple[int, float]], fl: float) -> None:
+    """Small (flat pairs) or large (dict), the histogram is the dict as first written: same values,
+    same order (sums over it add in the same order), same after rescale and a snapshot."""
+    b = Baseline(key="entity:x")
+    ref: dict[int, float] = {}
+    for how, w in adds:
+        b.add_hour(how, w)
+        ref[how] = ref.get(how, 0.0) + w
+        assert b.hour_items() == list(ref.items())
+    assert b.hours() == ref and all(b.hour(h) == ref.get(h, 0.0) for h in range(168))
+    dense = [0.0] * 168
+    for h, x in ref.items():
+        dense[h] = x
+    assert b.hours_dense() == dense
+    assert (b.how is not None) == (len(ref) > SMALL_HOURS)
+    assert (b.how_pairs is not None) == (0 < len(ref) <= SMALL_HOURS)
+    b.rescale(fl, 1.0)
+    ref = {i: x * fl for i, x in ref.items()}
+    assert b.hour_items() == list(ref.items())
+    back = msgspec.msgpack.decode(msgspec.msgpack.encode(b), type=Baseline)
+    assert back == b and back.hour_items() == list(ref.items())
+
+
+@pytest.mark.parametrize("active", [0, 3, SMALL_HOURS, SMALL_HOURS + 5])
+def test_hour_histogram_from_snapshots_before(active: int) -> None:
+    """Stored before: a sparse dict (the layout main writes) or a dense list of 168 (older)."""
+    hours = {(h * 37) % 168: 0.5 + h for h in range(active)}
+    dense = [hours.get(i, 0.0) for i in range(168)]
+    for how in (hours, dense):
+        old = {"key": "entity:y", "how": how, "how_total": sum(hours.values())}
+        b = msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=Baseline)
+        want = list(hours.items()) if how is hours else sorted(hours.items())
+        assert b.hour_items() == want and b.hours_dense() == dense
+        assert (b.how_pairs is not None) == (0 < active <= SMALL_HOURS)
+        b.add_hour(5, 1.0)
+        assert b.hour(5) == hours.get(5, 0.0) + 1.0
