@@ -349,11 +349,15 @@ def pack_rid(rid: str) -> str | bytes:
     """
     if len(rid) != 36 or rid[8] != "-" or rid[13] != "-" or rid[18] != "-" or rid[23] != "-":
         return rid
+    h = rid.replace("-", "")
+    if len(h) != 32 or h != h.lower():
+        return rid
     try:
-        raw = bytes.fromhex(rid[:8] + rid[9:13] + rid[14:18] + rid[19:23] + rid[24:])
+        raw = bytes.fromhex(h)
     except ValueError:
         return rid
-    return raw if unpack_rid(raw) == rid else rid
+    # 16 bytes from 32 characters: all hex digits (fromhex skips whitespace), lower case.
+    return raw if len(raw) == 16 else rid
 
 
 def unpack_rid(rid: str | bytes) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Any
 
 import msgspec
@@ -328,8 +329,13 @@ def test_request_ids_pack_to_bytes_and_back_unchanged() -> None:
     assert pack_rid(rid) == bytes.fromhex(rid.replace("-", ""))
     assert unpack_rid(pack_rid(rid)) == rid
     # Anything that is not a canonical UUID string stays as it is (so comes back the same).
-    for other in (rid.upper(), "{" + rid[1:-1] + "}", rid.replace("-", ""), "x" * 36, "", "abc"):
+    odd = (rid.upper(), "{" + rid[1:-1] + "}", rid.replace("-", ""), "x" * 36, "", "abc")
+    spaced = (rid[:-2] + " 0", rid[:-4] + " 0 0", rid[:9] + "4b5a-6978-8796-a5b4c-3d2e1f0", rid[:-1] + "é")
+    for other in odd + spaced:
         assert pack_rid(other) == other and unpack_rid(pack_rid(other)) == other
+    for i in range(2000):  # random canonical ids all pack, and come back the same
+        u = str(uuid.UUID(int=(i * 0x9E3779B97F4A7C15_F39CC0605CEDC834) % (1 << 128)))
+        assert isinstance(pack_rid(u), bytes) and unpack_rid(pack_rid(u)) == u
 
 
 def test_window_reads_count_distinct_paths_past_the_small_list() -> None:
