@@ -49,6 +49,10 @@ __all__ = [
     "Mark",
     "Suspect",
     "hour_of_week",
+    "pack_rid",
+    "unpack_rid",
+    "SMALL_READS",
+    "SMALL_HOURS",
 ]
 
 #: Feature names counted per identity (also the ``feature`` argument of ``BaselineView.count``).
@@ -332,6 +336,38 @@ class HourStats(msgspec.Struct, kw_only=True, gc=False):
             self.s2 = [x * fs for x in self.s2]
 
 
+#: A baseline keeps up to this many active hours-of-week in a flat list; past it, in a dict.
+SMALL_HOURS: Final = 8
+#: A window keeps up to this many distinct read paths in a list (scanned); past it, a set.
+SMALL_READS: Final = 16
+
+
+def pack_rid(rid: str) -> str | bytes:
+    """``rid`` as 16 bytes when it is a canonical (lower-case, hyphenated) UUID, else as it is.
+
+    :func:`unpack_rid` gives back the same string, so nothing that reads the ids sees a change.
+    """
+    if len(rid) != 36 or rid[8] != "-" or rid[13] != "-" or rid[18] != "-" or rid[23] != "-":
+        return rid
+    h = rid.replace("-", "")
+    if len(h) != 32 or h != h.lower():
+        return rid
+    try:
+        raw = bytes.fromhex(h)
+    except ValueError:
+        return rid
+    # 16 bytes from 32 characters: all hex digits (fromhex skips whitespace), lower case.
+    return raw if len(raw) == 16 else rid
+
+
+def unpack_rid(rid: str | bytes) -> str:
+    """The request id string of a :func:`pack_rid` result."""
+    if isinstance(rid, str):
+        return rid
+    h = rid.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 class Window(msgspec.Struct, kw_only=True, gc=False):
     """The identity's current event-time hour: what volume and the model look at."""
 
@@ -340,9 +376,16 @@ class Window(msgspec.Struct, kw_only=True, gc=False):
     lists: int = 0
     errors: int = 0
     new_values: int = 0
-    reads: set[str] = msgspec.field(default_factory=set)
+    #: The distinct paths read (only their number is used): None until the first, a list of up
+    #: to :data:`SMALL_READS` (a set of a few strings cost 216 bytes), then ``many_reads``.
+    #: Snapshots from before hold a set here (encoded as an array).
+    reads: list[str] | None = None
+    many_reads: set[str] | None = None
     addresses: list[str] = msgspec.field(default_factory=list)
-    event_ids: list[str] = msgspec.field(default_factory=list)
+    #: Request ids; a canonical UUID as its 16 bytes (49 bytes, not 85), see :func:`pack_rid`.
+    #: ``str | bytes`` in fact (msgspec takes no union of two string-like types; msgpack keeps
+    #: them apart as str and bin). Snapshots from before hold strings only.
+    event_ids: list[Any] = msgspec.field(default_factory=list)
     #: Signals fired in this window (None until the first: most windows fire none).
     fired: dict[str, int] | None = None
     first_ts: float = 0.0
@@ -351,10 +394,46 @@ class Window(msgspec.Struct, kw_only=True, gc=False):
     def __post_init__(self) -> None:
         if not self.fired:  # an empty dict from an old snapshot
             self.fired = None
+        r = self.reads
+        if r is not None:
+            if len(set(r)) > SMALL_READS:  # a large set from an old snapshot
+                self.many_reads = set(r)
+                self.reads = None
+            elif not r:
+                self.reads = None
+        self.event_ids = [pack_rid(x) if type(x) is str else x for x in self.event_ids]
+
+    def add_read(self, path: str) -> None:
+        """Count ``path`` as read in this window (once)."""
+        m = self.many_reads
+        if m is not None:
+            m.add(path)
+            return
+        r = self.reads
+        if r is None:
+            self.reads = [path]
+        elif path not in r:
+            if len(r) < SMALL_READS:
+                r.append(path)
+            else:
+                self.many_reads = {*r, path}
+                self.reads = None
+
+    def distinct_reads(self) -> int:
+        """How many distinct paths were read in this window."""
+        m = self.many_reads
+        if m is not None:
+            return len(m)
+        r = self.reads
+        return 0 if r is None else len(r)
+
+    def request_ids(self) -> tuple[str, ...]:
+        """The request ids as they came (strings)."""
+        return tuple(unpack_rid(x) for x in self.event_ids)
 
     def vector(self) -> tuple[int, ...]:
         """The per-hour metrics in :data:`METRICS` order."""
-        return (self.events, len(self.reads), self.lists, self.errors)
+        return (self.events, self.distinct_reads(), self.lists, self.errors)
 
 
 class Mark(msgspec.Struct, kw_only=True, gc=False):
@@ -410,8 +489,13 @@ class Baseline(msgspec.Struct, kw_only=True, gc=False):
     n: int = 0
     feats: dict[str, TopK] = msgspec.field(default_factory=dict)
     #: Decayed activity per hour-of-week (0..167). Sparse: most hours are never active, and a
-    #: dense list cost about 1.4 KB per identity. Snapshots from before hold a dense list.
-    how: dict[int, float] | list[float] = msgspec.field(default_factory=dict)
+    #: dense list cost about 1.4 KB per identity. Snapshots from before hold a dense list, or a
+    #: dict (every snapshot before ``how_pairs``). Up to :data:`SMALL_HOURS` active hours live in
+    #: ``how_pairs`` (``[hour, value, hour, value, ...]`` in first-active order, 72 bytes for one
+    #: hour where a dict cost 184) and ``how`` is None; past it, ``how`` is the dict again, in the
+    #: same order. Read it with :meth:`hour_items`, :meth:`hour`, :meth:`hours_dense`.
+    how: dict[int, float] | list[float] | None = None
+    how_pairs: list[int | float] | None = None
     how_total: float = 0.0
     hstats: HourStats = msgspec.field(default_factory=HourStats)
     window: Window = msgspec.field(default_factory=Window)
@@ -421,7 +505,9 @@ class Baseline(msgspec.Struct, kw_only=True, gc=False):
     day_s0: float = 0.0
     day_s1: float = 0.0
     day_s2: float = 0.0
-    new_times: list[float] = msgspec.field(default_factory=list)
+    #: Times of first-seen templates within the day (None until the first; as are ``denials``
+    #: and ``firsts``: three empty lists cost 168 bytes). Snapshots from before hold [].
+    new_times: list[float] | None = None
     new_fired: int = 0
     #: Who this is as a person reads it (user, AppRole role...), for titles.
     who: str = ""
@@ -430,11 +516,11 @@ class Baseline(msgspec.Struct, kw_only=True, gc=False):
     #: The current use of the credential from a new address, if unusual (see :class:`Suspect`).
     suspect: Suspect | None = None
     #: Denials on paths outside the identity's and its peers' habit, within the last hour.
-    denials: list[Mark] = msgspec.field(default_factory=list)
+    denials: list[Mark] | None = None
     denials_emitted: float = 0.0
     #: First-time secret reads within the slow-exfiltration window, and the identity's norm:
     #: weighted first reads since it left learning (``first_from``, 0 = not yet).
-    firsts: list[Mark] = msgspec.field(default_factory=list)
+    firsts: list[Mark] | None = None
     first_total: float = 0.0
     first_from: float = 0.0
     first_fired: float = 0.0
@@ -442,7 +528,12 @@ class Baseline(msgspec.Struct, kw_only=True, gc=False):
     def rescale(self, fl: float, fs: float) -> None:
         for c in self.feats.values():
             c.rescale(fl, fs)
-        self.how = {i: x * fl for i, x in self.hours().items()}
+        p = self.how_pairs
+        if p is not None:
+            for i in range(1, len(p), 2):
+                p[i] = p[i] * fl
+        elif self.how is not None:
+            self.how = {i: x * fl for i, x in self.hours().items()}
         self.how_total *= fl
         self.hstats.rescale(fs)
         self.day_s0 *= fs
@@ -450,19 +541,79 @@ class Baseline(msgspec.Struct, kw_only=True, gc=False):
         self.day_s2 *= fs
 
     def __post_init__(self) -> None:
-        self.hours()
+        p = self.how_pairs
+        if p is not None:
+            if len(p) % 2 or not all(type(h) is int and 0 <= h < 168 for h in p[::2]):
+                raise ValueError("Baseline how_pairs must be [hour, value, ...]")
+            if self.how is not None:
+                raise ValueError("Baseline has both how and how_pairs")
+            for i in range(1, len(p), 2):
+                p[i] = float(p[i])
+        elif self.how is not None:
+            h = self.hours()  # a dense list from an old snapshot becomes the dict first
+            if len(h) <= SMALL_HOURS:
+                self.how_pairs = [v for kv in h.items() for v in kv] or None
+                self.how = None
+        # Empty lists from an old snapshot: None, as a new baseline has.
+        if not self.new_times:
+            self.new_times = None
+        if not self.denials:
+            self.denials = None
+        if not self.firsts:
+            self.firsts = None
 
     def hours(self) -> dict[int, float]:
-        """The hour-of-week histogram, sparse (a dense list from an old snapshot is converted)."""
+        """The hour-of-week histogram, sparse, in first-active order (a copy when small)."""
+        p = self.how_pairs
+        if p is not None:
+            return {int(p[i]): float(p[i + 1]) for i in range(0, len(p), 2)}
         h = self.how
+        if h is None:
+            return {}
         if isinstance(h, list):
             h = self.how = {i: x for i, x in enumerate(h) if x}
         return h
 
+    def hour_items(self) -> list[tuple[int, float]]:
+        """``(hour of week, value)`` of the active hours, in first-active order."""
+        p = self.how_pairs
+        if p is not None:
+            return [(int(p[i]), float(p[i + 1])) for i in range(0, len(p), 2)]
+        return list(self.hours().items())
+
+    def hour(self, how: int) -> float:
+        """The stored value of hour-of-week ``how`` (0 when never active)."""
+        p = self.how_pairs
+        if p is not None:
+            for i in range(0, len(p), 2):
+                if p[i] == how:
+                    return float(p[i + 1])
+            return 0.0
+        return self.hours().get(how, 0.0)
+
+    def add_hour(self, how: int, w: float) -> None:
+        """Add ``w`` to hour-of-week ``how``."""
+        p = self.how_pairs
+        if p is None and self.how is None:
+            self.how_pairs = [how, 0.0 + w]
+            return
+        if p is not None:
+            for i in range(0, len(p), 2):
+                if p[i] == how:
+                    p[i + 1] = p[i + 1] + w
+                    return
+            if len(p) < 2 * SMALL_HOURS:
+                p += (how, 0.0 + w)
+                return
+            self.how = {int(p[i]): float(p[i + 1]) for i in range(0, len(p), 2)}
+            self.how_pairs = None
+        h = self.hours()
+        h[how] = h.get(how, 0.0) + w
+
     def hours_dense(self) -> list[float]:
         """The hour-of-week histogram as 168 values."""
         out = [0.0] * 168
-        for i, x in self.hours().items():
+        for i, x in self.hour_items():
             out[i] = x
         return out
 

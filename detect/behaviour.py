@@ -66,6 +66,7 @@ from .baseline import (
     TopK,
     Window,
     hour_of_week,
+    pack_rid,
 )
 from .config import DetectConfig
 from .explain import THREAT_FAMILIES, fmt_count
@@ -501,9 +502,8 @@ class Behaviour:
             win = b.window = Window(hour=hour, first_ts=ts)
             if not learning:
                 self._time_signal(b, ts, signals)
-            hist = b.hours()
             how = hour_of_week(ts)
-            hist[how] = hist.get(how, 0.0) + wl
+            b.add_hour(how, wl)
             b.how_total += wl
             fresh = (how, wl)
         day = int(ts // 86400)
@@ -544,20 +544,23 @@ class Behaviour:
         op = ev.operation
         if op == "list":
             win.lists += 1
-        elif op == "read" and ev.outcome == "ok" and len(win.reads) < _MAX_READS:
-            win.reads.add(_intern(ev.path))
+        elif op == "read" and ev.outcome == "ok" and win.distinct_reads() < _MAX_READS:
+            win.add_read(_intern(ev.path))
         if ev.outcome in _ERRORS:
             win.errors += 1
         if new["op_template"]:
             win.new_values += 1
             b.day_new += 1
-            if len(b.new_times) < _MAX_READS:
-                b.new_times.append(ts)
+            nt = b.new_times
+            if nt is None:
+                b.new_times = [ts]
+            elif len(nt) < _MAX_READS:
+                nt.append(ts)
         ip = ev.remote_ip
         if ip and ip not in win.addresses and len(win.addresses) < 32:
             win.addresses.append(_intern(ip))
         if ev.request_id and len(win.event_ids) < _MAX_IDS:
-            win.event_ids.append(ev.request_id)
+            win.event_ids.append(pack_rid(ev.request_id))
         self._volume(b, ws, learning, signals)
 
         # Learn (an identity confirmed compromised stays out of its own baseline).
@@ -840,13 +843,13 @@ class Behaviour:
         """
         hod = [0.0] * 24
         days = b.days_seen
-        for i, x in b.hours().items():
+        for i, x in b.hour_items():
             hod[i % 24] += x
         if fresh is not None:
             hod[fresh[0] % 24] -= fresh[1]
         for pb in peers:
             days = max(days, pb.days_seen)
-            for i, x in pb.hours().items():
+            for i, x in pb.hour_items():
                 hod[i % 24] += x
         total = sum(hod)
         sl, _ = self.state.clock.scale(ts)
@@ -963,7 +966,7 @@ class Behaviour:
         if len(grp.members) > 1 and gc is not None and d in gc:
             return
         ts = ev.ts
-        marks = [m for m in b.denials if m.ts >= ts - _DENIAL_WINDOW]
+        marks = [m for m in b.denials or () if m.ts >= ts - _DENIAL_WINDOW]
         if not marks:
             b.denials_emitted = 0.0
         tpl = values["op_template"]
@@ -1028,7 +1031,7 @@ class Behaviour:
             weight = 0.25  # its peers read it: a colleague's habit, not a harvest
         else:
             weight = 1.0
-        marks = [m for m in b.firsts if m.ts >= ts - _EXFIL_WINDOW]
+        marks = [m for m in b.firsts or () if m.ts >= ts - _EXFIL_WINDOW]
         if len(marks) >= _MAX_MARKS:
             marks = marks[1:]
         marks.append(Mark(ts=ts, what=_intern(ev.path), weight=weight, rid=ev.request_id or ""))
@@ -1137,7 +1140,7 @@ class Behaviour:
         how = hour_of_week(ts)
         # Cheap bound first: the tail includes this hour's own share (at least a quarter of its
         # histogram share), so a habitual hour can never be rare enough to report.
-        mine = b.hours().get(how, 0.0)
+        mine = b.hour(how)
         if 0.25 * mine >= b.how_total * 10 ** (-self.cfg.min_surprise):
             return
         # Never more confident than "not once in all these hours" allows (rule of succession).
@@ -1163,7 +1166,7 @@ class Behaviour:
     def _volume(self, b: Baseline, ws: float, learning: bool, out: list[Signal]) -> None:
         cfg = self.cfg
         win = b.window
-        if win.events < self._min_volume and len(b.new_times) < cfg.day_new_min and not b.new_fired:
+        if win.events < self._min_volume and len(b.new_times or ()) < cfg.day_new_min and not b.new_fired:
             return  # the common case: a quiet hour cannot be a volume anomaly
         vec = win.vector()
         mins = (cfg.volume_min_events, cfg.volume_min_distinct, cfg.volume_min_lists, cfg.error_min_errors)
@@ -1214,8 +1217,9 @@ class Behaviour:
         # harvest straddling midnight counts whole).
         times = b.new_times
         if times and times[0] < win.last_ts - 86400:
-            b.new_times = times = [t for t in times if t >= win.last_ts - 86400]
-        dn = len(times)
+            times = [t for t in times if t >= win.last_ts - 86400]
+            b.new_times = times or None
+        dn = len(times or ())
         if dn < cfg.day_new_min:
             b.new_fired = 0
         elif not learning:
@@ -1261,7 +1265,7 @@ class Behaviour:
             math.cos(2 * math.pi * (hw % 24) / 24),
         )
         ident = self.state.last_identity.get(b.key) or Identity(key=b.key, kind="unknown")
-        return WindowRow(ident, win.hour, feats, tuple(win.event_ids), win.first_ts, win.last_ts)
+        return WindowRow(ident, win.hour, feats, win.request_ids(), win.first_ts, win.last_ts)
 
     def close_idle(self, now: float) -> list[WindowRow]:
         """Close every window whose hour has passed at ``now`` (end of stream, quiet identities)."""

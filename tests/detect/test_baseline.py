@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Any
 
 import msgspec
@@ -10,7 +11,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detect.baseline import SMALL_TOPK, Baseline, Clock, Mark, Suspect, TopK, hour_of_week
+from detect.baseline import (
+    SMALL_HOURS,
+    SMALL_TOPK,
+    Baseline,
+    Clock,
+    Mark,
+    Suspect,
+    TopK,
+    Window,
+    hour_of_week,
+    pack_rid,
+    unpack_rid,
+)
 from detect.behaviour import how_tail
 from detect.templates import area_of, directory_of, net_of, other_names, own_names, subnet_of, template_path
 
@@ -62,7 +75,8 @@ def test_baseline_roundtrips_through_msgpack() -> None:
     b = Baseline(key="entity:x", names=("alice",), first_ts=1.0, last_ts=2.0)
     b.feats["dir"] = TopK(k=8)
     b.feats["dir"].observe("secret/data/a/*", 1.5, 2.5)
-    b.window.reads.add("secret/data/a/b")
+    b.window.add_read("secret/data/a/b")
+    b.window.event_ids += [pack_rid("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"), "not-a-uuid"]
     data = msgspec.msgpack.encode(b)
     back = msgspec.msgpack.decode(data, type=Baseline)
     assert back == b
@@ -93,7 +107,7 @@ def test_threat_state_roundtrips_and_stays_plain() -> None:
     assert back == b
     # An old snapshot without the new fields loads with empty threat state.
     old = msgspec.msgpack.decode(msgspec.msgpack.encode({"key": "entity:y"}), type=Baseline)
-    assert old.suspect is None and old.firsts == [] and old.days_seen == 0
+    assert old.suspect is None and not old.firsts and old.days_seen == 0
 
 
 def test_own_and_other_names() -> None:
@@ -308,3 +322,97 @@ def test_docstring_examples_run(module: str) -> None:
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_request_ids_pack_to_bytes_and_back_unchanged() -> None:
+    rid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+    assert pack_rid(rid) == bytes.fromhex(rid.replace("-", ""))
+    assert unpack_rid(pack_rid(rid)) == rid
+    # Anything that is not a canonical UUID string stays as it is (so comes back the same).
+    odd = (rid.upper(), "{" + rid[1:-1] + "}", rid.replace("-", ""), "x" * 36, "", "abc")
+    spaced = (rid[:-2] + " 0", rid[:-4] + " 0 0", rid[:9] + "4b5a-6978-8796-a5b4c-3d2e1f0", rid[:-1] + "é")
+    for other in odd + spaced:
+        assert pack_rid(other) == other and unpack_rid(pack_rid(other)) == other
+    for i in range(2000):  # random canonical ids all pack, and come back the same
+        u = str(uuid.UUID(int=(i * 0x9E3779B97F4A7C15_F39CC0605CEDC834) % (1 << 128)))
+        assert isinstance(pack_rid(u), bytes) and unpack_rid(pack_rid(u)) == u
+
+
+def test_window_reads_count_distinct_paths_past_the_small_list() -> None:
+    w = Window(hour=1)
+    assert w.distinct_reads() == 0 and w.reads is None
+    paths = [f"kv/data/p{i % 40}" for i in range(100)]
+    for n, p in enumerate(paths, 1):
+        w.add_read(p)
+        assert w.distinct_reads() == len(set(paths[:n]))
+    assert w.reads is None and w.many_reads == set(paths)
+    back = msgspec.msgpack.decode(msgspec.msgpack.encode(w), type=Window)
+    assert back == w and back.vector() == w.vector() == (0, 40, 0, 0)
+
+
+def test_window_and_baseline_from_a_snapshot_before_lazy_lists() -> None:
+    """The stored layout before: reads a set, request ids strings, empty lists present."""
+    rids = ["0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "req-7"]
+    old_win = {"hour": 5, "events": 3, "reads": ["a", "b"], "addresses": [], "event_ids": rids}
+    old = {"key": "entity:y", "window": old_win, "new_times": [], "denials": [], "firsts": []}
+    b = msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=Baseline)
+    assert b.window.distinct_reads() == 2 and b.window.vector() == (3, 2, 0, 0)
+    assert b.window.request_ids() == tuple(rids)
+    assert b.new_times is None and b.denials is None and b.firsts is None
+    assert b == Baseline(key="entity:y", window=b.window)
+    many = {"hour": 5, "reads": [f"p{i}" for i in range(30)]}
+    w = msgspec.msgpack.decode(msgspec.msgpack.encode(many), type=Window)
+    assert w.distinct_reads() == 30 and w.reads is None
+    w.add_read("p0")
+    w.add_read("q")
+    assert w.distinct_reads() == 31
+    # Restored, the baseline encodes to what a new one with the same state encodes to.
+    assert msgspec.msgpack.encode(b) == msgspec.msgpack.encode(
+        msgspec.msgpack.decode(msgspec.msgpack.encode(b), type=Baseline)
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 167), st.floats(0.001, 1e6)),
+        max_size=40,
+    ),
+    st.floats(0.01, 1.0),
+)
+def test_hour_histogram_matches_the_dict_it_replaced(adds: list[tuple[int, float]], fl: float) -> None:
+    """Small (flat pairs) or large (dict), the histogram is the dict as first written: same values,
+    same order (sums over it add in the same order), same after rescale and a snapshot."""
+    b = Baseline(key="entity:x")
+    ref: dict[int, float] = {}
+    for how, w in adds:
+        b.add_hour(how, w)
+        ref[how] = ref.get(how, 0.0) + w
+        assert b.hour_items() == list(ref.items())
+    assert b.hours() == ref and all(b.hour(h) == ref.get(h, 0.0) for h in range(168))
+    dense = [0.0] * 168
+    for h, x in ref.items():
+        dense[h] = x
+    assert b.hours_dense() == dense
+    assert (b.how is not None) == (len(ref) > SMALL_HOURS)
+    assert (b.how_pairs is not None) == (0 < len(ref) <= SMALL_HOURS)
+    b.rescale(fl, 1.0)
+    ref = {i: x * fl for i, x in ref.items()}
+    assert b.hour_items() == list(ref.items())
+    back = msgspec.msgpack.decode(msgspec.msgpack.encode(b), type=Baseline)
+    assert back == b and back.hour_items() == list(ref.items())
+
+
+@pytest.mark.parametrize("active", [0, 3, SMALL_HOURS, SMALL_HOURS + 5])
+def test_hour_histogram_from_snapshots_before(active: int) -> None:
+    """Stored before: a sparse dict (the layout main writes) or a dense list of 168 (older)."""
+    hours = {(h * 37) % 168: 0.5 + h for h in range(active)}
+    dense = [hours.get(i, 0.0) for i in range(168)]
+    for how in (hours, dense):
+        old = {"key": "entity:y", "how": how, "how_total": sum(hours.values())}
+        b = msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=Baseline)
+        want = list(hours.items()) if how is hours else sorted(hours.items())
+        assert b.hour_items() == want and b.hours_dense() == dense
+        assert (b.how_pairs is not None) == (0 < active <= SMALL_HOURS)
+        b.add_hour(5, 1.0)
+        assert b.hour(5) == hours.get(5, 0.0) + 1.0
