@@ -20,8 +20,10 @@ The tree (the packages below the shell have roots of their own: ``ingest.errors.
     │                      also a RuntimeError
     ├── ServerError        a demo server (OpenBao, the broker) did not start or stop
     │                      (vaultwatch.demo.servers); also a RuntimeError
-    └── DriverError        a generated organisation's request failed, or its server is sealed
-                           (vaultwatch.demo.org_driver); also a RuntimeError
+    ├── DriverError        a generated organisation's request failed, or its server is sealed
+    │                      (vaultwatch.demo.org_driver); also a RuntimeError
+    └── JoinStalled        a worker's Kafka consumer has been joining its group far longer than a
+                           join may take (vaultwatch.service.worker); also an ingest SourceError
 
 ``ConfigError`` and ``ArchiveError`` are defined here; the others live beside the code that raises
 them and derive from :class:`VaultwatchError`. ``tests/test_error_trees.py`` checks that this

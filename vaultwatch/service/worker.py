@@ -58,11 +58,11 @@ from ingest.errors import ParseError, ShipError, SourceError
 from ingest.parse import Parser
 from ingest.sources.base import RawRecord
 
-from ..errors import ArchiveError
+from ..errors import ArchiveError, VaultwatchError
 from .cross import IdentityStage, build_split
 
 
-class JoinStalled(SourceError):
+class JoinStalled(VaultwatchError, SourceError):
     """The consumer's group join has not completed in far longer than it may take: the worker
     replaces the consumer (see :meth:`Worker.run`)."""
 
